@@ -1,0 +1,34 @@
+# Two commands for a fresh machine (Python 3.11, Node.js 20): `make run` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install run test lint bench loadtest clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
+	touch $@
+
+install: $(VENV)/.installed node_modules/.installed
+
+run: install
+	$(PY) -m local.run
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: lint
+	$(VENV)/bin/pytest -q
+
+bench: install
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) node_modules .azurite .mypy_cache .ruff_cache .pytest_cache

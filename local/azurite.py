@@ -1,0 +1,118 @@
+"""Start Azurite (tables, queues, blobs) from the project's npm install, on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+AZURITE_BIN = ROOT / "node_modules" / ".bin" / "azurite"
+# Azurite's well-known development account (public, documented by Microsoft).
+ACCOUNT = "devstoreaccount1"
+ACCOUNT_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s") from None
+            time.sleep(0.05)
+
+
+def connection_string(host: str, blob_port: int, queue_port: int, table_port: int) -> str:
+    base = f"http://{host}"
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
+        f"BlobEndpoint={base}:{blob_port}/{ACCOUNT};"
+        f"QueueEndpoint={base}:{queue_port}/{ACCOUNT};"
+        f"TableEndpoint={base}:{table_port}/{ACCOUNT};"
+    )
+
+
+@dataclass
+class Azurite:
+    """A running Azurite process; `stop()` ends it and removes its temporary folder."""
+
+    process: subprocess.Popen[bytes]
+    host: str
+    blob_port: int
+    queue_port: int
+    table_port: int
+    workdir: Path
+    owns_workdir: bool
+
+    @property
+    def connection_string(self) -> str:
+        return connection_string(self.host, self.blob_port, self.queue_port, self.table_port)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def start_azurite(
+    host: str = "127.0.0.1",
+    ports: tuple[int, int, int] | None = None,
+    in_memory: bool = True,
+    location: Path | None = None,
+    quiet: bool = True,
+) -> Azurite:
+    """Start Azurite; ports are (blob, queue, table), free ones when not given."""
+    if not AZURITE_BIN.exists():
+        raise FileNotFoundError(f"{AZURITE_BIN} is missing: run `npm ci` first")
+    blob_port, queue_port, table_port = ports or (free_port(host), free_port(host), free_port(host))
+    owns = location is None
+    workdir = location or Path(tempfile.mkdtemp(prefix="azurite-"))
+    workdir.mkdir(parents=True, exist_ok=True)  # also holds the debug log when not in memory
+    args = [
+        str(AZURITE_BIN),
+        "--blobHost", host, "--blobPort", str(blob_port),
+        "--queueHost", host, "--queuePort", str(queue_port),
+        "--tableHost", host, "--tablePort", str(table_port),
+        "--skipApiVersionCheck", "--loose", "--disableTelemetry",
+    ]  # fmt: skip
+    # Azurite refuses --location together with --inMemoryPersistence.
+    args += ["--inMemoryPersistence"] if in_memory else ["--location", str(workdir)]
+    if quiet:
+        args.append("--silent")
+    process = subprocess.Popen(
+        args,
+        stdout=subprocess.DEVNULL if quiet else None,
+        stderr=subprocess.DEVNULL if quiet else None,
+        env={**os.environ, "NODE_NO_WARNINGS": "1"},
+        cwd=workdir,
+    )
+    azurite = Azurite(process, host, blob_port, queue_port, table_port, workdir, owns)
+    try:
+        for port in (blob_port, queue_port, table_port):
+            wait_for_port(host, port)
+    except BaseException:
+        azurite.stop()
+        raise
+    return azurite
