@@ -92,11 +92,22 @@ def start_azurite(
     workdir.mkdir(parents=True, exist_ok=True)  # also holds the debug log when not in memory
     args = [
         str(AZURITE_BIN),
-        "--blobHost", host, "--blobPort", str(blob_port),
-        "--queueHost", host, "--queuePort", str(queue_port),
-        "--tableHost", host, "--tablePort", str(table_port),
-        "--skipApiVersionCheck", "--loose", "--disableTelemetry",
-    ]  # fmt: skip
+        "--blobHost",
+        host,
+        "--blobPort",
+        str(blob_port),
+        "--queueHost",
+        host,
+        "--queuePort",
+        str(queue_port),
+        "--tableHost",
+        host,
+        "--tablePort",
+        str(table_port),
+        "--skipApiVersionCheck",
+        "--loose",
+        "--disableTelemetry",
+    ]
     # Azurite refuses --location together with --inMemoryPersistence.
     args += ["--inMemoryPersistence"] if in_memory else ["--location", str(workdir)]
     if quiet:

@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.plugins.azurite"]
+pytest_plugins = ["tests.plugins.azurite", "tests.plugins.app"]

@@ -1,0 +1,1 @@
+"""The event delivery app's own package: contract models, storage, dispatch and API."""

@@ -1,0 +1,1 @@
+"""HTTP entry points: blueprints whose bodies translate between Functions types and the core."""

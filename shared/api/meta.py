@@ -1,0 +1,42 @@
+"""The event catalog, the OpenAPI document and the health check."""
+
+import json
+import logging
+
+import azure.functions as func
+
+from shared import catalog
+from shared.api.http import ApiError, Call, endpoint
+from shared.models import CatalogEntry, Health
+from shared.services import get_services
+
+bp = func.Blueprint()
+log = logging.getLogger("shared.api")
+
+
+@endpoint(bp, "GET", "v1/events", returns=list[CatalogEntry])
+async def list_events(call: Call) -> list[CatalogEntry]:
+    """The event catalog: the keys a connection can enable."""
+    return [CatalogEntry(event_key=k, description=d) for k, d in catalog.catalog().items()]
+
+
+@endpoint(bp, "GET", "v1/openapi.json", public=True)
+async def openapi_document(call: Call) -> func.HttpResponse:
+    """This API as an OpenAPI 3 document (no API key needed)."""
+    from shared import openapi
+
+    return func.HttpResponse(json.dumps(openapi.document()), mimetype="application/json")
+
+
+@endpoint(bp, "GET", "v1/health", returns=Health, public=True, errors=(503,))
+async def health(call: Call) -> Health:
+    """200 when the app's storage answers (no API key needed)."""
+    from shared import openapi
+
+    try:
+        services = await get_services()
+        await services.storage.tables.get_service_properties()
+    except Exception as e:  # the reason goes to the log only: it may name hosts or settings
+        log.warning("health check: storage does not answer: %s", type(e).__name__)
+        raise ApiError(503, "Unhealthy", "the app's storage does not answer") from None
+    return Health(status="Healthy", storage="Ok", version=openapi.VERSION)

@@ -1,0 +1,46 @@
+"""The event catalog (catalog.json) and the matching of event keys against patterns."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+
+TEST_EVENT_KEY = "System.Test"
+
+
+@cache
+def catalog() -> dict[str, str]:
+    """EventKey to description, in the file's order."""
+    entries = json.loads((Path(__file__).with_name("catalog.json")).read_text())
+    return {e["EventKey"]: e["Description"] for e in entries}
+
+
+def is_pattern(value: str) -> bool:
+    return value == "*" or value.endswith(".*")
+
+
+def matches(pattern: str, event_key: str) -> bool:
+    if pattern == "*":
+        return True
+    if pattern.endswith(".*"):
+        return event_key.startswith(pattern[:-1])
+    return pattern == event_key
+
+
+def canonical_entry(value: str) -> str | None:
+    """The catalog's spelling of an event key or pattern given in any case, or None if unknown."""
+    if value == "*":
+        return value
+    by_lower = {key.lower(): key for key in catalog()}
+    if value.endswith(".*"):
+        prefix = value[:-1].lower()
+        hits = {key[: len(prefix)] for key in catalog() if key.lower().startswith(prefix)}
+        return f"{hits.pop()}*" if len(hits) == 1 else None
+    return by_lower.get(value.lower())
+
+
+def most_specific(patterns: list[str], event_key: str) -> str | None:
+    """The enabled entry that best names the event: the exact key, else the longest prefix."""
+    hits = [p for p in patterns if matches(p, event_key)]
+    return max(hits, key=lambda p: (p == event_key, len(p)), default=None)

@@ -1,0 +1,85 @@
+"""Command line: `python -m shared.cli apikey create|list|revoke`, `event publish`, `purge`.
+
+Reads the same settings as the app (the environment, else local.settings.json, else the
+sample's local defaults). The result a script wants is printed alone on the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+
+from shared.services import Services
+from shared.settings import Settings, load_local_settings
+
+Command = Callable[[Services, argparse.Namespace], Awaitable[int]]
+
+
+async def apikey_create(services: Services, args: argparse.Namespace) -> int:
+    key, info = await services.api_keys.create(args.account, services.clock())
+    print(f"API key {info.key_id} for account {info.account} (shown once; store it safely):")
+    print(key)
+    return 0
+
+
+async def apikey_list(services: Services, args: argparse.Namespace) -> int:
+    keys = await services.api_keys.for_account(args.account)
+    print(f"{'KEY ID':10} {'ACCOUNT':24} CREATED")
+    for k in keys:
+        print(f"{k.key_id:10} {k.account:24} {k.created_at.isoformat(timespec='seconds')}")
+    return 0
+
+
+async def apikey_revoke(services: Services, args: argparse.Namespace) -> int:
+    from shared.errors import NotFound
+
+    try:
+        info = await services.api_keys.revoke(args.key_id)
+    except NotFound:
+        print(f"no API key with id {args.key_id}", file=sys.stderr)
+        return 1
+    print(f"revoked API key {info.key_id} of account {info.account}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="python -m shared.cli", description=__doc__)
+    groups = root.add_subparsers(dest="group", required=True)
+
+    apikey = groups.add_parser("apikey", help="API keys of accounts").add_subparsers(
+        dest="action", required=True
+    )
+    create = apikey.add_parser("create", help="make a key; prints it alone on the last line")
+    create.add_argument("--account", required=True)
+    create.set_defaults(run=apikey_create)
+    listing = apikey.add_parser("list", help="list keys (ids, never the keys)")
+    listing.add_argument("--account")
+    listing.set_defaults(run=apikey_list)
+    revoke = apikey.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(run=apikey_revoke)
+    return root
+
+
+async def _run(command: Command, args: argparse.Namespace) -> int:
+    services = await Services.open(Settings.from_environment())
+    try:
+        return await command(services, args)
+    finally:
+        await services.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    load_local_settings()
+    try:
+        return asyncio.run(_run(args.run, args))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

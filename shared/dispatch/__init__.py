@@ -1,0 +1,1 @@
+"""Delivery of system events: message building, claim check, batched sends, records, retries."""

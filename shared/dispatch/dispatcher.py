@@ -1,0 +1,261 @@
+"""Fan-out of system events to the matching connections, one record per attempt, retries.
+
+Each delivery is independent: its own sender, its own record, its own retry. A failed
+delivery never makes another connection's delivery wait or repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from shared import connstrings
+from shared.clock import uuid7
+from shared.dispatch import outgoing
+from shared.dispatch.claimcheck import ClaimCheckStore
+from shared.dispatch.coalesce import Coalescer
+from shared.dispatch.servicebus import DeliveryError, SenderPool, TooLarge, classify
+from shared.events import DeliveryRetry, encode_queue_message
+from shared.models import Message, MessageStatus, SystemEvent
+from shared.storage.messages import LoggedMessage
+
+if TYPE_CHECKING:
+    from azure.storage.queue.aio import QueueClient
+
+    from shared.services import Services
+    from shared.storage.connections import StoredConnection
+
+log = logging.getLogger("shared.dispatch")
+
+
+def secrets_of(stored: StoredConnection) -> list[str]:
+    c = stored.connection
+    found = []
+    for value in (c.service_bus_connection_string, c.blob_container_connection_string):
+        if value:
+            parts = connstrings.parse_any(value)
+            found += [v for k, v in parts.items() if k in connstrings.SECRET_PARTS]
+    return found
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """Which try this is, and what it answers to."""
+
+    number: int = 1
+    parent: UUID | None = None
+    retry_event: SystemEvent | None = None  # set when a failure should be retried
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        services: Services,
+        retry_queue: QueueClient,
+        retry_delays: tuple[float, ...],
+    ) -> None:
+        self.services = services
+        self.senders = SenderPool()
+        self.claims = ClaimCheckStore()
+        self.events = services.events
+        self._retry_queue = retry_queue
+        self._retry_delays = retry_delays
+        self._writers: dict[str, Coalescer[LoggedMessage]] = {}
+        self._connections: dict[str, tuple[float, list[StoredConnection]]] = {}
+
+    # ------------------------------------------------------------ entry points
+
+    async def dispatch(self, event: SystemEvent) -> list[LoggedMessage]:
+        """Deliver an event to every active connection of its account that wants it."""
+        targets = [
+            c
+            for c in await self.connections_of(event.account_id)
+            if c.connection.wants(event.event_key)
+        ]
+        return list(await asyncio.gather(*(self.deliver(event, c) for c in targets)))
+
+    async def deliver(
+        self, event: SystemEvent, stored: StoredConnection, attempt: Attempt | None = None
+    ) -> LoggedMessage:
+        attempt = attempt or Attempt(retry_event=event)
+        connection = stored.connection
+        message = outgoing.build(
+            event,
+            connection.uid,
+            connection.event_settings_type(event.event_key),
+            is_retry=attempt.number > 1,
+        )
+        return await self._send_and_log(stored, message, event, attempt)
+
+    async def retry(self, retry: DeliveryRetry, event: SystemEvent) -> LoggedMessage | None:
+        """A scheduled retry; dropped when the connection is gone or no longer wants the event."""
+        stored = next(
+            (c for c in await self.connections_of(event.account_id, fresh=True)
+             if c.uid == retry.connection_uid),
+            None,
+        )  # fmt: skip
+        if stored is None or not stored.connection.wants(event.event_key):
+            log.info("retry of event %s dropped: connection %s gone, inactive or no longer "
+                     "subscribed", event.event_id, retry.connection_uid)  # fmt: skip
+            return None
+        attempt = Attempt(retry.attempt, retry.parent_uid, event)
+        return await self.deliver(event, stored, attempt)
+
+    async def resend(self, stored: StoredConnection, record: LoggedMessage) -> LoggedMessage:
+        """Send a logged message again, from its stored body, now (not retried automatically)."""
+        m = record.message
+        metadata = json.loads(m.request_metadata)
+        message = outgoing.Outgoing(
+            body=m.message_body.encode(),
+            message_id=metadata.get("MessageId")
+            or outgoing.message_id(record.account, record.event_id, stored.uid),
+            event_key=m.event_key,
+            event_id=record.event_id,
+            event_timestamp=outgoing.iso_utc(m.event_timestamp),
+            account=record.account,
+            is_retry=True,
+            blob_name=metadata.get("BlobName"),
+        )
+        attempt = Attempt(int(metadata.get("Attempt", 1)) + 1, parent=m.uid)
+        return await self._send_and_log(stored, message, record, attempt)
+
+    # --------------------------------------------------------------- internals
+
+    async def connections_of(self, account: str, fresh: bool = False) -> list[StoredConnection]:
+        """The account's connections, cached briefly: changes arrive within seconds."""
+        now = time.monotonic()
+        cached = self._connections.get(account)
+        if cached and cached[0] > now and not fresh:
+            return cached[1]
+        connections = await self.services.connections.for_account(account)
+        ttl = self.services.settings.connection_cache_seconds
+        self._connections[account] = (now + ttl, connections)
+        return connections
+
+    async def _send_and_log(
+        self,
+        stored: StoredConnection,
+        message: outgoing.Outgoing,
+        origin: SystemEvent | LoggedMessage,
+        attempt: Attempt,
+    ) -> LoggedMessage:
+        connection = stored.connection
+        subject = origin.subject
+        started = self.services.clock()
+        clock_start = time.perf_counter()
+        error: DeliveryError | None = None
+        try:
+            message = await self._send(stored, message, subject)
+        except Exception as e:
+            error = classify(e, secrets_of(stored))
+        elapsed = round((time.perf_counter() - clock_start) * 1000)
+
+        metadata: dict[str, Any] = {
+            "QueueName": connection.queue_name,
+            "MessageId": message.message_id,
+            "Attempt": attempt.number,
+            "SizeBytes": len(message.body),
+            "Offloaded": message.offloaded,
+        }
+        if message.blob_name:
+            metadata["BlobName"] = message.blob_name
+        if error:
+            metadata["Error"] = error.to_json()
+        event_timestamp = (
+            origin.event_timestamp if isinstance(origin, SystemEvent)
+            else origin.message.event_timestamp
+        )  # fmt: skip
+        record = LoggedMessage(
+            Message(
+                uid=uuid7(started),
+                connection_uid=connection.uid,
+                event_key=message.event_key,
+                event_timestamp=event_timestamp,
+                request_timestamp=started,
+                message_body=message.body.decode(),
+                elapsed_milliseconds=elapsed,
+                request_metadata=json.dumps(metadata),
+                status=MessageStatus.FAILED if error else MessageStatus.SUCCEEDED,
+                parent_service_bus_message_uid=attempt.parent,
+                is_retry=attempt.number > 1 or attempt.parent is not None,
+            ),
+            account=message.account,
+            event_id=message.event_id,
+            subject=subject,
+        )
+        await self._writer(stored.log_partition).submit(record)
+        if error:
+            log.warning(
+                "delivery of event %s to connection %s failed (attempt %d, %s %s): %s",
+                message.event_id, connection.uid, attempt.number, error.category, error.type,
+                error.message,
+            )  # fmt: skip
+            await self._schedule_retry(stored, record, error, attempt)
+        return record
+
+    async def _send(
+        self, stored: StoredConnection, message: outgoing.Outgoing, subject: str | None
+    ) -> outgoing.Outgoing:
+        """Send; a message too large for the link goes by claim check when there is a container."""
+        c = stored.connection
+        sender = self.senders.get(c.service_bus_connection_string, c.queue_name)
+        try:
+            await sender.send(message)
+            return message
+        except TooLarge:
+            if message.offloaded or not c.blob_container_connection_string:
+                raise
+        name = outgoing.claim_check_blob_name(message, c.uid)
+        container = c.blob_container_name or ""  # the model makes both come together
+        await self.claims.upload(c.blob_container_connection_string, container, name, message.body)
+        reference = message.claim_check(container, name, subject)
+        await sender.send(reference)
+        return reference
+
+    async def _schedule_retry(
+        self,
+        stored: StoredConnection,
+        record: LoggedMessage,
+        error: DeliveryError,
+        attempt: Attempt,
+    ) -> None:
+        if attempt.retry_event is None or error.category == "TooLarge":
+            return
+        if attempt.number > len(self._retry_delays):
+            log.error("event %s to connection %s: giving up after %d attempts",
+                      record.event_id, stored.uid, attempt.number)  # fmt: skip
+            return
+        retry = DeliveryRetry(
+            event=await self.events.to_payload(attempt.retry_event),
+            connection_uid=stored.uid,
+            attempt=attempt.number + 1,
+            parent_uid=attempt.parent or record.message.uid,
+        )
+        delay = self._retry_delays[attempt.number - 1]
+        await self._retry_queue.send_message(
+            encode_queue_message(json.dumps(retry.to_json()).encode()),
+            visibility_timeout=int(delay),
+        )
+
+    def _writer(self, partition: str) -> Coalescer[LoggedMessage]:
+        writer = self._writers.get(partition)
+        if writer is None:
+            if len(self._writers) > 1000:  # forget idle partitions now and then
+                self._writers = {p: w for p, w in self._writers.items() if not w.idle}
+            writer = self._writers[partition] = Coalescer(
+                lambda records: self._write_records(partition, records)
+            )
+        return writer
+
+    async def _write_records(self, partition: str, records: Any) -> list[BaseException | None]:
+        await self.services.messages.add(partition, records)
+        return [None] * len(records)
+
+    async def close(self) -> None:
+        await self.senders.close()
+        await self.claims.close()

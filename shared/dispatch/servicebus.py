@@ -1,0 +1,194 @@
+"""Sending to customers' Service Bus queues: one sender per connection string and queue,
+concurrent deliveries gathered into SDK batches, failures sorted into categories.
+
+A sender is never used by two sends at once: concurrent `send_messages` on one async sender
+writes transfers out of order and breaks the link. The Coalescer gives each sender one flush at
+a time, and what arrives meanwhile goes out as one batch (several times faster than singles).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from shared.dispatch.coalesce import Coalescer
+from shared.dispatch.outgoing import Outgoing
+
+log = logging.getLogger("shared.dispatch")
+
+SEND_TIMEOUT_SECONDS = 20.0  # our own retry schedule takes over after this
+MAX_CACHED_SENDERS = 500
+IDLE_SECONDS = 600.0
+
+
+class TooLarge(Exception):
+    """The message does not fit what the queue's link allows."""
+
+
+@dataclass(frozen=True)
+class DeliveryError:
+    category: str  # Transient | Configuration | TooLarge
+    type: str
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"Category": self.category, "Type": self.type, "Message": self.message}
+
+
+_CONFIGURATION = {
+    "ServiceBusAuthenticationError",
+    "ServiceBusAuthorizationError",
+    "MessagingEntityNotFoundError",
+    "MessagingEntityDisabledError",
+    "ClientAuthenticationError",
+    "ResourceNotFoundError",
+    "ValueError",
+    "TypeError",
+}
+_SECRET_PATTERNS = re.compile(
+    r"(sig=|SharedAccessKey=|AccountKey=|SharedAccessSignature=)[^;&\s\"']+", re.IGNORECASE
+)
+
+
+def classify(error: BaseException, secrets: Sequence[str] = ()) -> DeliveryError:
+    """TooLarge is final; Configuration needs the customer to act; the rest is Transient."""
+    names = {cls.__name__ for cls in type(error).__mro__}
+    if isinstance(error, TooLarge) or "MessageSizeExceededError" in names:
+        category = "TooLarge"
+    elif names & _CONFIGURATION:
+        category = "Configuration"
+    else:
+        category = "Transient"
+    return DeliveryError(category, type(error).__name__, scrub(str(error) or repr(error), secrets))
+
+
+def scrub(text: str, secrets: Sequence[str] = ()) -> str:
+    """Remove secrets from an error text before it reaches a record or a log line."""
+    for secret in secrets:
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return _SECRET_PATTERNS.sub(r"\1***", text)[:1000]
+
+
+class QueueSender:
+    """The one sender of a connection string and queue, sending what it is given in batches."""
+
+    def __init__(self, connection_string: str, queue: str) -> None:
+        self._connection_string = connection_string
+        self._queue = queue
+        self._client: Any = None
+        self._sender: Any = None
+        self._coalescer: Coalescer[Outgoing] = Coalescer(self._flush)
+        self.last_used = time.monotonic()
+
+    async def send(self, message: Outgoing) -> None:
+        """Send one message (gathered with concurrent ones); TooLarge if it cannot fit."""
+        self.last_used = time.monotonic()
+        await self._coalescer.submit(message)
+
+    @property
+    def idle(self) -> bool:
+        return self._coalescer.idle
+
+    async def _open(self) -> Any:
+        if self._sender is None:
+            from azure.servicebus.aio import ServiceBusClient
+
+            self._client = ServiceBusClient.from_connection_string(
+                self._connection_string, retry_total=1, retry_backoff_factor=0.5
+            )
+            self._sender = self._client.get_queue_sender(self._queue)
+        return self._sender
+
+    async def close(self) -> None:
+        client, self._client, self._sender = self._client, None, None
+        if client is not None:
+            try:
+                await client.close()
+            except Exception:  # closing a broken connection may fail too; it is dropped anyway
+                log.debug("closing a Service Bus client failed", exc_info=True)
+
+    async def _flush(self, messages: Sequence[Outgoing]) -> list[BaseException | None]:
+        from azure.servicebus.exceptions import MessageSizeExceededError
+
+        outcomes: list[BaseException | None] = [None] * len(messages)
+        try:
+            sender = await self._open()
+            batch = await sender.create_message_batch()
+            members: list[int] = []
+            for index, message in enumerate(messages):
+                sb_message = message.to_servicebus()
+                try:
+                    batch.add_message(sb_message)
+                    members.append(index)
+                    continue
+                except MessageSizeExceededError:
+                    pass
+                if members:  # the batch is full: send it and start another
+                    await sender.send_messages(batch, timeout=SEND_TIMEOUT_SECONDS)
+                    batch, members = await sender.create_message_batch(), []
+                    try:
+                        batch.add_message(sb_message)
+                        members.append(index)
+                        continue
+                    except MessageSizeExceededError:
+                        pass
+                # Larger than a batch may be: only the link's own limit decides.
+                outcomes[index] = await self._send_alone(sender, sb_message)
+            if members:
+                await sender.send_messages(batch, timeout=SEND_TIMEOUT_SECONDS)
+        except Exception as e:
+            await self.close()  # a failed connection is not reused: the next send reconnects
+            return [outcome or e for outcome in outcomes]
+        return outcomes
+
+    async def _send_alone(self, sender: Any, message: Any) -> BaseException | None:
+        from azure.servicebus.exceptions import MessageSizeExceededError
+
+        try:
+            await sender.send_messages(message, timeout=SEND_TIMEOUT_SECONDS)
+        except MessageSizeExceededError as e:
+            return TooLarge(str(e))
+        return None
+
+
+class SenderPool:
+    """QueueSenders by connection string and queue; a changed connection string makes a new
+    one, and the least recently used are closed beyond the cap."""
+
+    def __init__(self, max_senders: int = MAX_CACHED_SENDERS) -> None:
+        self._senders: OrderedDict[tuple[str, str], QueueSender] = OrderedDict()
+        self._max = max_senders
+
+    def get(self, connection_string: str, queue: str) -> QueueSender:
+        key = (connection_string, queue)
+        sender = self._senders.get(key)
+        if sender is None:
+            self._evict()
+            sender = self._senders[key] = QueueSender(connection_string, queue)
+        self._senders.move_to_end(key)
+        return sender
+
+    def _evict(self) -> None:
+        """Close idle senders: beyond the cap, or unused for a while (e.g. the connection
+        string changed and the old one is no longer asked for)."""
+        stale = time.monotonic() - IDLE_SECONDS
+        for key, sender in list(self._senders.items()):  # least recently used first
+            if len(self._senders) < self._max and sender.last_used > stale:
+                break
+            if sender.idle:
+                del self._senders[key]
+                asyncio.get_running_loop().create_task(sender.close())
+
+    def __len__(self) -> int:
+        return len(self._senders)
+
+    async def close(self) -> None:
+        senders, self._senders = list(self._senders.values()), OrderedDict()
+        await asyncio.gather(*(s.close() for s in senders))

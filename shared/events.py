@@ -1,0 +1,91 @@
+"""System events on storage queues: publishing them, and reading them back.
+
+A Storage queue message holds at most 64 KB, so an event larger than that is stored in the
+app's own blob container and the queue message carries a pointer to it (`EventBlob`).
+Queue messages are base64 text, as the Functions host expects.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from shared.models import ApiModel, SystemEvent
+
+if TYPE_CHECKING:
+    from azure.storage.blob.aio import ContainerClient
+
+INLINE_LIMIT = 48 * 1024  # raw bytes; base64 makes 64 KB of it
+EVENTS_PREFIX = "events/"
+
+
+class MalformedEvent(ValueError):
+    """Not valid JSON, or a required field missing or wrong: never worth retrying."""
+
+
+def encode_queue_message(payload: bytes) -> str:
+    return base64.b64encode(payload).decode()
+
+
+class EventStore:
+    """Turns events into queue message payloads and back, offloading large ones to blobs."""
+
+    def __init__(self, bodies: ContainerClient) -> None:
+        self._bodies = bodies
+
+    async def to_payload(self, event: SystemEvent) -> dict[str, Any]:
+        """The event inline, or a pointer to the blob holding it when it is large."""
+        text = event.to_json()
+        raw = json.dumps(text, separators=(",", ":")).encode()
+        if len(raw) <= INLINE_LIMIT:
+            return text
+        name = f"{EVENTS_PREFIX}{event.account_id}/{uuid.uuid4().hex}.json"
+        await self._bodies.upload_blob(name, raw, overwrite=True)
+        return {"EventBlob": name}
+
+    async def from_payload(self, payload: Any) -> SystemEvent:
+        if isinstance(payload, dict) and set(payload) == {"EventBlob"}:
+            name = str(payload["EventBlob"])
+            if not name.startswith(EVENTS_PREFIX):
+                raise MalformedEvent("EventBlob must name a stored event")
+            stream = await self._bodies.download_blob(name)
+            payload = json.loads(await stream.readall())
+        try:
+            return SystemEvent.model_validate(payload)
+        except ValidationError as e:
+            fields = ", ".join(".".join(map(str, err["loc"])) or "$" for err in e.errors())
+            raise MalformedEvent(f"invalid event ({fields})") from None
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MalformedEvent(f"not JSON: {e}") from None
+
+
+def new_event(
+    account: str, event_key: str, now: datetime, subject: str | None = None, data: Any = None
+) -> SystemEvent:
+    return SystemEvent(
+        event_id=str(uuid.uuid4()),
+        account_id=account,
+        event_key=event_key,
+        event_timestamp=now,
+        subject=subject,
+        data=data,
+    )
+
+
+class DeliveryRetry(ApiModel):
+    """A scheduled retry on the `delivery-retries` queue: one event, one connection."""
+
+    event: dict[str, Any]  # an EventStore payload
+    connection_uid: uuid.UUID
+    attempt: int
+    parent_uid: uuid.UUID

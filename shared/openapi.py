@@ -1,0 +1,114 @@
+"""The OpenAPI 3 document, built from the registered endpoints and the pydantic models."""
+
+from __future__ import annotations
+
+import re
+import typing
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from shared.api.http import ENDPOINTS, JSON_TYPES, Endpoint
+from shared.models import Problem
+
+VERSION = "1.0.0"
+_REF = "#/components/schemas/{model}"
+_ERROR_TITLES = {
+    400: "Invalid input",
+    401: "No or unknown API key",
+    404: "Not found",
+    409: "Exists already",
+    415: "Unsupported media type",
+    503: "Storage does not answer",
+}
+
+
+def _models(endpoints: list[Endpoint]) -> list[type[BaseModel]]:
+    found: list[type[BaseModel]] = [Problem]
+    for e in endpoints:
+        found += [m for m in (e.body, e.query) if m]
+        returned = typing.get_args(e.returns) or (e.returns,)
+        found += [m for m in returned if isinstance(m, type) and issubclass(m, BaseModel)]
+    return list(dict.fromkeys(found))
+
+
+def _schema_of(returns: Any) -> dict[str, Any]:
+    if typing.get_origin(returns) is list:
+        return {"type": "array", "items": _schema_of(typing.get_args(returns)[0])}
+    return {"$ref": _REF.format(model=returns.__name__)}
+
+
+def _operation(e: Endpoint, query_schemas: dict[str, Any]) -> dict[str, Any]:
+    summary, _, description = e.summary.partition("\n")
+    op: dict[str, Any] = {"operationId": e.name, "summary": summary}
+    if description.strip():
+        op["description"] = description.strip()
+    params = [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "format": "uuid"},
+        }
+        for name in re.findall(r"{(\w+)}", e.route)
+    ]
+    if e.query:
+        props = query_schemas[e.query.__name__]["properties"]
+        params += [
+            {"name": n, "in": "query", "required": False, "schema": s} for n, s in props.items()
+        ]
+    if params:
+        op["parameters"] = params
+    if e.body:
+        schema = {"$ref": _REF.format(model=e.body.__name__)}
+        op["requestBody"] = {
+            "required": True,
+            "content": {t: {"schema": schema} for t in JSON_TYPES},
+        }
+    ok: dict[str, Any] = {"description": "OK"}
+    if e.returns is not None:
+        ok["content"] = {"application/json": {"schema": _schema_of(e.returns)}}
+    problem = {"application/problem+json": {"schema": {"$ref": _REF.format(model="Problem")}}}
+    codes = set(e.errors) | ({400} if e.body or e.query else set()) | ({415} if e.body else set())
+    codes |= set() if e.public else {401}
+    op["responses"] = {"200": ok} | {
+        str(code): {"description": _ERROR_TITLES[code], "content": problem}
+        for code in sorted(codes)
+    }
+    if e.public:
+        op["security"] = []
+    return op
+
+
+@cache
+def document() -> dict[str, Any]:
+    endpoints = list(ENDPOINTS.values())
+    models = _models(endpoints)
+    # Inputs are described as validated, outputs as serialised (e.g. timestamps as text).
+    inputs = {m for e in endpoints for m in (e.body, e.query) if m}
+    _, schemas = models_json_schema(
+        [(m, "validation" if m in inputs else "serialization") for m in models],
+        ref_template=_REF,
+    )
+    components = schemas.get("$defs", {})
+    paths: dict[str, dict[str, Any]] = {}
+    for e in endpoints:
+        paths.setdefault("/" + e.route, {})[e.method.lower()] = _operation(e, components)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Service Bus event delivery",
+            "version": VERSION,
+            "description": "Deliver platform events to your own Azure Service Bus queue.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "apiKey": {"type": "apiKey", "in": "header", "name": "Authorization"}
+            },
+        },
+        "security": [{"apiKey": []}],
+    }

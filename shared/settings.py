@@ -1,0 +1,87 @@
+"""App settings, read from the environment (Functions app settings or local.settings.json)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STORAGE_SETTING = "AzureWebJobsStorage"
+
+
+def load_local_settings(root: Path = ROOT) -> Path | None:
+    """Copy `Values` of local.settings.json (else the sample) into the environment.
+
+    What the environment already sets wins, as with the Functions host. Returns the file read.
+    """
+    for name in ("local.settings.json", "local.settings.sample.json"):
+        path = root / name
+        if path.exists():
+            values = json.loads(path.read_text()).get("Values", {})
+            for key, value in values.items():
+                os.environ.setdefault(key, str(value))
+            return path
+    return None
+
+
+@dataclass(frozen=True)
+class StorageTarget:
+    """Where the app's own storage account is: a connection string, or an account by identity."""
+
+    connection_string: str | None = None
+    account_name: str | None = None
+    client_id: str | None = None
+    blob_url: str | None = None
+    queue_url: str | None = None
+    table_url: str | None = None
+
+    def endpoint(self, service: str) -> str:
+        explicit = {"blob": self.blob_url, "queue": self.queue_url, "table": self.table_url}
+        return explicit[service] or f"https://{self.account_name}.{service}.core.windows.net"
+
+    @classmethod
+    def from_environment(cls, setting: str = STORAGE_SETTING) -> StorageTarget:
+        """`AzureWebJobsStorage` as a connection string, or the identity form
+        (`AzureWebJobsStorage__accountName` / `__blobServiceUri` ... `__clientId`)."""
+        env = os.environ
+        if env.get(setting):
+            return cls(connection_string=env[setting])
+        prefix = f"{setting}__"
+        target = cls(
+            account_name=env.get(prefix + "accountName"),
+            client_id=env.get(prefix + "clientId"),
+            blob_url=env.get(prefix + "blobServiceUri"),
+            queue_url=env.get(prefix + "queueServiceUri"),
+            table_url=env.get(prefix + "tableServiceUri"),
+        )
+        if not (target.account_name or (target.blob_url and target.queue_url and target.table_url)):
+            raise RuntimeError(
+                f"app setting {setting} (connection string) or {prefix}accountName is required"
+            )
+        return target
+
+
+@dataclass(frozen=True)
+class Settings:
+    storage: StorageTarget
+    encryption_keys: str
+    retention_days: int = 14
+    connection_cache_seconds: float = 5.0
+    # CONTRACT section 5: retries after about 30 s, 2 min, 10 min, 1 h, 6 h (6 attempts in all).
+    retry_delays_seconds: tuple[float, ...] = (30, 120, 600, 3600, 6 * 3600)
+
+    @classmethod
+    def from_environment(cls) -> Settings:
+        keys = os.environ.get("ENCRYPTION_KEYS", "")
+        if not keys:
+            raise RuntimeError("app setting ENCRYPTION_KEYS is required (see README)")
+        settings = cls(
+            storage=StorageTarget.from_environment(),
+            encryption_keys=keys,
+            retention_days=int(os.environ.get("MESSAGE_RETENTION_DAYS", "14")),
+        )
+        if delays := os.environ.get("DELIVERY_RETRY_DELAYS"):  # for demos and tests: "1,1,1,1,1"
+            settings = replace(settings, retry_delays_seconds=tuple(map(float, delays.split(","))))
+        return settings

@@ -1,0 +1,1 @@
+"""Adapters to the app's own storage account: one small class per table, queue or container."""

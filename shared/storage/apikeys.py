@@ -1,0 +1,106 @@
+"""The `apikeys` table: API keys stored only as SHA-256 hashes, each owned by one account.
+
+A key is `sbd_<key id><secret>`; the 8-character key id is not secret and names the key in
+`apikey list` and `apikey revoke`. Keys are 256-bit random, so a fast hash is enough.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from shared.errors import NotFound
+
+if TYPE_CHECKING:
+    from azure.data.tables.aio import TableClient
+
+_PARTITION = "key"
+_PREFIX = "sbd_"
+ACCOUNT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class ApiKeyInfo:
+    key_id: str
+    account: str
+    created_at: datetime
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class ApiKeyRepository:
+    # Accounts of keys seen recently, so each API call does not read the table; a revoked
+    # key stops working within this many seconds in every process.
+    CACHE_SECONDS = 10.0
+
+    def __init__(self, table: TableClient) -> None:
+        self._table = table
+        self._cache: dict[str, tuple[float, str]] = {}
+
+    async def create(self, account: str, now: datetime) -> tuple[str, ApiKeyInfo]:
+        if not ACCOUNT_ID.match(account):
+            raise ValueError("account: 1-64 letters, digits, '.', '_' or '-'")
+        key_id = secrets.token_hex(4)
+        key = f"{_PREFIX}{key_id}{secrets.token_urlsafe(32)}"
+        info = ApiKeyInfo(key_id, account, now)
+        await self._table.create_entity(
+            {
+                "PartitionKey": _PARTITION,
+                "RowKey": _hash(key),
+                "KeyId": key_id,
+                "Account": account,
+                "CreatedAt": now,
+            }
+        )
+        return key, info
+
+    async def for_account(self, account: str | None = None) -> list[ApiKeyInfo]:
+        query = self._table.query_entities(
+            "PartitionKey eq @p",
+            parameters={"p": _PARTITION},
+            select=["KeyId", "Account", "CreatedAt"],
+        )
+        keys = [_info(e) async for e in query]
+        return sorted((k for k in keys if account in (None, k.account)), key=lambda k: k.created_at)
+
+    async def revoke(self, key_id: str) -> ApiKeyInfo:
+        query = self._table.query_entities(
+            "PartitionKey eq @p and KeyId eq @id", parameters={"p": _PARTITION, "id": key_id}
+        )
+        found = [e async for e in query]
+        if not found:
+            raise NotFound(key_id)
+        for entity in found:
+            await self._table.delete_entity(_PARTITION, entity["RowKey"])
+        return _info(found[0])
+
+    async def account_of(self, authorization: str | None) -> str | None:
+        """The account of an `Authorization: <key>` or `Bearer <key>` header; None if unknown."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        key = (authorization or "").strip()
+        if key[:7].lower() == "bearer ":
+            key = key[7:].strip()
+        if not key.startswith(_PREFIX) or len(key) > 200:
+            return None
+        digest = _hash(key)
+        cached = self._cache.get(digest)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        try:
+            entity = await self._table.get_entity(_PARTITION, digest, select=["Account"])
+        except ResourceNotFoundError:
+            return None
+        self._cache[digest] = (time.monotonic() + self.CACHE_SECONDS, entity["Account"])
+        return str(entity["Account"])
+
+
+def _info(entity: Any) -> ApiKeyInfo:
+    return ApiKeyInfo(entity["KeyId"], entity["Account"], entity["CreatedAt"])

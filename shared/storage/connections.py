@@ -1,0 +1,221 @@
+"""The `connections` table: PartitionKey = account, RowKey = connection Uid.
+
+Both connection strings are stored sealed (AES-GCM, see crypto.py), whole; the masked form
+the API shows is derived from them on read. `LogPartition` names the connection's partition
+of the message log: new for every connection made, so a deleted and re-made Uid never shows
+the old records. A deleted connection leaves a tombstone (PartitionKey `~deleted`) from which
+the purge removes its records.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from shared import connstrings
+from shared.crypto import KeyRing
+from shared.errors import Conflict, InvalidField, NotFound
+from shared.models import Connection, EventSettings
+
+if TYPE_CHECKING:
+    from azure.data.tables.aio import TableClient
+
+TOMBSTONES = "~deleted"  # `~` sorts after every account name and is refused in one
+
+
+@dataclass(frozen=True)
+class StoredConnection:
+    """A connection with its real secrets, as the dispatcher needs it. Never returned as is."""
+
+    account: str
+    connection: Connection
+    log_partition: str
+    updated_at: datetime | None = None
+
+    @property
+    def uid(self) -> UUID:
+        return self.connection.uid
+
+    def masked(self) -> Connection:
+        def mask(value: str | None) -> str | None:
+            return value and connstrings.mask(connstrings.parse_any(value))
+
+        c = self.connection
+        return c.model_copy(
+            update={
+                "service_bus_connection_string": mask(c.service_bus_connection_string),
+                "blob_container_connection_string": mask(c.blob_container_connection_string),
+            }
+        )
+
+
+class ConnectionRepository:
+    def __init__(self, table: TableClient, keys: KeyRing) -> None:
+        self._table = table
+        self._keys = keys
+
+    # ----------------------------------------------------------- reads
+
+    async def for_account(self, account: str) -> list[StoredConnection]:
+        query = self._table.query_entities(
+            "PartitionKey eq @account", parameters={"account": account}
+        )
+        return [self._from_entity(e) async for e in query]
+
+    async def get(self, account: str, uid: UUID) -> StoredConnection:
+        return self._from_entity(await self._get_entity(account, uid))
+
+    async def tombstones(self) -> list[dict[str, Any]]:
+        query = self._table.query_entities(
+            "PartitionKey eq @p", parameters={"p": TOMBSTONES}, select=["RowKey", "Account"]
+        )
+        return [e async for e in query]
+
+    async def all_log_partitions(self) -> list[str]:
+        """Every live connection's log partition, across accounts (for the purge)."""
+        query = self._table.query_entities(
+            "PartitionKey ne @p", parameters={"p": TOMBSTONES}, select=["LogPartition"]
+        )
+        return [e["LogPartition"] async for e in query]
+
+    # ---------------------------------------------------------- writes
+
+    async def add(self, account: str, connection: Connection, now: datetime) -> StoredConnection:
+        from azure.core.exceptions import ResourceExistsError
+
+        stored = StoredConnection(account, connection, secrets.token_hex(16), now)
+        try:
+            await self._table.create_entity(self._to_entity(stored))
+        except ResourceExistsError:
+            raise Conflict(f"connection {connection.uid} exists already") from None
+        return stored
+
+    async def replace(
+        self, account: str, connection: Connection, now: datetime
+    ) -> StoredConnection:
+        """Replace a connection; `***` in its connection strings keeps the stored secrets."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        current_entity = await self._get_entity(account, connection.uid)
+        current = self._from_entity(current_entity)
+        merged = connection.model_copy(
+            update={
+                "service_bus_connection_string": _restore(
+                    "ServiceBusConnectionString",
+                    connection.service_bus_connection_string,
+                    current.connection.service_bus_connection_string,
+                ),
+                "blob_container_connection_string": _restore(
+                    "BlobContainerConnectionString",
+                    connection.blob_container_connection_string,
+                    current.connection.blob_container_connection_string,
+                ),
+            }
+        )
+        stored = StoredConnection(account, merged, current.log_partition, now)
+        try:  # the etag makes a concurrent delete or update win instead of being undone
+            await self._table.update_entity(
+                self._to_entity(stored),
+                mode=UpdateMode.REPLACE,
+                etag=current_entity.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceNotFoundError, ResourceModifiedError):
+            raise NotFound(f"no connection {connection.uid}") from None
+        return stored
+
+    async def delete(self, account: str, uid: UUID, now: datetime) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        entity = await self._get_entity(account, uid)
+        tombstone = {
+            "PartitionKey": TOMBSTONES,
+            "RowKey": entity["LogPartition"],
+            "Account": account,
+            "ConnectionUid": str(uid),
+            "DeletedAt": now,
+        }
+        await self._table.upsert_entity(tombstone)
+        try:
+            await self._table.delete_entity(account, str(uid))
+        except ResourceNotFoundError:
+            raise NotFound(f"no connection {uid}") from None
+
+    async def forget_tombstone(self, log_partition: str) -> None:
+        await self._table.delete_entity(TOMBSTONES, log_partition)
+
+    # --------------------------------------------------------- mapping
+
+    async def _get_entity(self, account: str, uid: UUID) -> Any:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return await self._table.get_entity(account, str(uid))
+        except ResourceNotFoundError:
+            raise NotFound(f"no connection {uid}") from None
+
+    def _to_entity(self, stored: StoredConnection) -> dict[str, Any]:
+        c = stored.connection
+        owner = f"{stored.account}/{c.uid}"
+        entity: dict[str, Any] = {
+            "PartitionKey": stored.account,
+            "RowKey": str(c.uid),
+            "Title": c.title,
+            "ServiceBusConnectionString": self._keys.seal(c.service_bus_connection_string, owner),
+            "QueueName": c.queue_name,
+            "BlobContainerName": c.blob_container_name,
+            "Active": c.active,
+            "EnabledEvents": json.dumps(c.enabled_events),
+            "AdvancedSettings": json.dumps(
+                {k: v.to_json() for k, v in c.advanced_settings.items()}
+            ),
+            "LogPartition": stored.log_partition,
+            "UpdatedAt": stored.updated_at,
+        }
+        if c.blob_container_connection_string:
+            entity["BlobContainerConnectionString"] = self._keys.seal(
+                c.blob_container_connection_string, owner
+            )
+        return {k: v for k, v in entity.items() if v is not None}
+
+    def _from_entity(self, entity: Any) -> StoredConnection:
+        account, uid = entity["PartitionKey"], entity["RowKey"]
+        owner = f"{account}/{uid}"
+        blob = entity.get("BlobContainerConnectionString")
+        connection = Connection.model_construct(  # stored data was validated on the way in
+            uid=UUID(uid),
+            title=entity.get("Title"),
+            service_bus_connection_string=self._keys.open(
+                entity["ServiceBusConnectionString"], owner
+            ),
+            queue_name=entity["QueueName"],
+            blob_container_connection_string=blob and self._keys.open(blob, owner),
+            blob_container_name=entity.get("BlobContainerName"),
+            active=entity.get("Active", True),
+            enabled_events=json.loads(entity.get("EnabledEvents", "[]")),
+            advanced_settings={
+                k: EventSettings.model_validate(v)
+                for k, v in json.loads(entity.get("AdvancedSettings", "{}")).items()
+            },
+        )
+        return StoredConnection(
+            account, connection, entity["LogPartition"], entity.get("UpdatedAt")
+        )
+
+
+def _restore(field: str, sent: str | None, stored: str | None) -> str | None:
+    if sent is None or connstrings.MASK not in sent:
+        return sent
+    parts = connstrings.parse_any(sent)
+    try:
+        return connstrings.render(
+            connstrings.restore_masked(parts, connstrings.parse_any(stored) if stored else None)
+        )
+    except connstrings.ConnectionStringError as e:
+        raise InvalidField(field, str(e)) from None

@@ -1,0 +1,181 @@
+"""The `messages` table: the log of delivery attempts, kept for the retention period.
+
+PartitionKey = the connection's log partition; RowKey = inverted milliseconds of the message's
+time-ordered (v7) Uid, then the Uid. So a partition reads newest first, `since` is a RowKey
+range, and reading one message is a point read derived from its Uid alone. Bodies over what a
+table property holds go to the app's own `message-bodies` container.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from shared.clock import uuid7_millis
+from shared.errors import NotFound
+from shared.models import Message, MessagePage, MessageQuery, MessageStatus
+
+if TYPE_CHECKING:
+    from azure.data.tables.aio import TableClient
+    from azure.storage.blob.aio import ContainerClient
+
+_MAX_MILLIS = 10**13 - 1  # year 2286
+MAX_PROPERTY_CHARS = 32_000  # a table string property holds 32 K UTF-16 characters
+TRANSACTION_SIZE = 100  # Table Storage's limit (Azurite fails above it)
+
+
+def row_key(uid: UUID) -> str:
+    return f"{_MAX_MILLIS - uuid7_millis(uid):013d}_{uid.hex}"
+
+
+def row_key_bound(at: datetime) -> str:
+    """RowKeys below this belong to messages after `at` (in whole milliseconds)."""
+    return f"{_MAX_MILLIS - int(at.timestamp() * 1000):013d}"
+
+
+@dataclass(frozen=True)
+class LoggedMessage:
+    """A message record and what the log keeps beside it for re-sending."""
+
+    message: Message
+    account: str
+    event_id: str
+    subject: str | None = None
+
+
+def chunks(items: Sequence[Any], size: int = TRANSACTION_SIZE) -> Iterable[Sequence[Any]]:
+    return (items[i : i + size] for i in range(0, len(items), size))
+
+
+class MessageLog:
+    def __init__(self, table: TableClient, bodies: ContainerClient) -> None:
+        self._table = table
+        self.bodies = bodies
+
+    async def add(self, partition: str, records: Sequence[LoggedMessage]) -> None:
+        """Write records of one partition, 100 to a transaction."""
+        entities = [await self._to_entity(partition, r) for r in records]
+        for chunk in chunks(entities):
+            if len(chunk) == 1:
+                await self._table.upsert_entity(chunk[0])
+            else:
+                await self._table.submit_transaction([("upsert", e) for e in chunk])
+
+    async def get(self, partition: str, uid: UUID) -> LoggedMessage:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            entity = await self._table.get_entity(partition, row_key(uid))
+        except (ResourceNotFoundError, ValueError):
+            raise NotFound(f"no message {uid}") from None
+        return await self._from_entity(entity)
+
+    async def page(self, partition: str, query: MessageQuery) -> MessagePage:
+        """One page, newest first, and the count of all matches (a RowKey-only scan)."""
+        where, params = self._where(partition, query)
+        skip = (query.page - 1) * query.page_size
+
+        async def count_and_window() -> tuple[int, list[str]]:
+            keys = [
+                e["RowKey"]
+                async for e in self._table.query_entities(
+                    where, parameters=params, select=["RowKey"], results_per_page=1000
+                )
+            ]
+            return len(keys), keys[skip : skip + query.page_size]
+
+        async def first_rows(limit: int, extra: str = "", **bounds: str) -> list[Any]:
+            rows = []
+            pages = self._table.query_entities(
+                where + extra, parameters={**params, **bounds}, results_per_page=limit
+            ).by_page()
+            async for page in pages:
+                rows += [e async for e in page]
+                if len(rows) >= limit:
+                    break
+            return rows[:limit]
+
+        if query.page == 1:  # the common case: the count and the rows at once
+            (total, _), entities = await asyncio.gather(
+                count_and_window(), first_rows(query.page_size)
+            )
+        else:
+            total, window = await count_and_window()
+            entities = (
+                await first_rows(
+                    len(window),
+                    " and RowKey ge @first and RowKey le @last",
+                    first=window[0],
+                    last=window[-1],
+                )
+                if window
+                else []
+            )
+        records = await asyncio.gather(*(self._from_entity(e) for e in entities))
+        return MessagePage(messages=[r.message for r in records], page=query.page, total_hits=total)
+
+    @staticmethod
+    def _where(partition: str, query: MessageQuery) -> tuple[str, dict[str, Any]]:
+        where, params = "PartitionKey eq @pk", {"pk": partition}
+        if query.since:
+            where += " and RowKey lt @since"
+            params["since"] = row_key_bound(query.since)
+        if query.only_failed:
+            where += f" and Status eq {int(MessageStatus.FAILED)}"  # an Int32 literal
+        return where, params
+
+    # --------------------------------------------------------- mapping
+
+    async def _to_entity(self, partition: str, record: LoggedMessage) -> dict[str, Any]:
+        m = record.message
+        key = row_key(m.uid)
+        entity: dict[str, Any] = {
+            "PartitionKey": partition,
+            "RowKey": key,
+            "ConnectionUid": str(m.connection_uid),
+            "EventKey": m.event_key,
+            "EventTimestamp": m.event_timestamp,
+            "RequestTimestamp": m.request_timestamp,
+            "ElapsedMilliseconds": m.elapsed_milliseconds,
+            "RequestMetadata": m.request_metadata,
+            "Status": int(m.status),
+            "IsRetry": m.is_retry,
+            "Account": record.account,
+            "EventId": record.event_id,
+        }
+        if m.parent_service_bus_message_uid:
+            entity["ParentServiceBusMessageUid"] = str(m.parent_service_bus_message_uid)
+        if record.subject is not None:
+            entity["Subject"] = record.subject
+        if len(m.message_body) <= MAX_PROPERTY_CHARS:
+            entity["MessageBody"] = m.message_body
+        else:
+            blob_name = f"{partition}/{key}"
+            await self.bodies.upload_blob(blob_name, m.message_body.encode(), overwrite=True)
+            entity["BodyBlob"] = blob_name
+        return entity
+
+    async def _from_entity(self, entity: Any) -> LoggedMessage:
+        body = entity.get("MessageBody")
+        if body is None and entity.get("BodyBlob"):
+            stream = await self.bodies.download_blob(entity["BodyBlob"])
+            body = (await stream.readall()).decode()
+        parent = entity.get("ParentServiceBusMessageUid")
+        message = Message(
+            uid=UUID(entity["RowKey"].split("_", 1)[1]),
+            connection_uid=UUID(entity["ConnectionUid"]),
+            event_key=entity["EventKey"],
+            event_timestamp=entity["EventTimestamp"],
+            request_timestamp=entity["RequestTimestamp"],
+            message_body=body or "",
+            elapsed_milliseconds=entity["ElapsedMilliseconds"],
+            request_metadata=entity["RequestMetadata"],
+            status=MessageStatus(entity["Status"]),
+            parent_service_bus_message_uid=UUID(parent) if parent else None,
+            is_retry=entity.get("IsRetry", False),
+        )
+        return LoggedMessage(message, entity["Account"], entity["EventId"], entity.get("Subject"))

@@ -1,0 +1,47 @@
+"""Queue- and timer-triggered functions: dispatch of system events, retries, the purge."""
+
+import logging
+
+import azure.functions as func
+from pydantic import ValidationError
+
+from shared.events import DeliveryRetry, MalformedEvent, encode_queue_message, parse_json
+from shared.services import get_services
+from shared.storage.clients import RETRY_QUEUE, SYSTEM_EVENTS_QUEUE
+
+bp = func.Blueprint()
+log = logging.getLogger("shared.dispatch")
+POISON_SUFFIX = "-poison"
+
+
+async def to_poison(queue: str, msg: func.QueueMessage, reason: str) -> None:
+    """A message that can never succeed goes straight to the poison queue, not 5 tries."""
+    services = await get_services()
+    poison = await services.storage.queue(queue + POISON_SUFFIX)
+    await poison.send_message(encode_queue_message(msg.get_body()))
+    log.error("message %s of %s moved to %s%s: %s", msg.id, queue, queue, POISON_SUFFIX, reason)
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=SYSTEM_EVENTS_QUEUE, connection="AzureWebJobsStorage")
+async def dispatch_system_event(msg: func.QueueMessage) -> None:
+    services = await get_services()
+    try:
+        event = await services.events.from_payload(parse_json(msg.get_body()))
+    except MalformedEvent as e:
+        await to_poison(SYSTEM_EVENTS_QUEUE, msg, str(e))
+        return
+    dispatcher = await services.dispatcher()
+    await dispatcher.dispatch(event)
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=RETRY_QUEUE, connection="AzureWebJobsStorage")
+async def retry_delivery(msg: func.QueueMessage) -> None:
+    services = await get_services()
+    try:
+        retry = DeliveryRetry.model_validate(parse_json(msg.get_body()))
+        event = await services.events.from_payload(retry.event)
+    except (MalformedEvent, ValidationError) as e:
+        await to_poison(RETRY_QUEUE, msg, str(e))
+        return
+    dispatcher = await services.dispatcher()
+    await dispatcher.retry(retry, event)
