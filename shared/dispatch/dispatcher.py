@@ -43,6 +43,10 @@ def secrets_of(stored: StoredConnection) -> list[str]:
     return found
 
 
+def _failed(future: asyncio.Future[Any]) -> bool:
+    return future.cancelled() or future.exception() is not None
+
+
 @dataclass(frozen=True)
 class Attempt:
     """Which try this is, and what it answers to."""
@@ -66,7 +70,7 @@ class Dispatcher:
         self._retry_queue = retry_queue
         self._retry_delays = retry_delays
         self._writers: dict[str, Coalescer[LoggedMessage]] = {}
-        self._connections: dict[str, tuple[float, list[StoredConnection]]] = {}
+        self._connections: dict[str, tuple[float, asyncio.Future[list[StoredConnection]]]] = {}
 
     # ------------------------------------------------------------ entry points
 
@@ -127,15 +131,17 @@ class Dispatcher:
     # --------------------------------------------------------------- internals
 
     async def connections_of(self, account: str, fresh: bool = False) -> list[StoredConnection]:
-        """The account's connections, cached briefly: changes arrive within seconds."""
+        """The account's connections, cached briefly (changes arrive within seconds); one
+        read at a time per account, however many events wait for it."""
         now = time.monotonic()
         cached = self._connections.get(account)
-        if cached and cached[0] > now and not fresh:
-            return cached[1]
-        connections = await self.services.connections.for_account(account)
-        ttl = self.services.settings.connection_cache_seconds
-        self._connections[account] = (now + ttl, connections)
-        return connections
+        stale = cached is None or (cached[1].done() and (cached[0] <= now or _failed(cached[1])))
+        if stale or fresh:
+            read = asyncio.ensure_future(self.services.connections.for_account(account))
+            cached = (now + self.services.settings.connection_cache_seconds, read)
+            self._connections[account] = cached
+        assert cached is not None
+        return await asyncio.shield(cached[1])
 
     async def _send_and_log(
         self,

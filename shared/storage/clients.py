@@ -20,6 +20,7 @@ MESSAGES_TABLE = "messages"
 SYSTEM_EVENTS_QUEUE = "system-events"
 RETRY_QUEUE = "delivery-retries"
 BODIES_CONTAINER = "message-bodies"
+KEEPALIVE_SECONDS = 3.0
 
 
 class StorageClients:
@@ -27,20 +28,28 @@ class StorageClients:
 
     def __init__(self, target: StorageTarget) -> None:
         # The SDKs are imported here, not at module import, to keep cold start short.
+        import aiohttp
+        from azure.core.pipeline.transport import AioHttpTransport
         from azure.data.tables.aio import TableServiceClient
         from azure.storage.blob.aio import BlobServiceClient
         from azure.storage.queue.aio import QueueServiceClient
 
         self.target = target
         self._credential: Any = None
+        # Close idle connections before the server does: Node-based servers such as Azurite
+        # drop them after 5 s, and a POST on a dropped one fails without a retry.
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(keepalive_timeout=KEEPALIVE_SECONDS, limit=200)
+        )
+        transport = {"transport": AioHttpTransport(session=self._session, session_owner=False)}
         self.tables: TableServiceClient
         self.queues: QueueServiceClient
         self.blobs: BlobServiceClient
         if target.connection_string:
             cs = target.connection_string
-            self.tables = TableServiceClient.from_connection_string(cs)
-            self.queues = QueueServiceClient.from_connection_string(cs)
-            self.blobs = BlobServiceClient.from_connection_string(cs)
+            self.tables = TableServiceClient.from_connection_string(cs, **transport)
+            self.queues = QueueServiceClient.from_connection_string(cs, **transport)
+            self.blobs = BlobServiceClient.from_connection_string(cs, **transport)
         else:
             from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
 
@@ -49,9 +58,10 @@ class StorageClients:
                 if target.client_id
                 else DefaultAzureCredential()
             )
-            self.tables = TableServiceClient(target.endpoint("table"), credential=self._credential)
-            self.queues = QueueServiceClient(target.endpoint("queue"), credential=self._credential)
-            self.blobs = BlobServiceClient(target.endpoint("blob"), credential=self._credential)
+            credential = {"credential": self._credential, **transport}
+            self.tables = TableServiceClient(target.endpoint("table"), **credential)
+            self.queues = QueueServiceClient(target.endpoint("queue"), **credential)
+            self.blobs = BlobServiceClient(target.endpoint("blob"), **credential)
         self._ready: set[str] = set()  # what exists already, so it is created once
 
     async def _create_once(self, key: str, create: Callable[[], Awaitable[Any]]) -> None:
@@ -82,3 +92,4 @@ class StorageClients:
         await self.blobs.close()
         if self._credential is not None:
             await self._credential.close()
+        await self._session.close()

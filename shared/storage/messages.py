@@ -179,3 +179,89 @@ class MessageLog:
             is_retry=entity.get("IsRetry", False),
         )
         return LoggedMessage(message, entity["Account"], entity["EventId"], entity.get("Subject"))
+
+    # ---- retention
+
+    async def old_records(
+        self, partition: str, before: datetime | None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """The first `limit` records older than `before` (all records when None): their RowKey
+        and BodyBlob. Old records are at the end of a partition, so this is one RowKey range;
+        the purge deletes what it gets and asks again, so it never holds a continuation."""
+        where, params = "PartitionKey eq @pk", {"pk": partition}
+        if before is not None:
+            where += " and RowKey ge @bound"
+            params["bound"] = row_key_bound(before)
+        pages = self._table.query_entities(
+            where, parameters=params, select=["RowKey", "BodyBlob"], results_per_page=limit
+        ).by_page()
+        async for page in pages:  # the service may answer an empty page with a continuation
+            rows = [{"RowKey": e["RowKey"], "BodyBlob": e.get("BodyBlob")} async for e in page]
+            if rows:
+                return rows
+        return []
+
+    async def delete_records(self, partition: str, row_keys: Sequence[str]) -> int:
+        """Delete up to 100 records of one partition in one transaction; returns how many this
+        call removed. When another purge removed some first, the transaction fails as a whole,
+        so the rest go one by one and the missing ones are skipped."""
+        from azure.data.tables import TableErrorCode, TableTransactionError
+
+        if len(row_keys) > 1:
+            keys = [{"PartitionKey": partition, "RowKey": k} for k in row_keys]
+            try:
+                await self._table.submit_transaction([("delete", k) for k in keys])
+                return len(keys)
+            except TableTransactionError as e:  # `error_code` is set by the SDK at runtime
+                if getattr(e, "error_code", None) != TableErrorCode.RESOURCE_NOT_FOUND:
+                    raise
+
+        # delete_entity takes a missing entity for success; the status of its response says
+        # who removed what when two purges meet. (Plain deletes, not one-entity transactions:
+        # more than twice as fast on Azurite.)
+        status: dict[str, int] = {}
+        gate = asyncio.Semaphore(16)
+
+        async def delete_one(key: str) -> None:
+            def record(response: Any) -> None:
+                status[key] = response.http_response.status_code
+
+            async with gate:
+                await self._table.delete_entity(partition, key, raw_response_hook=record)
+
+        await asyncio.gather(*(delete_one(k) for k in row_keys))
+        return sum(1 for code in status.values() if code == 204)
+
+    async def bodies_of(self, partition: str) -> list[str]:
+        """Names of every body stored for a partition (`_to_entity` names them `partition/key`)."""
+        names = self.bodies.list_blob_names(name_starts_with=f"{partition}/")
+        return [name async for name in names]
+
+    async def old_bodies(self, before: datetime) -> list[str]:
+        """Names of stored bodies of records older than `before`, in any partition: a name ends
+        with its record's RowKey, which carries the time. Other blobs of the container (event
+        payloads) do not have that shape and are left alone."""
+        bound = row_key_bound(before)
+        old = []
+        async for name in self.bodies.list_blob_names():
+            _, _, key = name.partition("/")
+            is_row_key = len(key) == 46 and key[13] == "_" and key[:13].isdigit()
+            if is_row_key and key >= bound:
+                old.append(name)
+        return old
+
+    async def delete_bodies(self, names: Iterable[str]) -> int:
+        """Delete stored bodies, a few at a time; returns how many this call removed."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        gate = asyncio.Semaphore(16)
+
+        async def delete_one(name: str) -> bool:
+            async with gate:
+                try:
+                    await self.bodies.delete_blob(name)
+                    return True
+                except ResourceNotFoundError:  # removed by another purge
+                    return False
+
+        return sum(await asyncio.gather(*(delete_one(n) for n in names)))

@@ -1,0 +1,196 @@
+"""The retention purge: delivery attempts are kept `retention_days` (14), then they go.
+
+A run deletes, in this order:
+1. every record of deleted connections' log partitions (their tombstones), then the bodies
+   stored for that partition, then the tombstone;
+2. in every live connection's partition, the records older than the cutoff (one RowKey range),
+   100 to a transaction, each transaction followed by the bodies of its records;
+3. once 1 and 2 are done: stored bodies older than the cutoff that are still there, and event
+   payload blobs older than the cutoff.
+
+A record goes before its body, never after: a reader then finds a record with its body or no
+record at all. A run cut off between a transaction and its bodies leaves only bodies no record
+points to; their names carry their record's time, so step 3 of a later run finds them. The
+tombstone goes last, so a cut-off run leaves it for the next.
+
+Nothing is kept between runs: each step deletes what is old now and asks again, so a later run
+continues where an earlier one stopped. Two runs at once take partitions in random orders and
+mostly work apart; where they meet, one finds records gone and skips them (see
+MessageLog.delete_records), and each record is counted by the run that removed it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from shared.events import EVENTS_PREFIX
+from shared.storage.messages import chunks
+
+if TYPE_CHECKING:
+    from shared.services import Services
+
+log = logging.getLogger(__name__)
+
+# Partitions worked at once. Azurite is no faster with more (one Node.js thread); Azure
+# tables are, since each partition has its own throughput.
+PARALLEL_PARTITIONS = 4
+# Well inside the Functions timeout (10 minutes on Consumption); a longer backlog is finished
+# by the next hourly runs.
+DEFAULT_BUDGET_SECONDS = 240.0
+
+
+@dataclass
+class PurgeResult:
+    records_removed: int = 0
+    bodies_removed: int = 0
+    event_payloads_removed: int = 0
+    partitions_visited: int = 0  # partitions left with nothing older than the cutoff
+    complete: bool = False  # False: the time budget ran out; the next run continues
+
+    def describe(self) -> str:
+        state = "complete" if self.complete else "stopped at its time budget (the next continues)"
+        return (
+            f"removed {self.records_removed} records, {self.bodies_removed} bodies and "
+            f"{self.event_payloads_removed} event payloads; "
+            f"{self.partitions_visited} partitions visited; {state}"
+        )
+
+
+async def purge(
+    services: Services,
+    now: datetime,
+    budget_seconds: float = DEFAULT_BUDGET_SECONDS,
+    *,
+    timer: Callable[[], float] = time.monotonic,
+) -> PurgeResult:
+    """Delete what is older than `now - retention_days`, stopping when the budget is spent.
+
+    `now` is the caller's (the timer's clock, a test's fixed time); `timer` measures the
+    budget only."""
+    cutoff = now - timedelta(days=services.settings.retention_days)
+    run = _Run(services, cutoff, deadline=timer() + budget_seconds, timer=timer)
+    deleted = [t["RowKey"] for t in await services.connections.tombstones()]
+    live = await services.connections.all_log_partitions()
+    run.result.complete = (
+        await run.each(deleted, run.deleted_partition)
+        and await run.each(live, run.live_partition)
+        and await run.leftovers()
+    )
+    log.info("purge of what is older than %s: %s", cutoff.isoformat(), run.result.describe())
+    return run.result
+
+
+class _Run:
+    def __init__(
+        self, services: Services, cutoff: datetime, deadline: float, timer: Callable[[], float]
+    ) -> None:
+        self.messages = services.messages
+        self.connections = services.connections
+        self.cutoff = cutoff
+        self.deadline = deadline
+        self.timer = timer
+        self.result = PurgeResult()
+
+    def out_of_time(self) -> bool:
+        return self.timer() >= self.deadline
+
+    async def each(self, partitions: Sequence[str], work: Callable[[str], Awaitable[bool]]) -> bool:
+        """`work` on every partition, a few at once, in random order; False if time ran out."""
+        pending = iter(random.sample(partitions, len(partitions)))
+        finished = True
+
+        async def worker() -> None:
+            nonlocal finished
+            for partition in pending:  # one iterator for all workers: each partition once
+                if self.out_of_time() or not await work(partition):
+                    finished = False
+                    return
+
+        async with asyncio.TaskGroup() as workers:
+            for _ in range(PARALLEL_PARTITIONS):
+                workers.create_task(worker())
+        return finished
+
+    async def live_partition(self, partition: str) -> bool:
+        return await self.clear(partition, self.cutoff)
+
+    async def deleted_partition(self, partition: str) -> bool:
+        if not await self.clear(partition, None):
+            return False
+        await self.delete_bodies(await self.messages.bodies_of(partition))
+        await self.connections.forget_tombstone(partition)
+        return True
+
+    async def clear(self, partition: str, before: datetime | None) -> bool:
+        """Delete a partition's records older than `before` (all when None), each transaction
+        followed by the bodies of its records; False if time ran out first."""
+        while not self.out_of_time():
+            rows = await self.messages.old_records(partition, before)
+            if not rows:
+                self.result.partitions_visited += 1
+                return True
+            for chunk in chunks(rows):
+                if self.out_of_time():
+                    return False
+                keys = [r["RowKey"] for r in chunk]
+                removed = await self.messages.delete_records(partition, keys)
+                self.result.records_removed += removed  # not `+= await`: see delete_bodies
+                # After the records (see the module's doc). A body's record may have been
+                # removed by another run, which removes the body too: the first one counts it.
+                await self.delete_bodies([r["BodyBlob"] for r in chunk if r["BodyBlob"]])
+                if removed < len(chunk):
+                    break  # another run is here: ask again rather than chase what it removed
+        return False
+
+    async def leftovers(self) -> bool:
+        """Blobs no record needs any more. Only after every partition is done: an old body
+        whose record was not yet removed must stay until it is."""
+        if self.out_of_time():
+            return False
+        await self.delete_bodies(await self.messages.old_bodies(self.cutoff))
+        if self.out_of_time():
+            return False
+        # Event payloads share the bodies container (Services.open) and are needed only while
+        # their deliveries are retried (~8 h). Their names carry no time: the blob's own
+        # last-modified time (the storage service's clock) says how old they are.
+        payloads = self.messages.bodies.list_blobs(name_starts_with=EVENTS_PREFIX)
+        old = [b.name async for b in payloads if b.last_modified <= self.cutoff]
+        removed = await self.messages.delete_bodies(old)
+        self.result.event_payloads_removed += removed
+        return True
+
+    async def delete_bodies(self, names: list[str]) -> None:
+        if names:
+            removed = await self.messages.delete_bodies(names)
+            # Added after the await: `total += await ...` reads the total before awaiting and
+            # would lose what the other workers added meanwhile.
+            self.result.bodies_removed += removed
+
+
+# ------------------------------------------------------------------ command line
+
+
+def parse_instant(text: str) -> datetime:
+    """An ISO 8601 date-time for `purge --now`; UTC when it has no offset."""
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date-time: {text!r}") from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+async def purge_command(services: Services, args: argparse.Namespace) -> int:
+    """`purge [--now ISO8601]`: the counts of records and bodies removed alone on the last line."""
+    now = args.now or services.clock()
+    result = await purge(services, now)
+    print(f"purge as of {now.isoformat()}: {result.describe()}")
+    print(f"{result.records_removed} {result.bodies_removed}")
+    return 0
