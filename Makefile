@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install run test lint bench loadtest clean
+.PHONY: install run test lint bench loadtest infra-check clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,5 +30,8 @@ test: lint
 bench: install
 	$(PY) -m bench
 
+infra-check: install
+	$(PY) infra/check.py --doctor
+
 clean:
-	rm -rf $(VENV) node_modules .azurite .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-checkov node_modules .azurite .mypy_cache .ruff_cache .pytest_cache

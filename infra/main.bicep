@@ -1,0 +1,210 @@
+// Azure resources of the Service Bus event delivery app, for one resource group:
+//   az deployment group create -g RG -f infra/main.bicep -p @infra/main.parameters.json
+// then `func azure functionapp publish <functionAppName> --python`. docs/DEPLOYMENT.md
+// walks through it, including the key ring, rotation and what it costs when idle.
+targetScope = 'resourceGroup'
+
+@description('Short prefix of every resource name: 3-10 lowercase letters, digits or hyphens.')
+@minLength(3)
+@maxLength(10)
+param baseName string = 'sbevents'
+
+@description('Region of every resource; it must offer Flex Consumption (az functionapp list-flexconsumption-locations).')
+param location string = resourceGroup().location
+
+@description('Secrets-encryption key ring "keyid:base64-32-byte-key[,keyid:key...]" (the first key encrypts). Pass it on the first deployment and when rotating; leave it empty otherwise to keep the stored one.')
+@secure()
+param encryptionKeys string = ''
+
+@description('Days the delivery log is kept (app setting MESSAGE_RETENTION_DAYS); stored message bodies are deleted one day later.')
+@minValue(1)
+@maxValue(365)
+param messageRetentionDays int = 14
+
+@description('Redundancy of the storage account.')
+@allowed([
+  'Standard_LRS'
+  'Standard_ZRS'
+  'Standard_GRS'
+  'Standard_GZRS'
+  'Standard_RAGRS'
+  'Standard_RAGZRS'
+])
+param storageSku string = 'Standard_ZRS'
+
+@description('Most instances the function app may scale out to.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@description('Memory of each function app instance in MB.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Spread function app instances over availability zones; only where the region offers it for Flex Consumption.')
+param zoneRedundant bool = false
+
+@description('Days Log Analytics keeps logs and telemetry.')
+@minValue(30)
+@maxValue(730)
+param logRetentionDays int = 30
+
+@description('Daily Log Analytics ingestion cap in GB (-1: no cap).')
+param logDailyCapGb int = -1
+
+@description('Optional object id of a person or group who operates the app from a shell (shared.cli): gets table, queue and Key Vault secret access. Empty: none.')
+param operatorPrincipalId string = ''
+
+@description('Kind of principal operatorPrincipalId is.')
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+param operatorPrincipalType string = 'User'
+
+param tags object = {
+  application: 'servicebus-event-delivery'
+}
+
+var token = toLower(uniqueString(subscription().id, resourceGroup().id, baseName))
+var compactBase = toLower(replace(baseName, '-', ''))
+var names = {
+  storage: take('st${compactBase}${token}', 24)
+  keyVault: 'kv-${take(compactBase, 10)}-${take(token, 9)}'
+  workspace: 'log-${baseName}-${token}'
+  appInsights: 'appi-${baseName}-${token}'
+  plan: 'plan-${baseName}-${token}'
+  functionApp: 'func-${baseName}-${token}'
+}
+var deploymentContainerName = 'app-package'
+var encryptionKeysSecretName = 'encryption-keys'
+
+// Built-in role definition ids.
+var roles = {
+  storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+  storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+  storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
+  keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
+  keyVaultSecretsOfficer: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
+  monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  params: {
+    workspaceName: names.workspace
+    appInsightsName: names.appInsights
+    location: location
+    tags: tags
+    retentionInDays: logRetentionDays
+    dailyQuotaGb: logDailyCapGb
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  params: {
+    name: names.storage
+    location: location
+    tags: tags
+    skuName: storageSku
+    messageRetentionDays: messageRetentionDays
+    deploymentContainerName: deploymentContainerName
+  }
+}
+
+module keyVault 'modules/keyvault.bicep' = {
+  name: 'keyvault'
+  params: {
+    name: names.keyVault
+    location: location
+    tags: tags
+    secretName: encryptionKeysSecretName
+    workspaceId: monitoring.outputs.workspaceId
+  }
+}
+
+// Only when a key ring is passed: a deployment without one keeps the stored ring.
+module keyRing 'modules/key-ring.bicep' = if (!empty(encryptionKeys)) {
+  name: 'key-ring'
+  params: {
+    keyVaultName: keyVault.outputs.name
+    secretName: encryptionKeysSecretName
+    encryptionKeys: encryptionKeys
+  }
+}
+
+module functionApp 'modules/functionapp.bicep' = {
+  name: 'functionapp'
+  params: {
+    planName: names.plan
+    appName: names.functionApp
+    location: location
+    tags: tags
+    storageAccountName: storage.outputs.name
+    storageBlobEndpoint: storage.outputs.blobEndpoint
+    deploymentContainerName: deploymentContainerName
+    appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
+    encryptionKeysSecretUri: keyVault.outputs.secretUri
+    messageRetentionDays: messageRetentionDays
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+    zoneRedundant: zoneRedundant
+  }
+}
+
+// The app's identity: blob owner because the Functions host takes blob leases and
+// reads its deployment package; queue and table data contributor for the app's
+// queues and tables; read-only secrets; telemetry publishing.
+module appAccess 'modules/role-assignments.bicep' = {
+  name: 'app-access'
+  params: {
+    principalId: functionApp.outputs.principalId
+    principalType: 'ServicePrincipal'
+    storageAccountName: storage.outputs.name
+    keyVaultName: keyVault.outputs.name
+    appInsightsName: monitoring.outputs.appInsightsName
+    storageRoleIds: [
+      roles.storageBlobDataOwner
+      roles.storageQueueDataContributor
+      roles.storageTableDataContributor
+    ]
+    keyVaultRoleIds: [
+      roles.keyVaultSecretsUser
+    ]
+    appInsightsRoleIds: [
+      roles.monitoringMetricsPublisher
+    ]
+  }
+}
+
+// The operator's shell: make API keys (tables), publish events (queues), read and
+// rotate the key ring (secrets). No blob access, no role management.
+module operatorAccess 'modules/role-assignments.bicep' = if (!empty(operatorPrincipalId)) {
+  name: 'operator-access'
+  params: {
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+    storageAccountName: storage.outputs.name
+    keyVaultName: keyVault.outputs.name
+    appInsightsName: monitoring.outputs.appInsightsName
+    storageRoleIds: [
+      roles.storageQueueDataContributor
+      roles.storageTableDataContributor
+    ]
+    keyVaultRoleIds: [
+      roles.keyVaultSecretsOfficer
+    ]
+  }
+}
+
+output functionAppName string = functionApp.outputs.name
+output functionAppUrl string = functionApp.outputs.url
+output storageAccountName string = storage.outputs.name
+output keyVaultName string = keyVault.outputs.name
+output resourceGroupName string = resourceGroup().name

@@ -1,0 +1,144 @@
+// The function app on the Flex Consumption plan (FC1): Python 3.11, system-assigned
+// identity, code from a blob container read with that identity, identity-based
+// AzureWebJobsStorage, and ENCRYPTION_KEYS as a Key Vault reference.
+
+param planName string
+param appName string
+param location string
+param tags object
+
+param storageAccountName string
+param storageBlobEndpoint string
+param deploymentContainerName string
+param appInsightsConnectionString string
+
+@description('Versionless URI of the Key Vault secret holding the key ring.')
+param encryptionKeysSecretUri string
+
+param messageRetentionDays int
+
+@description('Most instances the app may scale out to.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int
+
+@description('Memory of each instance in MB.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int
+
+@description('Spread instances over availability zones (only where the region offers it for Flex Consumption).')
+param zoneRedundant bool
+
+resource plan 'Microsoft.Web/serverfarms@2025-03-01' = {
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    name: 'FC1'
+    tier: 'FlexConsumption'
+  }
+  properties: {
+    // checkov:skip=CKV_AZURE_225: Flex Consumption zone redundancy exists only in some regions; it is the zoneRedundant parameter (off by default).
+    reserved: true
+    zoneRedundant: zoneRedundant
+  }
+}
+
+resource app 'Microsoft.Web/sites@2025-03-01' = {
+  name: appName
+  location: location
+  tags: tags
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'SystemAssigned'
+  }
+  properties: {
+    // checkov:skip=CKV_AZURE_17: callers are SaaS customers authenticated by API key; client certificates do not apply.
+    // checkov:skip=CKV_AZURE_222: the app serves a public REST API to customers; it must be reachable from the internet.
+    // checkov:skip=CKV_AZURE_212: Flex Consumption scales out on demand; always-ready instances would cost money around the clock.
+    // checkov:skip=CKV_AZURE_213: platform health-check pings would keep an instance running and stop scale to zero; /v1/health is there for an external monitor.
+    serverFarmId: plan.id
+    httpsOnly: true
+    publicNetworkAccess: 'Enabled'
+    clientAffinityEnabled: false
+    siteConfig: {
+      minTlsVersion: '1.2'
+      scmMinTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+      appSettings: [
+        {
+          name: 'AzureWebJobsStorage__accountName'
+          value: storageAccountName
+        }
+        {
+          name: 'AzureWebJobsStorage__credential'
+          value: 'managedidentity'
+        }
+        {
+          name: 'ENCRYPTION_KEYS'
+          value: '@Microsoft.KeyVault(SecretUri=${encryptionKeysSecretUri})'
+        }
+        {
+          name: 'MESSAGE_RETENTION_DAYS'
+          value: string(messageRetentionDays)
+        }
+        {
+          name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
+          value: appInsightsConnectionString
+        }
+        {
+          // Local auth is off on Application Insights: ingest with the app's identity.
+          name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
+          value: 'Authorization=AAD'
+        }
+      ]
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${storageBlobEndpoint}${deploymentContainerName}'
+          authentication: {
+            type: 'SystemAssignedIdentity'
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        maximumInstanceCount: maximumInstanceCount
+        instanceMemoryMB: instanceMemoryMB
+      }
+      runtime: {
+        name: 'python'
+        version: '3.11'
+      }
+    }
+  }
+}
+
+// No FTP or Kudu basic-auth credentials: `func azure functionapp publish` deploys with
+// the Entra ID token of `az login`.
+resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2025-03-01' = {
+  parent: app
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2025-03-01' = {
+  parent: app
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
+output name string = app.name
+output principalId string = app.identity.principalId
+output url string = 'https://${app.properties.defaultHostName}'
