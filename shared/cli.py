@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from collections.abc import Awaitable, Callable
 
@@ -44,6 +45,20 @@ async def apikey_revoke(services: Services, args: argparse.Namespace) -> int:
     return 0
 
 
+async def event_publish(services: Services, args: argparse.Namespace) -> int:
+    from shared.events import new_event
+
+    try:
+        data = json.loads(args.data) if args.data is not None else None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--data is not JSON: {e}") from None
+    event = new_event(args.account, args.key, services.clock(), args.subject, data)
+    await services.publish(event)
+    print(f"published {event.event_key} for account {event.account_id} to system-events:")
+    print(event.event_id)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m shared.cli", description=__doc__)
     groups = root.add_subparsers(dest="group", required=True)
@@ -60,6 +75,16 @@ def parser() -> argparse.ArgumentParser:
     revoke = apikey.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
     revoke.set_defaults(run=apikey_revoke)
+
+    event = groups.add_parser("event", help="system events").add_subparsers(
+        dest="action", required=True
+    )
+    publish = event.add_parser("publish", help="raise an event; prints its EventId last")
+    publish.add_argument("--account", required=True)
+    publish.add_argument("--key", required=True, help="EventKey, e.g. Employee.Created")
+    publish.add_argument("--subject")
+    publish.add_argument("--data", help="the event's Data, as JSON")
+    publish.set_defaults(run=event_publish)
     return root
 
 
@@ -76,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     load_local_settings()
     try:
         return asyncio.run(_run(args.run, args))
-    except ValueError as e:
+    except ValueError as e:  # bad input, including pydantic's ValidationError
         print(f"error: {e}", file=sys.stderr)
         return 2
 

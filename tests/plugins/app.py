@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
+import aiohttp
 import pytest
 
 from shared.crypto import KeyRing
@@ -46,3 +49,40 @@ def account() -> str:
 async def api_key(services: Services, account: str) -> str:
     key, _ = await services.api_keys.create(account, services.clock())
     return key
+
+
+@pytest.fixture(scope="session")
+def api_host(app_environment: dict[str, str], storage_connection_string: str) -> Iterator[str]:
+    """function_app served over real HTTP by the local host, triggers and all; its URL."""
+    import function_app
+    from local.host import load_host_json
+    from tests.plugins.localhost import ROOT, start_threaded_host
+
+    host = start_threaded_host(
+        function_app.app, storage_connection_string, host_json=load_host_json(ROOT / "host.json")
+    )
+    yield host.url
+    host.stop()
+
+
+class Api:
+    """A client of the API over HTTP, with an account's key."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+
+    async def call(
+        self, method: str, path: str, body: Any = None, **kwargs: Any
+    ) -> tuple[int, Any]:
+        if body is not None:
+            kwargs["json"] = body
+        async with self.session.request(method, path, **kwargs) as response:
+            text = await response.text()
+            content_type = response.headers.get("Content-Type", "")
+            return response.status, json.loads(text) if "json" in content_type and text else text
+
+
+@pytest.fixture
+async def api(api_host: str, api_key: str) -> AsyncIterator[Api]:
+    async with aiohttp.ClientSession(api_host, headers={"Authorization": api_key}) as session:
+        yield Api(session)
