@@ -1,1 +1,6 @@
-pytest_plugins = ["tests.plugins.azurite", "tests.plugins.app"]
+pytest_plugins = [
+    "tests.plugins.azurite",
+    "tests.plugins.localhost",
+    "tests.plugins.app",
+    "tests.plugins.servicebus",
+]
