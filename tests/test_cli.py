@@ -1,0 +1,78 @@
+"""The command line (CONTRACT section 6), run as a user runs it: a separate process."""
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+from local.servicebus_emulator import Emulator
+from shared.models import Connection
+from shared.services import Services
+from tests.plugins.localhost import ROOT
+from tests.servicebus_helpers import body_of, receive
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", *args],
+        cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+async def test_apikey_create_list_revoke(
+    app_environment: dict[str, str], services: Services, account: str
+) -> None:
+    created = cli(app_environment, "apikey", "create", "--account", account)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip().splitlines()[-1]
+    assert await services.api_keys.account_of(key) == account
+
+    listed = cli(app_environment, "apikey", "list", "--account", account)
+    assert listed.returncode == 0 and account in listed.stdout
+    assert key not in listed.stdout  # only ids, never keys
+    [info] = await services.api_keys.for_account(account)
+    assert info.key_id in listed.stdout
+
+    revoked = cli(app_environment, "apikey", "revoke", info.key_id)
+    assert revoked.returncode == 0
+    services.api_keys._cache.clear()
+    assert await services.api_keys.account_of(key) is None
+    assert cli(app_environment, "apikey", "revoke", info.key_id).returncode == 1
+
+
+def test_apikey_create_refuses_a_bad_account(app_environment: dict[str, str]) -> None:
+    result = cli(app_environment, "apikey", "create", "--account", "has space")
+    assert result.returncode == 2 and "account" in result.stderr
+
+
+async def test_event_publish_reaches_the_subscriber_through_the_app(
+    app_environment: dict[str, str], api_host: str, services: Services, account: str,
+    servicebus_emulator: Emulator, unique_queue: str,
+) -> None:  # fmt: skip
+    cs = servicebus_emulator.connection_string
+    connection = Connection.model_validate(
+        {"Uid": str(uuid.uuid4()), "ServiceBusConnectionString": cs,
+         "QueueName": unique_queue, "EnabledEvents": ["Order.*"]}
+    )  # fmt: skip
+    await services.connections.add(account, connection, services.clock())
+    result = cli(
+        app_environment, "event", "publish", "--account", account, "--key", "Order.Shipped",
+        "--subject", "orders/1", "--data", '{"OrderId": 1}',
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    event_id = result.stdout.strip().splitlines()[-1]
+    [got] = await receive(cs, unique_queue, 1)
+    assert got.correlation_id == event_id
+    body = json.loads(body_of(got))
+    assert body["Subject"] == "orders/1" and body["Data"] == {"OrderId": 1}
+
+
+def test_event_publish_refuses_bad_input(app_environment: dict[str, str], account: str) -> None:
+    bad_json = cli(app_environment, "event", "publish", "--account", account,
+                   "--key", "Order.Shipped", "--data", "{oops")  # fmt: skip
+    assert bad_json.returncode == 2 and "--data" in bad_json.stderr
+    bad_key = cli(app_environment, "event", "publish", "--account", account, "--key", "no spaces")
+    assert bad_key.returncode == 2 and "event_key" in bad_key.stderr.lower().replace(
+        "eventkey", "event_key"
+    )
