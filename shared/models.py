@@ -96,18 +96,33 @@ class ConnectionInput(ApiModel):
     title: str | None = Field(None, max_length=200)
     service_bus_connection_string: str = Field(
         max_length=2048,
+        examples=[
+            "Endpoint=sb://contoso.servicebus.windows.net/;SharedAccessKeyName=send;"
+            "SharedAccessKey=c2VjcmV0"
+        ],
         description="Endpoint=sb://...;SharedAccessKeyName=...;SharedAccessKey=... "
         "Secrets come back as ***; send *** to keep the stored one.",
     )
-    queue_name: str = Field(description="Queue (or topic) to deliver to.")
-    blob_container_connection_string: str | None = Field(None, max_length=2048)
+    queue_name: str = Field(description="Queue (or topic) to deliver to.", examples=["events"])
+    blob_container_connection_string: str | None = Field(
+        None,
+        max_length=2048,
+        examples=[
+            "DefaultEndpointsProtocol=https;AccountName=contoso;AccountKey=a2V5;"
+            "EndpointSuffix=core.windows.net"
+        ],
+    )
     blob_container_name: str | None = Field(
-        None, validate_default=True, description="Container for large bodies."
+        None,
+        validate_default=True,
+        description="Container for large bodies.",
+        examples=["large-events"],
     )
     active: bool = True
     enabled_events: list[str] = Field(
         default_factory=list,
         max_length=100,
+        examples=[["Employee.Created", "Order.*"]],
         description="Event keys, `Prefix.*` or `*`. Empty: the connection gets nothing.",
     )
     advanced_settings: dict[str, EventSettings] = Field(

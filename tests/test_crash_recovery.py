@@ -1,0 +1,73 @@
+"""The process dies mid-delivery (SIGKILL): after a restart every event is delivered, and
+repeats carry the same message_id (CONTRACT section 5)."""
+
+import dataclasses
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from local.azurite import start_azurite
+from local.servicebus_emulator import Emulator
+from shared.events import new_event
+from shared.models import Connection
+from shared.services import Services
+from shared.settings import Settings, StorageTarget
+from tests.plugins.localhost import HostProcess
+from tests.servicebus_helpers import receive
+
+
+@pytest.fixture
+async def own_storage(app_environment: dict[str, str]) -> AsyncIterator[tuple[str, Services]]:
+    """An Azurite of this test's own, so no other host in the session takes its events."""
+    azurite = start_azurite()
+    settings = dataclasses.replace(
+        Settings.from_environment(), storage=StorageTarget(azurite.connection_string)
+    )
+    services = await Services.open(settings)
+    yield azurite.connection_string, services
+    await services.close()
+    azurite.stop()
+
+
+async def test_events_survive_a_killed_process(
+    app_environment: dict[str, str], own_storage: tuple[str, Services], unique_queue: str,
+    servicebus_emulator_factory: Callable[..., Emulator],
+    local_host_process_factory: Callable[..., HostProcess],
+) -> None:  # fmt: skip
+    storage, services = own_storage
+    env = {**app_environment, "AzureWebJobsStorage": storage}
+    emulator = servicebus_emulator_factory()
+    emulator.delay_sends(300)  # slow enough that the kill lands mid-way
+    cs = emulator.connection_string
+    account = "crash-test"
+    connection = Connection.model_validate(
+        {"Uid": str(uuid.uuid4()), "ServiceBusConnectionString": cs, "QueueName": unique_queue,
+         "EnabledEvents": ["*"]}
+    )  # fmt: skip
+    await services.connections.add(account, connection, services.clock())
+    events = [new_event(account, "Order.Created", services.clock(), data={"N": n})
+              for n in range(60)]  # fmt: skip
+    for event in events:
+        await services.publish(event)
+
+    lease = ["--message-lease", "3"]  # a killed host's messages come back after 3 s
+    first = local_host_process_factory("function_app:app", env=env, args=lease)
+    received = await receive(cs, unique_queue, 1, timeout=30)
+    first.kill()
+    assert 1 <= len(received) < len(events)  # killed in the middle
+
+    emulator.delay_sends(0)
+    local_host_process_factory("function_app:app", env=env, args=lease)
+    deadline = time.monotonic() + 60
+    ids = {e.event_id for e in events}
+    while {m.correlation_id for m in received} < ids and time.monotonic() < deadline:
+        received += await receive(cs, unique_queue, 60, timeout=3)
+
+    by_event: dict[str, set[str]] = defaultdict(set)
+    for message in received:
+        by_event[message.correlation_id].add(message.message_id)
+    assert set(by_event) == ids  # every event delivered
+    assert all(len(message_ids) == 1 for message_ids in by_event.values())  # same id on repeats
