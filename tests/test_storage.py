@@ -1,5 +1,6 @@
 """Repositories against Azurite: connections with sealed secrets, API keys, the message log."""
 
+import asyncio
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -167,3 +168,19 @@ async def test_bodies_too_large_for_a_table_property_go_to_blob(services: Servic
     assert (await services.messages.get(partition, record.message.uid)).message.message_body == body
     page = await services.messages.page(partition, MessageQuery())
     assert page.messages[0].message_body == body
+
+
+async def test_concurrent_replaces_all_succeed_and_the_last_one_wins(
+    services: Services, account: str
+) -> None:
+    stored = await services.connections.add(account, a_connection(), NOW)
+    masked = stored.masked()
+    titles = [f"title {i}" for i in range(8)]
+    results = await asyncio.gather(
+        *(services.connections.replace(account, masked.model_copy(update={"title": t}), NOW)
+          for t in titles)
+    )  # fmt: skip
+    assert {r.connection.title for r in results} == set(titles)
+    final = await services.connections.get(account, stored.uid)
+    assert final.connection.title in titles
+    assert final.connection.service_bus_connection_string == SB

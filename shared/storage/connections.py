@@ -9,7 +9,9 @@ the purge removes its records.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,7 +26,8 @@ from shared.models import Connection, EventSettings
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient
 
-TOMBSTONES = "~deleted"  # `~` sorts after every account name and is refused in one
+TOMBSTONES = "~deleted"
+REPLACE_ATTEMPTS = 10  # `~` sorts after every account name and is refused in one
 
 
 @dataclass(frozen=True)
@@ -97,38 +100,35 @@ class ConnectionRepository:
     async def replace(
         self, account: str, connection: Connection, now: datetime
     ) -> StoredConnection:
-        """Replace a connection; `***` in its connection strings keeps the stored secrets."""
+        """Replace a connection; `***` in its connection strings keeps the stored secrets.
+
+        The write is conditional on what was read, so a concurrent delete is never undone
+        and a concurrent replace is merged against the newest secrets (last writer wins).
+        """
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
         from azure.data.tables import UpdateMode
 
-        current_entity = await self._get_entity(account, connection.uid)
-        current = self._from_entity(current_entity)
-        merged = connection.model_copy(
-            update={
-                "service_bus_connection_string": _restore(
-                    "ServiceBusConnectionString",
-                    connection.service_bus_connection_string,
-                    current.connection.service_bus_connection_string,
-                ),
-                "blob_container_connection_string": _restore(
-                    "BlobContainerConnectionString",
-                    connection.blob_container_connection_string,
-                    current.connection.blob_container_connection_string,
-                ),
-            }
-        )
-        stored = StoredConnection(account, merged, current.log_partition, now)
-        try:  # the etag makes a concurrent delete or update win instead of being undone
-            await self._table.update_entity(
-                self._to_entity(stored),
-                mode=UpdateMode.REPLACE,
-                etag=current_entity.metadata["etag"],
-                match_condition=MatchConditions.IfNotModified,
-            )
-        except (ResourceNotFoundError, ResourceModifiedError):
-            raise NotFound(f"no connection {connection.uid}") from None
-        return stored
+        for _ in range(REPLACE_ATTEMPTS):
+            current_entity = await self._get_entity(account, connection.uid)
+            current = self._from_entity(current_entity)
+            stored = StoredConnection(
+                account, _with_secrets_of(connection, current.connection), current.log_partition,
+                now,
+            )  # fmt: skip
+            try:
+                await self._table.update_entity(
+                    self._to_entity(stored),
+                    mode=UpdateMode.REPLACE,
+                    etag=current_entity.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+                return stored
+            except ResourceNotFoundError:
+                raise NotFound(f"no connection {connection.uid}") from None
+            except ResourceModifiedError:  # changed since we read it: read again, a bit later
+                await asyncio.sleep(random.uniform(0, 0.02))
+        raise Conflict(f"connection {connection.uid} keeps changing; try again")
 
     async def delete(self, account: str, uid: UUID, now: datetime) -> None:
         from azure.core.exceptions import ResourceNotFoundError
@@ -207,6 +207,23 @@ class ConnectionRepository:
         return StoredConnection(
             account, connection, entity["LogPartition"], entity.get("UpdatedAt")
         )
+
+
+def _with_secrets_of(sent: Connection, stored: Connection) -> Connection:
+    return sent.model_copy(
+        update={
+            "service_bus_connection_string": _restore(
+                "ServiceBusConnectionString",
+                sent.service_bus_connection_string,
+                stored.service_bus_connection_string,
+            ),
+            "blob_container_connection_string": _restore(
+                "BlobContainerConnectionString",
+                sent.blob_container_connection_string,
+                stored.blob_container_connection_string,
+            ),
+        }
+    )
 
 
 def _restore(field: str, sent: str | None, stored: str | None) -> str | None:
