@@ -3,27 +3,38 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+from collections.abc import MutableMapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 STORAGE_SETTING = "AzureWebJobsStorage"
+SAMPLE_SETTINGS = "local.settings.sample.json"
 
 
-def load_local_settings(root: Path = ROOT) -> Path | None:
-    """Copy `Values` of local.settings.json (else the sample) into the environment.
+def load_local_settings(
+    path: Path | None = None, environ: MutableMapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Put the `Values` of local.settings.json (else the sample) into the environment.
 
-    What the environment already sets wins, as with the Functions host. Returns the file read.
+    What the environment already sets wins, as with Core Tools. Returns the whole file
+    (empty when there is none).
     """
-    for name in ("local.settings.json", "local.settings.sample.json"):
-        path = root / name
-        if path.exists():
-            values = json.loads(path.read_text()).get("Values", {})
-            for key, value in values.items():
-                os.environ.setdefault(key, str(value))
-            return path
-    return None
+    environ = os.environ if environ is None else environ
+    candidates = [path] if path else [ROOT / "local.settings.json", ROOT / SAMPLE_SETTINGS]
+    for candidate in candidates:
+        if candidate.is_file():
+            settings: dict[str, Any] = json.loads(candidate.read_text(encoding="utf-8"))
+            for name, value in settings.get("Values", {}).items():
+                environ.setdefault(name, value if isinstance(value, str) else json.dumps(value))
+            logging.getLogger(__name__).info("Settings from %s", candidate)
+            return settings
+    if path:
+        raise FileNotFoundError(path)
+    return {}
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,14 @@ import pytest
 from shared.services import Services
 from tests.plugins.app import Api
 
-SB = ("Endpoint=sb://contoso.servicebus.windows.net/;SharedAccessKeyName=send;"
-      "SharedAccessKey=S3CRETKEY=")  # fmt: skip
-STORAGE = ("DefaultEndpointsProtocol=https;AccountName=contoso;AccountKey=QUNDT1VOVEtFWQ==;"
-           "EndpointSuffix=core.windows.net")  # fmt: skip
+SB = (
+    "Endpoint=sb://contoso.servicebus.windows.net/;SharedAccessKeyName=send;"
+    "SharedAccessKey=S3CRETKEY="
+)
+STORAGE = (
+    "DefaultEndpointsProtocol=https;AccountName=contoso;AccountKey=QUNDT1VOVEtFWQ==;"
+    "EndpointSuffix=core.windows.net"
+)
 PATH = "/v1/azureservicebusconnections"
 
 
@@ -110,8 +114,12 @@ async def test_another_accounts_connection_is_not_found(
 )
 async def test_missing_or_unknown_keys_are_401(api_host: str, headers: dict[str, str]) -> None:
     async with aiohttp.ClientSession(api_host, headers=headers) as session:
-        for method, path in [("GET", PATH), ("POST", PATH), ("GET", "/v1/events"),
-                             ("GET", f"{PATH}/{uuid.uuid4()}/messages")]:  # fmt: skip
+        for method, path in [
+            ("GET", PATH),
+            ("POST", PATH),
+            ("GET", "/v1/events"),
+            ("GET", f"{PATH}/{uuid.uuid4()}/messages"),
+        ]:
             async with session.request(method, path, json=body()) as response:
                 assert response.status == 401
                 assert response.content_type == "application/problem+json"
@@ -126,9 +134,11 @@ async def test_bearer_keys_are_accepted(api_host: str, api_key: str) -> None:
 async def test_property_names_ignore_case_and_both_content_types_are_accepted(api: Api) -> None:
     lower = {k.lower(): v for k, v in body().items()}
     status, created = await api.call(
-        "POST", PATH, data=json.dumps(lower),
+        "POST",
+        PATH,
+        data=json.dumps(lower),
         headers={"Content-Type": "application/json-patch+json"},
-    )  # fmt: skip
+    )
     assert status == 200 and created["QueueName"] == "platform-events"
 
 
@@ -156,10 +166,15 @@ async def test_bad_bodies_get_problem_details(
 
 async def test_validation_errors_name_each_field(api: Api) -> None:
     status, problem = await api.call(
-        "POST", PATH,
-        body(QueueName="/bad", BlobContainerName="Bad_Name", EnabledEvents=["Nope.Created"],
-             ServiceBusConnectionString="Endpoint=http://x"),
-    )  # fmt: skip
+        "POST",
+        PATH,
+        body(
+            QueueName="/bad",
+            BlobContainerName="Bad_Name",
+            EnabledEvents=["Nope.Created"],
+            ServiceBusConnectionString="Endpoint=http://x",
+        ),
+    )
     assert status == 400
     assert {"QueueName", "BlobContainerName", "EnabledEvents", "ServiceBusConnectionString"} <= set(
         problem["errors"]

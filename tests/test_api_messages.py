@@ -26,9 +26,15 @@ PATH = "/v1/azureservicebusconnections"
 
 async def create(api: Api, connection_string: str, queue: str, **changes: Any) -> dict[str, Any]:
     status, created = await api.call(
-        "POST", PATH, {"ServiceBusConnectionString": connection_string, "QueueName": queue,
-                       "EnabledEvents": ["*"], **changes},
-    )  # fmt: skip
+        "POST",
+        PATH,
+        {
+            "ServiceBusConnectionString": connection_string,
+            "QueueName": queue,
+            "EnabledEvents": ["*"],
+            **changes,
+        },
+    )
     assert status == 200, created
     return created
 
@@ -106,9 +112,14 @@ async def test_a_test_delivery_that_fails_is_returned_as_failed(
 
 @pytest.mark.parametrize(
     "query",
-    [{"page": "0"}, {"pageSize": "501"}, {"pageSize": "ten"}, {"since": "last week"},
-     {"onlyFailed": "maybe"}],
-)  # fmt: skip
+    [
+        {"page": "0"},
+        {"pageSize": "501"},
+        {"pageSize": "ten"},
+        {"since": "last week"},
+        {"onlyFailed": "maybe"},
+    ],
+)
 async def test_bad_listing_parameters_are_400(
     api: Api, servicebus_emulator: Emulator, unique_queue: str, query: dict[str, str]
 ) -> None:
@@ -136,9 +147,12 @@ async def test_messages_of_unknown_or_other_connections_are_404(
 
 
 async def test_listing_since_only_failed_and_paging(
-    api: Api, services: Services, account: str, unique_queue: str,
+    api: Api,
+    services: Services,
+    account: str,
+    unique_queue: str,
     servicebus_emulator_factory: Callable[..., Emulator],
-) -> None:  # fmt: skip
+) -> None:
     emulator = servicebus_emulator_factory()
     connection = await create(api, emulator.connection_string, unique_queue)
     uid = connection["Uid"]
@@ -178,9 +192,12 @@ async def test_a_malformed_event_goes_to_the_poison_queue_with_a_log_line(
 
 
 async def test_failed_deliveries_are_retried_until_service_bus_is_back(
-    api: Api, services: Services, account: str, unique_queue: str,
+    api: Api,
+    services: Services,
+    account: str,
+    unique_queue: str,
     servicebus_emulator_factory: Callable[..., Emulator],
-) -> None:  # fmt: skip
+) -> None:
     emulator = servicebus_emulator_factory()
     connection = await create(api, emulator.connection_string, unique_queue)
     emulator.stop()  # Service Bus is down
@@ -209,8 +226,11 @@ async def test_connection_changes_reach_the_dispatcher_within_ten_seconds(
     connection = await create(api, cs, unique_queue, EnabledEvents=["Order.*"])
     await publish(services, account)
     assert len(await receive(cs, unique_queue, 1)) == 1
-    status, _ = await api.call("PUT", PATH, {**connection, "ServiceBusConnectionString": cs,
-                                             "EnabledEvents": ["Employee.*"]})  # fmt: skip
+    status, _ = await api.call(
+        "PUT",
+        PATH,
+        {**connection, "ServiceBusConnectionString": cs, "EnabledEvents": ["Employee.*"]},
+    )
     assert status == 200
     await asyncio.sleep(services.settings.connection_cache_seconds + 0.5)
     await publish(services, account)

@@ -16,8 +16,12 @@ from tests.servicebus_helpers import body_of, receive
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "shared.cli", *args],
-        cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 async def test_apikey_create_list_revoke(
@@ -47,19 +51,36 @@ def test_apikey_create_refuses_a_bad_account(app_environment: dict[str, str]) ->
 
 
 async def test_event_publish_reaches_the_subscriber_through_the_app(
-    app_environment: dict[str, str], api_host: str, services: Services, account: str,
-    servicebus_emulator: Emulator, unique_queue: str,
-) -> None:  # fmt: skip
+    app_environment: dict[str, str],
+    api_host: str,
+    services: Services,
+    account: str,
+    servicebus_emulator: Emulator,
+    unique_queue: str,
+) -> None:
     cs = servicebus_emulator.connection_string
     connection = Connection.model_validate(
-        {"Uid": str(uuid.uuid4()), "ServiceBusConnectionString": cs,
-         "QueueName": unique_queue, "EnabledEvents": ["Order.*"]}
-    )  # fmt: skip
+        {
+            "Uid": str(uuid.uuid4()),
+            "ServiceBusConnectionString": cs,
+            "QueueName": unique_queue,
+            "EnabledEvents": ["Order.*"],
+        }
+    )
     await services.connections.add(account, connection, services.clock())
     result = cli(
-        app_environment, "event", "publish", "--account", account, "--key", "Order.Shipped",
-        "--subject", "orders/1", "--data", '{"OrderId": 1}',
-    )  # fmt: skip
+        app_environment,
+        "event",
+        "publish",
+        "--account",
+        account,
+        "--key",
+        "Order.Shipped",
+        "--subject",
+        "orders/1",
+        "--data",
+        '{"OrderId": 1}',
+    )
     assert result.returncode == 0, result.stderr
     event_id = result.stdout.strip().splitlines()[-1]
     [got] = await receive(cs, unique_queue, 1)
@@ -69,8 +90,17 @@ async def test_event_publish_reaches_the_subscriber_through_the_app(
 
 
 def test_event_publish_refuses_bad_input(app_environment: dict[str, str], account: str) -> None:
-    bad_json = cli(app_environment, "event", "publish", "--account", account,
-                   "--key", "Order.Shipped", "--data", "{oops")  # fmt: skip
+    bad_json = cli(
+        app_environment,
+        "event",
+        "publish",
+        "--account",
+        account,
+        "--key",
+        "Order.Shipped",
+        "--data",
+        "{oops",
+    )
     assert bad_json.returncode == 2 and "--data" in bad_json.stderr
     bad_key = cli(app_environment, "event", "publish", "--account", account, "--key", "no spaces")
     assert bad_key.returncode == 2 and "event_key" in bad_key.stderr.lower().replace(

@@ -110,8 +110,9 @@ def test_container_names(name: str, ok: bool) -> None:
 def test_blob_settings_come_together() -> None:
     assert "BlobContainerName" in errors_of(connection(BlobContainerConnectionString=STORAGE))
     assert "BlobContainerName" in errors_of(connection(BlobContainerName="large-events"))
-    dev = connection(BlobContainerConnectionString="UseDevelopmentStorage=true",
-                     BlobContainerName="large-events")  # fmt: skip
+    dev = connection(
+        BlobContainerConnectionString="UseDevelopmentStorage=true", BlobContainerName="large-events"
+    )
     assert errors_of(dev) == {}
     bad = connection(BlobContainerConnectionString="AccountName=x", BlobContainerName="abc")
     assert "BlobContainerConnectionString" in errors_of(bad)
@@ -171,8 +172,7 @@ def test_advanced_settings() -> None:
     assert conn.event_settings_type("Order.Created") == "Reference"
     assert conn.event_settings_type("Order.Shipped") == "Full"
     assert conn.event_settings_type("Employee.Created") == "Full"
-    not_enabled = connection(EnabledEvents=["Order.*"],
-                             AdvancedSettings={"Employee.Created": {}})  # fmt: skip
+    not_enabled = connection(EnabledEvents=["Order.*"], AdvancedSettings={"Employee.Created": {}})
     assert "AdvancedSettings" in errors_of(not_enabled)
     thin = {"Order.Shipped": {"EventSettingsType": "Thin"}}
     wrong_type = connection(EnabledEvents=["Order.*"], AdvancedSettings=thin)
@@ -220,9 +220,14 @@ def test_message_row_keys_sort_newest_first_and_derive_from_the_uid() -> None:
 
 @pytest.mark.parametrize(
     "params",
-    [{"page": "0"}, {"pageSize": "501"}, {"pageSize": "x"}, {"since": "yesterday"},
-     {"onlyFailed": "perhaps"}],
-)  # fmt: skip
+    [
+        {"page": "0"},
+        {"pageSize": "501"},
+        {"pageSize": "x"},
+        {"since": "yesterday"},
+        {"onlyFailed": "perhaps"},
+    ],
+)
 def test_message_query_refuses_bad_values(params: dict[str, str]) -> None:
     with pytest.raises(ValidationError):
         MessageQuery.model_validate(params)

@@ -33,10 +33,12 @@ async def own_storage(app_environment: dict[str, str]) -> AsyncIterator[tuple[st
 
 
 async def test_events_survive_a_killed_process(
-    app_environment: dict[str, str], own_storage: tuple[str, Services], unique_queue: str,
+    app_environment: dict[str, str],
+    own_storage: tuple[str, Services],
+    unique_queue: str,
     servicebus_emulator_factory: Callable[..., Emulator],
     local_host_process_factory: Callable[..., HostProcess],
-) -> None:  # fmt: skip
+) -> None:
     storage, services = own_storage
     env = {**app_environment, "AzureWebJobsStorage": storage}
     emulator = servicebus_emulator_factory()
@@ -44,12 +46,17 @@ async def test_events_survive_a_killed_process(
     cs = emulator.connection_string
     account = "crash-test"
     connection = Connection.model_validate(
-        {"Uid": str(uuid.uuid4()), "ServiceBusConnectionString": cs, "QueueName": unique_queue,
-         "EnabledEvents": ["*"]}
-    )  # fmt: skip
+        {
+            "Uid": str(uuid.uuid4()),
+            "ServiceBusConnectionString": cs,
+            "QueueName": unique_queue,
+            "EnabledEvents": ["*"],
+        }
+    )
     await services.connections.add(account, connection, services.clock())
-    events = [new_event(account, "Order.Created", services.clock(), data={"N": n})
-              for n in range(60)]  # fmt: skip
+    events = [
+        new_event(account, "Order.Created", services.clock(), data={"N": n}) for n in range(60)
+    ]
     for event in events:
         await services.publish(event)
 

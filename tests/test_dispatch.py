@@ -43,15 +43,25 @@ async def connect(
     services: Services, account: str, connection_string: str, queue: str, **changes: Any
 ) -> StoredConnection:
     connection = Connection.model_validate(
-        {"Uid": str(uuid.uuid4()), "ServiceBusConnectionString": connection_string,
-         "QueueName": queue, "EnabledEvents": ["*"], **changes}
-    )  # fmt: skip
+        {
+            "Uid": str(uuid.uuid4()),
+            "ServiceBusConnectionString": connection_string,
+            "QueueName": queue,
+            "EnabledEvents": ["*"],
+            **changes,
+        }
+    )
     return await services.connections.add(account, connection, NOW)
 
 
 def event(account: str, key: str = "Employee.Created", data: Any = None) -> SystemEvent:
-    e = new_event(account, key, NOW, subject="employees/1234",
-                  data={"EmployeeId": 1234, "Name": "Ada"} if data is None else data)  # fmt: skip
+    e = new_event(
+        account,
+        key,
+        NOW,
+        subject="employees/1234",
+        data={"EmployeeId": 1234, "Name": "Ada"} if data is None else data,
+    )
     return e
 
 
@@ -61,9 +71,12 @@ async def records_of(services: Services, stored: StoredConnection) -> list[Any]:
 
 
 async def test_an_event_arrives_with_the_contract_properties_and_one_record(
-    services: Services, dispatcher: Dispatcher, servicebus_emulator: Emulator, account: str,
+    services: Services,
+    dispatcher: Dispatcher,
+    servicebus_emulator: Emulator,
+    account: str,
     queue: str,
-) -> None:  # fmt: skip
+) -> None:
     cs = servicebus_emulator.connection_string
     stored = await connect(services, account, cs, queue)
     e = event(account)
@@ -74,26 +87,39 @@ async def test_an_event_arrives_with_the_contract_properties_and_one_record(
     assert received.subject == "Employee.Created"
     assert received.content_type == "application/json"
     assert received.correlation_id == e.event_id
-    props = {k.decode(): v.decode() if isinstance(v, bytes) else v
-             for k, v in received.application_properties.items()}  # fmt: skip
+    props = {
+        k.decode(): v.decode() if isinstance(v, bytes) else v
+        for k, v in received.application_properties.items()
+    }
     assert props == {
-        "EventKey": "Employee.Created", "EventId": e.event_id,
-        "EventTimestamp": "2026-11-26T10:00:00.000Z", "AccountId": account,
-        "IsRetry": False, "Offloaded": False, "SchemaVersion": 1,
-    }  # fmt: skip
+        "EventKey": "Employee.Created",
+        "EventId": e.event_id,
+        "EventTimestamp": "2026-11-26T10:00:00.000Z",
+        "AccountId": account,
+        "IsRetry": False,
+        "Offloaded": False,
+        "SchemaVersion": 1,
+    }
     assert json.loads(body_of(received)) == {
-        "EventId": e.event_id, "EventKey": "Employee.Created",
-        "EventTimestamp": "2026-11-26T10:00:00.000Z", "Subject": "employees/1234",
+        "EventId": e.event_id,
+        "EventKey": "Employee.Created",
+        "EventTimestamp": "2026-11-26T10:00:00.000Z",
+        "Subject": "employees/1234",
         "Data": {"EmployeeId": 1234, "Name": "Ada"},
-    }  # fmt: skip
+    }
 
     [logged] = await records_of(services, stored)
     assert logged == record.message
     assert logged.status == MessageStatus.SUCCEEDED and not logged.is_retry
     assert logged.message_body == body_of(received).decode()
     metadata = json.loads(logged.request_metadata)
-    assert metadata == {"QueueName": queue, "MessageId": received.message_id, "Attempt": 1,
-                        "SizeBytes": len(body_of(received)), "Offloaded": False}  # fmt: skip
+    assert metadata == {
+        "QueueName": queue,
+        "MessageId": received.message_id,
+        "Attempt": 1,
+        "SizeBytes": len(body_of(received)),
+        "Offloaded": False,
+    }
     assert "SAS_KEY_VALUE" not in json.dumps(logged.to_json())
 
 
@@ -101,12 +127,20 @@ async def test_matching_reference_inactive_and_other_accounts(
     services: Services, dispatcher: Dispatcher, servicebus_emulator: Emulator, account: str
 ) -> None:
     cs = servicebus_emulator.connection_string
-    queues = {name: f"{name}-{uuid.uuid4().hex[:8]}"
-              for name in ("all", "orders", "reference", "employees", "inactive", "none")}  # fmt: skip
+    queues = {
+        name: f"{name}-{uuid.uuid4().hex[:8]}"
+        for name in ("all", "orders", "reference", "employees", "inactive", "none")
+    }
     await connect(services, account, cs, queues["all"], EnabledEvents=["*"])
     await connect(services, account, cs, queues["orders"], EnabledEvents=["Order.*"])
-    await connect(services, account, cs, queues["reference"], EnabledEvents=["Order.Shipped"],
-                  AdvancedSettings={"Order.Shipped": {"EventSettingsType": "Reference"}})  # fmt: skip
+    await connect(
+        services,
+        account,
+        cs,
+        queues["reference"],
+        EnabledEvents=["Order.Shipped"],
+        AdvancedSettings={"Order.Shipped": {"EventSettingsType": "Reference"}},
+    )
     await connect(services, account, cs, queues["employees"], EnabledEvents=["Employee.Created"])
     await connect(services, account, cs, queues["inactive"], EnabledEvents=["*"], Active=False)
     await connect(services, account, cs, queues["none"], EnabledEvents=[])
@@ -126,13 +160,23 @@ async def test_matching_reference_inactive_and_other_accounts(
 
 
 async def test_a_large_event_is_offloaded_to_the_subscribers_container(
-    services: Services, dispatcher: Dispatcher, servicebus_emulator: Emulator, account: str,
-    queue: str, storage_connection_string: str,
-) -> None:  # fmt: skip
+    services: Services,
+    dispatcher: Dispatcher,
+    servicebus_emulator: Emulator,
+    account: str,
+    queue: str,
+    storage_connection_string: str,
+) -> None:
     cs = servicebus_emulator.connection_string
     container = f"large-{uuid.uuid4().hex[:10]}"  # does not exist yet: made on first use
-    stored = await connect(services, account, cs, queue, BlobContainerName=container,
-                           BlobContainerConnectionString=storage_connection_string)  # fmt: skip
+    stored = await connect(
+        services,
+        account,
+        cs,
+        queue,
+        BlobContainerName=container,
+        BlobContainerConnectionString=storage_connection_string,
+    )
     e = event(account, "Document.Uploaded", data={"Content": "x" * 400_000})
     [record] = await dispatcher.dispatch(e)
     assert record.message.status == MessageStatus.SUCCEEDED, record.message.request_metadata
@@ -142,8 +186,16 @@ async def test_a_large_event_is_offloaded_to_the_subscribers_container(
     assert got.application_properties[b"Offloaded"] is True
     assert got.application_properties[b"BlobName"].decode() == reference["BlobName"]
     assert got.message_id == message_id(account, e.event_id, stored.uid)
-    assert set(reference) == {"EventId", "EventKey", "EventTimestamp", "Subject",
-                              "BlobContainerName", "BlobName", "ContentLength", "ContentSha256"}  # fmt: skip
+    assert set(reference) == {
+        "EventId",
+        "EventKey",
+        "EventTimestamp",
+        "Subject",
+        "BlobContainerName",
+        "BlobName",
+        "ContentLength",
+        "ContentSha256",
+    }
     async with ContainerClient.from_connection_string(storage_connection_string, container) as c:
         blob = await (await c.download_blob(reference["BlobName"])).readall()
     assert hashlib.sha256(blob).hexdigest() == reference["ContentSha256"]
@@ -155,9 +207,12 @@ async def test_a_large_event_is_offloaded_to_the_subscribers_container(
 
 
 async def test_a_large_event_without_a_container_fails_as_too_large_and_is_not_retried(
-    services: Services, dispatcher: Dispatcher, servicebus_emulator: Emulator, account: str,
+    services: Services,
+    dispatcher: Dispatcher,
+    servicebus_emulator: Emulator,
+    account: str,
     queue: str,
-) -> None:  # fmt: skip
+) -> None:
     retries = await services.storage.queue(RETRY_QUEUE)
     before = (await retries.get_queue_properties()).approximate_message_count
     await connect(services, account, servicebus_emulator.connection_string, queue)
@@ -177,9 +232,12 @@ async def failed_delivery(
 
 
 async def test_a_wrong_key_is_a_configuration_failure_without_the_secret(
-    services: Services, dispatcher: Dispatcher, servicebus_emulator: Emulator, account: str,
+    services: Services,
+    dispatcher: Dispatcher,
+    servicebus_emulator: Emulator,
+    account: str,
     queue: str,
-) -> None:  # fmt: skip
+) -> None:
     wrong = servicebus_emulator.connection_string_with_key("WRONG_KEY_VALUE")
     _, metadata = await failed_delivery(services, dispatcher, account, wrong, queue)
     assert metadata["Error"]["Category"] == "Configuration"
@@ -208,11 +266,17 @@ async def test_server_busy_is_transient_and_a_retry_is_scheduled_that_succeeds(
         assert metadata["Error"]["Category"] == "Transient"
         emulator.refuse_sends(0)
         first = (await records_of(services, stored))[0]
-        retry = DeliveryRetry(event=event(account).to_json(), connection_uid=stored.uid,
-                              attempt=2, parent_uid=first.uid)  # fmt: skip
+        retry = DeliveryRetry(
+            event=event(account).to_json(),
+            connection_uid=stored.uid,
+            attempt=2,
+            parent_uid=first.uid,
+        )
         record = await dispatcher.retry(retry, SystemEvent.model_validate(retry.event))
         assert record is not None and record.message.status == MessageStatus.SUCCEEDED
-        assert record.message.is_retry and record.message.parent_service_bus_message_uid == first.uid
+        assert (
+            record.message.is_retry and record.message.parent_service_bus_message_uid == first.uid
+        )
         assert json.loads(record.message.request_metadata)["Attempt"] == 2
         [got] = await receive(emulator.connection_string, queue, 1)
         assert got.application_properties[b"IsRetry"] is True
@@ -233,7 +297,7 @@ async def test_a_failure_schedules_a_hidden_retry_on_the_retry_queue(
     services: Services, dispatcher: Dispatcher, account: str, queue: str
 ) -> None:
     retries = await services.storage.queue(RETRY_QUEUE)
-    before = (await retries.get_queue_properties()).approximate_message_count
+    before = (await retries.get_queue_properties()).approximate_message_count or 0
     emulator = Emulator().start()
     emulator.stop()
     stored, _ = await failed_delivery(
@@ -246,9 +310,12 @@ async def test_a_failure_schedules_a_hidden_retry_on_the_retry_queue(
 
 
 async def test_one_failing_connection_does_not_hold_up_another(
-    services: Services, dispatcher: Dispatcher, servicebus_emulator: Emulator, account: str,
+    services: Services,
+    dispatcher: Dispatcher,
+    servicebus_emulator: Emulator,
+    account: str,
     queue: str,
-) -> None:  # fmt: skip
+) -> None:
     with Emulator() as slow:
         slow.delay_sends(3000)
         await connect(services, account, slow.connection_string, "slow")
@@ -265,8 +332,9 @@ async def test_a_thousand_events_to_ten_connections(
     services: Services, dispatcher: Dispatcher, servicebus_emulator: Emulator, account: str
 ) -> None:
     cs = servicebus_emulator.connection_string
-    connections = [await connect(services, account, cs, f"fan-{i}-{uuid.uuid4().hex[:6]}")
-                   for i in range(10)]  # fmt: skip
+    connections = [
+        await connect(services, account, cs, f"fan-{i}-{uuid.uuid4().hex[:6]}") for i in range(10)
+    ]
     events = [event(account, "Order.Created", data={"N": n}) for n in range(1000)]
     semaphore = asyncio.Semaphore(64)
 

@@ -11,20 +11,32 @@ def test_fuzzing_finds_no_server_error_and_no_schema_violation(
     api_host: str, api_key: str, tmp_path: Path
 ) -> None:
     command = [
-        str(Path(sys.executable).with_name("schemathesis")), "run",
+        str(Path(sys.executable).with_name("schemathesis")),
+        "run",
         f"{api_host}/v1/openapi.json",
-        "--header", f"Authorization: {api_key}",
-        "--checks", "not_a_server_error,response_schema_conformance,status_code_conformance,"
-                    "content_type_conformance,response_headers_conformance",
-        "--max-examples", os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "30"),
-        "--phases", "examples,coverage,fuzzing",
-        "--workers", "2",
-        "--request-timeout", "30",
-        "--suppress-health-check", "all",
+        "--header",
+        f"Authorization: {api_key}",
+        "--checks",
+        "not_a_server_error,response_schema_conformance,status_code_conformance,"
+        "content_type_conformance,response_headers_conformance",
+        "--max-examples",
+        os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "30"),
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--workers",
+        "2",
+        "--request-timeout",
+        "30",
+        "--suppress-health-check",
+        "all",
         "--no-color",
-    ]  # fmt: skip
+    ]
     result = subprocess.run(
-        command, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        command,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
         env={**os.environ, "SCHEMATHESIS_HOOKS": ""},
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]

@@ -21,9 +21,14 @@ NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 
 def a_connection(**changes: object) -> Connection:
     return Connection.model_validate(
-        {"Uid": str(uuid.uuid4()), "ServiceBusConnectionString": SB, "QueueName": "q",
-         "EnabledEvents": ["*"], **changes}
-    )  # fmt: skip
+        {
+            "Uid": str(uuid.uuid4()),
+            "ServiceBusConnectionString": SB,
+            "QueueName": "q",
+            "EnabledEvents": ["*"],
+            **changes,
+        }
+    )
 
 
 async def test_secrets_are_sealed_at_rest_and_masked_on_the_way_out(
@@ -68,9 +73,11 @@ async def test_replace_keeps_a_masked_secret_and_takes_a_new_one(
     )
     assert changed.connection.service_bus_connection_string == new_key
     no_blob_secret = masked.model_copy(
-        update={"blob_container_connection_string": "AccountName=x;AccountKey=***",
-                "blob_container_name": "abc"}
-    )  # fmt: skip
+        update={
+            "blob_container_connection_string": "AccountName=x;AccountKey=***",
+            "blob_container_name": "abc",
+        }
+    )
     with pytest.raises(InvalidField) as error:
         await services.connections.replace(account, no_blob_secret, NOW)
     assert error.value.field == "BlobContainerConnectionString"
@@ -118,21 +125,31 @@ def a_record(
 ) -> LoggedMessage:
     return LoggedMessage(
         Message(
-            uid=uuid7(at), connection_uid=connection_uid, event_key="Order.Shipped",
-            event_timestamp=at, request_timestamp=at, message_body=body,
-            elapsed_milliseconds=3, request_metadata="{}", status=status,
+            uid=uuid7(at),
+            connection_uid=connection_uid,
+            event_key="Order.Shipped",
+            event_timestamp=at,
+            request_timestamp=at,
+            message_body=body,
+            elapsed_milliseconds=3,
+            request_metadata="{}",
+            status=status,
         ),
-        account="acme", event_id=str(uuid.uuid4()),
-    )  # fmt: skip
+        account="acme",
+        event_id=str(uuid.uuid4()),
+    )
 
 
 async def test_message_log_pages_newest_first_with_total_hits(services: Services) -> None:
     partition, connection_uid = uuid.uuid4().hex, uuid.uuid4()
     records = [
-        a_record(connection_uid, NOW + timedelta(seconds=i),
-                 MessageStatus.FAILED if i % 3 == 0 else MessageStatus.SUCCEEDED)
+        a_record(
+            connection_uid,
+            NOW + timedelta(seconds=i),
+            MessageStatus.FAILED if i % 3 == 0 else MessageStatus.SUCCEEDED,
+        )
         for i in range(250)
-    ]  # fmt: skip
+    ]
     await services.messages.add(partition, records)
     newest_first = [r.message.uid for r in reversed(records)]
 
@@ -177,9 +194,11 @@ async def test_concurrent_replaces_all_succeed_and_the_last_one_wins(
     masked = stored.masked()
     titles = [f"title {i}" for i in range(8)]
     results = await asyncio.gather(
-        *(services.connections.replace(account, masked.model_copy(update={"title": t}), NOW)
-          for t in titles)
-    )  # fmt: skip
+        *(
+            services.connections.replace(account, masked.model_copy(update={"title": t}), NOW)
+            for t in titles
+        )
+    )
     assert {r.connection.title for r in results} == set(titles)
     final = await services.connections.get(account, stored.uid)
     assert final.connection.title in titles
