@@ -58,11 +58,23 @@ class EventStore:
         try:
             return SystemEvent.model_validate(payload)
         except ValidationError as e:
-            fields = ", ".join(".".join(map(str, err["loc"])) or "$" for err in e.errors())
-            raise MalformedEvent(f"invalid event ({fields})") from None
+            raise MalformedEvent(f"invalid event ({_fields(e)})") from None
+
+    async def retry_from(self, body: bytes) -> tuple[DeliveryRetry, SystemEvent]:
+        """A `delivery-retries` message and the event it retries."""
+        try:
+            retry = DeliveryRetry.model_validate(parse_json(body))
+        except ValidationError as e:
+            raise MalformedEvent(f"invalid retry ({_fields(e)})") from None
+        return retry, await self.from_payload(retry.event)
+
+
+def _fields(error: ValidationError) -> str:
+    return ", ".join(".".join(map(str, err["loc"])) or "$" for err in error.errors())
 
 
 def parse_json(body: bytes) -> Any:
+    """A queue message's JSON; MalformedEvent if it is not JSON."""
     try:
         return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:

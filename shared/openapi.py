@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import re
-import typing
 from functools import cache
 from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from shared.api.http import ENDPOINTS, JSON_TYPES, Endpoint
-from shared.models import Problem
+from shared.api.http import ENDPOINTS, JSON_TYPES, Endpoint, model
 
 VERSION = "1.0.0"
 _REF = "#/components/schemas/{model}"
@@ -26,18 +24,13 @@ _ERROR_TITLES = {
 
 
 def _models(endpoints: list[Endpoint]) -> list[type[BaseModel]]:
-    found: list[type[BaseModel]] = [Problem]
-    for e in endpoints:
-        found += [m for m in (e.body, e.query) if m]
-        returned = typing.get_args(e.returns) or (e.returns,)
-        found += [m for m in returned if isinstance(m, type) and issubclass(m, BaseModel)]
-    return list(dict.fromkeys(found))
+    names = ["Problem"] + [n for e in endpoints for n in (e.body, e.query, e.returns) if n]
+    return [model(name) for name in dict.fromkeys(names)]
 
 
-def _schema_of(returns: Any) -> dict[str, Any]:
-    if typing.get_origin(returns) is list:
-        return {"type": "array", "items": _schema_of(typing.get_args(returns)[0])}
-    return {"$ref": _REF.format(model=returns.__name__)}
+def _schema_of(e: Endpoint) -> dict[str, Any]:
+    schema = {"$ref": _REF.format(model=e.returns)}
+    return {"type": "array", "items": schema} if e.many else schema
 
 
 def _operation(e: Endpoint, query_schemas: dict[str, Any]) -> dict[str, Any]:
@@ -55,21 +48,21 @@ def _operation(e: Endpoint, query_schemas: dict[str, Any]) -> dict[str, Any]:
         for name in re.findall(r"{(\w+)}", e.route)
     ]
     if e.query:
-        props = query_schemas[e.query.__name__]["properties"]
+        props = query_schemas[e.query]["properties"]
         params += [
             {"name": n, "in": "query", "required": False, "schema": s} for n, s in props.items()
         ]
     if params:
         op["parameters"] = params
     if e.body:
-        schema = {"$ref": _REF.format(model=e.body.__name__)}
+        schema = {"$ref": _REF.format(model=e.body)}
         op["requestBody"] = {
             "required": True,
             "content": {t: {"schema": schema} for t in JSON_TYPES},
         }
     ok: dict[str, Any] = {"description": "OK"}
     if e.returns is not None:
-        ok["content"] = {"application/json": {"schema": _schema_of(e.returns)}}
+        ok["content"] = {"application/json": {"schema": _schema_of(e)}}
     problem = {"application/problem+json": {"schema": {"$ref": _REF.format(model="Problem")}}}
     codes = set(e.errors) | ({400} if e.body or e.query else set()) | ({415} if e.body else set())
     codes |= set() if e.public else {401}
@@ -87,7 +80,7 @@ def document() -> dict[str, Any]:
     endpoints = list(ENDPOINTS.values())
     models = _models(endpoints)
     # Inputs are described as validated, outputs as serialised (e.g. timestamps as text).
-    inputs = {m for e in endpoints for m in (e.body, e.query) if m}
+    inputs = {model(n) for e in endpoints for n in (e.body, e.query) if n}
     _, schemas = models_json_schema(
         [(m, "validation" if m in inputs else "serialization") for m in models],
         ref_template=_REF,

@@ -8,13 +8,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from shared.clock import Clock, system_clock
-from shared.crypto import KeyRing
-from shared.models import SystemEvent
 from shared.settings import Settings
 
 if TYPE_CHECKING:
     from shared.dispatch.dispatcher import Dispatcher
     from shared.events import EventStore
+    from shared.models import SystemEvent
     from shared.storage.apikeys import ApiKeyRepository
     from shared.storage.clients import StorageClients
     from shared.storage.connections import ConnectionRepository
@@ -34,6 +33,7 @@ class Services:
 
     @classmethod
     async def open(cls, settings: Settings, clock: Clock = system_clock) -> Services:
+        from shared.crypto import KeyRing
         from shared.events import EventStore
         from shared.storage import clients
         from shared.storage.apikeys import ApiKeyRepository

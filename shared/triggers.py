@@ -1,11 +1,13 @@
-"""Queue- and timer-triggered functions: dispatch of system events, retries, the purge."""
+"""Queue- and timer-triggered functions: dispatch of system events, retries, the purge.
 
+The core is imported inside the functions: indexing the app stays fast (cold start).
+"""
+
+import base64
 import logging
 
 import azure.functions as func
-from pydantic import ValidationError
 
-from shared.events import DeliveryRetry, MalformedEvent, encode_queue_message, parse_json
 from shared.services import get_services
 from shared.storage.clients import RETRY_QUEUE, SYSTEM_EVENTS_QUEUE
 
@@ -18,12 +20,14 @@ async def to_poison(queue: str, msg: func.QueueMessage, reason: str) -> None:
     """A message that can never succeed goes straight to the poison queue, not 5 tries."""
     services = await get_services()
     poison = await services.storage.queue(queue + POISON_SUFFIX)
-    await poison.send_message(encode_queue_message(msg.get_body()))
+    await poison.send_message(base64.b64encode(msg.get_body()).decode())
     log.error("message %s of %s moved to %s%s: %s", msg.id, queue, queue, POISON_SUFFIX, reason)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=SYSTEM_EVENTS_QUEUE, connection="AzureWebJobsStorage")
 async def dispatch_system_event(msg: func.QueueMessage) -> None:
+    from shared.events import MalformedEvent, parse_json
+
     services = await get_services()
     try:
         event = await services.events.from_payload(parse_json(msg.get_body()))
@@ -36,11 +40,12 @@ async def dispatch_system_event(msg: func.QueueMessage) -> None:
 
 @bp.queue_trigger(arg_name="msg", queue_name=RETRY_QUEUE, connection="AzureWebJobsStorage")
 async def retry_delivery(msg: func.QueueMessage) -> None:
+    from shared.events import MalformedEvent
+
     services = await get_services()
     try:
-        retry = DeliveryRetry.model_validate(parse_json(msg.get_body()))
-        event = await services.events.from_payload(retry.event)
-    except (MalformedEvent, ValidationError) as e:
+        retry, event = await services.events.retry_from(msg.get_body())
+    except MalformedEvent as e:
         await to_poison(RETRY_QUEUE, msg, str(e))
         return
     dispatcher = await services.dispatcher()

@@ -16,7 +16,7 @@ from shared.models import Connection
 from shared.services import Services
 from shared.settings import Settings, StorageTarget
 from tests.plugins.localhost import HostProcess
-from tests.servicebus_helpers import receive
+from tests.servicebus_helpers import Subscriber
 
 
 @pytest.fixture
@@ -61,17 +61,18 @@ async def test_events_survive_a_killed_process(
         await services.publish(event)
 
     lease = ["--message-lease", "3"]  # a killed host's messages come back after 3 s
-    first = local_host_process_factory("function_app:app", env=env, args=lease)
-    received = await receive(cs, unique_queue, 1, timeout=30)
-    first.kill()
-    assert 1 <= len(received) < len(events)  # killed in the middle
+    async with Subscriber(cs, unique_queue) as subscriber:
+        first = local_host_process_factory("function_app:app", env=env, args=lease)
+        received = await subscriber.receive(1, timeout=30)
+        first.kill()
+        assert 1 <= len(received) < len(events)  # killed in the middle
 
-    emulator.delay_sends(0)
-    local_host_process_factory("function_app:app", env=env, args=lease)
-    deadline = time.monotonic() + 60
-    ids = {e.event_id for e in events}
-    while {m.correlation_id for m in received} < ids and time.monotonic() < deadline:
-        received += await receive(cs, unique_queue, 60, timeout=3)
+        emulator.delay_sends(0)
+        local_host_process_factory("function_app:app", env=env, args=lease)
+        deadline = time.monotonic() + 60
+        ids = {e.event_id for e in events}
+        while {m.correlation_id for m in received} < ids and time.monotonic() < deadline:
+            received += await subscriber.receive(60, timeout=3)
 
     by_event: dict[str, set[str]] = defaultdict(set)
     for message in received:

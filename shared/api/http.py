@@ -1,26 +1,35 @@
 """The one decorator for API endpoints: auth, body and query parsing, problem+json errors.
 
 It registers the route on a blueprint and records what the OpenAPI document says of it, so
-routes are defined once.
+routes are defined once. Models are named, not imported, here: pydantic and the models load
+on the first request rather than when the Functions worker indexes the app (cold start).
 """
 
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import azure.functions as func
-from pydantic import BaseModel, ValidationError
 
 from shared.errors import Conflict, InvalidField, NotFound
-from shared.models import ApiModel, Problem, error_map
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel, ValidationError
 
 log = logging.getLogger("shared.api")
 
-M = TypeVar("M", bound=BaseModel)
 JSON_TYPES = ("application/json", "application/json-patch+json")
+
+
+def model(name: str) -> "type[BaseModel]":
+    """A model of shared.models by name."""
+    from shared import models
+
+    found: type[BaseModel] = getattr(models, name)
+    return found
 
 
 class ApiError(Exception):
@@ -32,19 +41,23 @@ class ApiError(Exception):
         errors: dict[str, list[str]] | None = None,
     ) -> None:
         super().__init__(detail or title)
-        self.problem = Problem(status=status, title=title, detail=detail, errors=errors)
+        self.status, self.title, self.detail, self.errors = status, title, detail, errors
+
+    def response(self, headers: dict[str, str] | None = None) -> func.HttpResponse:
+        problem = model("Problem")(
+            status=self.status, title=self.title, detail=self.detail, errors=self.errors
+        )
+        return func.HttpResponse(
+            problem.model_dump_json(exclude_none=True),
+            status_code=self.status,
+            mimetype="application/problem+json",
+            headers=headers,
+        )
 
 
-def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> func.HttpResponse:
-    return func.HttpResponse(
-        problem.model_dump_json(exclude_none=True),
-        status_code=problem.status,
-        mimetype="application/problem+json",
-        headers=headers,
-    )
+def validation_error(error: "ValidationError") -> ApiError:
+    from shared.models import error_map
 
-
-def validation_error(error: ValidationError) -> ApiError:
     for item in error.errors(include_url=False):
         if item["type"] == "json_invalid":
             return ApiError(400, "Malformed JSON", f"the body is not valid JSON: {item['msg']}")
@@ -53,19 +66,23 @@ def validation_error(error: ValidationError) -> ApiError:
     )
 
 
-def parse_body(req: func.HttpRequest, model: type[M]) -> M:
+def parse_body(req: func.HttpRequest, name: str) -> Any:
+    from pydantic import ValidationError
+
     content_type = (req.headers.get("content-type") or "").split(";")[0].strip().lower()
     if content_type not in JSON_TYPES:
         raise ApiError(415, "Unsupported media type", f"send one of: {', '.join(JSON_TYPES)}")
     try:
-        return model.model_validate_json(req.get_body() or b"", strict=True)
+        return model(name).model_validate_json(req.get_body() or b"", strict=True)
     except ValidationError as e:
         raise validation_error(e) from None
 
 
-def parse_query(req: func.HttpRequest, model: type[M]) -> M:
+def parse_query(req: func.HttpRequest, name: str) -> Any:
+    from pydantic import ValidationError
+
     try:
-        return model.model_validate(dict(req.params))
+        return model(name).model_validate(dict(req.params))  # lax: query values are text
     except ValidationError as e:
         raise validation_error(e) from None
 
@@ -78,11 +95,9 @@ def parse_uid(value: str, what: str) -> UUID:
 
 
 def to_json(result: Any) -> Any:
-    if isinstance(result, ApiModel):
-        return result.to_json()
     if isinstance(result, list):
         return [to_json(item) for item in result]
-    return result
+    return result.to_json()
 
 
 @dataclass(frozen=True)
@@ -93,9 +108,10 @@ class Endpoint:
     method: str
     route: str
     summary: str
-    body: type[BaseModel] | None
-    query: type[BaseModel] | None
-    returns: Any
+    body: str | None  # model names in shared.models
+    query: str | None
+    returns: str | None
+    many: bool  # returns a JSON array of `returns`
     public: bool
     errors: tuple[int, ...] = field(default=())
 
@@ -120,23 +136,27 @@ def endpoint(
     method: str,
     route: str,
     *,
-    body: type[BaseModel] | None = None,
-    query: type[BaseModel] | None = None,
-    returns: Any = None,
+    body: str | None = None,
+    query: str | None = None,
+    returns: str | None = None,
+    many: bool = False,
     public: bool = False,
     errors: tuple[int, ...] = (),
 ) -> Callable[[Handler], Handler]:
-    """Register `handler(call) -> model | list | None` as `METHOD /route` on the blueprint."""
+    """Register `handler(call) -> model | list | None` as `METHOD /route` on the blueprint.
+
+    `body`, `query` and `returns` name models of shared.models.
+    """
 
     def register(handler: Handler) -> Handler:
         async def run(req: func.HttpRequest) -> func.HttpResponse:
             try:
                 return await invoke(handler, req, body, query, public)
             except ApiError as e:
-                return problem_response(e.problem)
+                return e.response()
             except Exception:  # never a 500 with a trace; the log has it
                 log.exception("unhandled error in %s %s", method, route)
-                return problem_response(Problem(status=500, title="Internal error"))
+                return ApiError(500, "Internal error").response()
 
         run.__name__ = run.__qualname__ = handler.__name__
         bp.route(route=route, methods=[method], auth_level=func.AuthLevel.ANONYMOUS)(run)
@@ -148,6 +168,7 @@ def endpoint(
             body,
             query,
             returns,
+            many,
             public,
             errors,
         )
@@ -159,8 +180,8 @@ def endpoint(
 async def invoke(
     handler: Handler,
     req: func.HttpRequest,
-    body: type[BaseModel] | None,
-    query: type[BaseModel] | None,
+    body: str | None,
+    query: str | None,
     public: bool,
 ) -> func.HttpResponse:
     account = ""
@@ -170,10 +191,8 @@ async def invoke(
         services = await get_services()
         found = await services.api_keys.account_of(req.headers.get("authorization"))
         if found is None:
-            problem = Problem(
-                status=401, title="Unauthorized", detail="send header Authorization: <api key>"
-            )
-            return problem_response(problem, {"WWW-Authenticate": "Bearer"})
+            unauthorized = ApiError(401, "Unauthorized", "send header Authorization: <api key>")
+            return unauthorized.response({"WWW-Authenticate": "Bearer"})
         account = found
     call = Call(
         account=account,

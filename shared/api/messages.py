@@ -1,14 +1,18 @@
 """Endpoints for a connection's message log, re-sending, and test deliveries."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import azure.functions as func
 
 from shared.api.http import Call, endpoint, parse_uid
 from shared.catalog import TEST_EVENT_KEY
-from shared.dispatch.dispatcher import Attempt
-from shared.events import new_event
-from shared.models import Message, MessagePage, MessageQuery
 from shared.services import Services, get_services
-from shared.storage.connections import StoredConnection
+
+if TYPE_CHECKING:
+    from shared.models import Message, MessagePage
+    from shared.storage.connections import StoredConnection
 
 bp = func.Blueprint()
 CONNECTION = "v1/azureservicebusconnections/{connectionUid}"
@@ -21,8 +25,9 @@ async def connection_of(
     return await services.connections.get(call.account, uid)
 
 
-@endpoint(bp, "GET", CONNECTION + "/messages", query=MessageQuery, returns=MessagePage,
-          errors=(404,))  # fmt: skip
+@endpoint(
+    bp, "GET", CONNECTION + "/messages", query="MessageQuery", returns="MessagePage", errors=(404,)
+)
 async def list_messages(call: Call) -> MessagePage:
     """A page of the connection's messages, newest first; TotalHits counts all matches."""
     services = await get_services()
@@ -30,7 +35,7 @@ async def list_messages(call: Call) -> MessagePage:
     return await services.messages.page(stored.log_partition, call.query)
 
 
-@endpoint(bp, "GET", CONNECTION + "/messages/{messageUid}", returns=Message, errors=(404,))
+@endpoint(bp, "GET", CONNECTION + "/messages/{messageUid}", returns="Message", errors=(404,))
 async def get_message(call: Call) -> Message:
     """One message (delivery attempt) of the connection."""
     services = await get_services()
@@ -39,8 +44,7 @@ async def get_message(call: Call) -> Message:
     return (await services.messages.get(stored.log_partition, uid)).message
 
 
-@endpoint(bp, "POST", CONNECTION + "/messages/{messageUid}/retry", returns=Message,
-          errors=(404,))  # fmt: skip
+@endpoint(bp, "POST", CONNECTION + "/messages/{messageUid}/retry", returns="Message", errors=(404,))
 async def retry_message(call: Call) -> Message:
     """Send the message again now, from its stored body; 200 with the new record."""
     services = await get_services()
@@ -51,16 +55,21 @@ async def retry_message(call: Call) -> Message:
     return (await dispatcher.resend(stored, record)).message
 
 
-@endpoint(bp, "POST", "v1/azureservicebusconnections/{uid}/test", returns=Message, errors=(404,))
+@endpoint(bp, "POST", "v1/azureservicebusconnections/{uid}/test", returns="Message", errors=(404,))
 async def test_connection(call: Call) -> Message:
     """Deliver a System.Test event to this connection now; 200 with the record, whatever
     its Status (a failed test is not retried)."""
+    from shared.dispatch.dispatcher import Attempt
+    from shared.events import new_event
+
     services = await get_services()
     stored = await connection_of(call, services, "uid")
     event = new_event(
-        call.account, TEST_EVENT_KEY, services.clock(),
+        call.account,
+        TEST_EVENT_KEY,
+        services.clock(),
         subject=f"connections/{stored.uid}/test",
         data={"Message": "A test event from the event delivery service."},
-    )  # fmt: skip
+    )
     dispatcher = await services.dispatcher()
     return (await dispatcher.deliver(event, stored, Attempt())).message

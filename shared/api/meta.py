@@ -1,22 +1,29 @@
 """The event catalog, the OpenAPI document and the health check."""
 
+from __future__ import annotations
+
 import json
 import logging
+from typing import TYPE_CHECKING
 
 import azure.functions as func
 
 from shared import catalog
 from shared.api.http import ApiError, Call, endpoint
-from shared.models import CatalogEntry, Health
 from shared.services import get_services
+
+if TYPE_CHECKING:
+    from shared.models import CatalogEntry, Health
 
 bp = func.Blueprint()
 log = logging.getLogger("shared.api")
 
 
-@endpoint(bp, "GET", "v1/events", returns=list[CatalogEntry])
+@endpoint(bp, "GET", "v1/events", returns="CatalogEntry", many=True)
 async def list_events(call: Call) -> list[CatalogEntry]:
     """The event catalog: the keys a connection can enable."""
+    from shared.models import CatalogEntry
+
     return [CatalogEntry(event_key=k, description=d) for k, d in catalog.catalog().items()]
 
 
@@ -28,10 +35,11 @@ async def openapi_document(call: Call) -> func.HttpResponse:
     return func.HttpResponse(json.dumps(openapi.document()), mimetype="application/json")
 
 
-@endpoint(bp, "GET", "v1/health", returns=Health, public=True, errors=(503,))
+@endpoint(bp, "GET", "v1/health", returns="Health", public=True, errors=(503,))
 async def health(call: Call) -> Health:
     """200 when the app's storage answers (no API key needed)."""
     from shared import openapi
+    from shared.models import Health
 
     try:
         services = await get_services()

@@ -99,13 +99,19 @@ class Dispatcher:
     async def retry(self, retry: DeliveryRetry, event: SystemEvent) -> LoggedMessage | None:
         """A scheduled retry; dropped when the connection is gone or no longer wants the event."""
         stored = next(
-            (c for c in await self.connections_of(event.account_id, fresh=True)
-             if c.uid == retry.connection_uid),
+            (
+                c
+                for c in await self.connections_of(event.account_id, fresh=True)
+                if c.uid == retry.connection_uid
+            ),
             None,
-        )  # fmt: skip
+        )
         if stored is None or not stored.connection.wants(event.event_key):
-            log.info("retry of event %s dropped: connection %s gone, inactive or no longer "
-                     "subscribed", event.event_id, retry.connection_uid)  # fmt: skip
+            log.info(
+                "retry of event %s dropped: connection %s gone, inactive or no longer subscribed",
+                event.event_id,
+                retry.connection_uid,
+            )
             return None
         attempt = Attempt(retry.attempt, retry.parent_uid, event)
         return await self.deliver(event, stored, attempt)
@@ -173,9 +179,10 @@ class Dispatcher:
         if error:
             metadata["Error"] = error.to_json()
         event_timestamp = (
-            origin.event_timestamp if isinstance(origin, SystemEvent)
+            origin.event_timestamp
+            if isinstance(origin, SystemEvent)
             else origin.message.event_timestamp
-        )  # fmt: skip
+        )
         record = LoggedMessage(
             Message(
                 uid=uuid7(started),
@@ -198,9 +205,13 @@ class Dispatcher:
         if error:
             log.warning(
                 "delivery of event %s to connection %s failed (attempt %d, %s %s): %s",
-                message.event_id, connection.uid, attempt.number, error.category, error.type,
+                message.event_id,
+                connection.uid,
+                attempt.number,
+                error.category,
+                error.type,
                 error.message,
-            )  # fmt: skip
+            )
             await self._schedule_retry(stored, record, error, attempt)
         return record
 
@@ -233,8 +244,12 @@ class Dispatcher:
         if attempt.retry_event is None or error.category == "TooLarge":
             return
         if attempt.number > len(self._retry_delays):
-            log.error("event %s to connection %s: giving up after %d attempts",
-                      record.event_id, stored.uid, attempt.number)  # fmt: skip
+            log.error(
+                "event %s to connection %s: giving up after %d attempts",
+                record.event_id,
+                stored.uid,
+                attempt.number,
+            )
             return
         retry = DeliveryRetry(
             event=await self.events.to_payload(attempt.retry_event),

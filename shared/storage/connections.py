@@ -113,9 +113,11 @@ class ConnectionRepository:
             current_entity = await self._get_entity(account, connection.uid)
             current = self._from_entity(current_entity)
             stored = StoredConnection(
-                account, _with_secrets_of(connection, current.connection), current.log_partition,
+                account,
+                _with_secrets_of(connection, current.connection),
+                current.log_partition,
                 now,
-            )  # fmt: skip
+            )
             try:
                 await self._table.update_entity(
                     self._to_entity(stored),
