@@ -85,6 +85,20 @@ def parser() -> argparse.ArgumentParser:
     publish.add_argument("--subject")
     publish.add_argument("--data", help="the event's Data, as JSON")
     publish.set_defaults(run=event_publish)
+
+    from shared.retention import parse_instant, purge_command
+
+    purge = groups.add_parser(
+        "purge",
+        help="delete log records older than the retention; prints the records and "
+        "bodies removed alone on the last line",
+    )
+    purge.add_argument(
+        "--now",
+        type=parse_instant,
+        help="ISO 8601 date-time to purge as of (default: now; no offset = UTC)",
+    )
+    purge.set_defaults(run=purge_command)
     return root
 
 

@@ -45,6 +45,8 @@ PARALLEL_PARTITIONS = 4
 # Well inside the Functions timeout (10 minutes on Consumption); a longer backlog is finished
 # by the next hourly runs.
 DEFAULT_BUDGET_SECONDS = 240.0
+# Longer than any delivery can take (sends time out after 20 s; a function after 10 min).
+TOMBSTONE_GRACE = timedelta(hours=1)
 
 
 @dataclass
@@ -77,7 +79,11 @@ async def purge(
     budget only."""
     cutoff = now - timedelta(days=services.settings.retention_days)
     run = _Run(services, cutoff, deadline=timer() + budget_seconds, timer=timer)
-    deleted = [t["RowKey"] for t in await services.connections.tombstones()]
+    tombstones = await services.connections.tombstones()
+    deleted = [t["RowKey"] for t in tombstones]
+    # A delivery in flight when its connection was deleted may still write a record: keep
+    # the tombstone (and so come back to the partition) until that cannot happen any more.
+    run.settled = {t["RowKey"] for t in tombstones if t["DeletedAt"] <= now - TOMBSTONE_GRACE}
     live = await services.connections.all_log_partitions()
     run.result.complete = (
         await run.each(deleted, run.deleted_partition)
@@ -98,6 +104,7 @@ class _Run:
         self.deadline = deadline
         self.timer = timer
         self.result = PurgeResult()
+        self.settled: set[str] = set()  # deleted partitions no late write can reach
 
     def out_of_time(self) -> bool:
         return self.timer() >= self.deadline
@@ -126,7 +133,8 @@ class _Run:
         if not await self.clear(partition, None):
             return False
         await self.delete_bodies(await self.messages.bodies_of(partition))
-        await self.connections.forget_tombstone(partition)
+        if partition in self.settled:
+            await self.connections.forget_tombstone(partition)
         return True
 
     async def clear(self, partition: str, before: datetime | None) -> bool:

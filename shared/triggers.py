@@ -50,3 +50,13 @@ async def retry_delivery(msg: func.QueueMessage) -> None:
         return
     dispatcher = await services.dispatcher()
     await dispatcher.retry(retry, event)
+
+
+@bp.timer_trigger(arg_name="timer", schedule="0 15 * * * *")
+async def purge_old_messages(timer: func.TimerRequest) -> None:
+    """Hourly: records, their stored bodies and event payloads older than the retention go.
+    A run stops after its time budget (240 s); the next one continues."""
+    from shared.retention import purge
+
+    services = await get_services()
+    await purge(services, services.clock())  # logs its own summary

@@ -74,7 +74,9 @@ class ConnectionRepository:
 
     async def tombstones(self) -> list[dict[str, Any]]:
         query = self._table.query_entities(
-            "PartitionKey eq @p", parameters={"p": TOMBSTONES}, select=["RowKey", "Account"]
+            "PartitionKey eq @p",
+            parameters={"p": TOMBSTONES},
+            select=["RowKey", "Account", "DeletedAt"],
         )
         return [e async for e in query]
 

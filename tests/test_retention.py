@@ -1,0 +1,292 @@
+"""The retention purge against Azurite, with time injected.
+
+Each test gets its own connections table, message table and bodies container, so a purge sees
+exactly what the test made and the counts it reports can be checked to the record.
+"""
+
+import argparse
+import asyncio
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from shared.crypto import KeyRing
+from shared.events import EventStore, new_event
+from shared.models import MessageQuery, MessageStatus
+from shared.retention import TOMBSTONE_GRACE, PurgeResult, parse_instant, purge, purge_command
+from shared.services import Services
+from shared.storage.connections import ConnectionRepository, StoredConnection
+from shared.storage.messages import MAX_PROPERTY_CHARS, LoggedMessage, MessageLog, row_key
+from tests.test_storage import NOW, a_connection, a_record
+
+DAY = timedelta(days=1)
+BIG = "x" * (MAX_PROPERTY_CHARS + 1)  # stored in the bodies container, not in the table
+
+
+@pytest.fixture
+async def svc(services: Services) -> AsyncIterator[Services]:
+    """The app's services over tables and a container of this test alone."""
+    tag = uuid.uuid4().hex[:12]
+    storage = services.storage
+    names = f"retconn{tag}", f"retmsg{tag}", f"retention-{tag}"
+    yield replace(
+        services,
+        connections=ConnectionRepository(
+            await storage.table(names[0]), KeyRing(services.settings.encryption_keys)
+        ),
+        messages=MessageLog(await storage.table(names[1]), await storage.container(names[2])),
+    )
+    await storage.tables.delete_table(names[0])
+    await storage.tables.delete_table(names[1])
+    await storage.blobs.delete_container(names[2])
+
+
+async def logged(
+    svc: Services, account: str, ages: Sequence[timedelta], body: str = "{}"
+) -> tuple[StoredConnection, list[LoggedMessage]]:
+    """A live connection with one record per age (how long before NOW it was sent)."""
+    stored = await svc.connections.add(account, a_connection(), NOW - 30 * DAY)
+    records = [a_record(stored.uid, NOW - age, MessageStatus.SUCCEEDED, body) for age in ages]
+    await svc.messages.add(stored.log_partition, records)
+    return stored, records
+
+
+async def listed(svc: Services, stored: StoredConnection) -> list[uuid.UUID]:
+    """What a reader sees (bodies included: a missing body would raise here)."""
+    page = await svc.messages.page(stored.log_partition, MessageQuery(page_size=500))
+    assert page.total_hits == len(page.messages)
+    return [m.uid for m in page.messages]
+
+
+async def row_count(svc: Services) -> int:
+    return len([e async for e in svc.messages._table.list_entities(select=["RowKey"])])
+
+
+async def blob_names(svc: Services) -> set[str]:
+    return {name async for name in svc.messages.bodies.list_blob_names()}
+
+
+def uids(records: Sequence[LoggedMessage]) -> list[uuid.UUID]:
+    """Newest first, as a reader lists them."""
+    return sorted((r.message.uid for r in records), key=lambda u: u.int, reverse=True)
+
+
+async def test_only_records_older_than_the_retention_go(svc: Services, account: str) -> None:
+    second = timedelta(seconds=1)
+    ages = [15 * DAY, 14 * DAY + second, 14 * DAY - second, 13 * DAY, timedelta(hours=1)]
+    stored, records = await logged(svc, account, ages)
+
+    result = await purge(svc, NOW)
+
+    assert result == PurgeResult(records_removed=2, partitions_visited=1, complete=True)
+    assert await listed(svc, stored) == uids(records[2:])
+    again = await purge(svc, NOW)
+    assert again.records_removed == 0 and await listed(svc, stored) == uids(records[2:])
+
+
+async def test_retention_is_a_setting(svc: Services, account: str) -> None:
+    stored, records = await logged(svc, account, [8 * DAY, 6 * DAY])
+    assert (await purge(svc, NOW)).records_removed == 0
+
+    week = replace(svc, settings=replace(svc.settings, retention_days=7))
+    assert (await purge(week, NOW)).records_removed == 1
+    assert await listed(svc, stored) == uids(records[1:])
+
+
+async def test_thousands_of_records_across_many_partitions(svc: Services, account: str) -> None:
+    # One partition needs more than one query (1,000 a time); the others several transactions.
+    old_counts = [1100] + [30] * 29
+    young = [timedelta(hours=h) for h in (1, 30, 100, 200, 300)]
+    connections = await asyncio.gather(
+        *(
+            logged(svc, account, [15 * DAY + timedelta(minutes=i) for i in range(n)] + young)
+            for n in old_counts
+        )
+    )
+
+    result = await purge(svc, NOW)
+
+    assert result.records_removed == sum(old_counts)
+    assert result.partitions_visited == len(old_counts) and result.complete
+    assert await row_count(svc) == len(young) * len(old_counts)
+    for stored, records in connections:
+        assert await listed(svc, stored) == uids(records[-len(young) :])
+
+
+async def test_bodies_stored_for_purged_records_are_removed(svc: Services, account: str) -> None:
+    stored, records = await logged(svc, account, [15 * DAY, 20 * DAY, DAY], body=BIG)
+    small, _ = await logged(svc, account, [15 * DAY])
+    assert len(await blob_names(svc)) == 3
+
+    result = await purge(svc, NOW)
+
+    assert (result.records_removed, result.bodies_removed) == (3, 2)
+    young = await svc.messages.page(stored.log_partition, MessageQuery())
+    assert [m.uid for m in young.messages] == uids(records[2:])
+    assert young.messages[0].message_body == BIG
+    assert await blob_names(svc) == {f"{stored.log_partition}/{row_key(records[2].message.uid)}"}
+    assert await listed(svc, small) == []
+
+
+async def test_a_deleted_connections_records_all_go_and_its_tombstone_is_forgotten(
+    svc: Services, account: str
+) -> None:
+    deleted, _ = await logged(svc, account, [15 * DAY, DAY, timedelta(minutes=1)])
+    await svc.messages.add(
+        deleted.log_partition, [a_record(deleted.uid, NOW, MessageStatus.FAILED, BIG)]
+    )
+    kept, kept_records = await logged(svc, account, [DAY, timedelta(minutes=1)])
+    await svc.connections.delete(account, deleted.uid, NOW - timedelta(hours=2))
+
+    result = await purge(svc, NOW)
+
+    assert (result.records_removed, result.bodies_removed) == (4, 1)
+    assert result.partitions_visited == 2 and result.complete
+    assert await listed(svc, deleted) == []
+    assert await svc.connections.tombstones() == []
+    assert await blob_names(svc) == set()
+    assert await listed(svc, kept) == uids(kept_records)
+
+
+async def test_a_fresh_tombstone_stays_until_no_late_record_can_arrive(
+    svc: Services, account: str
+) -> None:
+    deleted, _ = await logged(svc, account, [DAY])
+    await svc.connections.delete(account, deleted.uid, NOW - timedelta(minutes=5))
+    assert (await purge(svc, NOW)).records_removed == 1
+    assert [t["RowKey"] for t in await svc.connections.tombstones()] == [deleted.log_partition]
+    # a delivery that was in flight at the delete writes its record late
+    await svc.messages.add(
+        deleted.log_partition, [a_record(deleted.uid, NOW, MessageStatus.SUCCEEDED)]
+    )
+    later = await purge(svc, NOW + TOMBSTONE_GRACE)
+    assert later.records_removed == 1
+    assert await svc.connections.tombstones() == []
+
+
+async def test_a_purge_cut_off_midway_is_finished_by_the_next_without_redoing_work(
+    svc: Services, account: str
+) -> None:
+    old = [15 * DAY + timedelta(minutes=i) for i in range(150)]
+    live = [await logged(svc, account, [*old, DAY], body=BIG if n == 0 else "{}") for n in range(4)]
+    deleted, _ = await logged(svc, account, old[:120])
+    await svc.connections.delete(account, deleted.uid, NOW - 2 * TOMBSTONE_GRACE)
+    total = 4 * 150 + 120
+    ticks = itertools.count()  # the budget in checks of the clock, not seconds: deterministic
+
+    first = await purge(svc, NOW, budget_seconds=10, timer=lambda: next(ticks))
+    assert not first.complete and 0 < first.records_removed < total
+
+    second = await purge(svc, NOW)
+    assert second.complete
+    assert second.records_removed == total - first.records_removed
+    assert first.bodies_removed + second.bodies_removed == 150
+    assert await row_count(svc) == 4
+    assert await svc.connections.tombstones() == []
+    for stored, records in live:
+        assert await listed(svc, stored) == uids(records[-1:])
+    assert (await purge(svc, NOW)).records_removed == 0
+
+
+async def test_a_purge_cancelled_anywhere_never_leaves_a_record_without_its_body(
+    svc: Services, account: str
+) -> None:
+    """The Functions host may kill a run at any point: cancel runs ever later, and check after
+    each that every record a reader can list still has its body."""
+    connections = [
+        await logged(svc, account, [15 * DAY + timedelta(minutes=i) for i in range(25)], BIG)
+        for _ in range(2)
+    ]
+    timeout = 0.01
+    while True:
+        try:
+            result = await asyncio.wait_for(purge(svc, NOW), timeout)
+            break
+        except TimeoutError:
+            for stored, _ in connections:
+                await listed(svc, stored)  # downloads every listed record's body
+            timeout *= 1.5
+    assert result.complete
+    assert await row_count(svc) == 0 and await blob_names(svc) == set()
+
+
+async def test_a_body_left_by_a_run_cut_off_before_its_bodies_goes_with_the_next_run(
+    svc: Services, account: str
+) -> None:
+    stored, records = await logged(svc, account, [15 * DAY, DAY], body=BIG)
+    # What a run killed between a transaction and the bodies of its records leaves behind:
+    await svc.messages.delete_records(stored.log_partition, [row_key(records[0].message.uid)])
+    assert len(await blob_names(svc)) == 2
+
+    result = await purge(svc, NOW)
+
+    assert (result.records_removed, result.bodies_removed) == (0, 1)
+    assert await blob_names(svc) == {f"{stored.log_partition}/{row_key(records[1].message.uid)}"}
+    assert await listed(svc, stored) == uids(records[1:])
+
+
+async def test_two_purges_at_once_remove_everything_exactly_once(
+    svc: Services, account: str
+) -> None:
+    old = [15 * DAY + timedelta(minutes=i) for i in range(300)]
+    live = [await logged(svc, account, [*old, DAY]) for _ in range(2)]
+    await logged(svc, account, old[:20], body=BIG)
+    deleted, _ = await logged(svc, account, old[:150])
+    await svc.connections.delete(account, deleted.uid, NOW - 2 * TOMBSTONE_GRACE)
+
+    results = await asyncio.gather(purge(svc, NOW), purge(svc, NOW))
+
+    assert all(r.complete for r in results)
+    assert sum(r.records_removed for r in results) == 2 * 300 + 20 + 150
+    assert sum(r.bodies_removed for r in results) == 20
+    assert await row_count(svc) == 2 and await blob_names(svc) == set()
+    assert await svc.connections.tombstones() == []
+    for stored, records in live:
+        assert await listed(svc, stored) == uids(records[-1:])
+
+
+async def test_a_transaction_meeting_a_record_already_gone_deletes_the_rest_one_by_one(
+    svc: Services, account: str
+) -> None:
+    stored, records = await logged(
+        svc, account, [15 * DAY + timedelta(minutes=i) for i in range(10)]
+    )
+    keys = [row_key(r.message.uid) for r in records]
+    assert await svc.messages.delete_records(stored.log_partition, keys[:3]) == 3
+    assert await svc.messages.delete_records(stored.log_partition, keys) == 7
+    assert await svc.messages.delete_records(stored.log_partition, keys) == 0
+    assert await row_count(svc) == 0
+
+
+async def test_event_payloads_older_than_the_retention_go(svc: Services, account: str) -> None:
+    events = EventStore(svc.messages.bodies)
+    large = new_event(account, "Order.Shipped", NOW, data={"Text": "y" * 60_000})
+    name = (await events.to_payload(large))["EventBlob"]
+    # Payload names carry no time: their age is the storage service's clock, so is this test's.
+    blob = svc.messages.bodies.get_blob_client(name)
+    stored_at = (await blob.get_blob_properties()).last_modified
+    stored = await svc.connections.add(account, a_connection(), stored_at)
+    young = a_record(stored.uid, stored_at + timedelta(hours=1), MessageStatus.SUCCEEDED, BIG)
+    await svc.messages.add(stored.log_partition, [young])
+
+    assert (await purge(svc, stored_at + 13 * DAY)).event_payloads_removed == 0
+    result = await purge(svc, stored_at + 14 * DAY + timedelta(minutes=1))
+    assert result.event_payloads_removed == 1
+    assert (result.records_removed, result.bodies_removed) == (0, 0)
+    assert await blob_names(svc) == {f"{stored.log_partition}/{row_key(young.message.uid)}"}
+
+
+async def test_the_command_prints_the_counts_on_its_last_line(
+    svc: Services, account: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await logged(svc, account, [15 * DAY, 16 * DAY], body=BIG)
+    await logged(svc, account, [DAY])
+    assert await purge_command(svc, argparse.Namespace(now=NOW)) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "2 2"
+    assert parse_instant("2026-11-26T10:00:00Z") == NOW == parse_instant("2026-11-26T10:00:00")
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_instant("yesterday")
