@@ -349,3 +349,32 @@ async def test_a_thousand_events_to_ten_connections(
         assert len(ids) == 1000 and len(set(ids)) == 1000
         page = await services.messages.page(stored.log_partition, MessageQuery(page_size=1))
         assert page.total_hits == 1000
+
+
+async def test_concurrent_deliveries_fill_several_batches_and_a_large_one_goes_by_claim_check(
+    services: Services,
+    dispatcher: Dispatcher,
+    servicebus_emulator: Emulator,
+    account: str,
+    queue: str,
+    storage_connection_string: str,
+) -> None:
+    cs = servicebus_emulator.connection_string
+    await connect(
+        services,
+        account,
+        cs,
+        queue,
+        BlobContainerName="overflow",
+        BlobContainerConnectionString=storage_connection_string,
+    )
+    sizes = [60_000] * 12 + [400_000]  # 12 need 3+ batches of 256 KB; the last fits none
+    events = [event(account, data={"Content": "x" * size}) for size in sizes]
+    records = [
+        r for rs in await asyncio.gather(*(dispatcher.dispatch(e) for e in events)) for r in rs
+    ]
+    assert all(r.message.status == MessageStatus.SUCCEEDED for r in records)
+    offloaded = [json.loads(r.message.request_metadata)["Offloaded"] for r in records]
+    assert offloaded == [False] * 12 + [True]
+    got = await receive(cs, queue, 13)
+    assert sorted(m.correlation_id for m in got) == sorted(e.event_id for e in events)

@@ -115,37 +115,30 @@ class QueueSender:
                 log.debug("closing a Service Bus client failed", exc_info=True)
 
     async def _flush(self, messages: Sequence[Outgoing]) -> list[BaseException | None]:
-        from azure.servicebus.exceptions import MessageSizeExceededError
-
         outcomes: list[BaseException | None] = [None] * len(messages)
+        done: set[int] = set()  # settled by the service, whatever happens after
         try:
             sender = await self._open()
             batch = await sender.create_message_batch()
             members: list[int] = []
             for index, message in enumerate(messages):
                 sb_message = message.to_servicebus()
-                try:
-                    batch.add_message(sb_message)
-                    members.append(index)
-                    continue
-                except MessageSizeExceededError:
-                    pass
-                if members:  # the batch is full: send it and start another
+                added = _added(batch, sb_message)
+                if not added and members:  # the batch is full: send it and start another
                     await sender.send_messages(batch, timeout=SEND_TIMEOUT_SECONDS)
+                    done.update(members)
                     batch, members = await sender.create_message_batch(), []
-                    try:
-                        batch.add_message(sb_message)
-                        members.append(index)
-                        continue
-                    except MessageSizeExceededError:
-                        pass
-                # Larger than a batch may be: only the link's own limit decides.
-                outcomes[index] = await self._send_alone(sender, sb_message)
+                    added = _added(batch, sb_message)
+                if added:
+                    members.append(index)
+                else:  # larger than a batch may be: only the link's own limit decides
+                    outcomes[index] = await self._send_alone(sender, sb_message)
+                    done.add(index)
             if members:
                 await sender.send_messages(batch, timeout=SEND_TIMEOUT_SECONDS)
         except Exception as e:
             await self.close()  # a failed connection is not reused: the next send reconnects
-            return [outcome or e for outcome in outcomes]
+            return [outcomes[i] if i in done else e for i in range(len(messages))]
         return outcomes
 
     async def _send_alone(self, sender: Any, message: Any) -> BaseException | None:
@@ -156,6 +149,16 @@ class QueueSender:
         except MessageSizeExceededError as e:
             return TooLarge(str(e))
         return None
+
+
+def _added(batch: Any, message: Any) -> bool:
+    from azure.servicebus.exceptions import MessageSizeExceededError
+
+    try:
+        batch.add_message(message)
+    except MessageSizeExceededError:
+        return False
+    return True
 
 
 class SenderPool:
