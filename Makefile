@@ -28,7 +28,7 @@ test: lint
 	$(VENV)/bin/pytest -q
 
 bench: install
-	$(PY) -m bench
+	$(PY) -m bench --quick
 
 infra-check: install
 	$(PY) infra/check.py --doctor

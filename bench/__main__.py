@@ -1,0 +1,155 @@
+"""Every benchmark, one after another, then a summary of each figure against its baseline.
+
+    python -m bench [--quick] [--only NAME,...]        (`make bench` runs the quick versions)
+
+Each benchmark runs as `python -m bench.bench_<name>` in a process of its own (so one's
+memory, threads and event loop never touch the next), starting and stopping what it needs.
+Its output is shown as it comes; its figures are collected for the summary. A benchmark that
+fails or overruns its time is reported and the others still run; the exit status is then 1.
+Figures never fail the run: targets are shown beside them, to be read, not enforced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from bench.common import RESULTS_VARIABLE, ROOT, Result, header, machine
+
+# name -> module; the order they run in (quick ones first).
+BENCHMARKS = {
+    "coldstart": "bench.bench_coldstart",
+    "dispatch": "bench.bench_dispatch",
+    "memory": "bench.bench_memory",
+    "e2e": "bench.bench_e2e",
+    "api": "bench.bench_api",
+    # Written by someone else: run when present (see `purge_results`).
+    "purge": "bench.bench_purge",
+}
+TIMEOUT_SECONDS = {"quick": 240, "full": 1800}
+
+
+def available(name: str) -> bool:
+    return (ROOT / Path(*BENCHMARKS[name].split("."))).with_suffix(".py").exists()
+
+
+def run_one(name: str, quick: bool, results_file: Path) -> tuple[bool, str, float]:
+    """Run one benchmark, echoing its output; (succeeded, output, seconds)."""
+    command = [sys.executable, "-m", BENCHMARKS[name], *(["--quick"] if quick else [])]
+    env = {**os.environ, RESULTS_VARIABLE: str(results_file), "PYTHONUNBUFFERED": "1"}
+    timeout = TIMEOUT_SECONDS["quick" if quick else "full"]
+    started = time.monotonic()
+    output: list[str] = []
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    timer_fired = False
+
+    def overrun(*_: object) -> None:
+        nonlocal timer_fired
+        timer_fired = True
+        process.send_signal(signal.SIGINT)  # its `finally` blocks stop what it started
+
+    signal.signal(signal.SIGALRM, overrun)
+    signal.alarm(timeout)
+    try:
+        for line in process.stdout:
+            print(line, end="", flush=True)
+            output.append(line)
+        try:
+            process.wait(30 if timer_fired else None)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # its own session: it and its children
+            process.wait()
+    finally:
+        signal.alarm(0)
+    if timer_fired:
+        print(f"!! {name}: stopped after {timeout} s", flush=True)
+    return process.returncode == 0 and not timer_fired, "".join(output), time.monotonic() - started
+
+
+def purge_results(output: str) -> list[Result]:
+    """bench_purge prints its figures rather than handing them over: read its `best:` line
+    (the best round of each), else the median of its `round N:` lines, and its CPU line."""
+    figures = r"raw\s+([\d.]+) records/s.*?purge\s+([\d.]+) records/s"
+    best = re.search(r"^best: " + figures, output, re.MULTILINE)
+    rounds = re.findall(r"^round \d+: " + figures, output, re.MULTILINE)
+    if best:
+        raw, ours, how = float(best[1]), float(best[2]), f"best of {len(rounds) or 1} round(s)"
+    elif rounds:
+        raw = statistics.median(float(r) for r, _ in rounds)
+        ours = statistics.median(float(p) for _, p in rounds)
+        how = f"median of {len(rounds)} round(s)"
+    else:
+        return []
+    cpu = re.search(r"^CPU per 1,000 records.*$", output, re.MULTILINE)
+    return [Result("purge", f"purge, {how}", ours, "records/s", raw=raw,
+                   target=">= 80% of raw", note=cpu[0] if cpu else "")]  # fmt: skip
+
+
+def load_results(path: Path) -> list[Result]:
+    results = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        data = json.loads(line)
+        data.pop("ratio", None)
+        results.append(Result(**data))
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="every benchmark's quick mode")
+    parser.add_argument("--only", help=f"comma-separated, of: {', '.join(BENCHMARKS)}")
+    args = parser.parse_args()
+    names = args.only.split(",") if args.only else list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
+    print(f"bench ({'quick' if args.quick else 'full'}): {machine()}", flush=True)
+
+    started = time.monotonic()
+    outcomes: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-") as folder:
+        results_file = Path(folder) / "results.jsonl"
+        for name in names:
+            if not available(name):
+                outcomes[name] = f"skipped: {BENCHMARKS[name]} is not there yet"
+                print(f"\n== {name}: {outcomes[name]}", flush=True)
+                continue
+            print(f"\n== {name}", flush=True)
+            ok, output, seconds = run_one(name, args.quick, results_file)
+            outcomes[name] = f"{'ok' if ok else 'FAILED'} in {seconds:.0f} s"
+            handed_over = {r.benchmark for r in load_results(results_file)}
+            if name == "purge" and "purge" not in handed_over and ok:
+                with results_file.open("a") as out:
+                    for result in purge_results(output):
+                        out.write(json.dumps(asdict(result)) + "\n")
+        results = load_results(results_file)
+
+    print(f"\n== summary ({'quick' if args.quick else 'full'}, "
+          f"{time.monotonic() - started:.0f} s): {machine()}")  # fmt: skip
+    print("  ratio: ours/raw, a share for rates, a factor (x) for times and sizes")
+    print(header())
+    for name in names:
+        rows = [r for r in results if r.benchmark == name]
+        for result in rows:
+            print(result.row())
+        if not rows or not outcomes[name].startswith("ok"):
+            print(f"  {name}: {outcomes[name]}")
+    return 0 if all(not o.startswith("FAILED") for o in outcomes.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

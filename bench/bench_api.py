@@ -1,0 +1,239 @@
+"""API latency (p50, p99) at 1 and 16 concurrent clients, against the raw Table queries.
+
+    python -m bench.bench_api [--quick] [--records N] [--requests N]
+
+Starts Azurite and the app in `python -m local.host --no-triggers` (own process). One account
+with one connection whose log holds 50,000 records (10,000 with --quick), written with
+`services.messages.add` in 100-entity transactions before the clock starts. Timed, over
+HTTP (aiohttp, keep-alive, one request at a time per client):
+- `GET /v1/azureservicebusconnections/{uid}`;
+- `GET /v1/azureservicebusconnections/{uid}/messages`: the first page (100, newest first)
+  and TotalHits, the count of the whole log.
+The raw baseline runs the same Table work with the async SDK alone at the same concurrency:
+a point read of the connection's entity; the first-page query and the RowKey-only count of
+the same partition (1,000 a page), the two at once. Each pair alternates which goes first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+from bench.common import (
+    CpuMeter,
+    Result,
+    Stopwatch,
+    app_environment,
+    app_settings,
+    arguments,
+    azurite,
+    azurite_transport,
+    connection,
+    local_host,
+    log_records,
+    machine,
+    new_keys,
+    percentile,
+    report,
+    unique,
+)
+from shared.services import Services
+from shared.storage import clients
+from shared.storage.connections import StoredConnection
+from shared.storage.messages import TRANSACTION_SIZE
+
+SERVICEBUS = "Endpoint=sb://bench.servicebus.windows.net/;SharedAccessKeyName=s;SharedAccessKey=k="
+PAGE_SIZE = 100  # the API's default
+WRITERS = 8  # concurrent transaction chains while filling the log
+CONCURRENCY = (1, 16)
+
+
+async def fill_log(services: Services, stored: StoredConnection, n: int) -> float:
+    """Write `n` records to the connection's log; seconds taken."""
+    records = log_records(stored.uid, n, datetime.now(UTC))
+    share = -(-n // WRITERS // TRANSACTION_SIZE) * TRANSACTION_SIZE
+    with Stopwatch() as watch:
+        await asyncio.gather(
+            *(
+                services.messages.add(stored.log_partition, records[i : i + share])
+                for i in range(0, n, share)
+            )
+        )
+    return watch.seconds
+
+
+async def latencies(
+    call: Callable[[], Awaitable[None]], clients_: int, requests: int
+) -> list[float]:
+    """`requests` calls spread over `clients_` concurrent clients; each call's seconds."""
+    samples: list[float] = []
+    left = requests
+
+    async def client() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            start = time.perf_counter()
+            await call()
+            samples.append(time.perf_counter() - start)
+
+    await asyncio.gather(*(client() for _ in range(clients_)))
+    return samples
+
+
+@dataclass
+class Target:
+    """What is timed: our endpoint over HTTP, and the raw Table work it stands for."""
+
+    name: str
+    ours: Callable[[], Awaitable[None]]
+    raw: Callable[[], Awaitable[None]]
+    requests: dict[int, int]  # by concurrency
+
+
+def targets(
+    session: aiohttp.ClientSession,
+    raw_connections: Any,
+    raw_messages: Any,
+    stored: StoredConnection,
+    n_records: int,
+    requests: int,
+    page_requests: dict[int, int],
+) -> list[Target]:
+    path = f"/v1/azureservicebusconnections/{stored.uid}"
+
+    async def get_connection() -> None:
+        async with session.get(path) as response:
+            body = await response.json()
+            assert response.status == 200 and body["Uid"] == str(stored.uid), body
+
+    async def raw_get_connection() -> None:
+        await raw_connections.get_entity(stored.account, str(stored.uid))
+
+    async def get_messages() -> None:
+        async with session.get(path + "/messages") as response:
+            body = await response.json()
+            assert response.status == 200, body
+            assert body["TotalHits"] == n_records and len(body["Messages"]) == PAGE_SIZE
+
+    where, params = "PartitionKey eq @pk", {"pk": stored.log_partition}
+
+    async def raw_count() -> int:
+        rows = raw_messages.query_entities(
+            where, parameters=params, select=["RowKey"], results_per_page=1000
+        )
+        return len([e async for e in rows])
+
+    async def raw_first_page() -> list[Any]:
+        pages = raw_messages.query_entities(
+            where, parameters=params, results_per_page=PAGE_SIZE
+        ).by_page()
+        async for page in pages:
+            return [e async for e in page]
+        return []
+
+    async def raw_get_messages() -> None:
+        total, rows = await asyncio.gather(raw_count(), raw_first_page())
+        assert total == n_records and len(rows) == PAGE_SIZE
+
+    page_one = f"GET messages, page 1 of {n_records:,}"
+    return [
+        Target("GET connection", get_connection, raw_get_connection,
+               dict.fromkeys(CONCURRENCY, requests)),
+        Target(page_one, get_messages, raw_get_messages, page_requests),
+    ]  # fmt: skip
+
+
+async def measure(quick: bool, n_records: int | None, requests: int | None) -> list[Result]:
+    n_records = n_records or (10_000 if quick else 50_000)
+    requests = requests or (100 if quick else 1_000)
+    page_requests = {1: 8, 16: 16} if quick else {1: 10, 16: 32}
+    keys = new_keys()
+    results: list[Result] = []
+    with azurite() as started:
+        from azure.data.tables.aio import TableClient
+
+        storage = started.connection_string
+        services = await Services.open(app_settings(storage, keys))
+        account = unique("bench")
+        now = datetime.now(UTC)
+        key, _ = await services.api_keys.create(account, now)
+        stored = await services.connections.add(account, connection(SERVICEBUS, "q"), now)
+        seconds = await fill_log(services, stored, n_records)
+        print(f"  {n_records:,} records written in {seconds:.1f} s "
+              f"({n_records / seconds:,.0f}/s)", flush=True)  # fmt: skip
+        raw_connections = TableClient.from_connection_string(
+            storage, clients.CONNECTIONS_TABLE, transport=azurite_transport()
+        )
+        raw_messages = TableClient.from_connection_string(
+            storage, clients.MESSAGES_TABLE, transport=azurite_transport()
+        )
+        try:
+            with local_host(app_environment(storage, keys), "--no-triggers") as host:
+                connector = aiohttp.TCPConnector(limit=0)
+                async with aiohttp.ClientSession(
+                    host.url, connector=connector, headers={"Authorization": key}
+                ) as session:
+                    for target in targets(session, raw_connections, raw_messages, stored,
+                                          n_records, requests, page_requests):  # fmt: skip
+                        for turn, c in enumerate(CONCURRENCY):
+                            pids = {"azurite": started.process.pid, "host": host.process.pid,
+                                    "bench": os.getpid()}  # fmt: skip
+                            results += await compare(target, c, target.requests[c], turn, pids)
+        finally:
+            await raw_connections.close()
+            await raw_messages.close()
+            await services.close()
+    return results
+
+
+async def compare(
+    target: Target, concurrency: int, requests: int, turn: int, pids: dict[str, int]
+) -> list[Result]:
+    """Both sides at one concurrency (warmed up first); p50 and p99 of each."""
+    for call in (target.ours, target.raw):
+        await latencies(call, concurrency, concurrency)  # connections open, caches warm
+    sides = {"ours": target.ours, "raw": target.raw}
+    order = ["raw", "ours"] if turn % 2 == 0 else ["ours", "raw"]
+    samples: dict[str, list[float]] = {}
+    cpu: dict[str, str] = {}
+    for side in order:
+        with CpuMeter(pids) as meter:
+            samples[side] = await latencies(sides[side], concurrency, requests)
+        cpu[side] = f"{side}: {meter.summary()}"
+    name = f"{target.name}, {concurrency} client{'s' if concurrency > 1 else ''}"
+    print(f"  {name}: {requests} requests each", flush=True)
+    return [
+        Result(
+            "api",
+            f"{name}, p{p}",
+            percentile(samples["ours"], p) * 1000,
+            "ms",
+            raw=percentile(samples["raw"], p) * 1000,
+            higher_is_better=False,
+            note="" if p == 99 else f"{cpu['ours']}\n      {cpu['raw']}",
+            extra={"requests": requests},
+        )
+        for p in (50, 99)
+    ]
+
+
+def main() -> None:
+    args = arguments(
+        __doc__,
+        records=(int, "records in the connection's log (default 10,000 quick, 50,000 full)"),
+        requests=(int, "GET connection requests per concurrency (default 100 quick, 1,000)"),
+    )
+    print(f"api: {machine()}", flush=True)
+    report(asyncio.run(measure(args.quick, args.records, args.requests)))
+
+
+if __name__ == "__main__":
+    main()
