@@ -44,7 +44,8 @@ class EventStore:
         raw = json.dumps(text, separators=(",", ":")).encode()
         if len(raw) <= INLINE_LIMIT:
             return text
-        name = f"{EVENTS_PREFIX}{event.account_id}/{uuid.uuid4().hex}.json"
+        # Named by the event: its retries point at the same blob instead of adding copies.
+        name = f"{EVENTS_PREFIX}{event.account_id}/{event.event_id}.json"
         await self._bodies.upload_blob(name, raw, overwrite=True)
         return {"EventBlob": name}
 

@@ -378,3 +378,14 @@ async def test_concurrent_deliveries_fill_several_batches_and_a_large_one_goes_b
     assert offloaded == [False] * 12 + [True]
     got = await receive(cs, queue, 13)
     assert sorted(m.correlation_id for m in got) == sorted(e.event_id for e in events)
+
+
+async def test_large_events_travel_on_queues_as_a_pointer_to_one_blob(
+    services: Services, account: str
+) -> None:
+    small, large = event(account), event(account, data={"Content": "x" * 100_000})
+    assert await services.events.to_payload(small) == small.to_json()
+    pointer = await services.events.to_payload(large)
+    assert set(pointer) == {"EventBlob"}
+    assert await services.events.to_payload(large) == pointer  # a retry reuses the blob
+    assert await services.events.from_payload(pointer) == large
