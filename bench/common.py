@@ -17,7 +17,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -27,7 +26,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from local.azurite import Azurite, free_port, start_azurite, wait_for_port
+from local.azurite import Azurite, free_port, start_azurite
+from local.process import HostProcess, start_host_process
 from shared.clock import uuid7
 from shared.crypto import KeyRing
 from shared.models import Connection, Message, MessageStatus
@@ -280,22 +280,6 @@ def stop_process(process: subprocess.Popen[Any], timeout: float = 15.0) -> None:
             process.wait()
 
 
-@dataclass
-class HostProcess:
-    """`python -m local.host` as a child process; its output goes to a temporary file."""
-
-    process: subprocess.Popen[bytes]
-    url: str
-    log_path: Path
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        stop_process(self.process, timeout=60)
-        self.log_path.unlink(missing_ok=True)
-
-
 @contextmanager
 def local_host(
     env: Mapping[str, str], *args: str, app: str = "function_app:app", timeout: float = 60.0
@@ -303,27 +287,12 @@ def local_host(
     """Serve the app with `python -m local.host` (host.json of the project) on a free port,
     until the end of the block. The host starts its triggers before HTTP, so once the port
     answers the queue listeners run too."""
-    port = free_port()
-    command = [sys.executable, "-m", "local.host", "--app", app, "--port", str(port), *args]
-    with tempfile.NamedTemporaryFile(prefix="bench-host-", suffix=".log", delete=False) as log:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
-        )
-    host = HostProcess(process, f"http://127.0.0.1:{port}", Path(log.name))
+    host = start_host_process(app, env=env, args=args, timeout=timeout)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the host exited with {process.returncode}:\n{host.output()}")
-            try:
-                wait_for_port("127.0.0.1", port, timeout=0.5)
-                break
-            except TimeoutError:
-                if time.monotonic() > deadline:
-                    raise
         yield host
     finally:
         host.stop()
+        host.log_path.unlink(missing_ok=True)
 
 
 def azurite_transport() -> Any:
