@@ -203,3 +203,19 @@ async def test_concurrent_replaces_all_succeed_and_the_last_one_wins(
     final = await services.connections.get(account, stored.uid)
     assert final.connection.title in titles
     assert final.connection.service_bus_connection_string == SB
+
+
+async def test_concurrent_identical_listings_share_one_count(services: Services) -> None:
+    partition = uuid.uuid4().hex
+    records = [
+        a_record(uuid.uuid4(), NOW + timedelta(milliseconds=i), MessageStatus.SUCCEEDED)
+        for i in range(30)
+    ]
+    await services.messages.add(partition, records)
+    pages = await asyncio.gather(
+        *(services.messages.page(partition, MessageQuery(page_size=5)) for _ in range(8))
+    )
+    assert all(p.total_hits == 30 and len(p.messages) == 5 for p in pages)
+    assert services.messages._counting == {}  # nothing kept once answered
+    await services.messages.add(partition, [a_record(uuid.uuid4(), NOW, MessageStatus.FAILED)])
+    assert (await services.messages.page(partition, MessageQuery())).total_hits == 31

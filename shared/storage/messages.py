@@ -9,7 +9,7 @@ table property holds go to the app's own `message-bodies` container.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -47,6 +47,10 @@ class LoggedMessage:
     subject: str | None = None
 
 
+async def _count_rows(rows: AsyncIterator[Any]) -> int:
+    return sum([1 async for _ in rows])
+
+
 def chunks(items: Sequence[Any], size: int = TRANSACTION_SIZE) -> Iterable[Sequence[Any]]:
     return (items[i : i + size] for i in range(0, len(items), size))
 
@@ -55,6 +59,7 @@ class MessageLog:
     def __init__(self, table: TableClient, bodies: ContainerClient) -> None:
         self._table = table
         self.bodies = bodies
+        self._counting: dict[tuple[str, Any], asyncio.Future[int]] = {}
 
     async def add(self, partition: str, records: Sequence[LoggedMessage]) -> None:
         """Write records of one partition, 100 to a transaction."""
@@ -100,8 +105,8 @@ class MessageLog:
             return rows[:limit]
 
         if query.page == 1:  # the common case: the count and the rows at once
-            (total, _), entities = await asyncio.gather(
-                count_and_window(), first_rows(query.page_size)
+            total, entities = await asyncio.gather(
+                self._count(where, params), first_rows(query.page_size)
             )
         else:
             total, window = await count_and_window()
@@ -117,6 +122,20 @@ class MessageLog:
             )
         records = await asyncio.gather(*(self._from_entity(e) for e in entities))
         return MessagePage(messages=[r.message for r in records], page=query.page, total_hits=total)
+
+    async def _count(self, where: str, params: dict[str, Any]) -> int:
+        """How many rows match, counted once for every request asking at the same time
+        (the count reads every matching RowKey: the one slow part of a page)."""
+        key = (where, tuple(sorted(params.items())))
+        counting = self._counting.get(key)
+        if counting is None:
+            rows = self._table.query_entities(
+                where, parameters=params, select=["RowKey"], results_per_page=1000
+            )
+            counting = asyncio.ensure_future(_count_rows(rows))
+            self._counting[key] = counting
+            counting.add_done_callback(lambda _: self._counting.pop(key, None))
+        return await asyncio.shield(counting)
 
     @staticmethod
     def _where(partition: str, query: MessageQuery) -> tuple[str, dict[str, Any]]:
