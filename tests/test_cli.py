@@ -4,13 +4,12 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 
 from local.servicebus_emulator import Emulator
-from shared.models import Connection
 from shared.services import Services
 from tests.plugins.localhost import ROOT
 from tests.servicebus_helpers import body_of, receive
+from tests.test_storage import a_connection
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -59,13 +58,8 @@ async def test_event_publish_reaches_the_subscriber_through_the_app(
     unique_queue: str,
 ) -> None:
     cs = servicebus_emulator.connection_string
-    connection = Connection.model_validate(
-        {
-            "Uid": str(uuid.uuid4()),
-            "ServiceBusConnectionString": cs,
-            "QueueName": unique_queue,
-            "EnabledEvents": ["Order.*"],
-        }
+    connection = a_connection(
+        ServiceBusConnectionString=cs, QueueName=unique_queue, EnabledEvents=["Order.*"]
     )
     await services.connections.add(account, connection, services.clock())
     result = cli(

@@ -3,7 +3,6 @@ repeats carry the same message_id (CONTRACT section 5)."""
 
 import dataclasses
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 
@@ -12,11 +11,11 @@ import pytest
 from local.azurite import start_azurite
 from local.servicebus_emulator import Emulator
 from shared.events import new_event
-from shared.models import Connection
 from shared.services import Services
 from shared.settings import Settings, StorageTarget
 from tests.plugins.localhost import HostProcess
 from tests.servicebus_helpers import Subscriber
+from tests.test_storage import a_connection
 
 
 @pytest.fixture
@@ -45,14 +44,7 @@ async def test_events_survive_a_killed_process(
     emulator.delay_sends(300)  # slow enough that the kill lands mid-way
     cs = emulator.connection_string
     account = "crash-test"
-    connection = Connection.model_validate(
-        {
-            "Uid": str(uuid.uuid4()),
-            "ServiceBusConnectionString": cs,
-            "QueueName": unique_queue,
-            "EnabledEvents": ["*"],
-        }
-    )
+    connection = a_connection(ServiceBusConnectionString=cs, QueueName=unique_queue)
     await services.connections.add(account, connection, services.clock())
     events = [
         new_event(account, "Order.Created", services.clock(), data={"N": n}) for n in range(60)
