@@ -47,7 +47,7 @@ from bench.common import (
 from shared.services import Services
 from shared.storage import clients
 from shared.storage.connections import StoredConnection
-from shared.storage.messages import TRANSACTION_SIZE
+from shared.storage.transactions import MAX_OPERATIONS
 
 SERVICEBUS = "Endpoint=sb://bench.servicebus.windows.net/;SharedAccessKeyName=s;SharedAccessKey=k="
 PAGE_SIZE = 100  # the API's default
@@ -58,7 +58,7 @@ CONCURRENCY = (1, 16)
 async def fill_log(services: Services, stored: StoredConnection, n: int) -> float:
     """Write `n` records to the connection's log; seconds taken."""
     records = log_records(stored.uid, n, datetime.now(UTC))
-    share = -(-n // WRITERS // TRANSACTION_SIZE) * TRANSACTION_SIZE
+    share = -(-n // WRITERS // MAX_OPERATIONS) * MAX_OPERATIONS
     with Stopwatch() as watch:
         await asyncio.gather(
             *(

@@ -34,7 +34,7 @@ from shared.models import Connection, Message, MessageStatus
 from shared.retention import PARALLEL_PARTITIONS, purge
 from shared.services import Services
 from shared.settings import Settings, StorageTarget
-from shared.storage.messages import TRANSACTION_SIZE, LoggedMessage, chunks, row_key_bound
+from shared.storage.messages import LoggedMessage, chunks, row_key_bound
 
 NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 SB = "Endpoint=sb://bench.servicebus.windows.net/;SharedAccessKeyName=s;SharedAccessKey=k="
@@ -104,7 +104,7 @@ async def raw_delete(services: Services, partitions: list[str]) -> int:
                 results_per_page=1000,
             )
             keys = [e["RowKey"] async for e in query]
-            for chunk in chunks(keys, TRANSACTION_SIZE):
+            for chunk in chunks(keys):
                 operations = [("delete", {"PartitionKey": partition, "RowKey": k}) for k in chunk]
                 await table.submit_transaction(operations)
             return len(keys)

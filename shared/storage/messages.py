@@ -18,6 +18,7 @@ from uuid import UUID
 from shared.clock import uuid7_millis
 from shared.errors import NotFound
 from shared.models import Message, MessagePage, MessageQuery, MessageStatus
+from shared.storage import transactions
 
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
 
 _MAX_MILLIS = 10**13 - 1  # year 2286
 MAX_PROPERTY_CHARS = 32_000  # a table string property holds 32 K UTF-16 characters
-TRANSACTION_SIZE = 100  # Table Storage's limit (Azurite fails above it)
 
 
 def row_key(uid: UUID) -> str:
@@ -51,7 +51,9 @@ async def _count_rows(rows: AsyncIterator[Any]) -> int:
     return sum([1 async for _ in rows])
 
 
-def chunks(items: Sequence[Any], size: int = TRANSACTION_SIZE) -> Iterable[Sequence[Any]]:
+def chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    """Slices of at most one transaction's operations."""
+    size = transactions.MAX_OPERATIONS
     return (items[i : i + size] for i in range(0, len(items), size))
 
 
@@ -62,13 +64,9 @@ class MessageLog:
         self._counting: dict[tuple[str, Any], asyncio.Future[int]] = {}
 
     async def add(self, partition: str, records: Sequence[LoggedMessage]) -> None:
-        """Write records of one partition, 100 to a transaction."""
+        """Write records of one partition, as many to a transaction as its limits allow."""
         entities = [await self._to_entity(partition, r) for r in records]
-        for chunk in chunks(entities):
-            if len(chunk) == 1:
-                await self._table.upsert_entity(chunk[0])
-            else:
-                await self._table.submit_transaction([("upsert", e) for e in chunk])
+        await transactions.submit(self._table, [("upsert", e) for e in entities])
 
     async def get(self, partition: str, uid: UUID) -> LoggedMessage:
         from azure.core.exceptions import ResourceNotFoundError
@@ -224,15 +222,13 @@ class MessageLog:
         """Delete up to 100 records of one partition in one transaction; returns how many this
         call removed. When another purge removed some first, the transaction fails as a whole,
         so the rest go one by one and the missing ones are skipped."""
-        from azure.data.tables import TableErrorCode, TableTransactionError
-
         if len(row_keys) > 1:
             keys = [{"PartitionKey": partition, "RowKey": k} for k in row_keys]
             try:
-                await self._table.submit_transaction([("delete", k) for k in keys])
+                await transactions.submit(self._table, [("delete", k) for k in keys])
                 return len(keys)
-            except TableTransactionError as e:  # `error_code` is set by the SDK at runtime
-                if getattr(e, "error_code", None) != TableErrorCode.RESOURCE_NOT_FOUND:
+            except transactions.TransactionError as e:
+                if e.code != "ResourceNotFound":
                     raise
 
         # delete_entity takes a missing entity for success; the status of its response says
