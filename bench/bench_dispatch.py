@@ -5,8 +5,8 @@
 
 Starts Azurite (in memory) and the Service Bus emulator (in a process of its own). For each
 fan-out (1 and 10 connections of one account, each connection with its own queue), events
-in hand are given to `Dispatcher.dispatch` with 64 in flight (the local host keeps up to 48
-invocations of a queue trigger running: batchSize 32 + newBatchThreshold 16); a delivery is
+in hand are given to `Dispatcher.dispatch` with as many in flight as the project's host.json
+lets one queue trigger run (batchSize + newBatchThreshold: 32 + 64 = 96); a delivery is
 one message on a queue plus its record in the `messages` table. The raw baseline does the
 same work with the SDKs alone: the same messages sent as batches of 100 (one client and
 sender per queue, every queue at once) while the same entities are written in 100-entity
@@ -49,7 +49,8 @@ from bench.common import (
     servicebus_emulator,
     unique,
 )
-from local.azurite import Azurite
+from local.azurite import ROOT, Azurite
+from local.host import QueueOptions, load_host_json
 from shared.dispatch.dispatcher import Dispatcher
 from shared.events import new_event
 from shared.models import MessageStatus, SystemEvent
@@ -57,7 +58,7 @@ from shared.services import Services
 from shared.storage import clients
 from shared.storage.connections import StoredConnection
 
-IN_FLIGHT = 64
+IN_FLIGHT = QueueOptions.from_host_json(load_host_json(ROOT / "host.json")).max_in_flight
 BATCH = 100  # Service Bus batch and table transaction size of the raw baseline
 
 

@@ -4,7 +4,7 @@
 
 Starts Azurite, the Service Bus emulator (own process) and the app as deployed in
 `python -m local.host --app function_app:app` (own process, the project's host.json: 32
-messages a poll, up to 48 invocations in flight). One account with one connection. A round
+messages a poll, up to 96 invocations in flight). One account with one connection. A round
 publishes N events with `Services.publish` (32 at a time, as a busy platform would, and at
 most 256 published but not yet delivered, see OUTSTANDING) while an SDK receiver counts what
 reaches the connection's queue; the figure is N over the time from the first publish to the

@@ -100,6 +100,12 @@ class QueueOptions:
     max_dequeue_count: int = 5
     message_encoding: str = "base64"
 
+    @property
+    def max_in_flight(self) -> int:
+        """Invocations of one queue trigger running at most: a new batch is fetched while no
+        more than `newBatchThreshold` run."""
+        return self.batch_size + self.new_batch_threshold
+
     @classmethod
     def from_host_json(cls, host_json: Mapping[str, Any]) -> QueueOptions:
         queues = host_json.get("extensions", {}).get("queues", {})
