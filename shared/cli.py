@@ -99,6 +99,19 @@ def parser() -> argparse.ArgumentParser:
         help="ISO 8601 date-time to purge as of (default: now; no offset = UTC)",
     )
     purge.set_defaults(run=purge_command)
+
+    from shared.poison import REPLAYABLE, replay_command
+
+    poison = groups.add_parser("poison", help="messages the host gave up on").add_subparsers(
+        dest="action", required=True
+    )
+    replay = poison.add_parser(
+        "replay",
+        help="send well-formed poison messages back to their queue (malformed ones stay); "
+        "prints how many were sent back alone on the last line",
+    )
+    replay.add_argument("--queue", choices=REPLAYABLE, help="one queue (default: both)")
+    replay.set_defaults(run=replay_command)
     return root
 
 

@@ -9,11 +9,10 @@ import logging
 import azure.functions as func
 
 from shared.services import get_services
-from shared.storage.clients import RETRY_QUEUE, SYSTEM_EVENTS_QUEUE
+from shared.storage.clients import POISON_SUFFIX, RETRY_QUEUE, SYSTEM_EVENTS_QUEUE
 
 bp = func.Blueprint()
 log = logging.getLogger("shared.dispatch")
-POISON_SUFFIX = "-poison"
 
 
 async def to_poison(queue: str, msg: func.QueueMessage, reason: str) -> None:

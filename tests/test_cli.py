@@ -1,12 +1,16 @@
 """The command line (CONTRACT section 6), run as a user runs it: a separate process."""
 
+import base64
 import json
 import os
 import subprocess
 import sys
+import uuid
 
 from local.servicebus_emulator import Emulator
+from shared.events import encode_queue_message, new_event
 from shared.services import Services
+from shared.storage.clients import POISON_SUFFIX, SYSTEM_EVENTS_QUEUE
 from tests.plugins.localhost import ROOT
 from tests.servicebus_helpers import body_of, receive
 from tests.test_storage import a_connection
@@ -100,3 +104,32 @@ def test_event_publish_refuses_bad_input(app_environment: dict[str, str], accoun
     assert bad_key.returncode == 2 and "event_key" in bad_key.stderr.lower().replace(
         "eventkey", "event_key"
     )
+
+
+async def test_poison_replay_sends_well_formed_events_back_and_keeps_malformed_ones(
+    app_environment: dict[str, str],
+    api_host: str,
+    services: Services,
+    account: str,
+    servicebus_emulator: Emulator,
+    unique_queue: str,
+) -> None:
+    cs = servicebus_emulator.connection_string
+    connection = a_connection(ServiceBusConnectionString=cs, QueueName=unique_queue)
+    await services.connections.add(account, connection, services.clock())
+    # As the host leaves them: an event that failed five times, and a malformed one.
+    event = new_event(account, "Order.Shipped", services.clock(), "orders/2")
+    malformed = json.dumps({"EventId": uuid.uuid4().hex, "AccountId": account}).encode()
+    poison = await services.storage.queue(SYSTEM_EVENTS_QUEUE + POISON_SUFFIX)
+    for payload in (json.dumps(event.to_json()).encode(), malformed):
+        await poison.send_message(encode_queue_message(payload))
+
+    result = cli(app_environment, "poison", "replay", "--queue", SYSTEM_EVENTS_QUEUE)
+
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout.strip().splitlines()[-1]) >= 1
+    [got] = await receive(cs, unique_queue, 1)
+    assert got.correlation_id == event.event_id
+    left = [base64.b64decode(m.content) for m in await poison.peek_messages(max_messages=32)]
+    assert malformed in left  # visible again, where it was
+    assert not [body for body in left if event.event_id.encode() in body]

@@ -16,8 +16,9 @@ Flush = Callable[[Sequence[T]], Awaitable[Sequence[BaseException | None]]]
 
 
 class Coalescer(Generic[T]):
-    def __init__(self, flush: Flush[T]) -> None:
+    def __init__(self, flush: Flush[T], most: int | None = None) -> None:
         self._flush = flush
+        self._most = most  # items a flush takes at most; the rest go in the next one
         self._pending: list[tuple[T, asyncio.Future[None]]] = []
         self._worker: asyncio.Task[None] | None = None
 
@@ -34,7 +35,8 @@ class Coalescer(Generic[T]):
 
     async def _run(self) -> None:
         while self._pending:
-            batch, self._pending = self._pending, []
+            most = self._most or len(self._pending)
+            batch, self._pending = self._pending[:most], self._pending[most:]
             try:
                 outcomes: Sequence[BaseException | None] = await self._flush([i for i, _ in batch])
             except Exception as e:  # the whole call failed: every item in it did

@@ -19,6 +19,7 @@ API_KEYS_TABLE = "apikeys"
 MESSAGES_TABLE = "messages"
 SYSTEM_EVENTS_QUEUE = "system-events"
 RETRY_QUEUE = "delivery-retries"
+POISON_SUFFIX = "-poison"  # where the Functions host moves what keeps failing
 BODIES_CONTAINER = "message-bodies"
 KEEPALIVE_SECONDS = 3.0
 

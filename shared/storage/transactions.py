@@ -5,8 +5,8 @@ the answer with `email.parser`: measured here, 0.81 ms of CPU per entity, more t
 all the CPU a dispatch spends. Writing the same body as text costs 0.05 ms. The request goes
 through the table client's own pipeline (authentication, retries, logging); only the body is
 ours. That pipeline is reached through `TableClient._client`, a private attribute, so the
-Tables SDK is pinned in requirements.txt and tests/test_storage.py round-trips what is written
-here through the SDK's own reads.
+Tables SDK is pinned in requirements.txt and tests/test_transactions.py reads what is written
+here back through the SDK.
 
 A transaction holds at most 100 operations of one partition and 4 MiB of body (the service's
 limits); `submit` splits larger lists, so each part commits or fails on its own.
