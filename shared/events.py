@@ -61,6 +61,10 @@ class EventStore:
         except ValidationError as e:
             raise MalformedEvent(f"invalid event ({_fields(e)})") from None
 
+    async def event_from(self, body: bytes) -> SystemEvent:
+        """A `system-events` message's event."""
+        return await self.from_payload(parse_json(body))
+
     async def retry_from(self, body: bytes) -> tuple[DeliveryRetry, SystemEvent]:
         """A `delivery-retries` message and the event it retries."""
         try:

@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from shared.events import parse_json
 from shared.storage.clients import POISON_SUFFIX, RETRY_QUEUE, SYSTEM_EVENTS_QUEUE
 
 if TYPE_CHECKING:
@@ -38,9 +37,11 @@ class Replayed:
 
 def _check(services: Services, queue: str) -> Callable[[bytes], Awaitable[Any]]:
     """What the queue's trigger reads first: it raises for a message that can never work."""
-    if queue == SYSTEM_EVENTS_QUEUE:
-        return lambda body: services.events.from_payload(parse_json(body))
-    return services.events.retry_from
+    readers = {
+        SYSTEM_EVENTS_QUEUE: services.events.event_from,
+        RETRY_QUEUE: services.events.retry_from,
+    }
+    return readers[queue]
 
 
 async def replay(services: Services, queue: str) -> Replayed:

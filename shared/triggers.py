@@ -25,11 +25,11 @@ async def to_poison(queue: str, msg: func.QueueMessage, reason: str) -> None:
 
 @bp.queue_trigger(arg_name="msg", queue_name=SYSTEM_EVENTS_QUEUE, connection="AzureWebJobsStorage")
 async def dispatch_system_event(msg: func.QueueMessage) -> None:
-    from shared.events import MalformedEvent, parse_json
+    from shared.events import MalformedEvent
 
     services = await get_services()
     try:
-        event = await services.events.from_payload(parse_json(msg.get_body()))
+        event = await services.events.event_from(msg.get_body())
     except MalformedEvent as e:
         await to_poison(SYSTEM_EVENTS_QUEUE, msg, str(e))
         return
