@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import os
 import platform
 import statistics
@@ -27,10 +26,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bench.common import connection, log_records
 from local.azurite import Azurite, start_azurite
-from shared.clock import uuid7
 from shared.crypto import KeyRing
-from shared.models import Connection, Message, MessageStatus
 from shared.retention import PARALLEL_PARTITIONS, purge
 from shared.services import Services
 from shared.settings import Settings, StorageTarget
@@ -38,45 +36,13 @@ from shared.storage.messages import LoggedMessage, chunks, row_key_bound
 
 NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 SB = "Endpoint=sb://bench.servicebus.windows.net/;SharedAccessKeyName=s;SharedAccessKey=k="
-# A body and metadata of the size and shape the dispatcher logs.
-BODY = json.dumps(
-    {
-        "EventId": str(uuid.uuid4()),
-        "EventKey": "Order.Shipped",
-        "EventTimestamp": "2026-11-10T10:00:00Z",
-        "Subject": "orders/42",
-        "Data": {"orderId": 42, "lines": [{"sku": "A-1", "qty": 2}], "note": "x" * 200},
-    }
-)
-METADATA = json.dumps(
-    {"QueueName": "q", "MessageId": "m" * 32, "Attempt": 1, "SizeBytes": 300, "Offloaded": False}
-)
-
-
-def old_records(n: int) -> list[LoggedMessage]:
-    """`n` records between 15 and 20 days old, one connection Uid (it is only a property)."""
-    connection_uid = uuid.uuid4()
-    records = []
-    for i in range(n):
-        at = NOW - timedelta(days=15) - timedelta(seconds=i * 432_000 / n)
-        message = Message(
-            uid=uuid7(at), connection_uid=connection_uid, event_key="Order.Shipped",
-            event_timestamp=at, request_timestamp=at, message_body=BODY,
-            elapsed_milliseconds=3, request_metadata=METADATA, status=MessageStatus.SUCCEEDED,
-        )  # fmt: skip
-        records.append(LoggedMessage(message, account="bench", event_id=str(uuid.uuid4())))
-    return records
-
-
-def a_connection() -> Connection:
-    fields = {"Uid": str(uuid.uuid4()), "ServiceBusConnectionString": SB, "QueueName": "q"}
-    return Connection.model_validate(fields)
 
 
 async def write(services: Services, records: list[LoggedMessage], partitions: int) -> list[str]:
     """The records spread over `partitions` new connections; returns their log partitions."""
     stored = [
-        await services.connections.add(f"bench{i}", a_connection(), NOW) for i in range(partitions)
+        await services.connections.add(f"bench{i}", connection(SB, "q"), NOW)
+        for i in range(partitions)
     ]
     share = -(-len(records) // partitions)
     await asyncio.gather(
@@ -161,7 +127,8 @@ async def run(records: int, partitions: int, rounds: int) -> None:
     )
     services = await Services.open(settings)
     try:
-        data = old_records(records)
+        # 15 to 20 days old: all past the retention; one connection Uid (only a property).
+        data = log_records(uuid.uuid4(), records, NOW - timedelta(days=15), timedelta(days=5))
         print(f"{records} records over {partitions} partitions, {rounds} round(s)")
         raws, purges = [], []
         for r in range(1, rounds + 1):

@@ -14,41 +14,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
 from azure.servicebus.aio import ServiceBusClient as AsyncServiceBusClient
 
+from bench.common import EVENT_BODY, EVENT_KEY
 from local.servicebus_emulator import Emulator
-
-# A body of the size and shape the product sends (an event as JSON).
-BODY = json.dumps(
-    {
-        "EventId": str(uuid.uuid4()),
-        "EventKey": "order.created",
-        "EventTimestamp": "2024-01-01T00:00:00Z",
-        "Subject": "orders/42",
-        "Data": {"orderId": 42, "lines": [{"sku": "A-1", "qty": 2}], "note": "x" * 200},
-    }
-)
 
 
 def _message(i: int) -> ServiceBusMessage:
     return ServiceBusMessage(
-        BODY,
+        EVENT_BODY,
         message_id=f"bench-{i}",
-        subject="order.created",
+        subject=EVENT_KEY,
         content_type="application/json",
-        application_properties={"EventKey": "order.created", "SchemaVersion": 1},
+        application_properties={"EventKey": EVENT_KEY, "SchemaVersion": 1},
     )
 
 

@@ -41,6 +41,17 @@ RESULTS_VARIABLE = "BENCH_RESULTS_FILE"
 EVENT_KEY = "Employee.Created"
 # An event's data of the size and shape the platform sends (the body is about 300 bytes).
 EVENT_DATA = {"EmployeeId": 1234, "Name": "Ada", "Lines": [{"Sku": "A-1"}], "Note": "x" * 200}
+# The body a subscriber receives, and the log keeps, for such an event.
+EVENT_BODY = json.dumps(
+    {
+        "EventId": str(uuid.uuid4()),
+        "EventKey": EVENT_KEY,
+        "EventTimestamp": "2026-11-20T10:00:00.000Z",
+        "Subject": "employees/1234",
+        "Data": EVENT_DATA,
+    },
+    separators=(",", ":"),
+)
 
 
 # ---------------------------------------------------------------- the machine
@@ -342,28 +353,20 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def log_records(connection_uid: uuid.UUID, n: int, now: datetime) -> list[LoggedMessage]:
-    """`n` delivery records of the last few days, as the dispatcher logs them (1 in 20 failed),
-    newest first."""
-    body = json.dumps(
-        {
-            "EventId": str(uuid.uuid4()),
-            "EventKey": EVENT_KEY,
-            "EventTimestamp": "2026-11-20T10:00:00.000Z",
-            "Subject": "employees/1234",
-            "Data": EVENT_DATA,
-        },
-        separators=(",", ":"),
-    )
+def log_records(
+    connection_uid: uuid.UUID, n: int, newest: datetime, span: timedelta = timedelta(days=3)
+) -> list[LoggedMessage]:
+    """`n` delivery records from just before `newest` back over `span`, as the dispatcher
+    logs them (1 in 20 failed), newest first."""
     records = []
     for i in range(n):
-        at = now - timedelta(seconds=1 + i * 3 * 86_400 / n)
+        at = newest - timedelta(seconds=1 + i * span.total_seconds() / n)
         failed = i % 20 == 0
         metadata: dict[str, Any] = {
             "QueueName": "q",
             "MessageId": str(uuid.uuid4()),
             "Attempt": 1,
-            "SizeBytes": len(body),
+            "SizeBytes": len(EVENT_BODY),
             "Offloaded": False,
         }
         if failed:
@@ -374,7 +377,7 @@ def log_records(connection_uid: uuid.UUID, n: int, now: datetime) -> list[Logged
             event_key=EVENT_KEY,
             event_timestamp=at,
             request_timestamp=at,
-            message_body=body,
+            message_body=EVENT_BODY,
             elapsed_milliseconds=3,
             request_metadata=json.dumps(metadata),
             status=MessageStatus.FAILED if failed else MessageStatus.SUCCEEDED,
