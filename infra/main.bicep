@@ -1,7 +1,11 @@
-// Azure resources of the Service Bus event delivery app, for one resource group:
-//   az deployment group create -g RG -f infra/main.bicep -p @infra/main.parameters.json
-// then `func azure functionapp publish <functionAppName> --python`. docs/DEPLOYMENT.md
-// walks through it, including the key ring, rotation and what it costs when idle.
+// Azure resources of the Service Bus event delivery app, for one resource group.
+// `make deploy` (infra/deploy.sh) runs what-if, deploys this template, publishes the code
+// and waits for /v1/health; docs/DEPLOYMENT.md walks through it, including the key ring,
+// rotation, the alerts and what it costs when idle.
+//
+// Order that matters on the first deployment: the user-assigned identity, then its role
+// assignments and the key ring secret, then the site (dependsOn below), so the app's first
+// start already reads storage and its Key Vault reference with the roles in place.
 targetScope = 'resourceGroup'
 
 @description('Short prefix of every resource name: 3-10 lowercase letters, digits or hyphens.')
@@ -12,16 +16,19 @@ param baseName string = 'sbevents'
 @description('Region of every resource; it must offer Flex Consumption (az functionapp list-flexconsumption-locations).')
 param location string = resourceGroup().location
 
-@description('Secrets-encryption key ring "keyid:base64-32-byte-key[,keyid:key...]" (the first key encrypts). Pass it on the first deployment and when rotating; leave it empty otherwise to keep the stored one.')
+// Required, with no default: a deployment without it is rejected before anything is
+// created. "k1:" + base64 of 32 bytes is 47 characters.
+@description('Secrets-encryption key ring "keyid:base64-32-byte-key[,keyid:key...]"; the first key encrypts. Make one: python3 -c "import base64,os; print(\'k1:\'+base64.b64encode(os.urandom(32)).decode())". infra/deploy.sh passes the stored ring back on later deployments.')
 @secure()
-param encryptionKeys string = ''
+@minLength(47)
+param encryptionKeys string
 
 @description('Days the delivery log is kept (app setting MESSAGE_RETENTION_DAYS); stored message bodies are deleted one day later.')
 @minValue(1)
 @maxValue(365)
 param messageRetentionDays int = 14
 
-@description('Redundancy of the storage account.')
+@description('Redundancy of the storage account. LRS works in every Flex Consumption region; Standard_ZRS survives a zone outage where the region has availability zones.')
 @allowed([
   'Standard_LRS'
   'Standard_ZRS'
@@ -30,7 +37,7 @@ param messageRetentionDays int = 14
   'Standard_RAGRS'
   'Standard_RAGZRS'
 ])
-param storageSku string = 'Standard_ZRS'
+param storageSku string = 'Standard_LRS'
 
 @description('Most instances the function app may scale out to.')
 @minValue(1)
@@ -67,6 +74,21 @@ param operatorPrincipalId string = ''
 ])
 param operatorPrincipalType string = 'User'
 
+@description('Email address that receives the alerts. Empty: the alerts fire (visible in the portal) but notify no one.')
+param alertEmail string = ''
+
+@description('Failed deliveries (Category other than Configuration) in 15 minutes that raise an alert.')
+@minValue(1)
+param failedDeliveriesThreshold int = 20
+
+@description('Minutes between two /v1/health availability checks from each test location.')
+@allowed([
+  5
+  10
+  15
+])
+param healthCheckMinutes int = 15
+
 param tags object = {
   application: 'servicebus-event-delivery'
 }
@@ -80,6 +102,7 @@ var names = {
   appInsights: 'appi-${baseName}-${token}'
   plan: 'plan-${baseName}-${token}'
   functionApp: 'func-${baseName}-${token}'
+  identity: 'id-${baseName}-${token}'
 }
 var deploymentContainerName = 'app-package'
 var encryptionKeysSecretName = 'encryption-keys'
@@ -87,6 +110,7 @@ var encryptionKeysSecretName = 'encryption-keys'
 // Built-in role definition ids.
 var roles = {
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+  storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
   storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
@@ -129,32 +153,22 @@ module keyVault 'modules/keyvault.bicep' = {
   }
 }
 
-// Only when a key ring is passed: a deployment without one keeps the stored ring.
-module keyRing 'modules/key-ring.bicep' = if (!empty(encryptionKeys)) {
+module identity 'modules/identity.bicep' = {
+  name: 'identity'
+  params: {
+    name: names.identity
+    location: location
+    tags: tags
+  }
+}
+
+// Written on every deployment; infra/deploy.sh passes the stored ring back unchanged.
+module keyRing 'modules/key-ring.bicep' = {
   name: 'key-ring'
   params: {
     keyVaultName: keyVault.outputs.name
     secretName: encryptionKeysSecretName
     encryptionKeys: encryptionKeys
-  }
-}
-
-module functionApp 'modules/functionapp.bicep' = {
-  name: 'functionapp'
-  params: {
-    planName: names.plan
-    appName: names.functionApp
-    location: location
-    tags: tags
-    storageAccountName: storage.outputs.name
-    storageBlobEndpoint: storage.outputs.blobEndpoint
-    deploymentContainerName: deploymentContainerName
-    appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
-    encryptionKeysSecretUri: keyVault.outputs.secretUri
-    messageRetentionDays: messageRetentionDays
-    maximumInstanceCount: maximumInstanceCount
-    instanceMemoryMB: instanceMemoryMB
-    zoneRedundant: zoneRedundant
   }
 }
 
@@ -164,7 +178,7 @@ module functionApp 'modules/functionapp.bicep' = {
 module appAccess 'modules/role-assignments.bicep' = {
   name: 'app-access'
   params: {
-    principalId: functionApp.outputs.principalId
+    principalId: identity.outputs.principalId
     principalType: 'ServicePrincipal'
     storageAccountName: storage.outputs.name
     keyVaultName: keyVault.outputs.name
@@ -183,8 +197,36 @@ module appAccess 'modules/role-assignments.bicep' = {
   }
 }
 
-// The operator's shell: make API keys (tables), publish events (queues), read and
-// rotate the key ring (secrets). No blob access, no role management.
+module functionApp 'modules/functionapp.bicep' = {
+  name: 'functionapp'
+  params: {
+    planName: names.plan
+    appName: names.functionApp
+    location: location
+    tags: tags
+    storageAccountName: storage.outputs.name
+    storageBlobEndpoint: storage.outputs.blobEndpoint
+    deploymentContainerName: deploymentContainerName
+    appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    encryptionKeysSecretUri: keyVault.outputs.secretUri
+    messageRetentionDays: messageRetentionDays
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+    zoneRedundant: zoneRedundant
+  }
+  // The site starts (and its Key Vault reference resolves) only after the identity holds
+  // its roles and the key ring exists.
+  dependsOn: [
+    appAccess
+    keyRing
+  ]
+}
+
+// The operator's shell: make API keys (tables), publish events (queues; an event over
+// 48 KB goes to a blob first), read and rotate the key ring (secrets; infra/deploy.sh
+// reads it back on later deployments). No role management.
 module operatorAccess 'modules/role-assignments.bicep' = if (!empty(operatorPrincipalId)) {
   name: 'operator-access'
   params: {
@@ -194,12 +236,36 @@ module operatorAccess 'modules/role-assignments.bicep' = if (!empty(operatorPrin
     keyVaultName: keyVault.outputs.name
     appInsightsName: monitoring.outputs.appInsightsName
     storageRoleIds: [
+      roles.storageBlobDataContributor
       roles.storageQueueDataContributor
       roles.storageTableDataContributor
     ]
     keyVaultRoleIds: [
       roles.keyVaultSecretsOfficer
     ]
+  }
+}
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  params: {
+    namePrefix: '${baseName}-${token}'
+    location: location
+    tags: tags
+    appInsightsId: monitoring.outputs.appInsightsId
+    appUrl: functionApp.outputs.url
+    alertEmail: alertEmail
+    failedDeliveriesThreshold: failedDeliveriesThreshold
+    healthCheckMinutes: healthCheckMinutes
+  }
+}
+
+module workbook 'modules/workbook.bicep' = {
+  name: 'workbook'
+  params: {
+    location: location
+    tags: tags
+    appInsightsId: monitoring.outputs.appInsightsId
   }
 }
 

@@ -26,6 +26,7 @@ INFRA = check.INFRA
 
 ROLE_IDS = {
     "Storage Blob Data Owner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
+    "Storage Blob Data Contributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
     "Storage Queue Data Contributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
     "Storage Table Data Contributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
     "Key Vault Secrets User": "4633458b-17de-408a-b874-0445c86b69e6",
@@ -232,6 +233,16 @@ def storage(main: Template) -> Template:
     return main.module("storage")
 
 
+@pytest.fixture(scope="module")
+def identity(main: Template) -> Template:
+    return main.module("identity")
+
+
+@pytest.fixture(scope="module")
+def alerts(main: Template) -> Template:
+    return main.module("alerts")
+
+
 # --- syntax ---------------------------------------------------------------------------
 
 
@@ -299,16 +310,38 @@ def test_function_app_runs_python_3_11(site: dict[str, Any]) -> None:
     assert runtime == {"name": "python", "version": "3.11"}
 
 
-def test_function_app_is_https_only_with_identity_and_no_basic_auth(
+def test_function_app_is_https_only_with_no_basic_auth_and_no_ftps_state(
     app: Template, site: dict[str, Any]
 ) -> None:
     properties = site["properties"]
     assert properties["httpsOnly"] is True
-    assert site["identity"] == {"type": "SystemAssigned"}
     assert properties["siteConfig"]["minTlsVersion"] == "1.2"
-    assert properties["siteConfig"]["ftpsState"] == "Disabled"
+    # Not a Flex Consumption setting: ARM rejects the site with it.
+    assert "ftpsState" not in properties["siteConfig"]
+    assert "ftpsState" not in json.dumps(app.tree)
     for symbol in ("ftpBasicAuth", "scmBasicAuth"):
         assert app.resource(symbol)["properties"] == {"allow": False}
+
+
+IDENTITY_ID = Unresolved("identity.id")
+CLIENT_ID = Unresolved("identity.properties.clientId")
+
+
+def test_a_user_assigned_identity_is_made_in_its_own_module(main: Template) -> None:
+    identity = main.module("identity")
+    resource = identity.section("resources")["identity"]
+    assert resource["type"] == "Microsoft.ManagedIdentity/userAssignedIdentities"
+    assert str(identity.resource("identity")["name"]).startswith("id-sbevents-")
+    assert identity.output("id") == IDENTITY_ID
+    assert identity.output("clientId") == CLIENT_ID
+
+
+def test_the_site_runs_as_the_user_assigned_identity_only(site: dict[str, Any]) -> None:
+    assert site["identity"]["type"] == "UserAssigned"
+    # The key is the Bicep expression '${identityId}', which resolves to the identity's id.
+    (key,) = site["identity"]["userAssignedIdentities"]
+    assert key == "'${identityId}'"
+    assert site["properties"]["keyVaultReferenceIdentity"] == IDENTITY_ID
 
 
 def test_deployment_package_is_read_with_the_app_identity(
@@ -316,7 +349,10 @@ def test_deployment_package_is_read_with_the_app_identity(
 ) -> None:
     deployment = site["properties"]["functionAppConfig"]["deployment"]["storage"]
     assert deployment["type"] == "blobContainer"
-    assert deployment["authentication"] == {"type": "SystemAssignedIdentity"}
+    assert deployment["authentication"] == {
+        "type": "UserAssignedIdentity",
+        "userAssignedIdentityResourceId": IDENTITY_ID,
+    }
     assert deployment["value"] == "<account.properties.primaryEndpoints.blob>app-package"
     assert "app-package" in storage.lookup("containerNames")
 
@@ -327,9 +363,12 @@ def test_app_settings_use_identity_and_key_vault(
     assert "AzureWebJobsStorage" not in settings, "no connection string: shared keys are off"
     assert settings["AzureWebJobsStorage__accountName"] == storage.output("name")
     assert settings["AzureWebJobsStorage__credential"] == "managedidentity"
+    assert settings["AzureWebJobsStorage__clientId"] == CLIENT_ID
     assert settings["MESSAGE_RETENTION_DAYS"] == "14"
     assert "APPLICATIONINSIGHTS_CONNECTION_STRING" in settings
-    assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "Authorization=AAD"
+    assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == (
+        f"ClientId={CLIENT_ID};Authorization=AAD"
+    )
     assert not FLEX_DEPRECATED_SETTINGS & set(settings)
 
     # ENCRYPTION_KEYS names the very secret that key-ring.bicep writes.
@@ -341,13 +380,44 @@ def test_app_settings_use_identity_and_key_vault(
     assert key_ring.given["keyVaultName"] == main.module("keyVault").output("name")
 
 
-def test_key_ring_is_a_secure_parameter_written_only_when_given(main: Template) -> None:
+def test_the_bicep_never_allows_local_endpoints() -> None:
+    # ALLOW_LOCAL_ENDPOINTS lets a tenant's connection point at loopback: local runs only.
+    for path in [*check.bicep_files(), INFRA / "main.parameters.json"]:
+        assert "ALLOW_LOCAL_ENDPOINTS" not in path.read_text(), path
+
+
+KEY_RING_COMMAND = "import base64,os; print('k1:'+base64.b64encode(os.urandom(32)).decode())"
+
+
+def test_key_ring_is_a_required_secure_parameter_always_written(main: Template) -> None:
+    """No default and a minimum length: ARM rejects a deployment without a ring before it
+    creates anything. The minimum is the length of one key made the documented way."""
+    import subprocess
+
+    from shared.crypto import KeyRing
+
     parameter = main.section("parameters")["encryptionKeys"]
     assert {"type": "secure"} in parameter["decorators"]
-    assert parameter["default"] == ""
-    condition = main.section("modules")["keyRing"]["config"]["condition"]
-    assert condition["operator"]["type"] == "not"
-    assert "empty" in json.dumps(condition)
+    assert parameter["default"] is None
+    (minimum,) = [d["argument"] for d in parameter["decorators"] if d["type"] == "min_length"]
+    assert "condition" not in main.section("modules")["keyRing"]["config"]
+    description = next(d["argument"] for d in parameter["decorators"] if d["type"] == "description")
+    assert KEY_RING_COMMAND.replace("'", "\\'") in description
+
+    # The command works with the system Python, isolated from the venv and this repo.
+    made = subprocess.run(
+        ["python3", "-I", "-c", KEY_RING_COMMAND], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert len(made) == minimum
+    KeyRing(made)  # the app accepts it
+
+
+def test_the_site_is_created_after_its_roles_and_the_key_ring(main: Template) -> None:
+    modules = main.section("modules")
+    assert set(modules["functionApp"]["config"]["dependsOn"]) == {"appAccess", "keyRing"}
+    # ...and those do not wait for the site: nothing they take comes from it.
+    for symbol in ("identity", "appAccess", "keyRing"):
+        assert "functionApp" not in json.dumps(modules[symbol]["config"]), symbol
 
 
 def test_outputs_name_and_url_of_the_app(main: Template) -> None:
@@ -356,6 +426,18 @@ def test_outputs_name_and_url_of_the_app(main: Template) -> None:
 
 
 # --- storage --------------------------------------------------------------------------
+
+
+def test_storage_sku_defaults_to_lrs_with_zrs_allowed(main: Template, storage: Template) -> None:
+    assert storage.resource("account")["sku"] == {"name": "Standard_LRS"}
+    values = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert values["storageSku"]["value"] == "Standard_LRS"
+    allowed = next(
+        d["argument"]
+        for d in main.section("parameters")["storageSku"]["decorators"]
+        if d["type"] == "allowed"
+    )
+    assert "Standard_ZRS" in allowed
 
 
 def test_storage_account_is_identity_only_and_hardened(storage: Template) -> None:
@@ -420,7 +502,8 @@ def granted(module: Template, param: str) -> set[str]:
 
 def test_app_identity_gets_exactly_the_roles_it_needs(main: Template) -> None:
     access = main.module("appAccess")
-    assert access.given["principalId"] == Unresolved("app.identity.principalId")
+    assert access.given["principalId"] == main.module("identity").output("principalId")
+    assert access.given["principalId"] == Unresolved("identity.properties.principalId")
     assert access.given["principalType"] == "ServicePrincipal"
     assert granted(access, "storageRoleIds") == {
         "Storage Blob Data Owner",
@@ -431,10 +514,11 @@ def test_app_identity_gets_exactly_the_roles_it_needs(main: Template) -> None:
     assert granted(access, "appInsightsRoleIds") == {"Monitoring Metrics Publisher"}
 
 
-def test_operator_access_is_optional_and_has_no_blob_data_role(main: Template) -> None:
+def test_operator_access_is_optional_and_covers_the_cli(main: Template) -> None:
     assert "condition" in main.section("modules")["operatorAccess"]["config"]
     access = main.module("operatorAccess")
     assert granted(access, "storageRoleIds") == {
+        "Storage Blob Data Contributor",  # an event over 48 KB is published through a blob
         "Storage Queue Data Contributor",
         "Storage Table Data Contributor",
     }
@@ -474,3 +558,87 @@ def test_each_resource_type_uses_one_current_api_version() -> None:
         # Diagnostic settings have no GA version newer than 2021-05-01-preview.
         if resource_type != "Microsoft.Insights/diagnosticSettings":
             assert "preview" not in version, f"{resource_type}@{version}"
+
+
+# --- alerts and the workbook ----------------------------------------------------------
+
+
+def test_log_alerts_cover_poison_failed_deliveries_and_function_failures(
+    alerts: Template,
+) -> None:
+    rules = {rule["key"]: rule for rule in alerts.lookup("logAlerts")}
+    queries = alerts.lookup("queries")
+    assert set(rules) == set(queries) == {"poison", "failedDeliveries", "functionFailures"}
+    assert alerts.loop_items("logAlertRules") == list(rules.values())
+    declared = alerts.section("resources")["logAlertRules"]
+    assert declared["type"] == "Microsoft.Insights/scheduledQueryRules"
+
+    # Poison: the app's own line and the host's line after maxDequeueCount.
+    assert "-poison" in queries["poison"]
+    assert "moved to" in queries["poison"] and "Moving message to queue" in queries["poison"]
+    assert rules["poison"]["threshold"] == 0
+    # Failed deliveries that are our fault: structured fields on traces.
+    failed = queries["failedDeliveries"]
+    assert failed.startswith("traces")
+    assert "customDimensions.ConnectionUid" in failed
+    assert 'Category != "Configuration"' in failed
+    assert rules["failedDeliveries"]["threshold"] == 20
+    assert queries["functionFailures"].startswith("requests | where success == false")
+    for query in queries.values():  # sampling-corrected counts in the measured column
+        assert query.endswith("summarize Count = sum(itemCount)")
+
+
+def test_log_alerts_query_application_insights(main: Template, alerts: Template) -> None:
+    assert alerts.given["appInsightsId"] == main.module("monitoring").output("appInsightsId")
+    body_ = json.dumps(alerts.section("resources")["logAlertRules"])
+    assert "appInsightsId" in body_ and "metricMeasureColumn" in body_
+
+
+def test_health_is_checked_from_outside_with_an_alert(main: Template, alerts: Template) -> None:
+    test = alerts.resource("healthTest")
+    assert test["kind"] == "standard"
+    assert test["properties"]["Request"]["RequestUrl"] == (
+        "https://<app.properties.defaultHostName>/v1/health"
+    )
+    assert test["properties"]["ValidationRules"]["ExpectedHttpStatusCode"] == 200
+    assert test["properties"]["Frequency"] == Unresolved("multiply")  # minutes * 60
+    alert = alerts.resource("healthAlert")
+    criteria = alert["properties"]["criteria"]
+    assert criteria["'odata.type'"] == "Microsoft.Azure.Monitor.WebtestLocationAvailabilityCriteria"
+    assert criteria["webTestId"] == Unresolved("healthTest.id")
+
+
+def test_alerts_notify_only_when_an_email_is_given(main: Template, alerts: Template) -> None:
+    assert main.param("alertEmail") == ""
+    assert alerts.given["alertEmail"] == ""
+    condition = alerts.section("resources")["actionGroup"]["config"]["condition"]
+    assert condition == "notify"
+    assert "notify" in json.dumps(alerts.section("resources")["healthAlert"]["config"])
+
+
+def test_workbook_shows_deliveries_failures_by_category_and_p95() -> None:
+    workbook = Template(INFRA / "modules" / "workbook.bicep")
+    data = workbook.section("resources")["workbook"]["config"]["properties"]["serializedData"]
+    assert data["function"]["type"] == "load_text_content"
+    path = (INFRA / "modules" / data["function"]["parameters"]["file_path"]).resolve()
+    assert path == INFRA / "workbook.json"
+    document = json.loads(path.read_text())
+    assert document["version"] == "Notebook/1.0"
+    queries = {
+        item["content"]["title"]: item["content"]["query"]
+        for item in document["items"]
+        if item["type"] == 3
+    }
+    assert set(queries) == {
+        "Deliveries per hour",
+        "Failures by category",
+        "Delivery latency (ElapsedMilliseconds), p50 and p95",
+    }
+    delivery_lines = "traces | where isnotempty(tostring(customDimensions.ConnectionUid))"
+    for query in queries.values():
+        assert query.startswith(delivery_lines)
+        assert "bin(timestamp, 1h)" in query
+    assert "customDimensions.Category" in queries["Failures by category"]
+    assert (
+        "percentile(Elapsed, 95)" in queries["Delivery latency (ElapsedMilliseconds), p50 and p95"]
+    )

@@ -1,6 +1,7 @@
-// The function app on the Flex Consumption plan (FC1): Python 3.11, system-assigned
-// identity, code from a blob container read with that identity, identity-based
-// AzureWebJobsStorage, and ENCRYPTION_KEYS as a Key Vault reference.
+// The function app on the Flex Consumption plan (FC1): Python 3.11, the user-assigned
+// identity of identity.bicep (made, and granted its roles, before this site) for
+// AzureWebJobsStorage, the deployment package, the Key Vault reference ENCRYPTION_KEYS
+// and Application Insights ingestion.
 
 param planName string
 param appName string
@@ -11,6 +12,12 @@ param storageAccountName string
 param storageBlobEndpoint string
 param deploymentContainerName string
 param appInsightsConnectionString string
+
+@description('Resource id of the user-assigned identity the app runs as.')
+param identityId string
+
+@description('Client id of that identity (AzureWebJobsStorage__clientId, Application Insights).')
+param identityClientId string
 
 @description('Versionless URI of the Key Vault secret holding the key ring.')
 param encryptionKeysSecretUri string
@@ -55,21 +62,26 @@ resource app 'Microsoft.Web/sites@2025-03-01' = {
   tags: tags
   kind: 'functionapp,linux'
   identity: {
-    type: 'SystemAssigned'
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
   }
   properties: {
     // checkov:skip=CKV_AZURE_17: callers are SaaS customers authenticated by API key; client certificates do not apply.
     // checkov:skip=CKV_AZURE_222: the app serves a public REST API to customers; it must be reachable from the internet.
     // checkov:skip=CKV_AZURE_212: Flex Consumption scales out on demand; always-ready instances would cost money around the clock.
+    // checkov:skip=CKV_AZURE_78: Flex Consumption does not support siteConfig.ftpsState (ARM rejects it); FTP is off through the ftp basicPublishingCredentialsPolicies below.
     // checkov:skip=CKV_AZURE_213: platform health-check pings would keep an instance running and stop scale to zero; /v1/health is there for an external monitor.
     serverFarmId: plan.id
     httpsOnly: true
     publicNetworkAccess: 'Enabled'
     clientAffinityEnabled: false
+    // Key Vault references resolve with the identity that already has its role.
+    keyVaultReferenceIdentity: identityId
     siteConfig: {
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
-      ftpsState: 'Disabled'
       http20Enabled: true
       appSettings: [
         {
@@ -79,6 +91,10 @@ resource app 'Microsoft.Web/sites@2025-03-01' = {
         {
           name: 'AzureWebJobsStorage__credential'
           value: 'managedidentity'
+        }
+        {
+          name: 'AzureWebJobsStorage__clientId'
+          value: identityClientId
         }
         {
           name: 'ENCRYPTION_KEYS'
@@ -95,7 +111,7 @@ resource app 'Microsoft.Web/sites@2025-03-01' = {
         {
           // Local auth is off on Application Insights: ingest with the app's identity.
           name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
-          value: 'Authorization=AAD'
+          value: 'ClientId=${identityClientId};Authorization=AAD'
         }
       ]
     }
@@ -105,7 +121,8 @@ resource app 'Microsoft.Web/sites@2025-03-01' = {
           type: 'blobContainer'
           value: '${storageBlobEndpoint}${deploymentContainerName}'
           authentication: {
-            type: 'SystemAssignedIdentity'
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identityId
           }
         }
       }
@@ -121,8 +138,8 @@ resource app 'Microsoft.Web/sites@2025-03-01' = {
   }
 }
 
-// No FTP or Kudu basic-auth credentials: `func azure functionapp publish` deploys with
-// the Entra ID token of `az login`.
+// No FTP or Kudu basic-auth credentials: `func azure functionapp publish` deploys with the
+// Entra ID token of `az login`. (siteConfig.ftpsState is not a Flex Consumption setting.)
 resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2025-03-01' = {
   parent: app
   name: 'ftp'
@@ -140,5 +157,4 @@ resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@20
 }
 
 output name string = app.name
-output principalId string = app.identity.principalId
 output url string = 'https://${app.properties.defaultHostName}'

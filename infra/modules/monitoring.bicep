@@ -53,3 +53,4 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
 output workspaceId string = workspace.id
 output appInsightsName string = appInsights.name
 output appInsightsConnectionString string = appInsights.properties.ConnectionString
+output appInsightsId string = appInsights.id

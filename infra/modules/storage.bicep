@@ -10,7 +10,7 @@ param name string
 param location string
 param tags object
 
-@description('Redundancy. ZRS survives a zone outage; LRS is cheaper.')
+@description('Redundancy. LRS works in every region; ZRS survives a zone outage where the region has zones.')
 @allowed([
   'Standard_LRS'
   'Standard_ZRS'
@@ -60,7 +60,7 @@ resource account 'Microsoft.Storage/storageAccounts@2025-06-01' = {
   properties: {
     // checkov:skip=CKV_AZURE_35: Flex Consumption without VNet integration has no fixed outbound addresses to allow; access is Entra ID only (shared keys off).
     // checkov:skip=CKV_AZURE_59: same reason as CKV_AZURE_35: the public endpoint stays on, every request needs an Entra ID token.
-    // checkov:skip=CKV_AZURE_206: geo-redundancy is a cost and disaster-recovery choice left to skuName (ZRS by default; GZRS allowed); the app itself runs in one region.
+    // checkov:skip=CKV_AZURE_206: geo-redundancy is a cost and disaster-recovery choice left to skuName (LRS by default, as every Flex region offers it; ZRS or GZRS allowed); the app itself runs in one region.
     accessTier: 'Hot'
     supportsHttpsTrafficOnly: true
     minimumTlsVersion: 'TLS1_2'
