@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install run test lint bench loadtest infra-check clean
+.PHONY: install run test lint bench loadtest infra-check deploy clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ bench: install
 
 infra-check: install
 	$(PY) infra/check.py --doctor
+
+# Needs az (signed in), func and python3, not the venv; docs/DEPLOYMENT.md.
+deploy:
+	infra/deploy.sh
 
 clean:
 	rm -rf $(VENV) .venv-checkov node_modules .azurite .mypy_cache .ruff_cache .pytest_cache
