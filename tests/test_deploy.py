@@ -349,3 +349,27 @@ def test_make_deploy_runs_the_script() -> None:
     makefile = (ROOT / "Makefile").read_text()
     assert "\ndeploy:\n\tinfra/deploy.sh\n" in makefile
     assert os.access(DEPLOY, os.X_OK)
+
+
+def test_the_deployment_guide_lists_the_steps_in_the_order_the_script_runs_them(
+    deployer: Deployer,
+) -> None:
+    guide = (ROOT / "docs" / "DEPLOYMENT.md").read_text()
+    start, end = guide.index("## What `make deploy` does"), guide.index("## What gets deployed")
+    section = guide[start:end]
+    run = deployer.run(ENCRYPTION_KEYS=new_ring())
+    assert run.code == 0, run.stderr
+    documented = {
+        "az account show": "`az account show`",
+        "az functionapp list-flexconsumption-locations": "list-flexconsumption-locations",
+        "az ad signed-in-user show": "`az ad signed-in-user show`",
+        "az group create": "**Creates the resource group**",
+        "az deployment group what-if": "`az deployment group what-if`",
+        "az deployment group create": "`az deployment group create`",
+        "func publish": "`func azure functionapp publish",
+        "curl": "/v1/health`",
+    }
+    ran = [step for step in dict.fromkeys(run.steps()) if step in documented]
+    assert ran == list(documented)  # the script's order...
+    places = [section.index(documented[step]) for step in ran]
+    assert places == sorted(places)  # ...is the guide's order
