@@ -11,9 +11,9 @@ from local.servicebus_emulator import Emulator
 from shared.events import encode_queue_message, new_event
 from shared.services import Services
 from shared.storage.clients import POISON_SUFFIX, SYSTEM_EVENTS_QUEUE
+from tests.factories import a_connection
 from tests.plugins.localhost import ROOT
 from tests.servicebus_helpers import body_of, receive
-from tests.test_storage import a_connection
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -21,7 +21,7 @@ from shared.retention import TOMBSTONE_GRACE, PurgeResult, parse_instant, purge,
 from shared.services import Services
 from shared.storage.connections import ConnectionRepository, StoredConnection
 from shared.storage.messages import MAX_PROPERTY_CHARS, LoggedMessage, MessageLog, row_key
-from tests.test_storage import NOW, a_connection, a_record
+from tests.factories import NOW, a_connection, a_record
 
 DAY = timedelta(days=1)
 BIG = "x" * (MAX_PROPERTY_CHARS + 1)  # stored in the bodies container, not in the table

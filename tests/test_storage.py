@@ -3,32 +3,16 @@
 import asyncio
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from shared.clock import uuid7
 from shared.errors import Conflict, InvalidField, NotFound
-from shared.models import Connection, Message, MessageQuery, MessageStatus
+from shared.models import MessageQuery, MessageStatus
 from shared.services import Services
-from shared.storage.messages import MAX_PROPERTY_CHARS, LoggedMessage
-
-SB = (
-    "Endpoint=sb://contoso.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=S3CRET="
-)
-NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
-
-
-def a_connection(**changes: object) -> Connection:
-    return Connection.model_validate(
-        {
-            "Uid": str(uuid.uuid4()),
-            "ServiceBusConnectionString": SB,
-            "QueueName": "q",
-            "EnabledEvents": ["*"],
-            **changes,
-        }
-    )
+from shared.storage.messages import MAX_PROPERTY_CHARS
+from tests.factories import NOW, SB, a_connection, a_record
 
 
 async def test_secrets_are_sealed_at_rest_and_masked_on_the_way_out(
@@ -118,26 +102,6 @@ async def test_api_keys_are_stored_as_hashes_and_revocable(
         await services.api_keys.revoke(info.key_id)
     with pytest.raises(ValueError):
         await services.api_keys.create("no spaces allowed", NOW)
-
-
-def a_record(
-    connection_uid: uuid.UUID, at: datetime, status: MessageStatus, body: str = "{}"
-) -> LoggedMessage:
-    return LoggedMessage(
-        Message(
-            uid=uuid7(at),
-            connection_uid=connection_uid,
-            event_key="Order.Shipped",
-            event_timestamp=at,
-            request_timestamp=at,
-            message_body=body,
-            elapsed_milliseconds=3,
-            request_metadata="{}",
-            status=status,
-        ),
-        account="acme",
-        event_id=str(uuid.uuid4()),
-    )
 
 
 async def test_message_log_pages_newest_first_with_total_hits(services: Services) -> None:
