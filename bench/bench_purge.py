@@ -56,7 +56,7 @@ async def write(services: Services, records: list[LoggedMessage], partitions: in
 async def raw_delete(services: Services, partitions: list[str]) -> int:
     """The baseline: the SDK alone, the RowKeys of old records then 100-entity transactions."""
     # The very client the purge uses (a second one from `get_table_client` was slower here).
-    table = services.messages._table
+    table = services.messages.table
     bound = row_key_bound(NOW - timedelta(days=services.settings.retention_days))
     gate = asyncio.Semaphore(PARALLEL_PARTITIONS)
 

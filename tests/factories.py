@@ -4,6 +4,7 @@ dispatcher logs them."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from shared.clock import uuid7
@@ -15,6 +16,10 @@ from shared.models import (
     MessageStatus,
     RequestMetadata,
 )
+from shared.services import Services
+from shared.storage.apikeys import ApiKeyRepository
+from shared.storage.clients import API_KEYS_TABLE
+from shared.storage.connections import StoredConnection
 from shared.storage.messages import LoggedMessage
 
 # A connection string that parses; nothing listens there.
@@ -35,6 +40,11 @@ def a_connection(**changes: object) -> Connection:
             **changes,
         }
     )
+
+
+async def uncached_api_keys(services: Services) -> ApiKeyRepository:
+    """The API keys as another process sees them: no cache, every call reads the table."""
+    return ApiKeyRepository(await services.storage.table(API_KEYS_TABLE), cache_seconds=0)
 
 
 def a_record(
@@ -92,3 +102,31 @@ def log_records(
         )
         for i in range(n)
     ]
+
+
+class MemoryConnections:
+    """Connections held in memory, for dispatcher tests about what it does with them (a
+    stand-in for the connections table, which test_dispatch.py uses for real)."""
+
+    def __init__(self, *stored: StoredConnection) -> None:
+        self.stored = list(stored)
+        self.reads = 0
+
+    async def for_account(self, account: str) -> list[StoredConnection]:
+        self.reads += 1
+        return [s for s in self.stored if s.account == account]
+
+
+class MemoryRecords:
+    """The message log in memory: what the dispatcher wrote, by log partition."""
+
+    def __init__(self) -> None:
+        self.written: dict[str, list[LoggedMessage]] = {}
+
+    async def add(self, partition: str, records: Sequence[LoggedMessage]) -> None:
+        self.written.setdefault(partition, []).extend(records)
+
+
+def stored(connection: Connection, account: str = "acme") -> StoredConnection:
+    """A connection as the repository hands it to the dispatcher."""
+    return StoredConnection(account, connection, log_partition=uuid.uuid4().hex)

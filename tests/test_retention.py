@@ -63,7 +63,7 @@ async def listed(svc: Services, stored: StoredConnection) -> list[uuid.UUID]:
 
 
 async def row_count(svc: Services) -> int:
-    return len([e async for e in svc.messages._table.list_entities(select=["RowKey"])])
+    return len([e async for e in svc.messages.table.list_entities(select=["RowKey"])])
 
 
 async def blob_names(svc: Services) -> set[str]:
