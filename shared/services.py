@@ -33,6 +33,8 @@ class Services:
 
     @classmethod
     async def open(cls, settings: Settings, clock: Clock = system_clock) -> Services:
+        # Imported on first use, not with this module: the API modules import it at start-up,
+        # and cryptography and the repositories are not needed to index the app (cold start).
         from shared.crypto import KeyRing
         from shared.events import EventStore
         from shared.storage import clients
