@@ -206,3 +206,16 @@ async def test_a_cache_time_of_zero_reads_the_connections_for_every_event(
     for _ in range(3):
         await cached.dispatch(an_event())
     assert connections.reads == 4
+
+
+async def test_the_schedule_runs_out_after_its_last_delay(
+    retries: RetryScheduler, caplog: pytest.LogCaptureFixture
+) -> None:
+    event, connection_uid, parent = an_event(), uuid.uuid4(), uuid.uuid4()
+    assert len(retries.delays) == 2
+    for attempt in (1, 2):  # the try after each of these is scheduled
+        assert await retries.schedule(event, connection_uid, attempt, parent)
+    with caplog.at_level(logging.ERROR, logger="shared.dispatch"):
+        assert not await retries.schedule(event, connection_uid, 3, parent)
+    assert await scheduled(retries) == 2
+    assert "giving up after 3 attempts" in caplog.text
