@@ -219,3 +219,30 @@ async def test_the_schedule_runs_out_after_its_last_delay(
         assert not await retries.schedule(event, connection_uid, 3, parent)
     assert await scheduled(retries) == 2
     assert "giving up after 3 attempts" in caplog.text
+
+
+async def test_a_delivery_logs_its_outcome_with_fields(
+    servicebus_emulator: Emulator,
+    retries: RetryScheduler,
+    unique_queue: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    connection = a_connection(
+        ServiceBusConnectionString=servicebus_emulator.connection_string, QueueName=unique_queue
+    )
+    dispatcher, records = dispatcher_of(MemoryConnections(stored(connection)), retries)
+    with caplog.at_level(logging.DEBUG, logger="shared.dispatch"):
+        [record] = await dispatcher.dispatch(an_event())
+    await dispatcher.close()
+    assert record.message.status == MessageStatus.SUCCEEDED
+    assert list(records.written.values()) == [[record]]
+    [line] = [r for r in caplog.records if r.getMessage().startswith("delivered event")]
+    assert line.levelno == logging.DEBUG
+    fields = {k: line.__dict__[k] for k in ("ConnectionUid", "EventId", "Category", "Attempt")}
+    assert fields == {
+        "ConnectionUid": str(connection.uid),
+        "EventId": record.event_id,
+        "Category": "Succeeded",
+        "Attempt": 1,
+    }
+    assert line.__dict__["ElapsedMilliseconds"] == record.message.elapsed_milliseconds

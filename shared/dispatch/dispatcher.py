@@ -324,16 +324,17 @@ def _report(record: LoggedMessage, sent: Sent, attempt: Attempt) -> None:
         "Attempt": attempt.number,
         "ElapsedMilliseconds": sent.elapsed_milliseconds,
     }
+    where = (record.event_id, m.connection_uid, attempt.number)
     if error is None:
         log.debug(
             "delivered event %s to connection %s (attempt %d, %d ms)",
-            *(record.event_id, m.connection_uid, attempt.number, sent.elapsed_milliseconds),
+            *where,
+            sent.elapsed_milliseconds,
             extra={**fields, "Category": "Succeeded"},
         )
         return
     log.warning(
         "delivery of event %s to connection %s failed (attempt %d, %s %s): %s",
-        *(record.event_id, m.connection_uid, attempt.number, error.category, error.type),
-        error.message,
+        *(*where, error.category, error.type, error.message),
         extra={**fields, "Category": str(error.category), "Type": error.type},
     )
