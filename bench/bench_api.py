@@ -27,6 +27,8 @@ from typing import Any
 import aiohttp
 
 from bench.common import (
+    EVENT_BODY,
+    EVENT_KEY,
     CpuMeter,
     Result,
     Stopwatch,
@@ -35,9 +37,7 @@ from bench.common import (
     arguments,
     azurite,
     azurite_transport,
-    connection,
     local_host,
-    log_records,
     machine,
     new_keys,
     percentile,
@@ -48,8 +48,8 @@ from shared.services import Services
 from shared.storage import clients
 from shared.storage.connections import StoredConnection
 from shared.storage.transactions import MAX_OPERATIONS
+from tests.factories import a_connection, log_records
 
-SERVICEBUS = "Endpoint=sb://bench.servicebus.windows.net/;SharedAccessKeyName=s;SharedAccessKey=k="
 PAGE_SIZE = 100  # the API's default
 WRITERS = 8  # concurrent transaction chains while filling the log
 CONCURRENCY = (1, 16)
@@ -57,7 +57,7 @@ CONCURRENCY = (1, 16)
 
 async def fill_log(services: Services, stored: StoredConnection, n: int) -> float:
     """Write `n` records to the connection's log; seconds taken."""
-    records = log_records(stored.uid, n, datetime.now(UTC))
+    records = log_records(stored.uid, n, datetime.now(UTC), body=EVENT_BODY, event_key=EVENT_KEY)
     share = -(-n // WRITERS // MAX_OPERATIONS) * MAX_OPERATIONS
     with Stopwatch() as watch:
         await asyncio.gather(
@@ -165,7 +165,7 @@ async def measure(quick: bool, n_records: int | None, requests: int | None) -> l
         account = unique("bench")
         now = datetime.now(UTC)
         key, _ = await services.api_keys.create(account, now)
-        stored = await services.connections.add(account, connection(SERVICEBUS, "q"), now)
+        stored = await services.connections.add(account, a_connection(), now)
         seconds = await fill_log(services, stored, n_records)
         print(f"  {n_records:,} records written in {seconds:.1f} s "
               f"({n_records / seconds:,.0f}/s)", flush=True)  # fmt: skip

@@ -42,7 +42,6 @@ from bench.common import (
     arguments,
     azurite,
     azurite_transport,
-    connection,
     machine,
     new_keys,
     report,
@@ -53,10 +52,11 @@ from local.azurite import ROOT, Azurite
 from local.host import QueueOptions, load_host_json
 from shared.dispatch.dispatcher import Dispatcher
 from shared.events import new_event
-from shared.models import MessageStatus, SystemEvent
+from shared.models import MessageStatus, RequestMetadata, SystemEvent
 from shared.services import Services
 from shared.storage import clients
 from shared.storage.connections import StoredConnection
+from tests.factories import a_connection
 
 IN_FLIGHT = QueueOptions.from_host_json(load_host_json(ROOT / "host.json")).max_in_flight
 BATCH = 100  # Service Bus batch and table transaction size of the raw baseline
@@ -78,7 +78,9 @@ async def make_fanout(services: Services, servicebus: str, n: int) -> Fanout:
     account = unique("bench")
     now = datetime.now(UTC)
     stored = [
-        await services.connections.add(account, connection(servicebus, unique("q")), now)
+        await services.connections.add(
+            account, a_connection(ServiceBusConnectionString=servicebus, QueueName=unique("q")), now
+        )
         for _ in range(n)
     ]
     return Fanout(account, stored)
@@ -211,8 +213,13 @@ def _body(event: SystemEvent) -> bytes:
 def _entity(partition: str, event: SystemEvent, now: datetime) -> dict[str, Any]:
     """The same properties, of the same sizes, as a record the dispatcher logs."""
     body = _body(event)
-    metadata = {"QueueName": "q", "MessageId": str(uuid.uuid4()), "Attempt": 1,
-                "SizeBytes": len(body), "Offloaded": False}  # fmt: skip
+    metadata = RequestMetadata(
+        queue_name="q",
+        message_id=str(uuid.uuid4()),
+        attempt=1,
+        size_bytes=len(body),
+        offloaded=False,
+    )
     return {
         "PartitionKey": partition,
         "RowKey": f"{10**13 - int(now.timestamp() * 1000):013d}_{uuid.uuid4().hex}",
@@ -221,7 +228,7 @@ def _entity(partition: str, event: SystemEvent, now: datetime) -> dict[str, Any]
         "EventTimestamp": event.event_timestamp,
         "RequestTimestamp": now,
         "ElapsedMilliseconds": 3,
-        "RequestMetadata": json.dumps(metadata),
+        "RequestMetadata": metadata.to_text(),
         "Status": 1,
         "IsRetry": False,
         "Account": event.account_id,
@@ -234,11 +241,6 @@ def _entity(partition: str, event: SystemEvent, now: datetime) -> dict[str, Any]
 # ---------------------------------------------------------------- one fan-out
 
 
-async def new_dispatcher(services: Services) -> Dispatcher:
-    retry_queue = await services.storage.queue(clients.RETRY_QUEUE)
-    return Dispatcher(services, retry_queue, services.settings.retry_delays_seconds)
-
-
 async def measure(
     services: Services,
     emulator: EmulatorProcess,
@@ -249,7 +251,7 @@ async def measure(
     profile: bool = False,
 ) -> Result:
     fanout = await make_fanout(services, emulator.connection_string, n_connections)
-    dispatcher = await new_dispatcher(services)
+    dispatcher = await services.new_dispatcher()
     raw_queues = [unique("raw") for _ in fanout.queues]
     raw = RawFanout(emulator.connection_string, storage.connection_string, raw_queues)
     deliveries = n_events * n_connections

@@ -26,7 +26,6 @@ from bench.bench_dispatch import (
     dispatch_all,
     events_for,
     make_fanout,
-    new_dispatcher,
 )
 from bench.common import (
     ROOT,
@@ -54,7 +53,7 @@ async def child_ours(storage: str, servicebus: str, connections: int, events: in
     services = await Services.open(app_settings(storage, new_keys()))
     try:
         fanout = await make_fanout(services, servicebus, connections)
-        dispatcher = await new_dispatcher(services)
+        dispatcher = await services.new_dispatcher()
         try:
             await dispatch_all(dispatcher, events_for(fanout.account, 1))  # opens the links
             seconds = await dispatch_all(dispatcher, events_for(fanout.account, events))

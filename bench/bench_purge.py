@@ -26,23 +26,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench.common import connection, log_records
+from bench.common import EVENT_BODY, EVENT_KEY
 from local.azurite import Azurite, start_azurite
 from shared.crypto import KeyRing
 from shared.retention import PARALLEL_PARTITIONS, purge
 from shared.services import Services
 from shared.settings import Settings, StorageTarget
 from shared.storage.messages import LoggedMessage, chunks, row_key_bound
+from tests.factories import a_connection, log_records
 
 NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
-SB = "Endpoint=sb://bench.servicebus.windows.net/;SharedAccessKeyName=s;SharedAccessKey=k="
 
 
 async def write(services: Services, records: list[LoggedMessage], partitions: int) -> list[str]:
     """The records spread over `partitions` new connections; returns their log partitions."""
     stored = [
-        await services.connections.add(f"bench{i}", connection(SB, "q"), NOW)
-        for i in range(partitions)
+        await services.connections.add(f"bench{i}", a_connection(), NOW) for i in range(partitions)
     ]
     share = -(-len(records) // partitions)
     await asyncio.gather(
@@ -57,7 +56,7 @@ async def write(services: Services, records: list[LoggedMessage], partitions: in
 async def raw_delete(services: Services, partitions: list[str]) -> int:
     """The baseline: the SDK alone, the RowKeys of old records then 100-entity transactions."""
     # The very client the purge uses (a second one from `get_table_client` was slower here).
-    table = services.messages._table
+    table = services.messages.table
     bound = row_key_bound(NOW - timedelta(days=services.settings.retention_days))
     gate = asyncio.Semaphore(PARALLEL_PARTITIONS)
 
@@ -128,7 +127,14 @@ async def run(records: int, partitions: int, rounds: int) -> None:
     services = await Services.open(settings)
     try:
         # 15 to 20 days old: all past the retention; one connection Uid (only a property).
-        data = log_records(uuid.uuid4(), records, NOW - timedelta(days=15), timedelta(days=5))
+        data = log_records(
+            uuid.uuid4(),
+            records,
+            NOW - timedelta(days=15),
+            timedelta(days=5),
+            body=EVENT_BODY,
+            event_key=EVENT_KEY,
+        )
         print(f"{records} records over {partitions} partitions, {rounds} round(s)")
         raws, purges = [], []
         for r in range(1, rounds + 1):

@@ -22,18 +22,15 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from local.azurite import Azurite, free_port, start_azurite
 from local.process import HostProcess, start_host_process
-from shared.clock import uuid7
 from shared.crypto import KeyRing
-from shared.models import Connection, Message, MessageStatus
 from shared.settings import Settings, StorageTarget
 from shared.storage.clients import KEEPALIVE_SECONDS
-from shared.storage.messages import LoggedMessage
 
 ROOT = Path(__file__).resolve().parent.parent
 # Where `python -m bench` collects each benchmark's figures (one JSON object a line).
@@ -337,50 +334,5 @@ def app_environment(storage_connection_string: str, keys: str) -> dict[str, str]
 # ---------------------------------------------------------------- data
 
 
-def connection(servicebus_connection_string: str, queue: str) -> Connection:
-    return Connection.model_validate(
-        {
-            "Uid": str(uuid.uuid4()),
-            "Title": f"bench {queue}",
-            "ServiceBusConnectionString": servicebus_connection_string,
-            "QueueName": queue,
-            "EnabledEvents": ["*"],
-        }
-    )
-
-
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def log_records(
-    connection_uid: uuid.UUID, n: int, newest: datetime, span: timedelta = timedelta(days=3)
-) -> list[LoggedMessage]:
-    """`n` delivery records from just before `newest` back over `span`, as the dispatcher
-    logs them (1 in 20 failed), newest first."""
-    records = []
-    for i in range(n):
-        at = newest - timedelta(seconds=1 + i * span.total_seconds() / n)
-        failed = i % 20 == 0
-        metadata: dict[str, Any] = {
-            "QueueName": "q",
-            "MessageId": str(uuid.uuid4()),
-            "Attempt": 1,
-            "SizeBytes": len(EVENT_BODY),
-            "Offloaded": False,
-        }
-        if failed:
-            metadata["Error"] = {"Category": "Transient", "Type": "X", "Message": "bench"}
-        message = Message(
-            uid=uuid7(at),
-            connection_uid=connection_uid,
-            event_key=EVENT_KEY,
-            event_timestamp=at,
-            request_timestamp=at,
-            message_body=EVENT_BODY,
-            elapsed_milliseconds=3,
-            request_metadata=json.dumps(metadata),
-            status=MessageStatus.FAILED if failed else MessageStatus.SUCCEEDED,
-        )
-        records.append(LoggedMessage(message, account="bench", event_id=str(uuid.uuid4())))
-    return records

@@ -19,6 +19,7 @@ from shared.models import ApiModel, SystemEvent
 
 if TYPE_CHECKING:
     from azure.storage.blob.aio import ContainerClient
+    from azure.storage.queue.aio import QueueClient
 
 INLINE_LIMIT = 48 * 1024  # raw bytes; base64 makes 64 KB of it
 EVENTS_PREFIX = "events/"
@@ -48,6 +49,11 @@ class EventStore:
         name = f"{EVENTS_PREFIX}{event.account_id}/{event.event_id}.json"
         await self._bodies.upload_blob(name, raw, overwrite=True)
         return {"EventBlob": name}
+
+    async def publish(self, queue: QueueClient, event: SystemEvent) -> None:
+        """Put an event on a queue (`system-events`), as the platform does."""
+        payload = json.dumps(await self.to_payload(event), separators=(",", ":"))
+        await queue.send_message(encode_queue_message(payload.encode()))
 
     async def from_payload(self, payload: Any) -> SystemEvent:
         if isinstance(payload, dict) and set(payload) == {"EventBlob"}:

@@ -6,9 +6,10 @@ input properties are refused, as ASP.NET-style clients expect.
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -235,6 +236,54 @@ class Message(ApiModel):
     status: MessageStatus = Field(description="1 Succeeded, 2 Failed.")
     parent_service_bus_message_uid: UUID | None = None
     is_retry: bool = False
+
+
+class ErrorCategory(StrEnum):
+    """What a failed delivery needs: time, the customer, or nothing (it can never fit)."""
+
+    TRANSIENT = "Transient"  # retried on the schedule
+    CONFIGURATION = "Configuration"  # retried, but the customer has to act
+    TOO_LARGE = "TooLarge"  # final: never retried
+    # (room for more, e.g. Suspended for a connection switched off after repeated failures)
+
+
+class DeliveryError(ApiModel):
+    """Why a delivery failed, as its record keeps it (secrets already removed)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    category: ErrorCategory
+    type: str
+    message: str
+
+
+class RequestMetadata(ApiModel):
+    """What a record keeps about its request; `Message.RequestMetadata` is this as JSON text.
+
+    `to_text` gives exactly the text records have always had (`json.dumps` spacing, absent
+    keys left out), so stored and listed records read the same as before.
+    """
+
+    model_config = ConfigDict(extra="ignore")  # read back whatever a newer writer added
+
+    queue_name: str
+    message_id: str
+    attempt: int
+    size_bytes: int
+    offloaded: bool
+    blob_name: str | None = None
+    error: DeliveryError | None = None
+
+    def to_text(self) -> str:
+        return json.dumps(self.model_dump(mode="json", by_alias=True, exclude_none=True))
+
+    @classmethod
+    def from_text(cls, text: str) -> RequestMetadata | None:
+        """The metadata of a record, or None when it has none (records written by hand)."""
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError:
+            return None
 
 
 class MessagePage(ApiModel):

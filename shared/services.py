@@ -1,9 +1,9 @@
-"""Wiring: settings, storage clients and repositories, made once per process and event loop."""
+"""Wiring (the composition root): settings, storage clients, repositories and the dispatcher,
+made once per process and event loop. Nothing here decides anything; the parts do."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -33,6 +33,8 @@ class Services:
 
     @classmethod
     async def open(cls, settings: Settings, clock: Clock = system_clock) -> Services:
+        # Imported on first use, not with this module: the API modules import it at start-up,
+        # and cryptography and the repositories are not needed to index the app (cold start).
         from shared.crypto import KeyRing
         from shared.events import EventStore
         from shared.storage import clients
@@ -57,21 +59,35 @@ class Services:
         """The dispatcher and its Service Bus senders, made on first use (HTTP-only callers
         never pay for them)."""
         if self._dispatcher is None:
-            from shared.dispatch.dispatcher import Dispatcher
-            from shared.storage import clients
-
-            retry_queue = await self.storage.queue(clients.RETRY_QUEUE)
-            self._dispatcher = Dispatcher(self, retry_queue, self.settings.retry_delays_seconds)
+            self._dispatcher = await self.new_dispatcher()
         return self._dispatcher
+
+    async def new_dispatcher(self, retry_delays: tuple[float, ...] | None = None) -> Dispatcher:
+        """A dispatcher of its own (tests and benchmarks; the app uses `dispatcher()`)."""
+        # Imported here, not at the top: the dispatch code and the Service Bus SDK stay out of
+        # the cold start of HTTP-only workers.
+        from shared.dispatch.dispatcher import Dispatcher
+        from shared.dispatch.retries import RetryScheduler
+        from shared.storage import clients
+
+        retries = RetryScheduler(
+            await self.storage.queue(clients.RETRY_QUEUE),
+            retry_delays or self.settings.retry_delays_seconds,
+            self.events,
+        )
+        return Dispatcher(
+            connections=self.connections,
+            records=self.messages,
+            retries=retries,
+            clock=self.clock,
+            connection_cache_seconds=self.settings.connection_cache_seconds,
+        )
 
     async def publish(self, event: SystemEvent) -> None:
         """Put an event on the `system-events` queue, as the platform does."""
-        from shared.events import encode_queue_message
         from shared.storage import clients
 
-        queue = await self.storage.queue(clients.SYSTEM_EVENTS_QUEUE)
-        payload = json.dumps(await self.events.to_payload(event), separators=(",", ":"))
-        await queue.send_message(encode_queue_message(payload.encode()))
+        await self.events.publish(await self.storage.queue(clients.SYSTEM_EVENTS_QUEUE), event)
 
     async def close(self) -> None:
         if self._dispatcher is not None:

@@ -11,9 +11,9 @@ from local.servicebus_emulator import Emulator
 from shared.events import encode_queue_message, new_event
 from shared.services import Services
 from shared.storage.clients import POISON_SUFFIX, SYSTEM_EVENTS_QUEUE
+from tests.factories import a_connection, uncached_api_keys
 from tests.plugins.localhost import ROOT
 from tests.servicebus_helpers import body_of, receive
-from tests.test_storage import a_connection
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -43,8 +43,7 @@ async def test_apikey_create_list_revoke(
 
     revoked = cli(app_environment, "apikey", "revoke", info.key_id)
     assert revoked.returncode == 0
-    services.api_keys._cache.clear()
-    assert await services.api_keys.account_of(key) is None
+    assert await (await uncached_api_keys(services)).account_of(key) is None
     assert cli(app_environment, "apikey", "revoke", info.key_id).returncode == 1
 
 

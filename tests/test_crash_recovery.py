@@ -13,9 +13,9 @@ from local.servicebus_emulator import Emulator
 from shared.events import new_event
 from shared.services import Services
 from shared.settings import Settings, StorageTarget
+from tests.factories import a_connection
 from tests.plugins.localhost import HostProcess
 from tests.servicebus_helpers import Subscriber
-from tests.test_storage import a_connection
 
 
 @pytest.fixture

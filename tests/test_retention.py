@@ -21,7 +21,7 @@ from shared.retention import TOMBSTONE_GRACE, PurgeResult, parse_instant, purge,
 from shared.services import Services
 from shared.storage.connections import ConnectionRepository, StoredConnection
 from shared.storage.messages import MAX_PROPERTY_CHARS, LoggedMessage, MessageLog, row_key
-from tests.test_storage import NOW, a_connection, a_record
+from tests.factories import NOW, a_connection, a_record
 
 DAY = timedelta(days=1)
 BIG = "x" * (MAX_PROPERTY_CHARS + 1)  # stored in the bodies container, not in the table
@@ -63,7 +63,7 @@ async def listed(svc: Services, stored: StoredConnection) -> list[uuid.UUID]:
 
 
 async def row_count(svc: Services) -> int:
-    return len([e async for e in svc.messages._table.list_entities(select=["RowKey"])])
+    return len([e async for e in svc.messages.table.list_entities(select=["RowKey"])])
 
 
 async def blob_names(svc: Services) -> set[str]:

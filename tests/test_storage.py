@@ -3,32 +3,16 @@
 import asyncio
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from shared.clock import uuid7
 from shared.errors import Conflict, InvalidField, NotFound
-from shared.models import Connection, Message, MessageQuery, MessageStatus
+from shared.models import MessageQuery, MessageStatus
 from shared.services import Services
-from shared.storage.messages import MAX_PROPERTY_CHARS, LoggedMessage
-
-SB = (
-    "Endpoint=sb://contoso.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=S3CRET="
-)
-NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
-
-
-def a_connection(**changes: object) -> Connection:
-    return Connection.model_validate(
-        {
-            "Uid": str(uuid.uuid4()),
-            "ServiceBusConnectionString": SB,
-            "QueueName": "q",
-            "EnabledEvents": ["*"],
-            **changes,
-        }
-    )
+from shared.storage.messages import MAX_PROPERTY_CHARS
+from tests.factories import NOW, SB, a_connection, a_record, uncached_api_keys
 
 
 async def test_secrets_are_sealed_at_rest_and_masked_on_the_way_out(
@@ -112,32 +96,12 @@ async def test_api_keys_are_stored_as_hashes_and_revocable(
     assert key not in json.dumps([dict(e) async for e in table.list_entities()], default=str)
     assert [k.key_id for k in await services.api_keys.for_account(account)] == [info.key_id]
     await services.api_keys.revoke(info.key_id)
-    services.api_keys._cache.clear()  # revocation reaches other processes within CACHE_SECONDS
-    assert await services.api_keys.account_of(key) is None
+    # Another process, or this one after CACHE_SECONDS, asks the table again.
+    assert await (await uncached_api_keys(services)).account_of(key) is None
     with pytest.raises(NotFound):
         await services.api_keys.revoke(info.key_id)
     with pytest.raises(ValueError):
         await services.api_keys.create("no spaces allowed", NOW)
-
-
-def a_record(
-    connection_uid: uuid.UUID, at: datetime, status: MessageStatus, body: str = "{}"
-) -> LoggedMessage:
-    return LoggedMessage(
-        Message(
-            uid=uuid7(at),
-            connection_uid=connection_uid,
-            event_key="Order.Shipped",
-            event_timestamp=at,
-            request_timestamp=at,
-            message_body=body,
-            elapsed_milliseconds=3,
-            request_metadata="{}",
-            status=status,
-        ),
-        account="acme",
-        event_id=str(uuid.uuid4()),
-    )
 
 
 async def test_message_log_pages_newest_first_with_total_hits(services: Services) -> None:
@@ -216,6 +180,6 @@ async def test_concurrent_identical_listings_share_one_count(services: Services)
         *(services.messages.page(partition, MessageQuery(page_size=5)) for _ in range(8))
     )
     assert all(p.total_hits == 30 and len(p.messages) == 5 for p in pages)
-    assert services.messages._counting == {}  # nothing kept once answered
+    assert services.messages.counts_in_flight == 0  # nothing kept once answered
     await services.messages.add(partition, [a_record(uuid.uuid4(), NOW, MessageStatus.FAILED)])
     assert (await services.messages.page(partition, MessageQuery())).total_hits == 31

@@ -7,6 +7,8 @@ import contextlib
 from collections import OrderedDict
 from typing import Any
 
+from shared import connstrings
+
 MAX_CACHED_CONTAINERS = 200
 
 
@@ -37,6 +39,7 @@ class ClaimCheckStore:
         key = (connection_string, container)
         client = self._containers.get(key)
         if client is None:
+            connstrings.check_storage(connection_string)  # refused: the customer's to fix
             client = self._containers[key] = ContainerClient.from_connection_string(
                 connection_string, container
             )

@@ -7,30 +7,49 @@ delivery never makes another connection's delivery wait or repeat.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
 from shared import connstrings
-from shared.clock import uuid7
+from shared.clock import Clock, uuid7
 from shared.dispatch import outgoing
 from shared.dispatch.claimcheck import ClaimCheckStore
 from shared.dispatch.coalesce import Coalescer
-from shared.dispatch.servicebus import DeliveryError, SenderPool, TooLarge, classify
-from shared.events import DeliveryRetry, encode_queue_message
-from shared.models import Message, MessageStatus, SystemEvent
+from shared.dispatch.errors import TooLarge, classify
+from shared.dispatch.retries import RetryScheduler
+from shared.dispatch.servicebus import SenderPool
+from shared.events import DeliveryRetry
+from shared.models import (
+    DeliveryError,
+    ErrorCategory,
+    Message,
+    MessageStatus,
+    RequestMetadata,
+    SystemEvent,
+)
 from shared.storage.messages import LoggedMessage
 
 if TYPE_CHECKING:
-    from azure.storage.queue.aio import QueueClient
-
-    from shared.services import Services
     from shared.storage.connections import StoredConnection
 
 log = logging.getLogger("shared.dispatch")
+
+
+class Connections(Protocol):
+    """Where the dispatcher finds an account's connections (the connections table)."""
+
+    async def for_account(self, account: str) -> list[StoredConnection]: ...
+
+
+class Records(Protocol):
+    """Where the dispatcher writes its records (the message log)."""
+
+    async def add(self, partition: str, records: Sequence[LoggedMessage]) -> None: ...
 
 
 def secrets_of(stored: StoredConnection) -> list[str]:
@@ -38,7 +57,10 @@ def secrets_of(stored: StoredConnection) -> list[str]:
     found = []
     for value in (c.service_bus_connection_string, c.blob_container_connection_string):
         if value:
-            parts = connstrings.parse_any(value)
+            try:
+                parts = connstrings.parse_any(value)
+            except connstrings.ConnectionStringError:  # scrub() still masks the usual shapes
+                continue
             found += [v for k, v in parts.items() if k in connstrings.SECRET_PARTS]
     return found
 
@@ -56,21 +78,39 @@ class Attempt:
     retry_event: SystemEvent | None = None  # set when a failure should be retried
 
 
+@dataclass(frozen=True)
+class Sent:
+    """What one send ended with: the message as sent (maybe a claim check), and how."""
+
+    message: outgoing.Outgoing
+    started: datetime
+    elapsed_milliseconds: int
+    error: DeliveryError | None
+
+
 class Dispatcher:
+    """Given its parts: where connections come from, where records go, the retry schedule,
+    a clock, and how long an account's connections may be reused before reading them again
+    (0: every delivery reads them)."""
+
     def __init__(
         self,
-        services: Services,
-        retry_queue: QueueClient,
-        retry_delays: tuple[float, ...],
+        *,
+        connections: Connections,
+        records: Records,
+        retries: RetryScheduler,
+        clock: Clock,
+        connection_cache_seconds: float,
     ) -> None:
-        self.services = services
+        self.connections = connections
+        self.records = records
+        self.retries = retries
+        self.clock = clock
+        self.connection_cache_seconds = connection_cache_seconds
         self.senders = SenderPool()
         self.claims = ClaimCheckStore()
-        self.events = services.events
-        self._retry_queue = retry_queue
-        self._retry_delays = retry_delays
         self._writers: dict[str, Coalescer[LoggedMessage]] = {}
-        self._connections: dict[str, tuple[float, asyncio.Future[list[StoredConnection]]]] = {}
+        self._cached: dict[str, tuple[float, asyncio.Future[list[StoredConnection]]]] = {}
 
     # ------------------------------------------------------------ entry points
 
@@ -119,19 +159,20 @@ class Dispatcher:
     async def resend(self, stored: StoredConnection, record: LoggedMessage) -> LoggedMessage:
         """Send a logged message again, from its stored body, now (not retried automatically)."""
         m = record.message
-        metadata = json.loads(m.request_metadata)
+        metadata = RequestMetadata.from_text(m.request_metadata)
         message = outgoing.Outgoing(
             body=m.message_body.encode(),
-            message_id=metadata.get("MessageId")
-            or outgoing.message_id(record.account, record.event_id, stored.uid),
+            message_id=metadata.message_id
+            if metadata
+            else outgoing.message_id(record.account, record.event_id, stored.uid),
             event_key=m.event_key,
             event_id=record.event_id,
             event_timestamp=outgoing.iso_utc(m.event_timestamp),
             account=record.account,
             is_retry=True,
-            blob_name=metadata.get("BlobName"),
+            blob_name=metadata.blob_name if metadata else None,
         )
-        attempt = Attempt(int(metadata.get("Attempt", 1)) + 1, parent=m.uid)
+        attempt = Attempt((metadata.attempt if metadata else 1) + 1, parent=m.uid)
         return await self._send_and_log(stored, message, record, attempt)
 
     # --------------------------------------------------------------- internals
@@ -140,12 +181,12 @@ class Dispatcher:
         """The account's connections, cached briefly (changes arrive within seconds); one
         read at a time per account, however many events wait for it."""
         now = time.monotonic()
-        cached = self._connections.get(account)
+        cached = self._cached.get(account)
         stale = cached is None or (cached[1].done() and (cached[0] <= now or _failed(cached[1])))
         if stale or fresh:
-            read = asyncio.ensure_future(self.services.connections.for_account(account))
-            cached = (now + self.services.settings.connection_cache_seconds, read)
-            self._connections[account] = cached
+            read = asyncio.ensure_future(self.connections.for_account(account))
+            cached = (now + self.connection_cache_seconds, read)
+            self._cached[account] = cached
         assert cached is not None
         return await asyncio.shield(cached[1])
 
@@ -156,9 +197,19 @@ class Dispatcher:
         origin: SystemEvent | LoggedMessage,
         attempt: Attempt,
     ) -> LoggedMessage:
-        connection = stored.connection
-        subject = origin.subject
-        started = self.services.clock()
+        sent = await self._attempt(stored, message, origin.subject)
+        record = self._record(stored, sent, origin, attempt)
+        await self._writer(stored.log_partition).submit(record)
+        _report(record, sent, attempt)
+        if sent.error:
+            await self._schedule_retry(stored, record, sent.error, attempt)
+        return record
+
+    async def _attempt(
+        self, stored: StoredConnection, message: outgoing.Outgoing, subject: str | None
+    ) -> Sent:
+        """Send, and say how it went: any failure becomes a DeliveryError, never an exception."""
+        started = self.clock()
         clock_start = time.perf_counter()
         error: DeliveryError | None = None
         try:
@@ -166,54 +217,48 @@ class Dispatcher:
         except Exception as e:
             error = classify(e, secrets_of(stored))
         elapsed = round((time.perf_counter() - clock_start) * 1000)
+        return Sent(message, started, elapsed, error)
 
-        metadata: dict[str, Any] = {
-            "QueueName": connection.queue_name,
-            "MessageId": message.message_id,
-            "Attempt": attempt.number,
-            "SizeBytes": len(message.body),
-            "Offloaded": message.offloaded,
-        }
-        if message.blob_name:
-            metadata["BlobName"] = message.blob_name
-        if error:
-            metadata["Error"] = error.to_json()
+    @staticmethod
+    def _record(
+        stored: StoredConnection,
+        sent: Sent,
+        origin: SystemEvent | LoggedMessage,
+        attempt: Attempt,
+    ) -> LoggedMessage:
+        connection, message = stored.connection, sent.message
+        metadata = RequestMetadata(
+            queue_name=connection.queue_name,
+            message_id=message.message_id,
+            attempt=attempt.number,
+            size_bytes=len(message.body),
+            offloaded=message.offloaded,
+            blob_name=message.blob_name or None,
+            error=sent.error,
+        )
         event_timestamp = (
             origin.event_timestamp
             if isinstance(origin, SystemEvent)
             else origin.message.event_timestamp
         )
-        record = LoggedMessage(
+        return LoggedMessage(
             Message(
-                uid=uuid7(started),
+                uid=uuid7(sent.started),
                 connection_uid=connection.uid,
                 event_key=message.event_key,
                 event_timestamp=event_timestamp,
-                request_timestamp=started,
+                request_timestamp=sent.started,
                 message_body=message.body.decode(),
-                elapsed_milliseconds=elapsed,
-                request_metadata=json.dumps(metadata),
-                status=MessageStatus.FAILED if error else MessageStatus.SUCCEEDED,
+                elapsed_milliseconds=sent.elapsed_milliseconds,
+                request_metadata=metadata.to_text(),
+                status=MessageStatus.FAILED if sent.error else MessageStatus.SUCCEEDED,
                 parent_service_bus_message_uid=attempt.parent,
                 is_retry=attempt.number > 1 or attempt.parent is not None,
             ),
             account=message.account,
             event_id=message.event_id,
-            subject=subject,
+            subject=origin.subject,
         )
-        await self._writer(stored.log_partition).submit(record)
-        if error:
-            log.warning(
-                "delivery of event %s to connection %s failed (attempt %d, %s %s): %s",
-                message.event_id,
-                connection.uid,
-                attempt.number,
-                error.category,
-                error.type,
-                error.message,
-            )
-            await self._schedule_retry(stored, record, error, attempt)
-        return record
 
     async def _send(
         self, stored: StoredConnection, message: outgoing.Outgoing, subject: str | None
@@ -241,27 +286,10 @@ class Dispatcher:
         error: DeliveryError,
         attempt: Attempt,
     ) -> None:
-        if attempt.retry_event is None or error.category == "TooLarge":
+        if attempt.retry_event is None or error.category == ErrorCategory.TOO_LARGE:
             return
-        if attempt.number > len(self._retry_delays):
-            log.error(
-                "event %s to connection %s: giving up after %d attempts",
-                record.event_id,
-                stored.uid,
-                attempt.number,
-            )
-            return
-        retry = DeliveryRetry(
-            event=await self.events.to_payload(attempt.retry_event),
-            connection_uid=stored.uid,
-            attempt=attempt.number + 1,
-            parent_uid=attempt.parent or record.message.uid,
-        )
-        delay = self._retry_delays[attempt.number - 1]
-        await self._retry_queue.send_message(
-            encode_queue_message(json.dumps(retry.to_json()).encode()),
-            visibility_timeout=int(delay),
-        )
+        parent = attempt.parent or record.message.uid
+        await self.retries.schedule(attempt.retry_event, stored.uid, attempt.number, parent)
 
     def _writer(self, partition: str) -> Coalescer[LoggedMessage]:
         writer = self._writers.get(partition)
@@ -273,10 +301,40 @@ class Dispatcher:
             )
         return writer
 
-    async def _write_records(self, partition: str, records: Any) -> list[BaseException | None]:
-        await self.services.messages.add(partition, records)
+    async def _write_records(
+        self, partition: str, records: Sequence[LoggedMessage]
+    ) -> list[BaseException | None]:
+        await self.records.add(partition, records)
         return [None] * len(records)
 
     async def close(self) -> None:
         await self.senders.close()
         await self.claims.close()
+
+
+def _report(record: LoggedMessage, sent: Sent, attempt: Attempt) -> None:
+    """The outcome's log line, with fields Application Insights keeps as custom dimensions."""
+    error = sent.error
+    if error is None and not log.isEnabledFor(logging.DEBUG):
+        return  # the common case costs nothing
+    m = record.message
+    fields: dict[str, Any] = {
+        "ConnectionUid": str(m.connection_uid),
+        "EventId": record.event_id,
+        "Attempt": attempt.number,
+        "ElapsedMilliseconds": sent.elapsed_milliseconds,
+    }
+    where = (record.event_id, m.connection_uid, attempt.number)
+    if error is None:
+        log.debug(
+            "delivered event %s to connection %s (attempt %d, %d ms)",
+            *where,
+            sent.elapsed_milliseconds,
+            extra={**fields, "Category": "Succeeded"},
+        )
+        return
+    log.warning(
+        "delivery of event %s to connection %s failed (attempt %d, %s %s): %s",
+        *(*where, error.category, error.type, error.message),
+        extra={**fields, "Category": str(error.category), "Type": error.type},
+    )

@@ -1,5 +1,5 @@
 """Sending to customers' Service Bus queues: one sender per connection string and queue,
-concurrent deliveries gathered into SDK batches, failures sorted into categories.
+concurrent deliveries gathered into SDK batches.
 
 A sender is never used by two sends at once: concurrent `send_messages` on one async sender
 writes transfers out of order and breaks the link. The Coalescer gives each sender one flush at
@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from shared import connstrings
 from shared.dispatch.coalesce import Coalescer
+from shared.dispatch.errors import TooLarge
 from shared.dispatch.outgoing import Outgoing
 
 log = logging.getLogger("shared.dispatch")
@@ -29,55 +29,6 @@ IDLE_SECONDS = 600.0
 # while the next are encoded (10,000 deliveries: 1,157 to 1,357/s against 919 to 1,104/s
 # with everything waiting in one batch; docs/BENCHMARKS.md).
 BATCH_MOST = 32
-
-
-class TooLarge(Exception):
-    """The message does not fit what the queue's link allows."""
-
-
-@dataclass(frozen=True)
-class DeliveryError:
-    category: str  # Transient | Configuration | TooLarge
-    type: str
-    message: str
-
-    def to_json(self) -> dict[str, str]:
-        return {"Category": self.category, "Type": self.type, "Message": self.message}
-
-
-_CONFIGURATION = {
-    "ServiceBusAuthenticationError",
-    "ServiceBusAuthorizationError",
-    "MessagingEntityNotFoundError",
-    "MessagingEntityDisabledError",
-    "ClientAuthenticationError",
-    "ResourceNotFoundError",
-    "ValueError",
-    "TypeError",
-}
-_SECRET_PATTERNS = re.compile(
-    r"(sig=|SharedAccessKey=|AccountKey=|SharedAccessSignature=)[^;&\s\"']+", re.IGNORECASE
-)
-
-
-def classify(error: BaseException, secrets: Sequence[str] = ()) -> DeliveryError:
-    """TooLarge is final; Configuration needs the customer to act; the rest is Transient."""
-    names = {cls.__name__ for cls in type(error).__mro__}
-    if isinstance(error, TooLarge) or "MessageSizeExceededError" in names:
-        category = "TooLarge"
-    elif names & _CONFIGURATION:
-        category = "Configuration"
-    else:
-        category = "Transient"
-    return DeliveryError(category, type(error).__name__, scrub(str(error) or repr(error), secrets))
-
-
-def scrub(text: str, secrets: Sequence[str] = ()) -> str:
-    """Remove secrets from an error text before it reaches a record or a log line."""
-    for secret in secrets:
-        if len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return _SECRET_PATTERNS.sub(r"\1***", text)[:1000]
 
 
 class QueueSender:
@@ -104,6 +55,9 @@ class QueueSender:
         if self._sender is None:
             from azure.servicebus.aio import ServiceBusClient
 
+            # Our parser first: a string it refuses is the customer's (ConnectionStringError),
+            # whatever the SDK would make of it.
+            connstrings.check_service_bus(self._connection_string)
             self._client = ServiceBusClient.from_connection_string(
                 self._connection_string, retry_total=1, retry_backoff_factor=0.5
             )

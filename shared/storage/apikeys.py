@@ -40,8 +40,9 @@ class ApiKeyRepository:
     # key stops working within this many seconds in every process.
     CACHE_SECONDS = 10.0
 
-    def __init__(self, table: TableClient) -> None:
+    def __init__(self, table: TableClient, cache_seconds: float = CACHE_SECONDS) -> None:
         self._table = table
+        self.cache_seconds = cache_seconds  # 0: every call reads the table
         self._cache: dict[str, tuple[float, str]] = {}
 
     async def create(self, account: str, now: datetime) -> tuple[str, ApiKeyInfo]:
@@ -98,7 +99,7 @@ class ApiKeyRepository:
             entity = await self._table.get_entity(_PARTITION, digest, select=["Account"])
         except ResourceNotFoundError:
             return None
-        self._cache[digest] = (time.monotonic() + self.CACHE_SECONDS, entity["Account"])
+        self._cache[digest] = (time.monotonic() + self.cache_seconds, entity["Account"])
         return str(entity["Account"])
 
 

@@ -1,0 +1,132 @@
+"""Test data, for tests and benchmarks alike: connections, and delivery records as the
+dispatcher logs them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from shared.clock import uuid7
+from shared.models import (
+    Connection,
+    DeliveryError,
+    ErrorCategory,
+    Message,
+    MessageStatus,
+    RequestMetadata,
+)
+from shared.services import Services
+from shared.storage.apikeys import ApiKeyRepository
+from shared.storage.clients import API_KEYS_TABLE
+from shared.storage.connections import StoredConnection
+from shared.storage.messages import LoggedMessage
+
+# A connection string that parses; nothing listens there.
+SB = (
+    "Endpoint=sb://contoso.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=S3CRET="
+)
+NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+
+
+def a_connection(**changes: object) -> Connection:
+    """A valid connection taking every event; `changes` are API property names."""
+    return Connection.model_validate(
+        {
+            "Uid": str(uuid.uuid4()),
+            "ServiceBusConnectionString": SB,
+            "QueueName": "q",
+            "EnabledEvents": ["*"],
+            **changes,
+        }
+    )
+
+
+async def uncached_api_keys(services: Services) -> ApiKeyRepository:
+    """The API keys as another process sees them: no cache, every call reads the table."""
+    return ApiKeyRepository(await services.storage.table(API_KEYS_TABLE), cache_seconds=0)
+
+
+def a_record(
+    connection_uid: uuid.UUID,
+    at: datetime,
+    status: MessageStatus = MessageStatus.SUCCEEDED,
+    body: str = "{}",
+    event_key: str = "Order.Shipped",
+    account: str = "acme",
+) -> LoggedMessage:
+    """One delivery record sent at `at`, with the metadata the dispatcher writes."""
+    failed = status == MessageStatus.FAILED
+    metadata = RequestMetadata(
+        queue_name="q",
+        message_id=str(uuid.uuid4()),
+        attempt=1,
+        size_bytes=len(body.encode()),
+        offloaded=False,
+        error=DeliveryError(category=ErrorCategory.TRANSIENT, type="X", message="test")
+        if failed
+        else None,
+    )
+    message = Message(
+        uid=uuid7(at),
+        connection_uid=connection_uid,
+        event_key=event_key,
+        event_timestamp=at,
+        request_timestamp=at,
+        message_body=body,
+        elapsed_milliseconds=3,
+        request_metadata=metadata.to_text(),
+        status=status,
+    )
+    return LoggedMessage(message, account=account, event_id=str(uuid.uuid4()))
+
+
+def log_records(
+    connection_uid: uuid.UUID,
+    n: int,
+    newest: datetime,
+    span: timedelta = timedelta(days=3),
+    body: str = "{}",
+    event_key: str = "Order.Shipped",
+) -> list[LoggedMessage]:
+    """`n` delivery records from just before `newest` back over `span` (1 in 20 failed),
+    newest first."""
+    return [
+        a_record(
+            connection_uid,
+            newest - timedelta(seconds=1 + i * span.total_seconds() / n),
+            MessageStatus.FAILED if i % 20 == 0 else MessageStatus.SUCCEEDED,
+            body,
+            event_key,
+            account="bench",
+        )
+        for i in range(n)
+    ]
+
+
+class MemoryConnections:
+    """Connections held in memory, for dispatcher tests about what it does with them (a
+    stand-in for the connections table, which test_dispatch.py uses for real)."""
+
+    def __init__(self, *stored: StoredConnection) -> None:
+        self.stored = list(stored)
+        self.reads = 0
+
+    async def for_account(self, account: str) -> list[StoredConnection]:
+        self.reads += 1
+        return [s for s in self.stored if s.account == account]
+
+
+class MemoryRecords:
+    """The message log in memory: what the dispatcher wrote, by log partition."""
+
+    def __init__(self) -> None:
+        self.written: dict[str, list[LoggedMessage]] = {}
+
+    async def add(self, partition: str, records: Sequence[LoggedMessage]) -> None:
+        self.written.setdefault(partition, []).extend(records)
+
+
+def stored(connection: Connection, account: str = "acme") -> StoredConnection:
+    """A connection as the repository hands it to the dispatcher."""
+    return StoredConnection(account, connection, log_partition=uuid.uuid4().hex)
