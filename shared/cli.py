@@ -11,6 +11,8 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
 from shared.services import Services
 from shared.settings import Settings, load_local_settings
@@ -45,14 +47,33 @@ async def apikey_revoke(services: Services, args: argparse.Namespace) -> int:
     return 0
 
 
+def event_data(value: str) -> Any:
+    """`--data` as curl reads it: inline JSON, `@file.json`, or `-` (also `@-`) for stdin.
+
+    A command-line argument holds at most 128 KB on Linux, so large events come by file.
+    Read while the arguments are parsed, so a missing file is reported before any storage
+    is touched.
+    """
+    source, text = "the value", value
+    try:
+        if value in ("-", "@-"):
+            source, text = "stdin", sys.stdin.read()
+        elif value.startswith("@"):
+            source = f"file {value[1:]}"
+            text = Path(value[1:]).read_text(encoding="utf-8")
+        return json.loads(text)
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"cannot read {source}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise argparse.ArgumentTypeError(f"{source} is not UTF-8 text: {e.reason}") from None
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"{source} is not JSON: {e}") from None
+
+
 async def event_publish(services: Services, args: argparse.Namespace) -> int:
     from shared.events import new_event
 
-    try:
-        data = json.loads(args.data) if args.data is not None else None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--data is not JSON: {e}") from None
-    event = new_event(args.account, args.key, services.clock(), args.subject, data)
+    event = new_event(args.account, args.key, services.clock(), args.subject, args.data)
     await services.publish(event)
     print(f"published {event.event_key} for account {event.account_id} to system-events:")
     print(event.event_id)
@@ -83,7 +104,11 @@ def parser() -> argparse.ArgumentParser:
     publish.add_argument("--account", required=True)
     publish.add_argument("--key", required=True, help="EventKey, e.g. Employee.Created")
     publish.add_argument("--subject")
-    publish.add_argument("--data", help="the event's Data, as JSON")
+    publish.add_argument(
+        "--data",
+        type=event_data,
+        help="the event's Data: JSON, or @file.json, or - to read it from stdin (as curl does)",
+    )
     publish.set_defaults(run=event_publish)
 
     from shared.retention import parse_instant, purge_command
