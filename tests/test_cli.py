@@ -33,6 +33,14 @@ def cli(
     )
 
 
+async def subscribe(
+    services: Services, account: str, cs: str, queue: str, **changes: object
+) -> None:
+    """A connection of `account` to `queue`, wanting every event."""
+    connection = a_connection(ServiceBusConnectionString=cs, QueueName=queue, **changes)
+    await services.connections.add(account, connection, services.clock())
+
+
 async def test_apikey_create_list_revoke(
     app_environment: dict[str, str], services: Services, account: str
 ) -> None:
@@ -59,7 +67,7 @@ def test_apikey_create_refuses_a_bad_account(app_environment: dict[str, str]) ->
     assert result.returncode == 2 and "account" in result.stderr
 
 
-async def test_event_publish_reaches_the_subscriber_through_the_app(
+async def test_event_publish_reaches_the_subscriber_with_data_inline_or_from_stdin(
     app_environment: dict[str, str],
     api_host: str,
     services: Services,
@@ -68,10 +76,7 @@ async def test_event_publish_reaches_the_subscriber_through_the_app(
     unique_queue: str,
 ) -> None:
     cs = servicebus_emulator.connection_string
-    connection = a_connection(
-        ServiceBusConnectionString=cs, QueueName=unique_queue, EnabledEvents=["Order.*"]
-    )
-    await services.connections.add(account, connection, services.clock())
+    await subscribe(services, account, cs, unique_queue, EnabledEvents=["Order.*"])
     result = cli(
         app_environment,
         "event",
@@ -91,6 +96,12 @@ async def test_event_publish_reaches_the_subscriber_through_the_app(
     assert got.correlation_id == event_id
     body = json.loads(body_of(got))
     assert body["Subject"] == "orders/1" and body["Data"] == {"OrderId": 1}
+
+    publish = ("event", "publish", "--account", account, "--key", "Order.Shipped", "--data", "-")
+    result = cli(app_environment, *publish, stdin='{"OrderId": 7}')
+    assert result.returncode == 0, result.stderr
+    [got] = await receive(cs, unique_queue, 1)
+    assert json.loads(body_of(got))["Data"] == {"OrderId": 7}
 
 
 def test_event_publish_refuses_bad_input(app_environment: dict[str, str], account: str) -> None:
@@ -126,13 +137,14 @@ async def test_event_publish_reads_a_400_kb_event_from_a_file(
     the subscriber's container through the claim check."""
     cs = servicebus_emulator.connection_string
     container = f"large-{uuid.uuid4().hex[:10]}"
-    connection = a_connection(
-        ServiceBusConnectionString=cs,
-        QueueName=unique_queue,
+    await subscribe(
+        services,
+        account,
+        cs,
+        unique_queue,
         BlobContainerName=container,
         BlobContainerConnectionString=storage_connection_string,
     )
-    await services.connections.add(account, connection, services.clock())
     data = {"Content": "x" * 400_000}
     (tmp_path / "event.json").write_text(json.dumps(data))
 
@@ -149,26 +161,6 @@ async def test_event_publish_reads_a_400_kb_event_from_a_file(
     async with ContainerClient.from_connection_string(storage_connection_string, container) as c:
         blob = await (await c.download_blob(reference["BlobName"])).readall()
     assert json.loads(blob)["Data"] == data
-
-
-async def test_event_publish_reads_data_from_stdin(
-    app_environment: dict[str, str],
-    api_host: str,
-    services: Services,
-    account: str,
-    servicebus_emulator: Emulator,
-    unique_queue: str,
-) -> None:
-    cs = servicebus_emulator.connection_string
-    connection = a_connection(ServiceBusConnectionString=cs, QueueName=unique_queue)
-    await services.connections.add(account, connection, services.clock())
-    publish = ("event", "publish", "--account", account, "--key", "Order.Shipped", "--data", "-")
-
-    result = cli(app_environment, *publish, stdin='{"OrderId": 7}')
-
-    assert result.returncode == 0, result.stderr
-    [got] = await receive(cs, unique_queue, 1)
-    assert json.loads(body_of(got))["Data"] == {"OrderId": 7}
 
 
 def test_event_publish_names_a_missing_or_invalid_data_file(
@@ -199,8 +191,7 @@ async def test_poison_replay_sends_well_formed_events_back_and_keeps_malformed_o
     unique_queue: str,
 ) -> None:
     cs = servicebus_emulator.connection_string
-    connection = a_connection(ServiceBusConnectionString=cs, QueueName=unique_queue)
-    await services.connections.add(account, connection, services.clock())
+    await subscribe(services, account, cs, unique_queue)
     # As the host leaves them: an event that failed five times, and a malformed one.
     event = new_event(account, "Order.Shipped", services.clock(), "orders/2")
     malformed = json.dumps({"EventId": uuid.uuid4().hex, "AccountId": account}).encode()
