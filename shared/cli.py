@@ -1,4 +1,5 @@
-"""Command line: `python -m shared.cli apikey create|list|revoke`, `event publish`, `purge`.
+"""Command line: `python -m shared.cli apikey create|list|revoke`, `event publish`, `purge`,
+`poison replay`.
 
 Reads the same settings as the app (the environment, else local.settings.json, else the
 sample's local defaults). The result a script wants is printed alone on the last line.
@@ -11,11 +12,15 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from shared.poison import REPLAYABLE, Replayed, replay
+from shared.retention import purge
 from shared.services import Services
 from shared.settings import Settings, load_local_settings
+from shared.storage.clients import POISON_SUFFIX
 
 Command = Callable[[Services, argparse.Namespace], Awaitable[int]]
 
@@ -80,6 +85,36 @@ async def event_publish(services: Services, args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_instant(text: str) -> datetime:
+    """An ISO 8601 date-time for `purge --now`; UTC when it has no offset."""
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date-time: {text!r}") from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+async def purge_command(services: Services, args: argparse.Namespace) -> int:
+    """`purge [--now ISO8601]`: the counts of records and bodies removed alone on the last line."""
+    now = args.now or services.clock()
+    result = await purge(services, now)
+    print(f"purge as of {now.isoformat()}: {result.describe()}")
+    print(f"{result.records_removed} {result.bodies_removed}")
+    return 0
+
+
+async def replay_command(services: Services, args: argparse.Namespace) -> int:
+    """`poison replay [--queue Q]`: how many went back alone on the last line."""
+    total = Replayed()
+    for queue in [args.queue] if args.queue else REPLAYABLE:
+        done = await replay(services, queue)
+        print(f"{queue}{POISON_SUFFIX}: {done.replayed} sent back to {queue}, {done.kept} kept")
+        total.replayed += done.replayed
+        total.kept += done.kept
+    print(total.replayed)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m shared.cli", description=__doc__)
     groups = root.add_subparsers(dest="group", required=True)
@@ -111,8 +146,6 @@ def parser() -> argparse.ArgumentParser:
     )
     publish.set_defaults(run=event_publish)
 
-    from shared.retention import parse_instant, purge_command
-
     purge = groups.add_parser(
         "purge",
         help="delete log records older than the retention; prints the records and "
@@ -124,8 +157,6 @@ def parser() -> argparse.ArgumentParser:
         help="ISO 8601 date-time to purge as of (default: now; no offset = UTC)",
     )
     purge.set_defaults(run=purge_command)
-
-    from shared.poison import REPLAYABLE, replay_command
 
     poison = groups.add_parser("poison", help="messages the host gave up on").add_subparsers(
         dest="action", required=True
