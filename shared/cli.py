@@ -146,28 +146,28 @@ def parser() -> argparse.ArgumentParser:
     )
     publish.set_defaults(run=event_publish)
 
-    purge = groups.add_parser(
+    purging = groups.add_parser(
         "purge",
         help="delete log records older than the retention; prints the records and "
         "bodies removed alone on the last line",
     )
-    purge.add_argument(
+    purging.add_argument(
         "--now",
         type=parse_instant,
         help="ISO 8601 date-time to purge as of (default: now; no offset = UTC)",
     )
-    purge.set_defaults(run=purge_command)
+    purging.set_defaults(run=purge_command)
 
     poison = groups.add_parser("poison", help="messages the host gave up on").add_subparsers(
         dest="action", required=True
     )
-    replay = poison.add_parser(
+    replaying = poison.add_parser(
         "replay",
         help="send well-formed poison messages back to their queue (malformed ones stay); "
         "prints how many were sent back alone on the last line",
     )
-    replay.add_argument("--queue", choices=REPLAYABLE, help="one queue (default: both)")
-    replay.set_defaults(run=replay_command)
+    replaying.add_argument("--queue", choices=REPLAYABLE, help="one queue (default: both)")
+    replaying.set_defaults(run=replay_command)
     return root
 
 
