@@ -49,8 +49,9 @@ Left out: sessions, subscriptions and filters, scheduled messages, receiving def
 messages, transactions, duplicate detection, entity management.
 
 One module per part: `codec` (the AMQP encoding done by hand), `store` (queues, locks, dead
-letters), `nodes` (`$cbs` and `$management` requests), `broker` (the AMQP peer) and
-`emulator` (the container in a thread, faults, the command line).
+letters), `nodes` (`$cbs` and `$management` requests), `reactor` (glue for proton's
+reactor), `broker` (the AMQP peer) and `emulator` (the container in a thread, faults, the
+command line).
 """
 
 from local.servicebus.emulator import (

@@ -7,12 +7,9 @@ import struct
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import wraps
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any
 
 from proton import (
-    Condition,
     Connection,
     Delivery,
     Endpoint,
@@ -32,6 +29,14 @@ from local.servicebus.nodes import (
     check_sas_token,
     management_reply,
 )
+from local.servicebus.reactor import (
+    LinkState,
+    TimerCall,
+    amqp_error,
+    conn_state,
+    guarded,
+    link_state,
+)
 from local.servicebus.store import Entity, Lock
 
 if TYPE_CHECKING:
@@ -47,68 +52,6 @@ logging.getLogger("proton").addFilter(
 )
 
 
-def _error(name: str, description: str) -> Condition:
-    # The SDK needs an info map on a rejected transfer; Service Bus sends a tracking id.
-    info: Any = {symbol("com.microsoft:tracking-id"): str(uuid.uuid4())}
-    return Condition(name, description, info)
-
-
-F = TypeVar("F", bound=Callable[..., None])
-
-
-def _guarded(method: F) -> F:
-    """An exception would end proton's event loop, and the emulator with it: log it and
-    drop the connection it came from instead."""
-
-    @wraps(method)
-    def run(self: Broker, event: Any) -> None:
-        try:
-            method(self, event)
-        except Exception:
-            log.exception("emulator error in %s", method.__name__)
-            transport = getattr(event, "transport", None)
-            if transport is not None:
-                transport.close_head()
-                transport.close_tail()
-
-    return cast(F, run)
-
-
-@dataclass
-class _ConnState:
-    authorized_until: float = 0.0
-    reply_links: dict[str, Link] = field(default_factory=dict)  # by node: $cbs, q/$management
-
-
-@dataclass
-class _LinkState:
-    node: str  # "$cbs", "<queue>/$management" or the entity's name
-    entity: Entity | None = None
-    peek_lock: bool = False
-
-
-# proton keeps attributes set on its objects with the C objects, so they outlive a wrapper.
-def _link_state(link: Link) -> _LinkState | None:
-    return getattr(link, "sb", None)
-
-
-def _conn_state(conn: Connection) -> _ConnState:
-    if getattr(conn, "sb", None) is None:
-        conn.sb = _ConnState()
-    return cast(_ConnState, conn.sb)
-
-
-class _Call(Handler):
-    """A timer's task (Container.schedule): run a function, guarded, on the reactor."""
-
-    def __init__(self, broker: Broker, fn: Callable[[], None]) -> None:
-        super().__init__()
-        self.broker, self.fn = broker, fn
-
-    def on_timer_task(self, event: Any) -> None:
-        self.broker.call(self.fn)
-
-
 class Broker(Handler):
     """Handles proton's events for one run of the container (one start() to stop())."""
 
@@ -119,13 +62,13 @@ class Broker(Handler):
         self.acceptor: Any = None
         self.connections: set[Connection] = set()
 
-    @_guarded
+    @guarded
     def call(self, fn: Callable[[], None]) -> None:
         fn()
 
     def schedule(self, seconds: float, fn: Callable[[], None]) -> None:
         assert self.container is not None
-        self.container.schedule(seconds, _Call(self, fn))
+        self.container.schedule(seconds, TimerCall(self, fn))
 
     # -- connection and session: accept what the client opens ---------------------------
 
@@ -133,30 +76,30 @@ class Broker(Handler):
         self.container = event.container
         self.schedule(1.0, self._expire_locks)
 
-    @_guarded
+    @guarded
     def on_connection_bound(self, event: Any) -> None:
         event.transport.sasl().allowed_mechs("ANONYMOUS")  # as with UseDevelopmentEmulator
         self.connections.add(event.connection)
 
-    @_guarded
+    @guarded
     def on_connection_remote_open(self, event: Any) -> None:
         event.connection.container = "servicebus-emulator"
         event.connection.open()
 
-    @_guarded
+    @guarded
     def on_session_remote_open(self, event: Any) -> None:
         event.session.open()
 
-    @_guarded
+    @guarded
     def on_session_remote_close(self, event: Any) -> None:
         event.session.close()
 
-    @_guarded
+    @guarded
     def on_connection_remote_close(self, event: Any) -> None:
         self._forget(event.connection)
         event.connection.close()
 
-    @_guarded
+    @guarded
     def on_transport_closed(self, event: Any) -> None:
         if event.connection is not None:
             self._forget(event.connection)
@@ -170,18 +113,18 @@ class Broker(Handler):
 
     # -- links --------------------------------------------------------------------------
 
-    @_guarded
+    @guarded
     def on_link_remote_open(self, event: Any) -> None:
         link: Link = event.link
         address = (link.remote_source if link.is_sender else link.remote_target).address or ""
         node = address.split("://", 1)[1].partition("/")[2] if "://" in address else address
         link.source.copy(link.remote_source)
         link.target.copy(link.remote_target)
-        conn = _conn_state(link.connection)
+        conn = conn_state(link.connection)
         if node == "$cbs" or node.lower().endswith(MGMT_SUFFIX):
             # A request/response node: requests come on one link, answers go out on the
             # other link of the same connection attached to the same address.
-            link.sb = _LinkState(node.lower())
+            link.sb = LinkState(node.lower())
             if link.is_sender:
                 conn.reply_links[node.lower()] = link
             link.open()
@@ -196,7 +139,7 @@ class Broker(Handler):
         if link.is_receiver:  # the client sends to us
             if entity.dead_letters is None:
                 return self._refuse(link, "amqp:not-allowed", "Cannot send to a dead-letter queue.")
-            link.sb = _LinkState(entity.name, entity)
+            link.sb = LinkState(entity.name, entity)
             size = self.emulator.max_message_size
             link.max_message_size = size  # the SDK's limit for a message...
             # ...and for a batch: Service Bus caps those at 1 MB where messages may be larger.
@@ -205,7 +148,7 @@ class Broker(Handler):
             link.flow(CREDIT)
         else:  # the client receives from us
             peek_lock = link.remote_snd_settle_mode != Link.SND_SETTLED
-            link.sb = _LinkState(entity.name, entity, peek_lock)
+            link.sb = LinkState(entity.name, entity, peek_lock)
             link.snd_settle_mode = link.remote_snd_settle_mode
             link.rcv_settle_mode = link.remote_rcv_settle_mode
             link.open()
@@ -216,29 +159,29 @@ class Broker(Handler):
         # error. The SDK never sees the link attached and raises the error's exception.
         (link.target if link.is_receiver else link.source).type = Terminus.UNSPECIFIED
         link.open()
-        link.condition = _error(name, description)
+        link.condition = amqp_error(name, description)
         link.close()
 
-    @_guarded
+    @guarded
     def on_link_remote_close(self, event: Any) -> None:
-        state = _link_state(event.link)
+        state = link_state(event.link)
         if state and state.entity and event.link in state.entity.consumers:
             state.entity.consumers.remove(event.link)
         event.link.close()
 
-    @_guarded
+    @guarded
     def on_link_flow(self, event: Any) -> None:
-        state = _link_state(event.link)
+        state = link_state(event.link)
         if event.link.is_sender and state and state.entity:
             self._pump(state.entity)
             if event.link.drain_mode:
                 event.link.drained()  # nothing more to send: give the credit back
 
-    @_guarded
+    @guarded
     def on_delivery(self, event: Any) -> None:
         link: Link = event.link
         dlv: Delivery = event.delivery
-        state = _link_state(link)
+        state = link_state(link)
         if state is None:
             return
         if link.is_sender:
@@ -282,7 +225,7 @@ class Broker(Handler):
         self._pump(entity)
 
     def _reject(self, dlv: Delivery, name: str, description: str) -> None:
-        dlv.local.condition = _error(name, description)
+        dlv.local.condition = amqp_error(name, description)
         dlv.update(Delivery.REJECTED)
         dlv.settle()
 
@@ -301,7 +244,7 @@ class Broker(Handler):
 
     def _deliver(self, link: Link, entity: Entity, msg: StoredMessage, now: float) -> None:
         msg.delivery_count += 1
-        state = _link_state(link)
+        state = link_state(link)
         if state is not None and state.peek_lock:
             token = uuid.uuid4().bytes  # the SDK reads the tag as the lock token
             until = now + self.emulator.lock_duration
@@ -316,7 +259,7 @@ class Broker(Handler):
             link.advance()
             dlv.settle()  # receive-and-delete: gone once sent
 
-    def _on_outcome(self, state: _LinkState, dlv: Delivery) -> None:
+    def _on_outcome(self, state: LinkState, dlv: Delivery) -> None:
         """The client settles a peek-locked message on its receiving link."""
         token: bytes | None = getattr(dlv, "sb", None)
         outcome, remote = dlv.remote_state, dlv.remote
@@ -386,7 +329,7 @@ class Broker(Handler):
         request.decode(payload)
         dlv.update(Delivery.ACCEPTED)
         dlv.settle()
-        conn = _conn_state(link.connection)
+        conn = conn_state(link.connection)
         if node == "$cbs":  # put-token
             expiry, why = check_sas_token(str(request.body or ""), self.emulator.key, time.time())
             conn.authorized_until = max(conn.authorized_until, float(expiry))
