@@ -24,7 +24,7 @@ def main() -> int:
     servicebus_port = int(os.environ.get("LOCAL_SERVICEBUS_PORT", "5672"))
     azurite = start_azurite(ports=AZURITE_PORTS, in_memory=False, location=ROOT / ".azurite")
     emulator = subprocess.Popen(
-        [sys.executable, "-m", "local.servicebus_emulator", "--host", "127.0.0.1",
+        [sys.executable, "-m", "local.servicebus", "--host", "127.0.0.1",
          "--port", str(servicebus_port)],
         cwd=ROOT, stdin=subprocess.PIPE,
     )  # fmt: skip

@@ -1,4 +1,5 @@
-"""Command line: `python -m shared.cli apikey create|list|revoke`, `event publish`, `purge`.
+"""Command line: `python -m shared.cli apikey create|list|revoke`, `event publish`, `purge`,
+`poison replay`.
 
 Reads the same settings as the app (the environment, else local.settings.json, else the
 sample's local defaults). The result a script wants is printed alone on the last line.
@@ -11,9 +12,15 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
+from shared.poison import REPLAYABLE, Replayed, replay
+from shared.retention import purge
 from shared.services import Services
 from shared.settings import Settings, load_local_settings
+from shared.storage.clients import POISON_SUFFIX
 
 Command = Callable[[Services, argparse.Namespace], Awaitable[int]]
 
@@ -45,17 +52,66 @@ async def apikey_revoke(services: Services, args: argparse.Namespace) -> int:
     return 0
 
 
+def event_data(value: str) -> Any:
+    """`--data` as curl reads it: inline JSON, `@file.json`, or `-` (also `@-`) for stdin.
+
+    A command-line argument holds at most 128 KB on Linux, so large events come by file.
+    Read while the arguments are parsed, so a missing file is reported before any storage
+    is touched.
+    """
+    source, text = "the value", value
+    try:
+        if value in ("-", "@-"):
+            source, text = "stdin", sys.stdin.read()
+        elif value.startswith("@"):
+            source = f"file {value[1:]}"
+            text = Path(value[1:]).read_text(encoding="utf-8")
+        return json.loads(text)
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"cannot read {source}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise argparse.ArgumentTypeError(f"{source} is not UTF-8 text: {e.reason}") from None
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"{source} is not JSON: {e}") from None
+
+
 async def event_publish(services: Services, args: argparse.Namespace) -> int:
     from shared.events import new_event
 
-    try:
-        data = json.loads(args.data) if args.data is not None else None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--data is not JSON: {e}") from None
-    event = new_event(args.account, args.key, services.clock(), args.subject, data)
+    event = new_event(args.account, args.key, services.clock(), args.subject, args.data)
     await services.publish(event)
     print(f"published {event.event_key} for account {event.account_id} to system-events:")
     print(event.event_id)
+    return 0
+
+
+def parse_instant(text: str) -> datetime:
+    """An ISO 8601 date-time for `purge --now`; UTC when it has no offset."""
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date-time: {text!r}") from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+async def purge_command(services: Services, args: argparse.Namespace) -> int:
+    """`purge [--now ISO8601]`: the counts of records and bodies removed alone on the last line."""
+    now = args.now or services.clock()
+    result = await purge(services, now)
+    print(f"purge as of {now.isoformat()}: {result.describe()}")
+    print(f"{result.records_removed} {result.bodies_removed}")
+    return 0
+
+
+async def replay_command(services: Services, args: argparse.Namespace) -> int:
+    """`poison replay [--queue Q]`: how many went back alone on the last line."""
+    total = Replayed()
+    for queue in [args.queue] if args.queue else REPLAYABLE:
+        done = await replay(services, queue)
+        print(f"{queue}{POISON_SUFFIX}: {done.replayed} sent back to {queue}, {done.kept} kept")
+        total.replayed += done.replayed
+        total.kept += done.kept
+    print(total.replayed)
     return 0
 
 
@@ -83,35 +139,35 @@ def parser() -> argparse.ArgumentParser:
     publish.add_argument("--account", required=True)
     publish.add_argument("--key", required=True, help="EventKey, e.g. Employee.Created")
     publish.add_argument("--subject")
-    publish.add_argument("--data", help="the event's Data, as JSON")
+    publish.add_argument(
+        "--data",
+        type=event_data,
+        help="the event's Data: JSON, or @file.json, or - to read it from stdin (as curl does)",
+    )
     publish.set_defaults(run=event_publish)
 
-    from shared.retention import parse_instant, purge_command
-
-    purge = groups.add_parser(
+    purging = groups.add_parser(
         "purge",
         help="delete log records older than the retention; prints the records and "
         "bodies removed alone on the last line",
     )
-    purge.add_argument(
+    purging.add_argument(
         "--now",
         type=parse_instant,
         help="ISO 8601 date-time to purge as of (default: now; no offset = UTC)",
     )
-    purge.set_defaults(run=purge_command)
-
-    from shared.poison import REPLAYABLE, replay_command
+    purging.set_defaults(run=purge_command)
 
     poison = groups.add_parser("poison", help="messages the host gave up on").add_subparsers(
         dest="action", required=True
     )
-    replay = poison.add_parser(
+    replaying = poison.add_parser(
         "replay",
         help="send well-formed poison messages back to their queue (malformed ones stay); "
         "prints how many were sent back alone on the last line",
     )
-    replay.add_argument("--queue", choices=REPLAYABLE, help="one queue (default: both)")
-    replay.set_defaults(run=replay_command)
+    replaying.add_argument("--queue", choices=REPLAYABLE, help="one queue (default: both)")
+    replaying.set_defaults(run=replay_command)
     return root
 
 

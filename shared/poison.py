@@ -19,8 +19,6 @@ from typing import TYPE_CHECKING, Any
 from shared.storage.clients import POISON_SUFFIX, RETRY_QUEUE, SYSTEM_EVENTS_QUEUE
 
 if TYPE_CHECKING:
-    import argparse
-
     from shared.services import Services
 
 log = logging.getLogger("shared.poison")
@@ -74,14 +72,3 @@ async def replay(services: Services, queue: str) -> Replayed:
         result.kept = len(kept)
         for message in kept.values():  # visible again, as they were found
             await poison.update_message(message, visibility_timeout=0)
-
-
-async def replay_command(services: Services, args: argparse.Namespace) -> int:
-    total = Replayed()
-    for queue in [args.queue] if args.queue else REPLAYABLE:
-        done = await replay(services, queue)
-        print(f"{queue}{POISON_SUFFIX}: {done.replayed} sent back to {queue}, {done.kept} kept")
-        total.replayed += done.replayed
-        total.kept += done.kept
-    print(total.replayed)
-    return 0

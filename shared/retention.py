@@ -21,14 +21,13 @@ MessageLog.delete_records), and each record is counted by the run that removed i
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from shared.events import EVENTS_PREFIX
@@ -181,24 +180,3 @@ class _Run:
             # Added after the await: `total += await ...` reads the total before awaiting and
             # would lose what the other workers added meanwhile.
             self.result.bodies_removed += removed
-
-
-# ------------------------------------------------------------------ command line
-
-
-def parse_instant(text: str) -> datetime:
-    """An ISO 8601 date-time for `purge --now`; UTC when it has no offset."""
-    try:
-        at = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 date-time: {text!r}") from None
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
-
-
-async def purge_command(services: Services, args: argparse.Namespace) -> int:
-    """`purge [--now ISO8601]`: the counts of records and bodies removed alone on the last line."""
-    now = args.now or services.clock()
-    result = await purge(services, now)
-    print(f"purge as of {now.isoformat()}: {result.describe()}")
-    print(f"{result.records_removed} {result.bodies_removed}")
-    return 0

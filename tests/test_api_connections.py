@@ -205,7 +205,7 @@ async def test_catalog_openapi_and_health(api: Api, api_host: str) -> None:
 def test_openapi_covers_every_http_function_of_the_app() -> None:
     import function_app
     from local.host import indexed_functions
-    from shared import openapi
+    from shared.api import openapi
 
     paths = openapi.document()["paths"]
     for function in indexed_functions(function_app.app):

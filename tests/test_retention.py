@@ -14,10 +14,11 @@ from datetime import timedelta
 
 import pytest
 
+from shared.cli import parse_instant, purge_command
 from shared.crypto import KeyRing
 from shared.events import EventStore, new_event
 from shared.models import MessageQuery, MessageStatus
-from shared.retention import TOMBSTONE_GRACE, PurgeResult, parse_instant, purge, purge_command
+from shared.retention import TOMBSTONE_GRACE, PurgeResult, purge
 from shared.services import Services
 from shared.storage.connections import ConnectionRepository, StoredConnection
 from shared.storage.messages import MAX_PROPERTY_CHARS, LoggedMessage, MessageLog, row_key

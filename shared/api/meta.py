@@ -30,7 +30,7 @@ async def list_events(call: Call) -> list[CatalogEntry]:
 @endpoint(bp, "GET", "v1/openapi.json", public=True)
 async def openapi_document(call: Call) -> func.HttpResponse:
     """This API as an OpenAPI 3 document (no API key needed)."""
-    from shared import openapi
+    from shared.api import openapi
 
     return func.HttpResponse(json.dumps(openapi.document()), mimetype="application/json")
 
@@ -38,7 +38,7 @@ async def openapi_document(call: Call) -> func.HttpResponse:
 @endpoint(bp, "GET", "v1/health", returns="Health", public=True, errors=(503,))
 async def health(call: Call) -> Health:
     """200 when the app's storage answers (no API key needed)."""
-    from shared import openapi
+    from shared.api import openapi
     from shared.models import Health
 
     try:

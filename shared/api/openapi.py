@@ -13,6 +13,7 @@ from shared.api.http import ENDPOINTS, JSON_TYPES, Endpoint, model
 
 VERSION = "1.0.0"
 _REF = "#/components/schemas/{model}"
+_BODY_TYPES = "A JSON object, with Content-Type " + " or ".join(JSON_TYPES)
 _ERROR_TITLES = {
     400: "Invalid input",
     401: "No or unknown API key",
@@ -56,9 +57,12 @@ def _operation(e: Endpoint, query_schemas: dict[str, Any]) -> dict[str, Any]:
         op["parameters"] = params
     if e.body:
         schema = {"$ref": _REF.format(model=e.body)}
+        # One media type only: generators given two with the same schema write broken code
+        # (openapi-python-client: an undefined `Unset`); the others are named in words.
         op["requestBody"] = {
             "required": True,
-            "content": {t: {"schema": schema} for t in JSON_TYPES},
+            "description": _BODY_TYPES,
+            "content": {JSON_TYPES[0]: {"schema": schema}},
         }
     ok: dict[str, Any] = {"description": "OK"}
     if e.returns is not None:

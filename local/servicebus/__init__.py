@@ -1,0 +1,65 @@
+"""A small local Azure Service Bus emulator: an AMQP 1.0 peer on python-qpid-proton.
+
+The official SDK (`azure-servicebus`, sync and `aio`) reaches it with the connection string
+`Endpoint=sb://127.0.0.1:5672;SharedAccessKeyName=RootManageSharedAccessKey;
+SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true` (one line), with which the SDK
+speaks plain AMQP and SASL ANONYMOUS to that port.
+
+    python -m local.servicebus --host 127.0.0.1 --port 5672 [--strict]
+        [--queue NAME ...] [--max-message-size BYTES] [--key KEY]
+        [--lock-duration SECONDS] [--refuse-sends SECONDS] [--delay-sends MS]
+
+listens on that address only and prints `listening on amqp://HOST:PORT` once ready.
+Faults are injected by lines on its standard input, each answered `ok COMMAND` (EOF is fine):
+`drop` (close every client connection now, as a network failure would), `refuse SECONDS`
+(reject sends with com.microsoft:server-busy; 0 ends it), `delay MS` (settle each send
+that late; 0 ends it), `outage SECONDS` (stop listening, drop everything, come back on
+the same port), `queue NAME` (create a queue, for --strict), `count NAME` (print how many
+messages a queue holds). In process, `Emulator` offers the same as methods.
+(`python -m local.servicebus_emulator`, the emulator's first name, does the same.)
+
+The AMQP flow, as the SDK drives it:
+1. SASL ANONYMOUS, open, begin: accepted as they come.
+2. CBS: the client attaches a sender to `$cbs` and a receiver from `$cbs`, then sends a
+   put-token request (no reply-to, a uuid message-id). The SAS token must be signed with
+   our key (HMAC-SHA256 of `sr` newline `se`) and unexpired. The answer goes out on the
+   client's `$cbs` receiving link: correlation-id = the request's message-id, application
+   properties `status-code` (202, or 401 which the SDK raises as
+   ServiceBusAuthenticationError) and `status-description`. Entity links on a
+   connection without an accepted token are refused (amqp:unauthorized-access).
+3. Sending: the client attaches a sender to an entity (a topic name behaves as a queue;
+   in strict mode an unknown one is refused with amqp:not-found). Our attach carries
+   `max-message-size`, which `create_message_batch()` reads. A transfer is Accepted
+   once stored, or Rejected with an error that carries an info map (without one the SDK
+   hangs): amqp:link:message-size-exceeded, com.microsoft:server-busy. An SDK batch
+   (message format 0x80013700) holds one encoded message per data section; each one
+   is stored as a message of its own.
+4. Receiving from `<queue>` or `<queue>/$deadletterqueue`, as far as the link's credit
+   goes. RECEIVE_AND_DELETE (snd-settle-mode settled): sent pre-settled and forgotten.
+   PEEK_LOCK: sent unsettled with a 16-byte delivery tag, the SDK's lock token, and
+   locked for `lock_duration`. The client's outcome decides: accepted = complete,
+   modified = abandon (defer if undeliverable-here), rejected = dead-letter, released =
+   give back; we settle echoing that outcome, which the SDK waits for. Abandons and
+   expired locks count as deliveries; after `max_delivery_count` the message is
+   dead-lettered (MaxDeliveryCountExceeded).
+5. `$management` (request/response as for CBS, with `statusCode`): renew-lock,
+   update-disposition (settling by lock token, e.g. after a reconnect), peek-message.
+
+Left out: sessions, subscriptions and filters, scheduled messages, receiving deferred
+messages, transactions, duplicate detection, entity management.
+
+One module per part: `codec` (the AMQP encoding done by hand), `store` (queues, locks, dead
+letters), `nodes` (`$cbs` and `$management` requests), `reactor` (glue for proton's
+reactor), `broker` (the AMQP peer) and `emulator` (the container in a thread, faults, the
+command line).
+"""
+
+from local.servicebus.emulator import (
+    DEFAULT_KEY,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    KEY_NAME,
+    Emulator,
+    main,
+)
+
+__all__ = ["DEFAULT_KEY", "DEFAULT_MAX_MESSAGE_SIZE", "KEY_NAME", "Emulator", "main"]
