@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from enum import IntEnum
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import (
@@ -26,6 +26,9 @@ from pydantic import (
 from pydantic.alias_generators import to_pascal
 
 from shared import catalog, connstrings
+
+if TYPE_CHECKING:
+    from shared.endpoints import EndpointRule
 
 
 def iso_utc(value: datetime) -> str:
@@ -76,6 +79,13 @@ def error_map(error: ValidationError) -> dict[str, list[str]]:
 
 
 # ---------------------------------------------------------------- connections
+
+
+def _endpoint_rule(info: ValidationInfo) -> EndpointRule | None:
+    """The endpoint rule the API validates a request body with (models built in code, from
+    data already checked, have none)."""
+    return (info.context or {}).get("endpoints")
+
 
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9._\-/]{1,260}$")
 _CONTAINER_NAME = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
@@ -131,8 +141,10 @@ class ConnectionInput(ApiModel):
 
     @field_validator("service_bus_connection_string")
     @classmethod
-    def _service_bus_connection_string(cls, value: str) -> str:
-        connstrings.check_service_bus(value)
+    def _service_bus_connection_string(cls, value: str, info: ValidationInfo) -> str:
+        parts = connstrings.check_service_bus(value)
+        if rule := _endpoint_rule(info):
+            rule.check_service_bus(parts)
         return value
 
     @field_validator("queue_name")
@@ -149,9 +161,11 @@ class ConnectionInput(ApiModel):
 
     @field_validator("blob_container_connection_string")
     @classmethod
-    def _storage_connection_string(cls, value: str | None) -> str | None:
+    def _storage_connection_string(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None:
-            connstrings.check_storage(value)
+            parts = connstrings.check_storage(value)
+            if rule := _endpoint_rule(info):
+                rule.check_storage(parts)
         return value
 
     @field_validator("blob_container_name")

@@ -19,6 +19,7 @@ from typing import Any
 
 from shared.dispatch.coalesce import Coalescer
 from shared.dispatch.outgoing import Outgoing
+from shared.endpoints import DEFAULT_GUARD, ConnectGuard, public_message
 
 log = logging.getLogger("shared.dispatch")
 
@@ -54,6 +55,7 @@ _CONFIGURATION = {
     "ResourceNotFoundError",
     "ValueError",
     "TypeError",
+    "EndpointRefused",
 }
 _SECRET_PATTERNS = re.compile(
     r"(sig=|SharedAccessKey=|AccountKey=|SharedAccessSignature=)[^;&\s\"']+", re.IGNORECASE
@@ -69,7 +71,7 @@ def classify(error: BaseException, secrets: Sequence[str] = ()) -> DeliveryError
         category = "Configuration"
     else:
         category = "Transient"
-    return DeliveryError(category, type(error).__name__, scrub(str(error) or repr(error), secrets))
+    return DeliveryError(category, type(error).__name__, scrub(public_message(error), secrets))
 
 
 def scrub(text: str, secrets: Sequence[str] = ()) -> str:
@@ -83,9 +85,12 @@ def scrub(text: str, secrets: Sequence[str] = ()) -> str:
 class QueueSender:
     """The one sender of a connection string and queue, sending what it is given in batches."""
 
-    def __init__(self, connection_string: str, queue: str) -> None:
+    def __init__(
+        self, connection_string: str, queue: str, guard: ConnectGuard = DEFAULT_GUARD
+    ) -> None:
         self._connection_string = connection_string
         self._queue = queue
+        self._guard = guard
         self._client: Any = None
         self._sender: Any = None
         self._coalescer: Coalescer[Outgoing] = Coalescer(self._flush, most=BATCH_MOST)
@@ -104,6 +109,7 @@ class QueueSender:
         if self._sender is None:
             from azure.servicebus.aio import ServiceBusClient
 
+            await self._guard.check_service_bus(self._connection_string)
             self._client = ServiceBusClient.from_connection_string(
                 self._connection_string, retry_total=1, retry_backoff_factor=0.5
             )
