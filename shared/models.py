@@ -136,7 +136,9 @@ class ConnectionInput(ApiModel):
         description="Event keys, `Prefix.*` or `*`. Empty: the connection gets nothing.",
     )
     advanced_settings: dict[str, EventSettings] = Field(
-        default_factory=dict, description="Per enabled event key (or pattern) settings."
+        default_factory=dict,
+        max_length=100,
+        description="Per enabled event key (or pattern) settings.",
     )
 
     @field_validator("service_bus_connection_string")
@@ -257,6 +259,9 @@ class MessagePage(ApiModel):
     total_hits: int
 
 
+MAX_LISTED = 50_000  # the deepest row a listing reaches (Page * PageSize)
+
+
 class MessageQuery(ApiModel):
     """Query string of the message listing (lax types: query values arrive as text)."""
 
@@ -264,8 +269,20 @@ class MessageQuery(ApiModel):
 
     since: AwareDatetime | None = Field(None, description="Only messages sent after this.")
     only_failed: bool = False
-    page: int = Field(1, ge=1, le=1_000_000)
+    page: int = Field(
+        1, ge=1, le=MAX_LISTED, description=f"Page * PageSize is at most {MAX_LISTED}."
+    )
     page_size: int = Field(100, ge=1, le=500)
+
+    @field_validator("page_size")
+    @classmethod
+    def _window_is_bounded(cls, value: int, info: ValidationInfo) -> int:
+        # Each page counts and skips the rows before it: deep pages would scan the whole log.
+        if info.data.get("page", 1) * value > MAX_LISTED:
+            raise ValueError(
+                f"Page * PageSize is at most {MAX_LISTED}; use Since to reach older messages"
+            )
+        return value
 
     @field_validator("since", mode="before")
     @classmethod

@@ -49,7 +49,7 @@ class Services:
             connections=ConnectionRepository(await storage.table(clients.CONNECTIONS_TABLE), keys),
             api_keys=ApiKeyRepository(await storage.table(clients.API_KEYS_TABLE)),
             messages=MessageLog(await storage.table(clients.MESSAGES_TABLE), bodies),
-            events=EventStore(bodies),
+            events=EventStore(bodies, settings.limits.event_bytes),
             clock=clock,
         )
 

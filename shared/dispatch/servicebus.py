@@ -175,16 +175,19 @@ class SenderPool:
     """QueueSenders by connection string and queue; a changed connection string makes a new
     one, and the least recently used are closed beyond the cap."""
 
-    def __init__(self, max_senders: int = MAX_CACHED_SENDERS) -> None:
+    def __init__(
+        self, max_senders: int = MAX_CACHED_SENDERS, guard: ConnectGuard = DEFAULT_GUARD
+    ) -> None:
         self._senders: OrderedDict[tuple[str, str], QueueSender] = OrderedDict()
         self._max = max_senders
+        self._guard = guard
 
     def get(self, connection_string: str, queue: str) -> QueueSender:
         key = (connection_string, queue)
         sender = self._senders.get(key)
         if sender is None:
             self._evict()
-            sender = self._senders[key] = QueueSender(connection_string, queue)
+            sender = self._senders[key] = QueueSender(connection_string, queue, self._guard)
         self._senders.move_to_end(key)
         return sender
 
