@@ -188,9 +188,9 @@ class ConnectionInput(ApiModel):
     @classmethod
     def _enabled_events(cls, values: list[str]) -> list[str]:
         canonical = [catalog.canonical_entry(v) for v in values]
-        unknown = [v for v, c in zip(values, canonical, strict=True) if c is None]
-        if unknown:
-            raise ValueError(f"unknown event key or pattern: {', '.join(unknown)}")
+        unknown = [str(i) for i, c in enumerate(canonical) if c is None]
+        if unknown:  # named by position: input is never echoed (it may hold anything)
+            raise ValueError(f"not an event key or pattern of the catalog: [{', '.join(unknown)}]")
         return list(dict.fromkeys(c for c in canonical if c))
 
     @field_validator("advanced_settings")
@@ -199,12 +199,12 @@ class ConnectionInput(ApiModel):
         cls, value: dict[str, EventSettings], info: ValidationInfo
     ) -> dict[str, EventSettings]:
         enabled: list[str] = info.data.get("enabled_events", [])
-        for key in value:
+        for number, key in enumerate(value):
             named = key in enabled or (
                 key in catalog.catalog() and any(catalog.matches(p, key) for p in enabled)
             )
-            if not named:
-                raise ValueError(f"{key!r} is not an enabled event key or pattern")
+            if not named:  # named by position: input is never echoed
+                raise ValueError(f"entry {number} is not an enabled event key or pattern")
         return value
 
     def fields_holding_mask(self) -> list[str]:
