@@ -319,3 +319,19 @@ async def test_a_masked_secret_does_not_follow_a_moved_endpoint(
     status, tested = await api.call("POST", f"{PATH}/{created['Uid']}/test")
     assert status == 200 and tested["Status"] == 1  # still to the emulator
     assert listener.received == []
+
+
+# ------------------------------------------------------------ where the setting lives
+
+
+def test_local_settings_allow_local_endpoints_and_infra_never_does() -> None:
+    from shared.settings import ROOT, SAMPLE_SETTINGS, allow_local_endpoints, load_local_settings
+
+    environ: dict[str, str] = {}
+    load_local_settings(ROOT / SAMPLE_SETTINGS, environ)
+    assert allow_local_endpoints(environ)
+    assert not allow_local_endpoints({}) and not allow_local_endpoints({"X": "true"})
+    infra = [p for p in (ROOT / "infra").rglob("*") if p.suffix in (".bicep", ".json")]
+    assert infra
+    for path in infra:
+        assert "ALLOW_LOCAL_ENDPOINTS" not in path.read_text(encoding="utf-8"), path

@@ -230,3 +230,19 @@ def test_buckets_forget_the_least_recent_beyond_their_bound() -> None:
         assert buckets.take(f"client-{n}") == 0
     assert len(buckets) == 100
     assert buckets.take("client-19999") > 0 and buckets.waiting("client-0") == 0
+
+
+async def test_only_known_keys_are_cached_and_never_more_than_the_bound(
+    services: Services, account: str
+) -> None:
+    from shared.storage.apikeys import ApiKeyRepository
+
+    keys = ApiKeyRepository(services.api_keys._table)
+    keys.CACHE_MOST = 2
+    for _ in range(20):
+        assert await keys.account_of(f"sbd_{uuid.uuid4().hex}") is None
+    assert len(keys._cache) == 0
+    made = [(await keys.create(account, NOW))[0] for _ in range(3)]
+    for key in made:
+        assert await keys.account_of(f"Bearer {key}") == account
+    assert len(keys._cache) == 2
