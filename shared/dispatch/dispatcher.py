@@ -20,6 +20,7 @@ from shared.dispatch import outgoing
 from shared.dispatch.claimcheck import ClaimCheckStore
 from shared.dispatch.coalesce import Coalescer
 from shared.dispatch.servicebus import DeliveryError, SenderPool, TooLarge, classify
+from shared.endpoints import ConnectGuard
 from shared.events import DeliveryRetry, encode_queue_message
 from shared.models import Message, MessageStatus, SystemEvent
 from shared.storage.messages import LoggedMessage
@@ -64,8 +65,9 @@ class Dispatcher:
         retry_delays: tuple[float, ...],
     ) -> None:
         self.services = services
-        self.senders = SenderPool()
-        self.claims = ClaimCheckStore()
+        guard = ConnectGuard(services.settings.allow_local_endpoints)  # issue 13
+        self.senders = SenderPool(guard=guard)
+        self.claims = ClaimCheckStore(guard)
         self.events = services.events
         self._retry_queue = retry_queue
         self._retry_delays = retry_delays
