@@ -39,8 +39,7 @@ class Buckets:
         """0 when a request may go now; else the seconds until it may (nothing taken)."""
         now = self._clock()
         bucket = self._buckets.get(name) or _Bucket(float(self._burst), now)
-        bucket.tokens = min(self._burst, bucket.tokens + (now - bucket.at) * self._rate)
-        bucket.at = now
+        bucket.tokens, bucket.at = self._tokens(bucket, now), now
         self._buckets[name] = bucket
         self._buckets.move_to_end(name)
         while len(self._buckets) > self._most:
@@ -48,15 +47,21 @@ class Buckets:
         if bucket.tokens >= 1:
             bucket.tokens -= 1
             return 0.0
-        return (1 - bucket.tokens) / self._rate if self._rate > 0 else 3600.0
+        return self._wait(bucket.tokens)
 
     def waiting(self, name: str) -> float:
         """Like take, without taking: how long `name` must wait before its next try."""
         bucket = self._buckets.get(name)
         if bucket is None:
             return 0.0
-        tokens = min(self._burst, bucket.tokens + (self._clock() - bucket.at) * self._rate)
-        return 0.0 if tokens >= 1 else (1 - tokens) / self._rate if self._rate > 0 else 3600.0
+        tokens = self._tokens(bucket, self._clock())
+        return 0.0 if tokens >= 1 else self._wait(tokens)
+
+    def _tokens(self, bucket: _Bucket, now: float) -> float:
+        return min(self._burst, bucket.tokens + (now - bucket.at) * self._rate)
+
+    def _wait(self, tokens: float) -> float:
+        return (1 - tokens) / self._rate if self._rate > 0 else 3600.0
 
     def __len__(self) -> int:
         return len(self._buckets)
