@@ -331,7 +331,7 @@ def test_local_settings_allow_local_endpoints_and_infra_never_does() -> None:
     load_local_settings(ROOT / SAMPLE_SETTINGS, environ)
     assert allow_local_endpoints(environ)
     assert not allow_local_endpoints({}) and not allow_local_endpoints({"X": "true"})
-    infra = [p for p in (ROOT / "infra").rglob("*") if p.suffix in (".bicep", ".json")]
+    infra = [p for p in (ROOT / "infra").rglob("*") if p.suffix in (".bicep", ".json", ".sh")]
     assert infra
     for path in infra:
         assert "ALLOW_LOCAL_ENDPOINTS" not in path.read_text(encoding="utf-8"), path
