@@ -29,7 +29,7 @@ from typing import Any
 from local.azurite import Azurite, free_port, start_azurite
 from local.process import HostProcess, start_host_process
 from shared.crypto import KeyRing
-from shared.settings import Settings, StorageTarget
+from shared.settings import Limits, Settings, StorageTarget
 from shared.storage.clients import KEEPALIVE_SECONDS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -314,11 +314,18 @@ def azurite_transport() -> Any:
     return AioHttpTransport(session=aiohttp.ClientSession(connector=connector), session_owner=True)
 
 
+# Benchmarks measure the app, not its rate limits: one key sends everything.
+RATES_OFF = {"request_burst": 10**9, "send_burst": 10**9, "failed_keys_per_minute": 10**9}
+UNLIMITED_RATES = Limits(**RATES_OFF)
+
+
 def app_settings(storage_connection_string: str, keys: str) -> Settings:
     """The app's settings as the functions read them, for a benchmark that wires Services."""
     return Settings(
         storage=StorageTarget(connection_string=storage_connection_string),
         encryption_keys=keys,
+        allow_local_endpoints=True,  # the emulator and Azurite listen on loopback
+        limits=UNLIMITED_RATES,
     )
 
 
@@ -328,7 +335,12 @@ def new_keys() -> str:
 
 def app_environment(storage_connection_string: str, keys: str) -> dict[str, str]:
     """The same settings as environment variables, for a host process."""
-    return {"AzureWebJobsStorage": storage_connection_string, "ENCRYPTION_KEYS": keys}
+    return {
+        "AzureWebJobsStorage": storage_connection_string,
+        "ENCRYPTION_KEYS": keys,
+        "ALLOW_LOCAL_ENDPOINTS": "true",
+        **{f"LIMIT_{name.upper()}": str(value) for name, value in RATES_OFF.items()},
+    }
 
 
 # ---------------------------------------------------------------- data

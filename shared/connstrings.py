@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 MASK = "***"
 
@@ -28,6 +29,20 @@ _STORAGE_KEYS = {
     "developmentstorageproxyuri": "DevelopmentStorageProxyUri",
 }
 SECRET_PARTS = frozenset({"SharedAccessKey", "SharedAccessSignature", "AccountKey"})
+# The parts that say where a secret is sent: `***` keeps a stored secret only if all are unchanged.
+DESTINATION_PARTS = (
+    "Endpoint",
+    "UseDevelopmentEmulator",
+    "DefaultEndpointsProtocol",
+    "AccountName",
+    "EndpointSuffix",
+    "BlobEndpoint",
+    "QueueEndpoint",
+    "TableEndpoint",
+    "FileEndpoint",
+    "UseDevelopmentStorage",
+    "DevelopmentStorageProxyUri",
+)
 _SB_ENDPOINT = re.compile(r"^sb://[A-Za-z0-9.-]+(:\d{1,5})?/?$")
 _HTTP_ENDPOINT = re.compile(r"^https?://[^\s;]+$")
 
@@ -39,11 +54,14 @@ class ConnectionStringError(ValueError):
 def parse(value: str, known: dict[str, str]) -> dict[str, str]:
     """`Key=Value;...` into a dict with canonical key names; values may hold `=`."""
     parts: dict[str, str] = {}
-    for segment in filter(None, (s.strip() for s in value.split(";"))):
+    segments = filter(None, (s.strip() for s in value.split(";")))
+    for number, segment in enumerate(segments, 1):
         key, sep, part = segment.partition("=")
         canonical = known.get(key.strip().lower())
-        if not sep or not canonical:
-            raise ConnectionStringError(f"unknown or malformed part {key.strip()!r}")
+        if not sep or not canonical:  # never echoed: a mistyped part may hold a secret
+            raise ConnectionStringError(
+                f"part {number} is not Name=Value with a known Name ({', '.join(known.values())})"
+            )
         if canonical in parts:
             raise ConnectionStringError(f"{canonical} appears twice")
         parts[canonical] = part.strip()
@@ -59,7 +77,7 @@ def render(parts: dict[str, str]) -> str:
     return ";".join(f"{k}={v}" for k, v in parts.items())
 
 
-def _is_true(value: str | None) -> bool:
+def is_true(value: str | None) -> bool:
     return (value or "").lower() == "true"
 
 
@@ -90,13 +108,18 @@ def entity_path(value: str | None) -> str | None:
 
 def check_storage(value: str) -> dict[str, str]:
     parts = parse(value, _STORAGE_KEYS)
-    if _is_true(parts.get("UseDevelopmentStorage")):
+    if is_true(parts.get("UseDevelopmentStorage")):
         return parts
     if any(not v for v in parts.values()):
         raise ConnectionStringError("every part needs a value")
     for name in ("BlobEndpoint", "QueueEndpoint", "TableEndpoint", "FileEndpoint"):
         if name in parts and not _HTTP_ENDPOINT.match(parts[name]):
             raise ConnectionStringError(f"{name} must be an http(s) URL")
+        if name in parts and _hides_secrets(parts[name]):
+            raise ConnectionStringError(
+                f"{name} takes no query string, fragment or user info "
+                "(put a signature in SharedAccessSignature)"
+            )
     protocol = parts.get("DefaultEndpointsProtocol", "https").lower()
     if protocol not in ("http", "https"):
         raise ConnectionStringError("DefaultEndpointsProtocol must be http or https")
@@ -109,6 +132,11 @@ def check_storage(value: str) -> dict[str, str]:
     return parts
 
 
+def _hides_secrets(url: str) -> bool:
+    split = urlsplit(url)
+    return bool(split.query or split.fragment or "@" in split.netloc or "?" in url or "#" in url)
+
+
 def mask(parts: dict[str, str]) -> str:
     return render({k: MASK if k in SECRET_PARTS else v for k, v in parts.items()})
 
@@ -116,9 +144,21 @@ def mask(parts: dict[str, str]) -> str:
 def restore_masked(parts: dict[str, str], stored: dict[str, str] | None) -> dict[str, str]:
     """Put the stored secret back where a client sent the mask (`***`) it was shown."""
     restored = dict(parts)
+    masked = [name for name, value in parts.items() if value == MASK]
+    if masked and stored is not None:
+        moved = [n for n in DESTINATION_PARTS if _destination(parts, n) != _destination(stored, n)]
+        if moved:
+            raise ConnectionStringError(
+                f"{', '.join(moved)} changed, so the stored {', '.join(masked)} is not sent "
+                f"there: send the secret itself instead of {MASK}"
+            )
     for name, value in parts.items():
         if value == MASK:
             if not stored or not stored.get(name):
                 raise ConnectionStringError(f"{name} is {MASK} but no secret is stored for it")
             restored[name] = stored[name]
     return restored
+
+
+def _destination(parts: dict[str, str], name: str) -> str:
+    return parts.get(name, "").strip().lower().rstrip("/")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from shared.models import ApiModel, SystemEvent
+from shared.settings import Limits
 
 if TYPE_CHECKING:
     from azure.storage.blob.aio import ContainerClient
@@ -29,6 +30,10 @@ class MalformedEvent(ValueError):
     """Not valid JSON, or a required field missing or wrong: never worth retrying."""
 
 
+class EventTooLarge(ValueError):
+    """An event over the size limit (LIMIT_EVENT_BYTES): refused before it is queued."""
+
+
 def encode_queue_message(payload: bytes) -> str:
     return base64.b64encode(payload).decode()
 
@@ -36,13 +41,16 @@ def encode_queue_message(payload: bytes) -> str:
 class EventStore:
     """Turns events into queue message payloads and back, offloading large ones to blobs."""
 
-    def __init__(self, bodies: ContainerClient) -> None:
+    def __init__(self, bodies: ContainerClient, max_bytes: int = Limits.event_bytes) -> None:
         self._bodies = bodies
+        self.max_bytes = max_bytes  # the largest event (its JSON) the app takes
 
     async def to_payload(self, event: SystemEvent) -> dict[str, Any]:
         """The event inline, or a pointer to the blob holding it when it is large."""
         text = event.to_json()
         raw = json.dumps(text, separators=(",", ":")).encode()
+        if len(raw) > self.max_bytes:
+            raise EventTooLarge(f"the event is {len(raw)} bytes; at most {self.max_bytes}")
         if len(raw) <= INLINE_LIMIT:
             return text
         # Named by the event: its retries point at the same blob instead of adding copies.
@@ -61,6 +69,8 @@ class EventStore:
             if not name.startswith(EVENTS_PREFIX):
                 raise MalformedEvent("EventBlob must name a stored event")
             stream = await self._bodies.download_blob(name)
+            if (stream.size or 0) > self.max_bytes:
+                raise MalformedEvent(f"the stored event is larger than {self.max_bytes} bytes")
             payload = json.loads(await stream.readall())
         try:
             return SystemEvent.model_validate(payload)

@@ -10,7 +10,7 @@ import json
 import re
 from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import (
@@ -27,6 +27,9 @@ from pydantic import (
 from pydantic.alias_generators import to_pascal
 
 from shared import catalog, connstrings
+
+if TYPE_CHECKING:
+    from shared.endpoints import EndpointRule
 
 
 def iso_utc(value: datetime) -> str:
@@ -78,6 +81,13 @@ def error_map(error: ValidationError) -> dict[str, list[str]]:
 
 # ---------------------------------------------------------------- connections
 
+
+def _endpoint_rule(info: ValidationInfo) -> EndpointRule | None:
+    """The endpoint rule the API validates a request body with (models built in code, from
+    data already checked, have none)."""
+    return (info.context or {}).get("endpoints")
+
+
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9._\-/]{1,260}$")
 _CONTAINER_NAME = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
 
@@ -127,13 +137,17 @@ class ConnectionInput(ApiModel):
         description="Event keys, `Prefix.*` or `*`. Empty: the connection gets nothing.",
     )
     advanced_settings: dict[str, EventSettings] = Field(
-        default_factory=dict, description="Per enabled event key (or pattern) settings."
+        default_factory=dict,
+        max_length=100,
+        description="Per enabled event key (or pattern) settings.",
     )
 
     @field_validator("service_bus_connection_string")
     @classmethod
-    def _service_bus_connection_string(cls, value: str) -> str:
-        connstrings.check_service_bus(value)
+    def _service_bus_connection_string(cls, value: str, info: ValidationInfo) -> str:
+        parts = connstrings.check_service_bus(value)
+        if rule := _endpoint_rule(info):
+            rule.check_service_bus(parts)
         return value
 
     @field_validator("queue_name")
@@ -150,9 +164,11 @@ class ConnectionInput(ApiModel):
 
     @field_validator("blob_container_connection_string")
     @classmethod
-    def _storage_connection_string(cls, value: str | None) -> str | None:
+    def _storage_connection_string(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None:
-            connstrings.check_storage(value)
+            parts = connstrings.check_storage(value)
+            if rule := _endpoint_rule(info):
+                rule.check_storage(parts)
         return value
 
     @field_validator("blob_container_name")
@@ -173,9 +189,9 @@ class ConnectionInput(ApiModel):
     @classmethod
     def _enabled_events(cls, values: list[str]) -> list[str]:
         canonical = [catalog.canonical_entry(v) for v in values]
-        unknown = [v for v, c in zip(values, canonical, strict=True) if c is None]
-        if unknown:
-            raise ValueError(f"unknown event key or pattern: {', '.join(unknown)}")
+        unknown = [str(i) for i, c in enumerate(canonical) if c is None]
+        if unknown:  # named by position: input is never echoed (it may hold anything)
+            raise ValueError(f"not an event key or pattern of the catalog: [{', '.join(unknown)}]")
         return list(dict.fromkeys(c for c in canonical if c))
 
     @field_validator("advanced_settings")
@@ -184,12 +200,12 @@ class ConnectionInput(ApiModel):
         cls, value: dict[str, EventSettings], info: ValidationInfo
     ) -> dict[str, EventSettings]:
         enabled: list[str] = info.data.get("enabled_events", [])
-        for key in value:
+        for number, key in enumerate(value):
             named = key in enabled or (
                 key in catalog.catalog() and any(catalog.matches(p, key) for p in enabled)
             )
-            if not named:
-                raise ValueError(f"{key!r} is not an enabled event key or pattern")
+            if not named:  # named by position: input is never echoed
+                raise ValueError(f"entry {number} is not an enabled event key or pattern")
         return value
 
     def fields_holding_mask(self) -> list[str]:
@@ -292,6 +308,9 @@ class MessagePage(ApiModel):
     total_hits: int
 
 
+MAX_LISTED = 50_000  # the deepest row a listing reaches (Page * PageSize)
+
+
 class MessageQuery(ApiModel):
     """Query string of the message listing (lax types: query values arrive as text)."""
 
@@ -299,8 +318,20 @@ class MessageQuery(ApiModel):
 
     since: AwareDatetime | None = Field(None, description="Only messages sent after this.")
     only_failed: bool = False
-    page: int = Field(1, ge=1, le=1_000_000)
+    page: int = Field(
+        1, ge=1, le=MAX_LISTED, description=f"Page * PageSize is at most {MAX_LISTED}."
+    )
     page_size: int = Field(100, ge=1, le=500)
+
+    @field_validator("page_size")
+    @classmethod
+    def _window_is_bounded(cls, value: int, info: ValidationInfo) -> int:
+        # Each page counts and skips the rows before it: deep pages would scan the whole log.
+        if info.data.get("page", 1) * value > MAX_LISTED:
+            raise ValueError(
+                f"Page * PageSize is at most {MAX_LISTED}; use Since to reach older messages"
+            )
+        return value
 
     @field_validator("since", mode="before")
     @classmethod

@@ -51,7 +51,7 @@ class Services:
             connections=ConnectionRepository(await storage.table(clients.CONNECTIONS_TABLE), keys),
             api_keys=ApiKeyRepository(await storage.table(clients.API_KEYS_TABLE)),
             messages=MessageLog(await storage.table(clients.MESSAGES_TABLE), bodies),
-            events=EventStore(bodies),
+            events=EventStore(bodies, settings.limits.event_bytes),
             clock=clock,
         )
 
@@ -68,6 +68,7 @@ class Services:
         # the cold start of HTTP-only workers.
         from shared.dispatch.dispatcher import Dispatcher
         from shared.dispatch.retries import RetryScheduler
+        from shared.endpoints import ConnectGuard
         from shared.storage import clients
 
         retries = RetryScheduler(
@@ -81,6 +82,7 @@ class Services:
             retries=retries,
             clock=self.clock,
             connection_cache_seconds=self.settings.connection_cache_seconds,
+            guard=ConnectGuard(self.settings.allow_local_endpoints),
         )
 
     async def publish(self, event: SystemEvent) -> None:

@@ -6,7 +6,7 @@ import json
 import logging
 import os
 from collections.abc import MutableMapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,61 @@ class StorageTarget:
         return target
 
 
+ALLOW_LOCAL_SETTING = "ALLOW_LOCAL_ENDPOINTS"
+
+
+def allow_local_endpoints(environ: MutableMapping[str, str] | None = None) -> bool:
+    """`ALLOW_LOCAL_ENDPOINTS=true`: local development and tests only; Azure never sets it."""
+    environ = os.environ if environ is None else environ
+    return environ.get(ALLOW_LOCAL_SETTING, "").strip().lower() == "true"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one tenant can make the app store or do; each is an app setting `LIMIT_<NAME>`."""
+
+    body_bytes: int = 64 * 1024
+    connections_per_account: int = 100
+    # Requests per API key: a bucket of `burst` refilled at `per_second`.
+    requests_per_second: float = 20.0
+    request_burst: int = 100
+    # POST .../test and .../retry each send a message: stricter.
+    sends_per_second: float = 1.0
+    send_burst: int = 10
+    # Unknown keys per client address before it must wait (no table read while it waits).
+    failed_keys_per_minute: int = 10
+    failed_key_clients: int = 10_000  # LRU of client addresses seen with a bad key
+    # An event's JSON on system-events / `event publish`: large enough for claim checks (a
+    # Standard queue takes 256 KB), small enough that fan-out to 100 connections stays bounded.
+    event_bytes: int = 1024 * 1024
+
+    @classmethod
+    def from_environment(cls, environ: MutableMapping[str, str] | None = None) -> Limits:
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, default in vars(cls()).items():
+            if (text := environ.get(f"LIMIT_{name.upper()}")) is not None:
+                values[name] = type(default)(text)
+        return cls(**values)
+
+
+# The Service Bus and Storage clouds (public, US Gov, China); an operator adds a sovereign or
+# private-link suffix with SERVICEBUS_SUFFIXES / STORAGE_SUFFIXES (comma separated).
+SERVICEBUS_SUFFIXES = (
+    "servicebus.windows.net",
+    "servicebus.usgovcloudapi.net",
+    "servicebus.chinacloudapi.cn",
+)
+STORAGE_SUFFIXES = ("core.windows.net", "core.usgovcloudapi.net", "core.chinacloudapi.cn")
+
+
+def _suffixes(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    text = os.environ.get(name)
+    if not text:
+        return default
+    return tuple(s.strip().lower().strip(".") for s in text.split(",") if s.strip())
+
+
 @dataclass(frozen=True)
 class Settings:
     storage: StorageTarget
@@ -82,6 +137,10 @@ class Settings:
     connection_cache_seconds: float = 5.0
     # CONTRACT section 5: retries after about 30 s, 2 min, 10 min, 1 h, 6 h (6 attempts in all).
     retry_delays_seconds: tuple[float, ...] = (30, 120, 600, 3600, 6 * 3600)
+    allow_local_endpoints: bool = False
+    servicebus_suffixes: tuple[str, ...] = SERVICEBUS_SUFFIXES
+    storage_suffixes: tuple[str, ...] = STORAGE_SUFFIXES
+    limits: Limits = field(default_factory=Limits)
 
     @classmethod
     def from_environment(cls) -> Settings:
@@ -92,6 +151,10 @@ class Settings:
             storage=StorageTarget.from_environment(),
             encryption_keys=keys,
             retention_days=int(os.environ.get("MESSAGE_RETENTION_DAYS", "14")),
+            allow_local_endpoints=allow_local_endpoints(),
+            servicebus_suffixes=_suffixes("SERVICEBUS_SUFFIXES", SERVICEBUS_SUFFIXES),
+            storage_suffixes=_suffixes("STORAGE_SUFFIXES", STORAGE_SUFFIXES),
+            limits=Limits.from_environment(),
         )
         if delays := os.environ.get("DELIVERY_RETRY_DELAYS"):  # for demos and tests: "1,1,1,1,1"
             settings = replace(settings, retry_delays_seconds=tuple(map(float, delays.split(","))))

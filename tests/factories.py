@@ -3,11 +3,17 @@ dispatcher logs them."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 from shared.clock import uuid7
+from shared.events import new_event
 from shared.models import (
     Connection,
     DeliveryError,
@@ -15,6 +21,7 @@ from shared.models import (
     Message,
     MessageStatus,
     RequestMetadata,
+    SystemEvent,
 )
 from shared.services import Services
 from shared.storage.apikeys import ApiKeyRepository
@@ -26,7 +33,48 @@ from shared.storage.messages import LoggedMessage
 SB = (
     "Endpoint=sb://contoso.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=S3CRET="
 )
+STORAGE = (
+    "DefaultEndpointsProtocol=https;AccountName=contoso;AccountKey=QUNDT1VOVEtFWQ==;"
+    "EndpointSuffix=core.windows.net"
+)
+PATH = "/v1/azureservicebusconnections"
+ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+
+
+def body(**changes: Any) -> dict[str, Any]:
+    """A connection as an API client posts it; `changes` are API property names."""
+    return {
+        "Title": "ERP integration",
+        "ServiceBusConnectionString": SB,
+        "QueueName": "platform-events",
+        "BlobContainerConnectionString": STORAGE,
+        "BlobContainerName": "large-events",
+        "EnabledEvents": ["Employee.Created", "Order.*"],
+        "AdvancedSettings": {"Employee.Created": {"EventSettingsType": "Reference"}},
+        **changes,
+    }
+
+
+def an_event(account: str, key: str = "Employee.Created", data: Any = None) -> SystemEvent:
+    """An event of `account` at NOW, with data unless given."""
+    return new_event(
+        account,
+        key,
+        NOW,
+        subject="employees/1234",
+        data={"EmployeeId": 1234, "Name": "Ada"} if data is None else data,
+    )
+
+
+async def connect(
+    services: Services, account: str, connection_string: str, queue: str, **changes: Any
+) -> StoredConnection:
+    """A stored connection of `account` to `queue`, taking every event."""
+    connection = a_connection(
+        ServiceBusConnectionString=connection_string, QueueName=queue, **changes
+    )
+    return await services.connections.add(account, connection, NOW)
 
 
 def a_connection(**changes: object) -> Connection:
@@ -130,3 +178,17 @@ class MemoryRecords:
 def stored(connection: Connection, account: str = "acme") -> StoredConnection:
     """A connection as the repository hands it to the dispatcher."""
     return StoredConnection(account, connection, log_partition=uuid.uuid4().hex)
+
+
+def cli(
+    env: dict[str, str], *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

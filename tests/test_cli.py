@@ -2,9 +2,6 @@
 
 import base64
 import json
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -14,23 +11,8 @@ from local.servicebus_emulator import Emulator
 from shared.events import encode_queue_message, new_event
 from shared.services import Services
 from shared.storage.clients import POISON_SUFFIX, SYSTEM_EVENTS_QUEUE
-from tests.factories import a_connection, uncached_api_keys
-from tests.plugins.localhost import ROOT
+from tests.factories import a_connection, cli, uncached_api_keys
 from tests.servicebus_helpers import body_of, receive
-
-
-def cli(
-    env: dict[str, str], *args: str, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 async def subscribe(

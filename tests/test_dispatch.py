@@ -8,7 +8,6 @@ import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -17,15 +16,13 @@ from azure.storage.blob.aio import ContainerClient
 from local.servicebus_emulator import Emulator
 from shared.dispatch.dispatcher import Dispatcher
 from shared.dispatch.outgoing import message_id
-from shared.events import DeliveryRetry, new_event
+from shared.events import DeliveryRetry
 from shared.models import MessageQuery, MessageStatus, SystemEvent
 from shared.services import Services
 from shared.storage.clients import RETRY_QUEUE
 from shared.storage.connections import StoredConnection
-from tests.factories import a_connection
+from tests.factories import an_event, connect
 from tests.servicebus_helpers import body_of, nothing_arrives, receive
-
-NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -38,26 +35,6 @@ async def dispatcher(services: Services) -> AsyncIterator[Dispatcher]:
 @pytest.fixture
 def queue() -> str:
     return f"q-{uuid.uuid4().hex[:10]}"
-
-
-async def connect(
-    services: Services, account: str, connection_string: str, queue: str, **changes: Any
-) -> StoredConnection:
-    connection = a_connection(
-        ServiceBusConnectionString=connection_string, QueueName=queue, **changes
-    )
-    return await services.connections.add(account, connection, NOW)
-
-
-def event(account: str, key: str = "Employee.Created", data: Any = None) -> SystemEvent:
-    e = new_event(
-        account,
-        key,
-        NOW,
-        subject="employees/1234",
-        data={"EmployeeId": 1234, "Name": "Ada"} if data is None else data,
-    )
-    return e
 
 
 async def records_of(services: Services, stored: StoredConnection) -> list[Any]:
@@ -74,7 +51,7 @@ async def test_an_event_arrives_with_the_contract_properties_and_one_record(
 ) -> None:
     cs = servicebus_emulator.connection_string
     stored = await connect(services, account, cs, queue)
-    e = event(account)
+    e = an_event(account)
     [record] = await dispatcher.dispatch(e)
 
     [received] = await receive(cs, queue, 1)
@@ -141,7 +118,7 @@ async def test_matching_reference_inactive_and_other_accounts(
     await connect(services, account, cs, queues["none"], EnabledEvents=[])
     other = await connect(services, "another-account", cs, f"other-{uuid.uuid4().hex[:8]}")
 
-    records = await dispatcher.dispatch(event(account, "Order.Shipped", data={"OrderId": 7}))
+    records = await dispatcher.dispatch(an_event(account, "Order.Shipped", data={"OrderId": 7}))
     assert len(records) == 3
 
     for name in ("all", "orders"):
@@ -172,7 +149,7 @@ async def test_a_large_event_is_offloaded_to_the_subscribers_container(
         BlobContainerName=container,
         BlobContainerConnectionString=storage_connection_string,
     )
-    e = event(account, "Document.Uploaded", data={"Content": "x" * 400_000})
+    e = an_event(account, "Document.Uploaded", data={"Content": "x" * 400_000})
     [record] = await dispatcher.dispatch(e)
     assert record.message.status == MessageStatus.SUCCEEDED, record.message.request_metadata
 
@@ -211,7 +188,7 @@ async def test_a_large_event_without_a_container_fails_as_too_large_and_is_not_r
     retries = await services.storage.queue(RETRY_QUEUE)
     before = (await retries.get_queue_properties()).approximate_message_count
     await connect(services, account, servicebus_emulator.connection_string, queue)
-    [record] = await dispatcher.dispatch(event(account, data={"Content": "x" * 400_000}))
+    [record] = await dispatcher.dispatch(an_event(account, data={"Content": "x" * 400_000}))
     assert record.message.status == MessageStatus.FAILED
     assert json.loads(record.message.request_metadata)["Error"]["Category"] == "TooLarge"
     assert (await retries.get_queue_properties()).approximate_message_count == before
@@ -221,7 +198,7 @@ async def failed_delivery(
     services: Services, dispatcher: Dispatcher, account: str, connection_string: str, queue: str
 ) -> tuple[StoredConnection, dict[str, Any]]:
     stored = await connect(services, account, connection_string, queue)
-    [record] = await dispatcher.dispatch(event(account))
+    [record] = await dispatcher.dispatch(an_event(account))
     assert record.message.status == MessageStatus.FAILED
     return stored, json.loads(record.message.request_metadata)
 
@@ -262,7 +239,7 @@ async def test_server_busy_is_transient_and_a_retry_is_scheduled_that_succeeds(
         emulator.refuse_sends(0)
         first = (await records_of(services, stored))[0]
         retry = DeliveryRetry(
-            event=event(account).to_json(),
+            event=an_event(account).to_json(),
             connection_uid=stored.uid,
             attempt=2,
             parent_uid=first.uid,
@@ -315,7 +292,7 @@ async def test_one_failing_connection_does_not_hold_up_another(
         slow.delay_sends(3000)
         await connect(services, account, slow.connection_string, "slow")
         fast = await connect(services, account, servicebus_emulator.connection_string, queue)
-        dispatch = asyncio.create_task(dispatcher.dispatch(event(account)))
+        dispatch = asyncio.create_task(dispatcher.dispatch(an_event(account)))
         [got] = await receive(servicebus_emulator.connection_string, queue, 1, timeout=2.5)
         assert got is not None and not dispatch.done()  # the fast one arrived first
         records = await dispatch
@@ -330,7 +307,7 @@ async def test_a_thousand_events_to_ten_connections(
     connections = [
         await connect(services, account, cs, f"fan-{i}-{uuid.uuid4().hex[:6]}") for i in range(10)
     ]
-    events = [event(account, "Order.Created", data={"N": n}) for n in range(1000)]
+    events = [an_event(account, "Order.Created", data={"N": n}) for n in range(1000)]
     semaphore = asyncio.Semaphore(64)
 
     async def one(e: SystemEvent) -> None:
@@ -364,7 +341,7 @@ async def test_concurrent_deliveries_fill_several_batches_and_a_large_one_goes_b
         BlobContainerConnectionString=storage_connection_string,
     )
     sizes = [60_000] * 12 + [400_000]  # 12 need 3+ batches of 256 KB; the last fits none
-    events = [event(account, data={"Content": "x" * size}) for size in sizes]
+    events = [an_event(account, data={"Content": "x" * size}) for size in sizes]
     records = [
         r for rs in await asyncio.gather(*(dispatcher.dispatch(e) for e in events)) for r in rs
     ]
@@ -378,7 +355,7 @@ async def test_concurrent_deliveries_fill_several_batches_and_a_large_one_goes_b
 async def test_large_events_travel_on_queues_as_a_pointer_to_one_blob(
     services: Services, account: str
 ) -> None:
-    small, large = event(account), event(account, data={"Content": "x" * 100_000})
+    small, large = an_event(account), an_event(account, data={"Content": "x" * 100_000})
     assert await services.events.to_payload(small) == small.to_json()
     pointer = await services.events.to_payload(large)
     assert set(pointer) == {"EventBlob"}

@@ -44,6 +44,9 @@ async def create_connection(call: Call) -> Connection:
             "a new connection has no stored secret to keep",
             {name: ["send the secret itself; *** keeps a stored one on PUT"] for name in masked},
         )
+    most = services.settings.limits.connections_per_account
+    if await services.connections.count(call.account) >= most:
+        raise ApiError(409, "Limit reached", f"an account has at most {most} connections")
     from shared.models import Connection
 
     connection = Connection(**{**dict(sent), "uid": sent.uid or uuid.uuid4()})

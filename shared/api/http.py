@@ -19,6 +19,10 @@ from shared.errors import Conflict, InvalidField, NotFound
 if TYPE_CHECKING:
     from pydantic import BaseModel, ValidationError
 
+    from shared.api.ratelimit import RateLimiter
+    from shared.services import Services
+    from shared.settings import Settings
+
 log = logging.getLogger("shared.api")
 
 JSON_TYPES = ("application/json", "application/json-patch+json")
@@ -66,16 +70,60 @@ def validation_error(error: "ValidationError") -> ApiError:
     )
 
 
-def parse_body(req: func.HttpRequest, name: str) -> Any:
-    from pydantic import ValidationError
-
+def parse_body(req: func.HttpRequest, name: str, settings: "Settings") -> Any:
     content_type = (req.headers.get("content-type") or "").split(";")[0].strip().lower()
     if content_type not in JSON_TYPES:
         raise ApiError(415, "Unsupported media type", f"send one of: {', '.join(JSON_TYPES)}")
+    limit = settings.limits.body_bytes
+    too_large = ApiError(413, "Content too large", f"a request body holds at most {limit} bytes")
+    declared = req.headers.get("content-length") or "0"
+    if not declared.isdigit() or int(declared) > limit:  # before the body is looked at
+        raise too_large
+    raw = req.get_body() or b""
+    if len(raw) > limit:
+        raise too_large
+    return parse_json(raw, name, settings)
+
+
+def parse_json(raw: bytes, name: str, settings: "Settings") -> Any:
+    """A body as the model `name`, strictly; duplicate property names are refused, and
+    connection strings are checked against the endpoint rule of `settings`."""
+    from pydantic import ValidationError
+
+    from shared.endpoints import EndpointRule
+
+    if duplicate := _duplicate_name(raw):
+        raise ApiError(
+            400, "Malformed JSON", "a property appears twice", {duplicate: ["appears twice"]}
+        )
     try:
-        return model(name).model_validate_json(req.get_body() or b"", strict=True)
+        return model(name).model_validate_json(
+            raw, strict=True, context={"endpoints": EndpointRule.of(settings)}
+        )
     except ValidationError as e:
         raise validation_error(e) from None
+
+
+class _Duplicate(ValueError):
+    pass
+
+
+def _duplicate_name(raw: bytes) -> str | None:
+    """The first property name given twice in one JSON object (pydantic keeps the last)."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        names = [k for k, _ in items]
+        if len(set(names)) != len(names):
+            raise _Duplicate(next(k for k in names if names.count(k) > 1))
+        return dict(items)
+
+    try:
+        json.loads(raw, object_pairs_hook=pairs)
+    except _Duplicate as e:
+        return str(e)[:100]
+    except ValueError:  # not JSON: pydantic says so, with its own message
+        return None
+    return None
 
 
 def parse_query(req: func.HttpRequest, name: str) -> Any:
@@ -114,6 +162,7 @@ class Endpoint:
     many: bool  # returns a JSON array of `returns`
     public: bool
     errors: tuple[int, ...] = field(default=())
+    sends: bool = False  # sends a message: the stricter rate limit
 
 
 ENDPOINTS: dict[str, Endpoint] = {}
@@ -142,16 +191,18 @@ def endpoint(
     many: bool = False,
     public: bool = False,
     errors: tuple[int, ...] = (),
+    sends: bool = False,
 ) -> Callable[[Handler], Handler]:
     """Register `handler(call) -> model | list | None` as `METHOD /route` on the blueprint.
 
-    `body`, `query` and `returns` name models of shared.models.
+    `body`, `query` and `returns` name models of shared.models; `sends` marks a route that
+    sends a message (a stricter rate limit).
     """
 
     def register(handler: Handler) -> Handler:
         async def run(req: func.HttpRequest) -> func.HttpResponse:
             try:
-                return await invoke(handler, req, body, query, public)
+                return await invoke(handler, req, ENDPOINTS[handler.__name__])
             except ApiError as e:
                 return e.response()
             except Exception:  # never a 500 with a trace; the log has it
@@ -171,35 +222,71 @@ def endpoint(
             many,
             public,
             errors,
+            sends,
         )
         return handler
 
     return register
 
 
-async def invoke(
-    handler: Handler,
-    req: func.HttpRequest,
-    body: str | None,
-    query: str | None,
-    public: bool,
-) -> func.HttpResponse:
-    account = ""
-    if not public:
+# Per process; tests put one with their own clock and limits here.
+rate_limiter: "RateLimiter | None" = None
+
+
+def _rate_limiter(settings: "Settings") -> "RateLimiter":
+    global rate_limiter
+    if rate_limiter is None:
+        from shared.api.ratelimit import RateLimiter
+
+        rate_limiter = RateLimiter(settings.limits)
+    return rate_limiter
+
+
+def client_of(req: func.HttpRequest) -> str:
+    """The caller's address as the nearest proxy saw it (Azure's front end appends it)."""
+    forwarded = (req.headers.get("x-forwarded-for") or "").split(",")[-1].strip()
+    return forwarded.rsplit(":", 1)[0] if forwarded.count(":") == 1 else forwarded
+
+
+def too_many(wait: float) -> func.HttpResponse:
+    from shared.api.ratelimit import retry_after
+
+    problem = ApiError(429, "Too many requests", "slow down; try again after Retry-After seconds")
+    return problem.response({"Retry-After": retry_after(wait)})
+
+
+async def authenticate(req: func.HttpRequest, services: "Services", spec: Endpoint) -> Any:
+    """The caller's account, or the 401/429 response to send instead."""
+    limiter = _rate_limiter(services.settings)
+    client = client_of(req)
+    if wait := limiter.failed_keys.waiting(client):  # no table read for a known offender
+        return too_many(wait)
+    authorization = req.headers.get("authorization")
+    account = await services.api_keys.account_of(authorization)
+    if account is None:
+        limiter.failed_keys.take(client)
+        unauthorized = ApiError(401, "Unauthorized", "send header Authorization: <api key>")
+        return unauthorized.response({"WWW-Authenticate": "Bearer"})
+    if wait := limiter.request(services.api_keys.digest_of(authorization), spec.sends):
+        return too_many(wait)
+    return account
+
+
+async def invoke(handler: Handler, req: func.HttpRequest, spec: Endpoint) -> func.HttpResponse:
+    call = Call(account="", route=dict(req.route_params))
+    if not spec.public:  # public routes take no body and no query
         from shared.services import get_services
 
         services = await get_services()
-        found = await services.api_keys.account_of(req.headers.get("authorization"))
-        if found is None:
-            unauthorized = ApiError(401, "Unauthorized", "send header Authorization: <api key>")
-            return unauthorized.response({"WWW-Authenticate": "Bearer"})
-        account = found
-    call = Call(
-        account=account,
-        route=dict(req.route_params),
-        body=parse_body(req, body) if body else None,
-        query=parse_query(req, query) if query else None,
-    )
+        account = await authenticate(req, services, spec)
+        if isinstance(account, func.HttpResponse):
+            return account
+        call = Call(
+            account=account,
+            route=dict(req.route_params),
+            body=parse_body(req, spec.body, services.settings) if spec.body else None,
+            query=parse_query(req, spec.query) if spec.query else None,
+        )
     try:
         result = await handler(call)
     except NotFound as e:

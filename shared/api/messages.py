@@ -44,7 +44,14 @@ async def get_message(call: Call) -> Message:
     return (await services.messages.get(stored.log_partition, uid)).message
 
 
-@endpoint(bp, "POST", CONNECTION + "/messages/{messageUid}/retry", returns="Message", errors=(404,))
+@endpoint(
+    bp,
+    "POST",
+    CONNECTION + "/messages/{messageUid}/retry",
+    returns="Message",
+    errors=(404,),
+    sends=True,
+)
 async def retry_message(call: Call) -> Message:
     """Send the message again now, from its stored body; 200 with the new record."""
     services = await get_services()
@@ -55,7 +62,14 @@ async def retry_message(call: Call) -> Message:
     return (await dispatcher.resend(stored, record)).message
 
 
-@endpoint(bp, "POST", "v1/azureservicebusconnections/{uid}/test", returns="Message", errors=(404,))
+@endpoint(
+    bp,
+    "POST",
+    "v1/azureservicebusconnections/{uid}/test",
+    returns="Message",
+    errors=(404,),
+    sends=True,
+)
 async def test_connection(call: Call) -> Message:
     """Deliver a System.Test event to this connection now; 200 with the record, whatever
     its Status (a failed test is not retried)."""

@@ -19,7 +19,9 @@ _ERROR_TITLES = {
     401: "No or unknown API key",
     404: "Not found",
     409: "Exists already",
+    413: "Body too large",
     415: "Unsupported media type",
+    429: "Too many requests (see Retry-After)",
     503: "Storage does not answer",
 }
 
@@ -68,8 +70,10 @@ def _operation(e: Endpoint, query_schemas: dict[str, Any]) -> dict[str, Any]:
     if e.returns is not None:
         ok["content"] = {"application/json": {"schema": _schema_of(e)}}
     problem = {"application/problem+json": {"schema": {"$ref": _REF.format(model="Problem")}}}
-    codes = set(e.errors) | ({400} if e.body or e.query else set()) | ({415} if e.body else set())
-    codes |= set() if e.public else {401}
+    codes = (
+        set(e.errors) | ({400} if e.body or e.query else set()) | ({413, 415} if e.body else set())
+    )
+    codes |= set() if e.public else {401, 429}
     op["responses"] = {"200": ok} | {
         str(code): {"description": _ERROR_TITLES[code], "content": problem}
         for code in sorted(codes)

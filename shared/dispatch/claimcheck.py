@@ -8,6 +8,7 @@ from collections import OrderedDict
 from typing import Any
 
 from shared import connstrings
+from shared.endpoints import DEFAULT_GUARD, ConnectGuard
 
 MAX_CACHED_CONTAINERS = 200
 
@@ -15,13 +16,15 @@ MAX_CACHED_CONTAINERS = 200
 class ClaimCheckStore:
     """Container clients by connection string and name, made once; containers made if missing."""
 
-    def __init__(self) -> None:
+    def __init__(self, guard: ConnectGuard = DEFAULT_GUARD) -> None:
         self._containers: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._guard = guard
 
     async def upload(self, connection_string: str, container: str, name: str, body: bytes) -> None:
         from azure.core.exceptions import ResourceNotFoundError
         from azure.storage.blob import ContentSettings
 
+        await self._guard.check_blob(connection_string)
         client = self._container(connection_string, container)
         settings = ContentSettings(content_type="application/json")
         try:

@@ -23,6 +23,7 @@ from shared.dispatch.coalesce import Coalescer
 from shared.dispatch.errors import TooLarge, classify
 from shared.dispatch.retries import RetryScheduler
 from shared.dispatch.servicebus import SenderPool
+from shared.endpoints import DEFAULT_GUARD, ConnectGuard
 from shared.events import DeliveryRetry
 from shared.models import (
     DeliveryError,
@@ -101,14 +102,15 @@ class Dispatcher:
         retries: RetryScheduler,
         clock: Clock,
         connection_cache_seconds: float,
+        guard: ConnectGuard = DEFAULT_GUARD,
     ) -> None:
         self.connections = connections
         self.records = records
         self.retries = retries
         self.clock = clock
         self.connection_cache_seconds = connection_cache_seconds
-        self.senders = SenderPool()
-        self.claims = ClaimCheckStore()
+        self.senders = SenderPool(guard=guard)
+        self.claims = ClaimCheckStore(guard)
         self._writers: dict[str, Coalescer[LoggedMessage]] = {}
         self._cached: dict[str, tuple[float, asyncio.Future[list[StoredConnection]]]] = {}
 

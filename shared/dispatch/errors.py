@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 
 from shared.connstrings import ConnectionStringError
+from shared.endpoints import EndpointRefused, public_message
 from shared.models import DeliveryError, ErrorCategory
 
 log = logging.getLogger("shared.dispatch")
@@ -60,6 +61,7 @@ def _table() -> tuple[tuple[tuple[type[BaseException], ...], ErrorCategory], ...
 
     configuration: tuple[type[BaseException], ...] = (
         ConnectionStringError,  # our parser refused the connection string at send time
+        EndpointRefused,  # the host resolves to an address we never connect to
         sb.ServiceBusAuthenticationError,
         sb.ServiceBusAuthorizationError,
         sb.MessagingEntityNotFoundError,
@@ -107,7 +109,8 @@ def classify(error: BaseException, secrets: Sequence[str] = ()) -> DeliveryError
         return DeliveryError(
             category=ErrorCategory.TRANSIENT, type=INTERNAL_ERROR, message=INTERNAL_MESSAGE
         )
-    text = scrub(str(error) or repr(error), secrets)
+    # A fixed text by type, never the remote's own words (they tell what listens on a host).
+    text = scrub(public_message(error), secrets)
     return DeliveryError(category=category, type=type(error).__name__, message=text)
 
 

@@ -19,6 +19,7 @@ from shared import connstrings
 from shared.dispatch.coalesce import Coalescer
 from shared.dispatch.errors import TooLarge
 from shared.dispatch.outgoing import Outgoing
+from shared.endpoints import DEFAULT_GUARD, ConnectGuard
 
 log = logging.getLogger("shared.dispatch")
 
@@ -34,9 +35,12 @@ BATCH_MOST = 32
 class QueueSender:
     """The one sender of a connection string and queue, sending what it is given in batches."""
 
-    def __init__(self, connection_string: str, queue: str) -> None:
+    def __init__(
+        self, connection_string: str, queue: str, guard: ConnectGuard = DEFAULT_GUARD
+    ) -> None:
         self._connection_string = connection_string
         self._queue = queue
+        self._guard = guard
         self._client: Any = None
         self._sender: Any = None
         self._coalescer: Coalescer[Outgoing] = Coalescer(self._flush, most=BATCH_MOST)
@@ -58,6 +62,7 @@ class QueueSender:
             # Our parser first: a string it refuses is the customer's (ConnectionStringError),
             # whatever the SDK would make of it.
             connstrings.check_service_bus(self._connection_string)
+            await self._guard.check_service_bus(self._connection_string)
             self._client = ServiceBusClient.from_connection_string(
                 self._connection_string, retry_total=1, retry_backoff_factor=0.5
             )
@@ -123,16 +128,19 @@ class SenderPool:
     """QueueSenders by connection string and queue; a changed connection string makes a new
     one, and the least recently used are closed beyond the cap."""
 
-    def __init__(self, max_senders: int = MAX_CACHED_SENDERS) -> None:
+    def __init__(
+        self, max_senders: int = MAX_CACHED_SENDERS, guard: ConnectGuard = DEFAULT_GUARD
+    ) -> None:
         self._senders: OrderedDict[tuple[str, str], QueueSender] = OrderedDict()
         self._max = max_senders
+        self._guard = guard
 
     def get(self, connection_string: str, queue: str) -> QueueSender:
         key = (connection_string, queue)
         sender = self._senders.get(key)
         if sender is None:
             self._evict()
-            sender = self._senders[key] = QueueSender(connection_string, queue)
+            sender = self._senders[key] = QueueSender(connection_string, queue, self._guard)
         self._senders.move_to_end(key)
         return sender
 

@@ -7,9 +7,11 @@ A key is `sbd_<key id><secret>`; the 8-character key id is not secret and names 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -40,10 +42,12 @@ class ApiKeyRepository:
     # key stops working within this many seconds in every process.
     CACHE_SECONDS = 10.0
 
+    CACHE_MOST = 10_000  # only keys that exist are cached, and never more than this
+
     def __init__(self, table: TableClient, cache_seconds: float = CACHE_SECONDS) -> None:
         self._table = table
         self.cache_seconds = cache_seconds  # 0: every call reads the table
-        self._cache: dict[str, tuple[float, str]] = {}
+        self._cache: OrderedDict[str, tuple[float, str]] = OrderedDict()
 
     async def create(self, account: str, now: datetime) -> tuple[str, ApiKeyInfo]:
         if not ACCOUNT_ID.match(account):
@@ -82,13 +86,20 @@ class ApiKeyRepository:
             await self._table.delete_entity(_PARTITION, entity["RowKey"])
         return _info(found[0])
 
+    @staticmethod
+    def digest_of(authorization: str | None) -> str:
+        """A name for the key in an `Authorization` header (its hash), e.g. for rate limits."""
+        return _hash(_key_of(authorization))
+
     async def account_of(self, authorization: str | None) -> str | None:
-        """The account of an `Authorization: <key>` or `Bearer <key>` header; None if unknown."""
+        """The account of an `Authorization: <key>` or `Bearer <key>` header; None if unknown.
+
+        Keys are found by their SHA-256, so lookup time says nothing about a stored key; the
+        stored hash is still compared in constant time. Unknown keys are never cached.
+        """
         from azure.core.exceptions import ResourceNotFoundError
 
-        key = (authorization or "").strip()
-        if key[:7].lower() == "bearer ":
-            key = key[7:].strip()
+        key = _key_of(authorization)
         if not key.startswith(_PREFIX) or len(key) > 200:
             return None
         digest = _hash(key)
@@ -96,11 +107,21 @@ class ApiKeyRepository:
         if cached and cached[0] > time.monotonic():
             return cached[1]
         try:
-            entity = await self._table.get_entity(_PARTITION, digest, select=["Account"])
+            entity = await self._table.get_entity(_PARTITION, digest, select=["Account", "RowKey"])
         except ResourceNotFoundError:
             return None
+        if not hmac.compare_digest(str(entity["RowKey"]), digest):
+            return None
         self._cache[digest] = (time.monotonic() + self.cache_seconds, entity["Account"])
+        self._cache.move_to_end(digest)
+        while len(self._cache) > self.CACHE_MOST:
+            self._cache.popitem(last=False)
         return str(entity["Account"])
+
+
+def _key_of(authorization: str | None) -> str:
+    key = (authorization or "").strip()
+    return key[7:].strip() if key[:7].lower() == "bearer " else key
 
 
 def _info(entity: Any) -> ApiKeyInfo:

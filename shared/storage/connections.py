@@ -69,6 +69,12 @@ class ConnectionRepository:
         )
         return [self._from_entity(e) async for e in query]
 
+    async def count(self, account: str) -> int:
+        query = self._table.query_entities(
+            "PartitionKey eq @account", parameters={"account": account}, select=["RowKey"]
+        )
+        return len([e async for e in query])
+
     async def get(self, account: str, uid: UUID) -> StoredConnection:
         return self._from_entity(await self._get_entity(account, uid))
 

@@ -22,6 +22,14 @@ def app_environment(storage_connection_string: str) -> Iterator[dict[str, str]]:
         "AzureWebJobsStorage": storage_connection_string,
         "ENCRYPTION_KEYS": KeyRing.new_key_spec("test"),
         "DELIVERY_RETRY_DELAYS": "1,1,1,1,1",
+        # The emulator and Azurite listen on loopback; tests/test_limits.py checks the
+        # production rule with settings of its own.
+        "ALLOW_LOCAL_ENDPOINTS": "true",
+        # One key and one address send every test's requests: rate limits well above them
+        # (tests/test_limits.py checks the limits with a clock and limits of its own).
+        "LIMIT_REQUEST_BURST": "1000000",
+        "LIMIT_SEND_BURST": "1000000",
+        "LIMIT_FAILED_KEYS_PER_MINUTE": "1000000",
     }
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
