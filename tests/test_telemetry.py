@@ -13,10 +13,14 @@ import asyncio
 import gzip
 import json
 import logging
+import re
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +35,7 @@ from shared.events import new_event
 from shared.services import Services
 from tests.factories import NOW, MemoryConnections, MemoryRecords, a_connection, stored
 
+ROOT = Path(__file__).resolve().parents[1]
 INFORMATION, WARNING = 1, 2  # Application Insights severity levels
 REFUSED = "Endpoint=sb://x.example/;SharedAccessKeyName=s;SharedAccessKey=S3CRET;Z=1"
 
@@ -275,3 +280,32 @@ async def test_delivery_fields_reach_custom_dimensions(
     assert int(delivered["ElapsedMillisecondsP95"]) >= 0
     assert summaries_[refused]["properties"]["FailedConfiguration"] == "1"
     assert len(ours) == 3  # the delivered event has no line of its own (debug is not exported)
+
+
+# ------------------------------------------------------------- how the worker is told
+
+
+def test_the_worker_exports_the_app_loggers_and_the_host_does_not_relay_them() -> None:
+    # The app settings are checked in test_infra; these are the parts in the package.
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host["telemetryMode"] == "OpenTelemetry"  # else the host relays the lines too
+    requirements = (ROOT / "requirements.txt").read_text().splitlines()
+    assert any(re.fullmatch(r"azure-monitor-opentelemetry==[\d.]+", r) for r in requirements)
+    # PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME=shared exports these loggers, and only these.
+    names = {
+        name
+        for path in (ROOT / "shared").rglob("*.py")
+        for name in re.findall(r"getLogger\(([^)]*)\)", path.read_text())
+    }
+    assert names and all(n == "__name__" or n.startswith('"shared.') for n in names), names
+
+
+def test_loading_the_app_imports_no_telemetry_package() -> None:
+    """Cold start: only the worker imports the exporter, and only when the setting is on."""
+    probe = (
+        "import sys, function_app; print(sorted(m for m in sys.modules if 'opentelemetry' in m))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert found.stdout.strip() == "[]"
