@@ -415,6 +415,17 @@ def test_key_ring_is_a_required_secure_parameter_always_written(main: Template) 
     KeyRing(made)  # the app accepts it
 
 
+def test_every_document_makes_the_key_ring_with_that_command() -> None:
+    """The one command, in the script and the docs; none that needs the venv."""
+    root = INFRA.parent
+    for path in (INFRA / "deploy.sh", root / "README.md", root / "docs" / "DEPLOYMENT.md"):
+        text = path.read_text()
+        assert f'python3 -c \\"{KEY_RING_COMMAND}\\"' in text or (
+            f'python3 -c "{KEY_RING_COMMAND}"' in text
+        ), path
+        assert "KeyRing.new_key_spec" not in text, path
+
+
 def test_the_site_is_created_after_its_roles_and_the_key_ring(main: Template) -> None:
     modules = main.section("modules")
     assert set(modules["functionApp"]["config"]["dependsOn"]) == {"appAccess", "keyRing"}
