@@ -185,12 +185,13 @@ async def test_a_connection_string_our_parser_refuses_is_configuration(
     assert await scheduled(retries) == 1  # the customer may fix it before the next try
     [line] = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert "S3CRET-K3Y" not in line.getMessage()
-    fields = {k: getattr(line, k) for k in ("ConnectionUid", "EventId", "Category")}
+    fields = {k: getattr(line, k) for k in ("ConnectionUid", "EventId", "ErrorCategory")}
     assert fields == {
         "ConnectionUid": str(connection.uid),
         "EventId": record.event_id,
-        "Category": "Configuration",
+        "ErrorCategory": "Configuration",
     }
+    assert line.__dict__["ErrorType"] == "ConnectionStringError"
     assert isinstance(line.__dict__["ElapsedMilliseconds"], int)
 
 
@@ -238,11 +239,8 @@ async def test_a_delivery_logs_its_outcome_with_fields(
     assert list(records.written.values()) == [[record]]
     [line] = [r for r in caplog.records if r.getMessage().startswith("delivered event")]
     assert line.levelno == logging.DEBUG
-    fields = {k: line.__dict__[k] for k in ("ConnectionUid", "EventId", "Category", "Attempt")}
-    assert fields == {
-        "ConnectionUid": str(connection.uid),
-        "EventId": record.event_id,
-        "Category": "Succeeded",
-        "Attempt": 1,
-    }
+    fields = {k: line.__dict__[k] for k in ("ConnectionUid", "EventId", "Attempt")}
+    expected = {"ConnectionUid": str(connection.uid), "EventId": record.event_id, "Attempt": 1}
+    assert fields == expected
+    assert "ErrorCategory" not in line.__dict__
     assert line.__dict__["ElapsedMilliseconds"] == record.message.elapsed_milliseconds

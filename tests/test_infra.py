@@ -370,6 +370,9 @@ def test_app_settings_use_identity_and_key_vault(
         f"ClientId={CLIENT_ID};Authorization=AAD"
     )
     assert not FLEX_DEPRECATED_SETTINGS & set(settings)
+    # The worker exports the app's log lines (shared.*) with their fields: see test_telemetry.
+    assert settings["PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"] == "true"
+    assert settings["PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME"] == "shared"
 
     # ENCRYPTION_KEYS names the very secret that key-ring.bicep writes.
     secret = "encryption-keys"
@@ -410,6 +413,17 @@ def test_key_ring_is_a_required_secure_parameter_always_written(main: Template) 
     ).stdout.strip()
     assert len(made) == minimum
     KeyRing(made)  # the app accepts it
+
+
+def test_every_document_makes_the_key_ring_with_that_command() -> None:
+    """The one command, in the script and the docs; none that needs the venv."""
+    root = INFRA.parent
+    for path in (INFRA / "deploy.sh", root / "README.md", root / "docs" / "DEPLOYMENT.md"):
+        text = path.read_text()
+        assert f'python3 -c \\"{KEY_RING_COMMAND}\\"' in text or (
+            f'python3 -c "{KEY_RING_COMMAND}"' in text
+        ), path
+        assert "KeyRing.new_key_spec" not in text, path
 
 
 def test_the_site_is_created_after_its_roles_and_the_key_ring(main: Template) -> None:
@@ -581,7 +595,8 @@ def test_log_alerts_cover_poison_failed_deliveries_and_function_failures(
     failed = queries["failedDeliveries"]
     assert failed.startswith("traces")
     assert "customDimensions.ConnectionUid" in failed
-    assert 'Category != "Configuration"' in failed
+    assert "customDimensions.ErrorCategory" in failed  # not Category: the host's name
+    assert 'ErrorCategory != "Configuration"' in failed
     assert rules["failedDeliveries"]["threshold"] == 20
     assert queries["functionFailures"].startswith("requests | where success == false")
     for query in queries.values():  # sampling-corrected counts in the measured column
@@ -635,10 +650,19 @@ def test_workbook_shows_deliveries_failures_by_category_and_p95() -> None:
         "Delivery latency (ElapsedMilliseconds), p50 and p95",
     }
     delivery_lines = "traces | where isnotempty(tostring(customDimensions.ConnectionUid))"
+    summary_lines = f"{delivery_lines} and isnotempty(tostring(customDimensions.Deliveries))"
     for query in queries.values():
         assert query.startswith(delivery_lines)
         assert "bin(timestamp, 1h)" in query
-    assert "customDimensions.Category" in queries["Failures by category"]
-    assert (
-        "percentile(Elapsed, 95)" in queries["Delivery latency (ElapsedMilliseconds), p50 and p95"]
-    )
+    # Deliveries and latency from the summary line each minute (successes have no line).
+    deliveries = queries["Deliveries per hour"]
+    assert deliveries.startswith(summary_lines)
+    assert "sum(toint(customDimensions.Succeeded) * itemCount)" in deliveries
+    assert "sum(toint(customDimensions.Failed) * itemCount)" in deliveries
+    latency = queries["Delivery latency (ElapsedMilliseconds), p50 and p95"]
+    assert latency.startswith(summary_lines)
+    assert "customDimensions.ElapsedMillisecondsP95" in latency
+    # Failures by category from the warning line of each failure.
+    failures = queries["Failures by category"]
+    assert "severityLevel >= 2" in failures
+    assert "customDimensions.ErrorCategory" in failures

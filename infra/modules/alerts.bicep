@@ -1,8 +1,9 @@
 // Alerts on the signals that need a person: messages moved to a poison queue, a rise in
-// failed deliveries that are our fault (Category other than Configuration), failed function
-// executions, and /v1/health failing from outside. Log-search alerts query the Application
-// Insights `traces` and `requests` tables; the delivery fields (ConnectionUid, EventId,
-// Category, ElapsedMilliseconds) are the app's structured log fields, in customDimensions.
+// failed deliveries that are our fault (ErrorCategory other than Configuration), failed
+// function executions, and /v1/health failing from outside. Log-search alerts query the
+// Application Insights `traces` and `requests` tables; the delivery fields (ConnectionUid,
+// EventId, ErrorCategory, ElapsedMilliseconds) are the app's structured log fields, in
+// customDimensions (not `Category`: the host's logger category has that name).
 //
 // Why a log search for the poison queues: Azure Storage queue metrics count messages per
 // account, not per queue, so no metric tells that `*-poison` holds something. Every move to
@@ -39,7 +40,7 @@ var window = 'PT15M'
 // Each query returns one number in the column `Count`; sum(itemCount) undoes sampling.
 var queries = {
   poison: 'traces | where message has "-poison" and (message has "moved to" or message has "Moving message to queue") | summarize Count = sum(itemCount)'
-  failedDeliveries: 'traces | where isnotempty(tostring(customDimensions.ConnectionUid)) and severityLevel >= 2 | extend Category = tostring(customDimensions.Category) | where isnotempty(Category) and Category != "Configuration" | summarize Count = sum(itemCount)'
+  failedDeliveries: 'traces | where isnotempty(tostring(customDimensions.ConnectionUid)) and severityLevel >= 2 | extend ErrorCategory = tostring(customDimensions.ErrorCategory) | where isnotempty(ErrorCategory) and ErrorCategory != "Configuration" | summarize Count = sum(itemCount)'
   functionFailures: 'requests | where success == false and not(resultCode startswith "4") | summarize Count = sum(itemCount)'
 }
 
@@ -54,7 +55,7 @@ var logAlerts = [
   {
     key: 'failedDeliveries'
     title: 'Failed deliveries that are not the customer configuration'
-    description: 'Deliveries failed with a Category other than Configuration (our side or Service Bus), more than the threshold in 15 minutes.'
+    description: 'Deliveries failed with an ErrorCategory other than Configuration (our side or Service Bus), more than the threshold in 15 minutes.'
     severity: 2
     threshold: failedDeliveriesThreshold
   }

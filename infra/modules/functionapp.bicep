@@ -109,9 +109,22 @@ resource app 'Microsoft.Web/sites@2025-03-01' = {
           value: appInsightsConnectionString
         }
         {
-          // Local auth is off on Application Insights: ingest with the app's identity.
+          // Local auth is off on Application Insights: ingest with the app's identity (the
+          // host, and the worker's Azure Monitor exporter, read this setting).
           name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
           value: 'ClientId=${identityClientId};Authorization=AAD'
+        }
+        {
+          // The Python worker exports the app's log lines itself, with their fields as
+          // customDimensions, through azure-monitor-opentelemetry (requirements.txt); with
+          // host.json telemetryMode OpenTelemetry the host no longer relays them (no duplicates).
+          name: 'PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY'
+          value: 'true'
+        }
+        {
+          // Only the app's own loggers (shared.*): not the Azure SDKs' line per HTTP request.
+          name: 'PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME'
+          value: 'shared'
         }
       ]
     }

@@ -17,7 +17,7 @@ from uuid import UUID
 
 from shared import connstrings
 from shared.clock import Clock, uuid7
-from shared.dispatch import outgoing
+from shared.dispatch import outgoing, summary
 from shared.dispatch.claimcheck import ClaimCheckStore
 from shared.dispatch.coalesce import Coalescer
 from shared.dispatch.errors import TooLarge, classify
@@ -315,11 +315,15 @@ class Dispatcher:
 
 
 def _report(record: LoggedMessage, sent: Sent, attempt: Attempt) -> None:
-    """The outcome's log line, with fields Application Insights keeps as custom dimensions."""
+    """The outcome's log line, with fields Application Insights keeps as custom dimensions
+    (not `Category`: that one is the host's logger category)."""
     error = sent.error
-    if error is None and not log.isEnabledFor(logging.DEBUG):
-        return  # the common case costs nothing
     m = record.message
+    summary.deliveries.add(
+        m.connection_uid, sent.elapsed_milliseconds, error.category if error else None
+    )
+    if error is None and not log.isEnabledFor(logging.DEBUG):
+        return  # the common case costs a count in the summary, no line
     fields: dict[str, Any] = {
         "ConnectionUid": str(m.connection_uid),
         "EventId": record.event_id,
@@ -332,11 +336,11 @@ def _report(record: LoggedMessage, sent: Sent, attempt: Attempt) -> None:
             "delivered event %s to connection %s (attempt %d, %d ms)",
             *where,
             sent.elapsed_milliseconds,
-            extra={**fields, "Category": "Succeeded"},
+            extra=fields,
         )
         return
     log.warning(
         "delivery of event %s to connection %s failed (attempt %d, %s %s): %s",
         *(*where, error.category, error.type, error.message),
-        extra={**fields, "Category": str(error.category), "Type": error.type},
+        extra={**fields, "ErrorCategory": str(error.category), "ErrorType": error.type},
     )
