@@ -25,7 +25,8 @@ lint: install
 	$(VENV)/bin/mypy
 
 test: lint
-	$(VENV)/bin/pytest -q
+	# Two workers, a test file each at a time: each worker starts its own Azurite and app host.
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile
 
 bench: install
 	$(PY) -m bench --quick
