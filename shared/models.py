@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import IntEnum, StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID
@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -98,6 +99,24 @@ class EventSettings(ApiModel):
     )
 
 
+# The application properties every message carries (CONTRACT section 4): a connection's own
+# ApplicationProperties may not shadow them, nor the CloudEvents binding's prefix.
+RESERVED_PROPERTIES = (
+    "EventKey",
+    "EventId",
+    "EventTimestamp",
+    "AccountId",
+    "IsRetry",
+    "Offloaded",
+    "SchemaVersion",
+    "BlobName",
+)
+CLOUDEVENTS_PREFIX = "cloudEvents:"
+MAX_APPLICATION_PROPERTIES = 20
+MIN_TIME_TO_LIVE = timedelta(minutes=1)
+MAX_TIME_TO_LIVE = timedelta(days=14)  # the Basic tier's longest; see docs/API.md
+
+
 class ConnectionInput(ApiModel):
     """An Azure Service Bus connection as a client sends it (POST and PUT)."""
 
@@ -140,6 +159,26 @@ class ConnectionInput(ApiModel):
         default_factory=dict,
         max_length=100,
         description="Per enabled event key (or pattern) settings.",
+    )
+    session_id_source: Literal["None", "Subject", "EventKey", "AccountId"] = Field(
+        "None",
+        description="What each message's SessionId is (for session-enabled queues). "
+        "An event without a Subject gets its EventId.",
+    )
+    time_to_live: timedelta | None = Field(
+        None,
+        description="ISO 8601 duration set as every message's TimeToLive, PT1M to P14D.",
+        examples=["PT1H"],
+    )
+    application_properties: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=MAX_APPLICATION_PROPERTIES,
+        description="Up to 20 static application properties added to every message.",
+        examples=[{"Tenant": "contoso", "Route": "hr"}],
+    )
+    message_format: Literal["Default", "CloudEvents"] = Field(
+        "Default",
+        description="CloudEvents: the CloudEvents 1.0 AMQP binding, binary content mode.",
     )
 
     @field_validator("service_bus_connection_string")
@@ -206,6 +245,39 @@ class ConnectionInput(ApiModel):
             )
             if not named:  # named by position: input is never echoed
                 raise ValueError(f"entry {number} is not an enabled event key or pattern")
+        return value
+
+    @field_validator("time_to_live", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        # ISO 8601 text in JSON, which the strict parsing of a body refuses for a timedelta
+        if isinstance(value, str):
+            try:
+                return TypeAdapter(timedelta).validate_python(value)
+            except ValidationError:
+                raise ValueError("an ISO 8601 duration such as PT1H is expected") from None
+        return value
+
+    @field_validator("time_to_live")
+    @classmethod
+    def _time_to_live(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and not MIN_TIME_TO_LIVE <= value <= MAX_TIME_TO_LIVE:
+            raise ValueError("must be from PT1M (1 minute) to P14D (14 days)")
+        return value
+
+    @field_validator("application_properties")
+    @classmethod
+    def _application_properties(cls, value: dict[str, str]) -> dict[str, str]:
+        reserved = {name.lower(): name for name in RESERVED_PROPERTIES}
+        for number, (name, text) in enumerate(value.items()):
+            if clash := reserved.get(name.lower()):  # our own name: safe to show
+                raise ValueError(f"{clash} is set by the delivery service; use another name")
+            if name.lower().startswith(CLOUDEVENTS_PREFIX.lower()):
+                raise ValueError(f"the prefix {CLOUDEVENTS_PREFIX} is the CloudEvents binding's")
+            if not re.fullmatch(r"[A-Za-z0-9._\-]{1,128}", name):  # by position: not echoed
+                raise ValueError(f"name {number}: 1 to 128 letters, digits, '.', '-' or '_'")
+            if len(text) > 1024:
+                raise ValueError(f"value {number}: at most 1024 characters")
         return value
 
     def fields_holding_mask(self) -> list[str]:
@@ -289,6 +361,7 @@ class RequestMetadata(ApiModel):
     offloaded: bool
     blob_name: str | None = None
     error: DeliveryError | None = None
+    session_id: str | None = None  # set when the connection's SessionIdSource is not None
 
     def to_text(self) -> str:
         return json.dumps(self.model_dump(mode="json", by_alias=True, exclude_none=True))

@@ -90,7 +90,7 @@ def management_reply(
         return answer(200, "OK", {}) if all(settled) else lost
     if operation == "com.microsoft:peek-message":
         start = int(body.get("from-sequence-number") or 0)
-        every = [m for _, m in entity.available] + [lk.message for lk in entity.locked.values()]
+        every = entity.waiting() + [lk.message for lk in entity.locked.values()]
         chosen = sorted((m for m in every if m.seq >= start), key=lambda m: m.seq)
         chosen = chosen[: int(body.get("message-count") or 1)]
         if not chosen:

@@ -23,7 +23,7 @@ from shared.dispatch.coalesce import Coalescer
 from shared.dispatch.errors import TooLarge, classify
 from shared.dispatch.retries import RetryScheduler
 from shared.dispatch.servicebus import SenderPool
-from shared.endpoints import DEFAULT_GUARD, ConnectGuard
+from shared.endpoints import DEFAULT_GUARD, ConnectGuard, blob_endpoint
 from shared.events import DeliveryRetry
 from shared.models import (
     DeliveryError,
@@ -135,6 +135,7 @@ class Dispatcher:
             connection.uid,
             connection.event_settings_type(event.event_key),
             is_retry=attempt.number > 1,
+            options=outgoing.DeliveryOptions.of(connection),
         )
         return await self._send_and_log(stored, message, event, attempt)
 
@@ -173,6 +174,8 @@ class Dispatcher:
             account=record.account,
             is_retry=True,
             blob_name=metadata.blob_name if metadata else None,
+            subject=record.subject,
+            options=outgoing.DeliveryOptions.of(stored.connection),  # today's, not then's
         )
         attempt = Attempt((metadata.attempt if metadata else 1) + 1, parent=m.uid)
         return await self._send_and_log(stored, message, record, attempt)
@@ -237,6 +240,7 @@ class Dispatcher:
             offloaded=message.offloaded,
             blob_name=message.blob_name or None,
             error=sent.error,
+            session_id=message.session_id,
         )
         event_timestamp = (
             origin.event_timestamp
@@ -277,7 +281,8 @@ class Dispatcher:
         name = outgoing.claim_check_blob_name(message, c.uid)
         container = c.blob_container_name or ""  # the model makes both come together
         await self.claims.upload(c.blob_container_connection_string, container, name, message.body)
-        reference = message.claim_check(container, name, subject)
+        url = blob_endpoint(connstrings.parse_any(c.blob_container_connection_string)).rstrip("/")
+        reference = message.claim_check(container, name, subject, f"{url}/{container}/{name}")
         await sender.send(reference)
         return reference
 

@@ -14,7 +14,7 @@ import json
 import random
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -27,6 +27,12 @@ if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient
 
 TOMBSTONES = "~deleted"
+OPTION_FIELDS = {
+    "session_id_source",
+    "time_to_live",
+    "application_properties",
+    "message_format",
+}
 REPLACE_ATTEMPTS = 10  # `~` sorts after every account name and is refused in one
 
 
@@ -187,6 +193,8 @@ class ConnectionRepository:
             ),
             "LogPartition": stored.log_partition,
             "UpdatedAt": stored.updated_at,
+            # The delivery options (issue 16) in one column; absent means every default.
+            "DeliveryOptions": json.dumps(c.model_dump(mode="json", include=OPTION_FIELDS)),
         }
         if c.blob_container_connection_string:
             entity["BlobContainerConnectionString"] = self._keys.seal(
@@ -214,9 +222,21 @@ class ConnectionRepository:
                 for k, v in json.loads(entity.get("AdvancedSettings", "{}")).items()
             },
         )
+        if options := entity.get("DeliveryOptions"):
+            connection = connection.model_copy(update=_options(json.loads(options)))
         return StoredConnection(
             account, connection, entity["LogPartition"], entity.get("UpdatedAt")
         )
+
+
+def _options(stored: dict[str, Any]) -> dict[str, Any]:
+    """The stored delivery options as field values (validated when saved)."""
+    from pydantic import TypeAdapter
+
+    options = {k: v for k, v in stored.items() if k in OPTION_FIELDS}
+    if options.get("time_to_live"):
+        options["time_to_live"] = TypeAdapter(timedelta).validate_python(options["time_to_live"])
+    return options
 
 
 def _with_secrets_of(sent: Connection, stored: Connection) -> Connection:

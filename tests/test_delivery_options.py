@@ -1,0 +1,255 @@
+"""Service Bus-native delivery options (issue 16), received with the official SDK from the
+local emulator: sessions, time to live, application properties, CloudEvents."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from azure.core.messaging import CloudEvent
+from azure.servicebus import NEXT_AVAILABLE_SESSION, ServiceBusReceiveMode
+from azure.servicebus.aio import ServiceBusClient
+
+from local.servicebus_emulator import Emulator
+from shared.dispatch.dispatcher import Dispatcher
+from shared.events import new_event
+from shared.models import CLOUDEVENTS_PREFIX, MessageStatus, RequestMetadata
+from shared.services import Services
+from shared.settings import DEFAULT_CLOUDEVENTS_SOURCE
+from tests.factories import NOW, PATH, an_event, body, connect
+from tests.plugins.app import Api
+from tests.servicebus_helpers import body_of, receive
+
+SUBJECTS = 50
+EVENTS = 1_000
+
+
+@pytest.fixture
+async def dispatcher(services: Services) -> AsyncIterator[Dispatcher]:
+    d = await services.new_dispatcher(retry_delays=(30,))
+    yield d
+    await d.close()
+
+
+@pytest.fixture
+def session_queue(servicebus_emulator: Emulator) -> str:
+    name = f"sq-{uuid.uuid4().hex[:10]}"
+    servicebus_emulator.add_queue(name, requires_session=True)
+    return name
+
+
+async def receive_sessions(cs: str, queue: str, sessions: int, each: int) -> dict[str, list[Any]]:
+    """Every session's messages, in the order the queue gives them: `sessions` receivers at
+    once, each holding the next available session."""
+
+    async def one(client: ServiceBusClient) -> tuple[str, list[Any]]:
+        receiver = client.get_queue_receiver(
+            queue,
+            session_id=NEXT_AVAILABLE_SESSION,
+            receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE,
+        )
+        async with receiver:
+            messages: list[Any] = []
+            while len(messages) < each:
+                batch = await receiver.receive_messages(each - len(messages), max_wait_time=2)
+                if not batch:
+                    break
+                messages += batch
+            assert receiver.session is not None
+            return receiver.session.session_id, messages
+
+    async with ServiceBusClient.from_connection_string(cs) as client:
+        return dict(await asyncio.gather(*(one(client) for _ in range(sessions))))
+
+
+async def test_per_subject_order_holds_across_a_thousand_concurrent_events_in_sessions(
+    services: Services,
+    dispatcher: Dispatcher,
+    servicebus_emulator: Emulator,
+    account: str,
+    session_queue: str,
+) -> None:
+    cs = servicebus_emulator.connection_string
+    await connect(services, account, cs, session_queue, SessionIdSource="Subject")
+    events = [
+        new_event(account, "Order.Shipped", NOW, subject=f"orders/{i % SUBJECTS}", data={"N": i})
+        for i in range(EVENTS)
+    ]
+    records = [r for rs in await asyncio.gather(*map(dispatcher.dispatch, events)) for r in rs]
+    assert {r.message.status for r in records} == {MessageStatus.SUCCEEDED}
+    metadata = [RequestMetadata.from_text(r.message.request_metadata) for r in records]
+    assert {m.session_id for m in metadata if m} == {f"orders/{s}" for s in range(SUBJECTS)}
+
+    sessions = await receive_sessions(cs, session_queue, SUBJECTS, EVENTS // SUBJECTS)
+    assert set(sessions) == {f"orders/{s}" for s in range(SUBJECTS)}
+    for session, messages in sessions.items():
+        numbers = [json.loads(body_of(m))["Data"]["N"] for m in messages]
+        expected = [n for n in range(EVENTS) if f"orders/{n % SUBJECTS}" == session]
+        assert numbers == expected, session
+        assert {m.session_id for m in messages} == {session}
+
+
+async def test_an_event_without_a_subject_gets_its_event_id_as_session(
+    services: Services,
+    dispatcher: Dispatcher,
+    servicebus_emulator: Emulator,
+    account: str,
+    session_queue: str,
+) -> None:
+    cs = servicebus_emulator.connection_string
+    await connect(services, account, cs, session_queue, SessionIdSource="Subject")
+    event = new_event(account, "Order.Shipped", NOW, subject=None, data={})
+    [record] = await dispatcher.dispatch(event)
+    assert json.loads(record.message.request_metadata)["SessionId"] == event.event_id
+    [[received]] = (await receive_sessions(cs, session_queue, 1, 1)).values()
+    assert received.session_id == event.event_id
+
+
+async def test_a_sessionless_connection_to_a_session_queue_is_a_configuration_failure(
+    services: Services,
+    dispatcher: Dispatcher,
+    servicebus_emulator: Emulator,
+    account: str,
+    session_queue: str,
+) -> None:
+    cs = servicebus_emulator.connection_string
+    await connect(services, account, cs, session_queue)
+    [record] = await dispatcher.dispatch(an_event(account))
+    error = json.loads(record.message.request_metadata)["Error"]
+    assert record.message.status == MessageStatus.FAILED
+    assert error["Category"] == "Configuration"
+    assert error["Type"] == "SessionRequired"
+    assert "SessionIdSource" in error["Message"]
+    assert servicebus_emulator.message_count(session_queue) == 0
+
+
+async def test_time_to_live_and_application_properties_arrive(
+    services: Services,
+    dispatcher: Dispatcher,
+    servicebus_emulator: Emulator,
+    account: str,
+) -> None:
+    cs, queue = servicebus_emulator.connection_string, f"q-{uuid.uuid4().hex[:10]}"
+    properties = {"Tenant": "contoso", "Route": "hr"}
+    await connect(services, account, cs, queue, TimeToLive="PT5M", ApplicationProperties=properties)
+    [record] = await dispatcher.dispatch(an_event(account))
+    [got] = await receive(cs, queue, 1)
+    assert got.time_to_live == timedelta(minutes=5)
+    assert {b"Tenant": b"contoso", b"Route": b"hr"}.items() <= got.application_properties.items()
+    assert got.application_properties[b"EventKey"] == b"Employee.Created"  # ours stay
+    assert got.session_id is None
+    # A connection without a session keeps the metadata of old, key for key.
+    keys = list(json.loads(record.message.request_metadata))
+    assert keys == ["QueueName", "MessageId", "Attempt", "SizeBytes", "Offloaded"]
+
+
+def cloud_event_of(message: Any) -> CloudEvent[Any]:
+    """A CloudEvents reader of the AMQP binding, binary mode: the `cloudEvents:` application
+    properties are the attributes, the body is the data (Azure's own CloudEvent type)."""
+    attributes = {
+        key.decode().removeprefix(CLOUDEVENTS_PREFIX): value.decode()
+        for key, value in message.application_properties.items()
+        if key.decode().startswith(CLOUDEVENTS_PREFIX)
+    }
+    assert message.content_type == attributes["datacontenttype"]
+    return CloudEvent.from_dict({**attributes, "data": json.loads(body_of(message))})
+
+
+async def test_a_cloud_events_message_is_read_by_a_cloud_events_reader(
+    services: Services,
+    dispatcher: Dispatcher,
+    servicebus_emulator: Emulator,
+    account: str,
+) -> None:
+    cs, queue = servicebus_emulator.connection_string, f"q-{uuid.uuid4().hex[:10]}"
+    await connect(services, account, cs, queue, MessageFormat="CloudEvents")
+    event = an_event(account)
+    await dispatcher.dispatch(event)
+    [got] = await receive(cs, queue, 1)
+    ce = cloud_event_of(got)
+    assert ce.specversion == "1.0"
+    assert ce.id == event.event_id
+    assert ce.type == "Employee.Created"
+    assert ce.source == DEFAULT_CLOUDEVENTS_SOURCE
+    assert ce.subject == "employees/1234"
+    assert ce.time == event.event_timestamp
+    assert ce.datacontenttype == "application/json"
+    assert ce.data == {"EmployeeId": 1234, "Name": "Ada"}
+
+
+async def test_a_cloud_events_claim_check_points_at_its_blob_with_dataref(
+    services: Services,
+    dispatcher: Dispatcher,
+    servicebus_emulator: Emulator,
+    account: str,
+    storage_connection_string: str,
+) -> None:
+    cs, queue = servicebus_emulator.connection_string, f"q-{uuid.uuid4().hex[:10]}"
+    container = f"large-{uuid.uuid4().hex[:10]}"
+    await connect(
+        services,
+        account,
+        cs,
+        queue,
+        MessageFormat="CloudEvents",
+        BlobContainerName=container,
+        BlobContainerConnectionString=storage_connection_string,
+    )
+    event = an_event(account, "Document.Uploaded", data={"Content": "x" * 400_000})
+    await dispatcher.dispatch(event)
+    [got] = await receive(cs, queue, 1)
+    ce = cloud_event_of(got)
+    assert ce.id == event.event_id and ce.type == "Document.Uploaded"
+    reference: dict[str, Any] = dict(ce.data or {})
+    assert reference["BlobName"] == got.application_properties[b"BlobName"].decode()
+    assert (ce.extensions or {})["dataref"].endswith(f"/{container}/{reference['BlobName']}")
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "words"),
+    [
+        ({"ApplicationProperties": {"eventkey": "x"}}, "ApplicationProperties", "EventKey"),
+        ({"ApplicationProperties": {"cloudEvents:id": "x"}}, "ApplicationProperties", "prefix"),
+        (
+            {"ApplicationProperties": {f"P{i}": "v" for i in range(21)}},
+            "ApplicationProperties",
+            "20",
+        ),
+        ({"ApplicationProperties": {"P": "v" * 1025}}, "ApplicationProperties", "1024"),
+        ({"TimeToLive": "PT30S"}, "TimeToLive", "PT1M"),
+        ({"TimeToLive": "P15D"}, "TimeToLive", "P14D"),
+        ({"TimeToLive": "soon"}, "TimeToLive", "duration"),
+        ({"SessionIdSource": "Random"}, "SessionIdSource", "Subject"),
+        ({"MessageFormat": "Xml"}, "MessageFormat", "CloudEvents"),
+    ],
+)
+async def test_bad_options_are_a_400_naming_the_field(
+    api: Api, changes: dict[str, Any], field: str, words: str
+) -> None:
+    status, problem = await api.call("POST", PATH, body(**changes))
+    assert status == 400, problem
+    assert words in " ".join(problem["errors"][field])
+
+
+async def test_options_round_trip_and_default_to_todays_behaviour(api: Api) -> None:
+    status, plain = await api.call("POST", PATH, body())
+    assert status == 200
+    assert (plain["SessionIdSource"], plain["TimeToLive"], plain["MessageFormat"]) == (
+        "None",
+        None,
+        "Default",
+    )
+    options = {
+        "SessionIdSource": "EventKey",
+        "TimeToLive": "PT1H",
+        "ApplicationProperties": {"Tenant": "contoso"},
+        "MessageFormat": "CloudEvents",
+    }
+    status, created = await api.call("POST", PATH, body(**options))
+    assert status == 200 and {k: created[k] for k in options} == options
+    assert (await api.call("GET", f"{PATH}/{created['Uid']}"))[1] == created
