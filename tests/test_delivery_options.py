@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -21,7 +22,7 @@ from shared.events import new_event
 from shared.models import CLOUDEVENTS_PREFIX, MessageStatus, RequestMetadata
 from shared.services import Services
 from shared.settings import DEFAULT_CLOUDEVENTS_SOURCE
-from tests.factories import NOW, PATH, an_event, body, connect
+from tests.factories import NOW, PATH, ROOT, an_event, body, connect
 from tests.plugins.app import Api
 from tests.servicebus_helpers import body_of, receive
 
@@ -253,3 +254,54 @@ async def test_options_round_trip_and_default_to_todays_behaviour(api: Api) -> N
     status, created = await api.call("POST", PATH, body(**options))
     assert status == 200 and {k: created[k] for k in options} == options
     assert (await api.call("GET", f"{PATH}/{created['Uid']}"))[1] == created
+
+
+async def js_receive(cs: str, queue: str, count: int, sessions: int | None = None) -> Any:
+    """What the JavaScript SDK (@azure/service-bus, package.json) receives, as JSON."""
+    args = ["node", str(ROOT / "tests" / "js" / "receive.mjs"), cs, queue, str(count)]
+    run = await asyncio.to_thread(
+        subprocess.run,
+        [*args, *([str(sessions)] if sessions else [])],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    return json.loads(run.stdout)
+
+
+async def test_the_javascript_sdk_reads_sessions_and_cloud_events_the_same_way(
+    services: Services,
+    dispatcher: Dispatcher,
+    servicebus_emulator: Emulator,
+    account: str,
+    session_queue: str,
+) -> None:
+    cs, ce_queue = servicebus_emulator.connection_string, f"q-{uuid.uuid4().hex[:10]}"
+    await connect(services, account, cs, session_queue, SessionIdSource="Subject")
+    await connect(services, account, cs, ce_queue, MessageFormat="CloudEvents", TimeToLive="PT2H")
+    events = [
+        new_event(account, "Order.Shipped", NOW, subject=f"orders/{i % 3}", data={"N": i})
+        for i in range(30)
+    ]
+    await asyncio.gather(*map(dispatcher.dispatch, events))
+
+    sessions = await js_receive(cs, session_queue, 10, sessions=3)
+    assert set(sessions) == {"orders/0", "orders/1", "orders/2"}
+    for session, messages in sessions.items():
+        assert [m["body"]["Data"]["N"] for m in messages] == [
+            n for n in range(30) if f"orders/{n % 3}" == session
+        ]
+        assert {m["sessionId"] for m in messages} == {session}
+
+    read = await js_receive(cs, ce_queue, 30)
+    assert [m["body"] for m in read] == [{"N": n} for n in range(30)]
+    for message, event in zip(read, events, strict=True):
+        attributes = message["applicationProperties"]
+        assert attributes["cloudEvents:id"] == event.event_id
+        assert attributes["cloudEvents:type"] == "Order.Shipped"
+        assert attributes["cloudEvents:subject"] == event.subject
+        assert attributes["cloudEvents:specversion"] == "1.0"
+        assert attributes["cloudEvents:datacontenttype"] == message["contentType"]
+        assert message["timeToLive"] == 2 * 3600 * 1000
