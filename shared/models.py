@@ -124,14 +124,16 @@ class ConnectionInput(ApiModel):
         None, description="Optional on POST (a new one is made); PUT needs it."
     )
     title: str | None = Field(None, max_length=200)
-    service_bus_connection_string: str = Field(
+    service_bus_connection_string: str | None = Field(
+        None,
         max_length=2048,
         examples=[
             "Endpoint=sb://contoso.servicebus.windows.net/;SharedAccessKeyName=send;"
             "SharedAccessKey=c2VjcmV0"
         ],
         description="Endpoint=sb://...;SharedAccessKeyName=...;SharedAccessKey=... "
-        "Secrets come back as ***; send *** to keep the stored one.",
+        "Secrets come back as ***; send *** to keep the stored one. Required unless "
+        "Authentication is EntraId.",
     )
     queue_name: str = Field(description="Queue (or topic) to deliver to.", examples=["events"])
     blob_container_connection_string: str | None = Field(
@@ -180,10 +182,30 @@ class ConnectionInput(ApiModel):
         "Default",
         description="CloudEvents: the CloudEvents 1.0 AMQP binding, binary content mode.",
     )
+    authentication: Literal["ConnectionString", "EntraId"] = Field(
+        "ConnectionString",
+        validate_default=True,
+        description="EntraId: no secret; the customer grants our multi-tenant application "
+        "Azure Service Bus Data Sender (FullyQualifiedNamespace and TenantId required).",
+    )
+    fully_qualified_namespace: str | None = Field(
+        None,
+        max_length=300,
+        validate_default=True,
+        examples=["contoso.servicebus.windows.net"],
+        description="With Authentication EntraId: the namespace's host name.",
+    )
+    tenant_id: UUID | None = Field(
+        None,
+        validate_default=True,
+        description="With Authentication EntraId: the customer's Entra ID tenant.",
+    )
 
     @field_validator("service_bus_connection_string")
     @classmethod
-    def _service_bus_connection_string(cls, value: str, info: ValidationInfo) -> str:
+    def _service_bus_connection_string(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:  # Authentication EntraId; its validator says when it is missing
+            return value
         parts = connstrings.check_service_bus(value)
         if rule := _endpoint_rule(info):
             rule.check_service_bus(parts)
@@ -245,6 +267,44 @@ class ConnectionInput(ApiModel):
             )
             if not named:  # named by position: input is never echoed
                 raise ValueError(f"entry {number} is not an enabled event key or pattern")
+        return value
+
+    @field_validator("authentication")
+    @classmethod
+    def _authentication(cls, value: str, info: ValidationInfo) -> str:
+        if "service_bus_connection_string" not in info.data:
+            return value  # that field failed already
+        given = info.data["service_bus_connection_string"] is not None
+        if value == "ConnectionString" and not given:
+            raise ValueError("ServiceBusConnectionString is required (or Authentication EntraId)")
+        if value == "EntraId" and given:
+            raise ValueError("EntraId takes no ServiceBusConnectionString: send null")
+        return value
+
+    @field_validator("fully_qualified_namespace")
+    @classmethod
+    def _namespace(cls, value: str | None, info: ValidationInfo) -> str | None:
+        entra = info.data.get("authentication") == "EntraId"
+        if value is None:
+            if entra:
+                raise ValueError("required with Authentication EntraId")
+            return value
+        if not entra:
+            raise ValueError("only with Authentication EntraId")
+        if not re.fullmatch(r"[A-Za-z0-9.-]+(:\d{1,5})?", value):
+            raise ValueError("a host name, e.g. contoso.servicebus.windows.net")
+        if rule := _endpoint_rule(info):  # the production rule of connection strings
+            rule.check_service_bus({"Endpoint": f"sb://{value}"})
+        return value.lower()
+
+    @field_validator("tenant_id")
+    @classmethod
+    def _tenant_id(cls, value: UUID | None, info: ValidationInfo) -> UUID | None:
+        entra = info.data.get("authentication") == "EntraId"
+        if entra and value is None:
+            raise ValueError("required with Authentication EntraId")
+        if not entra and value is not None:
+            raise ValueError("only with Authentication EntraId")
         return value
 
     @field_validator("time_to_live", mode="before")

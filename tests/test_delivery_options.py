@@ -6,23 +6,35 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
 
+import jwt
 import pytest
+from azure.core.credentials import AccessToken
 from azure.core.messaging import CloudEvent
 from azure.servicebus import NEXT_AVAILABLE_SESSION, ServiceBusReceiveMode
 from azure.servicebus.aio import ServiceBusClient
+from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import ValidationError
 
 from local.servicebus_emulator import Emulator
 from shared.dispatch.dispatcher import Dispatcher
+from shared.endpoints import EndpointRule
 from shared.events import new_event
-from shared.models import CLOUDEVENTS_PREFIX, MessageStatus, RequestMetadata
+from shared.models import (
+    CLOUDEVENTS_PREFIX,
+    ConnectionInput,
+    MessageStatus,
+    RequestMetadata,
+    error_map,
+)
 from shared.services import Services
 from shared.settings import DEFAULT_CLOUDEVENTS_SOURCE
-from tests.factories import NOW, PATH, ROOT, an_event, body, connect
+from tests.factories import NOW, PATH, ROOT, a_connection, an_event, body, connect
 from tests.plugins.app import Api
 from tests.servicebus_helpers import body_of, receive
 
@@ -305,3 +317,131 @@ async def test_the_javascript_sdk_reads_sessions_and_cloud_events_the_same_way(
         assert attributes["cloudEvents:specversion"] == "1.0"
         assert attributes["cloudEvents:datacontenttype"] == message["contentType"]
         assert message["timeToLive"] == 2 * 3600 * 1000
+
+
+class MintingCredential:
+    """Entra ID's stand-in (nothing real can run here): an async token credential that mints
+    RS256 JWTs signed by a test issuer's key, for `audience` or the scope's resource."""
+
+    def __init__(self, key: rsa.RSAPrivateKey, audience: str | None = None) -> None:
+        self.key, self.audience = key, audience
+        self.tenants: list[str] = []
+
+    def for_tenant(self, tenant_id: str) -> MintingCredential:
+        self.tenants.append(tenant_id)
+        return self
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        now = int(time.time())
+        audience = self.audience or scopes[0].removesuffix(".default").rstrip("/")
+        tenant = self.tenants[-1]
+        claims = {"aud": audience, "tid": tenant, "iat": now, "exp": now + 3600}
+        return AccessToken(jwt.encode(claims, self.key, algorithm="RS256"), now + 3600)
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.fixture(scope="module")
+def issuer_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+async def entra_delivery(
+    services: Services,
+    account: str,
+    factory: Callable[..., Emulator],
+    credential: MintingCredential,
+) -> tuple[Emulator, str, Any]:
+    """One event sent by an EntraId connection to a fresh emulator trusting the issuer."""
+    emulator = factory(jwt_issuer_key=credential.key.public_key())
+    queue, tenant = f"q-{uuid.uuid4().hex[:10]}", str(uuid.uuid4())
+    connection = a_connection(
+        ServiceBusConnectionString=None,
+        Authentication="EntraId",
+        FullyQualifiedNamespace=f"127.0.0.1:{emulator.port}",
+        TenantId=tenant,
+        QueueName=queue,
+    )
+    await services.connections.add(account, connection, NOW)
+    dispatcher = await services.new_dispatcher((30,), credentials=credential.for_tenant)
+    try:
+        [record] = await dispatcher.dispatch(an_event(account))
+    finally:
+        await dispatcher.close()
+    assert credential.tenants == [tenant]
+    return emulator, queue, record
+
+
+async def test_an_entra_id_connection_delivers_with_a_token_and_no_secret(
+    services: Services,
+    account: str,
+    servicebus_emulator_factory: Callable[..., Emulator],
+    issuer_key: rsa.RSAPrivateKey,
+) -> None:
+    credential = MintingCredential(issuer_key)
+    emulator, queue, record = await entra_delivery(
+        services, account, servicebus_emulator_factory, credential
+    )
+    assert record.message.status == MessageStatus.SUCCEEDED, record.message.request_metadata
+    [got] = await receive(emulator.connection_string, queue, 1)
+    assert got.application_properties[b"AccountId"] == account.encode()
+
+
+async def test_an_entra_id_token_for_another_audience_is_a_configuration_failure(
+    services: Services,
+    account: str,
+    servicebus_emulator_factory: Callable[..., Emulator],
+    issuer_key: rsa.RSAPrivateKey,
+) -> None:
+    credential = MintingCredential(issuer_key, audience="https://storage.azure.com")
+    emulator, queue, record = await entra_delivery(
+        services, account, servicebus_emulator_factory, credential
+    )
+    error = json.loads(record.message.request_metadata)["Error"]
+    assert (record.message.status, error["Category"]) == (MessageStatus.FAILED, "Configuration")
+    assert error["Type"] == "ServiceBusAuthenticationError"
+    assert emulator.message_count(queue) == 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"Authentication": "EntraId", "TenantId": str(uuid.uuid4())}, "FullyQualifiedNamespace"),
+        (
+            {
+                "Authentication": "EntraId",
+                "FullyQualifiedNamespace": "contoso.servicebus.windows.net",
+            },
+            "TenantId",
+        ),
+        ({"FullyQualifiedNamespace": "contoso.servicebus.windows.net"}, "FullyQualifiedNamespace"),
+        ({"ServiceBusConnectionString": None}, "Authentication"),
+    ],
+)
+async def test_entra_id_needs_namespace_and_tenant_and_no_connection_string(
+    api: Api, changes: dict[str, Any], field: str
+) -> None:
+    sent = body(**changes)
+    if changes.get("Authentication") == "EntraId":
+        sent["ServiceBusConnectionString"] = None
+    status, problem = await api.call("POST", PATH, sent)
+    assert status == 400 and field in problem["errors"], problem
+
+
+def test_the_namespace_follows_the_production_endpoint_rule() -> None:
+    entra = {
+        "QueueName": "q",
+        "Authentication": "EntraId",
+        "TenantId": str(uuid.uuid4()),
+    }
+    rule = {"endpoints": EndpointRule()}
+    for refused in ("127.0.0.1:5672", "contoso.example.com", "evil.servicebus.windows.net:444"):
+        with pytest.raises(ValidationError) as caught:
+            ConnectionInput.model_validate(
+                {**entra, "FullyQualifiedNamespace": refused}, context=rule
+            )
+        assert "FullyQualifiedNamespace" in error_map(caught.value)
+    good = {**entra, "FullyQualifiedNamespace": "Contoso.servicebus.windows.net"}
+    accepted = ConnectionInput.model_validate(good, context=rule)
+    assert accepted.fully_qualified_namespace == "contoso.servicebus.windows.net"

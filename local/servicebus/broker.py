@@ -26,6 +26,7 @@ from local.servicebus.nodes import (
     LOCK_LOST,
     MGMT_SUFFIX,
     NOT_FOUND,
+    check_jwt_token,
     check_sas_token,
     management_reply,
 )
@@ -376,7 +377,12 @@ class Broker(Handler):
         dlv.settle()
         conn = conn_state(link.connection)
         if node == "$cbs":  # put-token
-            expiry, why = check_sas_token(str(request.body or ""), self.emulator.key, time.time())
+            # The SDK says type `jwt` for both kinds; a shared access signature says so itself.
+            token, now = str(request.body or ""), time.time()
+            if token.startswith("SharedAccessSignature "):
+                expiry, why = check_sas_token(token, self.emulator.key, now)
+            else:  # an Entra ID token
+                expiry, why = check_jwt_token(token, self.emulator.jwt_issuer_key, now)
             conn.authorized_until = max(conn.authorized_until, float(expiry))
             fields = {"status-code": 401 if why else 202, "status-description": why or "Accepted"}
             reply = Message(properties=fields)

@@ -20,6 +20,7 @@ from shared.clock import Clock, uuid7
 from shared.dispatch import outgoing
 from shared.dispatch.claimcheck import ClaimCheckStore
 from shared.dispatch.coalesce import Coalescer
+from shared.dispatch.entra import CredentialFactory, EntraTarget
 from shared.dispatch.errors import TooLarge, classify
 from shared.dispatch.retries import RetryScheduler
 from shared.dispatch.servicebus import SenderPool
@@ -103,13 +104,14 @@ class Dispatcher:
         clock: Clock,
         connection_cache_seconds: float,
         guard: ConnectGuard = DEFAULT_GUARD,
+        credentials: CredentialFactory | None = None,
     ) -> None:
         self.connections = connections
         self.records = records
         self.retries = retries
         self.clock = clock
         self.connection_cache_seconds = connection_cache_seconds
-        self.senders = SenderPool(guard=guard)
+        self.senders = SenderPool(guard=guard, credentials=credentials)
         self.claims = ClaimCheckStore(guard)
         self._writers: dict[str, Coalescer[LoggedMessage]] = {}
         self._cached: dict[str, tuple[float, asyncio.Future[list[StoredConnection]]]] = {}
@@ -271,7 +273,12 @@ class Dispatcher:
     ) -> outgoing.Outgoing:
         """Send; a message too large for the link goes by claim check when there is a container."""
         c = stored.connection
-        sender = self.senders.get(c.service_bus_connection_string, c.queue_name)
+        entra = EntraTarget(c.fully_qualified_namespace or "", str(c.tenant_id))
+        sender = self.senders.get(
+            c.service_bus_connection_string or "",
+            c.queue_name,
+            entra if c.authentication == "EntraId" else None,
+        )
         try:
             await sender.send(message)
             return message

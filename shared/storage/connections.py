@@ -32,6 +32,9 @@ OPTION_FIELDS = {
     "time_to_live",
     "application_properties",
     "message_format",
+    "authentication",
+    "fully_qualified_namespace",
+    "tenant_id",
 }
 REPLACE_ATTEMPTS = 10  # `~` sorts after every account name and is refused in one
 
@@ -183,7 +186,6 @@ class ConnectionRepository:
             "PartitionKey": stored.account,
             "RowKey": str(c.uid),
             "Title": c.title,
-            "ServiceBusConnectionString": self._keys.seal(c.service_bus_connection_string, owner),
             "QueueName": c.queue_name,
             "BlobContainerName": c.blob_container_name,
             "Active": c.active,
@@ -196,6 +198,10 @@ class ConnectionRepository:
             # The delivery options (issue 16) in one column; absent means every default.
             "DeliveryOptions": json.dumps(c.model_dump(mode="json", include=OPTION_FIELDS)),
         }
+        if c.service_bus_connection_string:  # none with Authentication EntraId
+            entity["ServiceBusConnectionString"] = self._keys.seal(
+                c.service_bus_connection_string, owner
+            )
         if c.blob_container_connection_string:
             entity["BlobContainerConnectionString"] = self._keys.seal(
                 c.blob_container_connection_string, owner
@@ -206,12 +212,11 @@ class ConnectionRepository:
         account, uid = entity["PartitionKey"], entity["RowKey"]
         owner = f"{account}/{uid}"
         blob = entity.get("BlobContainerConnectionString")
+        sb = entity.get("ServiceBusConnectionString")
         connection = Connection.model_construct(  # stored data was validated on the way in
             uid=UUID(uid),
             title=entity.get("Title"),
-            service_bus_connection_string=self._keys.open(
-                entity["ServiceBusConnectionString"], owner
-            ),
+            service_bus_connection_string=sb and self._keys.open(sb, owner),
             queue_name=entity["QueueName"],
             blob_container_connection_string=blob and self._keys.open(blob, owner),
             blob_container_name=entity.get("BlobContainerName"),
@@ -236,6 +241,8 @@ def _options(stored: dict[str, Any]) -> dict[str, Any]:
     options = {k: v for k, v in stored.items() if k in OPTION_FIELDS}
     if options.get("time_to_live"):
         options["time_to_live"] = TypeAdapter(timedelta).validate_python(options["time_to_live"])
+    if options.get("tenant_id"):
+        options["tenant_id"] = UUID(options["tenant_id"])
     return options
 
 
