@@ -9,6 +9,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -49,6 +50,30 @@ async def dispatcher(services: Services) -> AsyncIterator[Dispatcher]:
     await d.close()
 
 
+@dataclass
+class Bus:
+    """What a delivery test needs: the session's emulator, a dispatcher and an account."""
+
+    services: Services
+    dispatcher: Dispatcher
+    emulator: Emulator
+    account: str
+
+    @property
+    def cs(self) -> str:
+        return self.emulator.connection_string
+
+    async def connect(self, queue: str, **changes: Any) -> None:
+        await connect(self.services, self.account, self.cs, queue, **changes)
+
+
+@pytest.fixture
+def bus(
+    services: Services, dispatcher: Dispatcher, servicebus_emulator: Emulator, account: str
+) -> Bus:
+    return Bus(services, dispatcher, servicebus_emulator, account)
+
+
 @pytest.fixture
 def session_queue(servicebus_emulator: Emulator) -> str:
     name = f"sq-{uuid.uuid4().hex[:10]}"
@@ -81,19 +106,15 @@ async def receive_sessions(cs: str, queue: str, sessions: int, each: int) -> dic
 
 
 async def test_per_subject_order_holds_across_a_thousand_concurrent_events_in_sessions(
-    services: Services,
-    dispatcher: Dispatcher,
-    servicebus_emulator: Emulator,
-    account: str,
-    session_queue: str,
+    bus: Bus, session_queue: str
 ) -> None:
-    cs = servicebus_emulator.connection_string
-    await connect(services, account, cs, session_queue, SessionIdSource="Subject")
+    cs, account = bus.cs, bus.account
+    await bus.connect(session_queue, SessionIdSource="Subject")
     events = [
         new_event(account, "Order.Shipped", NOW, subject=f"orders/{i % SUBJECTS}", data={"N": i})
         for i in range(EVENTS)
     ]
-    records = [r for rs in await asyncio.gather(*map(dispatcher.dispatch, events)) for r in rs]
+    records = [r for rs in await asyncio.gather(*map(bus.dispatcher.dispatch, events)) for r in rs]
     assert {r.message.status for r in records} == {MessageStatus.SUCCEEDED}
     metadata = [RequestMetadata.from_text(r.message.request_metadata) for r in records]
     assert {m.session_id for m in metadata if m} == {f"orders/{s}" for s in range(SUBJECTS)}
@@ -108,49 +129,38 @@ async def test_per_subject_order_holds_across_a_thousand_concurrent_events_in_se
 
 
 async def test_an_event_without_a_subject_gets_its_event_id_as_session(
-    services: Services,
-    dispatcher: Dispatcher,
-    servicebus_emulator: Emulator,
-    account: str,
-    session_queue: str,
+    bus: Bus, session_queue: str
 ) -> None:
-    cs = servicebus_emulator.connection_string
-    await connect(services, account, cs, session_queue, SessionIdSource="Subject")
+    cs, account = bus.cs, bus.account
+    await bus.connect(session_queue, SessionIdSource="Subject")
     event = new_event(account, "Order.Shipped", NOW, subject=None, data={})
-    [record] = await dispatcher.dispatch(event)
+    [record] = await bus.dispatcher.dispatch(event)
     assert json.loads(record.message.request_metadata)["SessionId"] == event.event_id
     [[received]] = (await receive_sessions(cs, session_queue, 1, 1)).values()
     assert received.session_id == event.event_id
 
 
 async def test_a_sessionless_connection_to_a_session_queue_is_a_configuration_failure(
-    services: Services,
-    dispatcher: Dispatcher,
-    servicebus_emulator: Emulator,
-    account: str,
-    session_queue: str,
+    bus: Bus, session_queue: str
 ) -> None:
-    cs = servicebus_emulator.connection_string
-    await connect(services, account, cs, session_queue)
-    [record] = await dispatcher.dispatch(an_event(account))
+    account = bus.account
+    await bus.connect(session_queue)
+    [record] = await bus.dispatcher.dispatch(an_event(account))
     error = json.loads(record.message.request_metadata)["Error"]
     assert record.message.status == MessageStatus.FAILED
     assert error["Category"] == "Configuration"
     assert error["Type"] == "SessionRequired"
     assert "SessionIdSource" in error["Message"]
-    assert servicebus_emulator.message_count(session_queue) == 0
+    assert bus.emulator.message_count(session_queue) == 0
 
 
 async def test_time_to_live_and_application_properties_arrive(
-    services: Services,
-    dispatcher: Dispatcher,
-    servicebus_emulator: Emulator,
-    account: str,
+    bus: Bus,
 ) -> None:
-    cs, queue = servicebus_emulator.connection_string, f"q-{uuid.uuid4().hex[:10]}"
+    cs, account, queue = bus.cs, bus.account, f"q-{uuid.uuid4().hex[:10]}"
     properties = {"Tenant": "contoso", "Route": "hr"}
-    await connect(services, account, cs, queue, TimeToLive="PT5M", ApplicationProperties=properties)
-    [record] = await dispatcher.dispatch(an_event(account))
+    await bus.connect(queue, TimeToLive="PT5M", ApplicationProperties=properties)
+    [record] = await bus.dispatcher.dispatch(an_event(account))
     [got] = await receive(cs, queue, 1)
     assert got.time_to_live == timedelta(minutes=5)
     assert {b"Tenant": b"contoso", b"Route": b"hr"}.items() <= got.application_properties.items()
@@ -174,15 +184,12 @@ def cloud_event_of(message: Any) -> CloudEvent[Any]:
 
 
 async def test_a_cloud_events_message_is_read_by_a_cloud_events_reader(
-    services: Services,
-    dispatcher: Dispatcher,
-    servicebus_emulator: Emulator,
-    account: str,
+    bus: Bus,
 ) -> None:
-    cs, queue = servicebus_emulator.connection_string, f"q-{uuid.uuid4().hex[:10]}"
-    await connect(services, account, cs, queue, MessageFormat="CloudEvents")
+    cs, account, queue = bus.cs, bus.account, f"q-{uuid.uuid4().hex[:10]}"
+    await bus.connect(queue, MessageFormat="CloudEvents")
     event = an_event(account)
-    await dispatcher.dispatch(event)
+    await bus.dispatcher.dispatch(event)
     [got] = await receive(cs, queue, 1)
     ce = cloud_event_of(got)
     assert ce.specversion == "1.0"
@@ -196,25 +203,18 @@ async def test_a_cloud_events_message_is_read_by_a_cloud_events_reader(
 
 
 async def test_a_cloud_events_claim_check_points_at_its_blob_with_dataref(
-    services: Services,
-    dispatcher: Dispatcher,
-    servicebus_emulator: Emulator,
-    account: str,
-    storage_connection_string: str,
+    bus: Bus, storage_connection_string: str
 ) -> None:
-    cs, queue = servicebus_emulator.connection_string, f"q-{uuid.uuid4().hex[:10]}"
+    cs, account, queue = bus.cs, bus.account, f"q-{uuid.uuid4().hex[:10]}"
     container = f"large-{uuid.uuid4().hex[:10]}"
-    await connect(
-        services,
-        account,
-        cs,
+    await bus.connect(
         queue,
         MessageFormat="CloudEvents",
         BlobContainerName=container,
         BlobContainerConnectionString=storage_connection_string,
     )
     event = an_event(account, "Document.Uploaded", data={"Content": "x" * 400_000})
-    await dispatcher.dispatch(event)
+    await bus.dispatcher.dispatch(event)
     [got] = await receive(cs, queue, 1)
     ce = cloud_event_of(got)
     assert ce.id == event.event_id and ce.type == "Document.Uploaded"
@@ -284,20 +284,16 @@ async def js_receive(cs: str, queue: str, count: int, sessions: int | None = Non
 
 
 async def test_the_javascript_sdk_reads_sessions_and_cloud_events_the_same_way(
-    services: Services,
-    dispatcher: Dispatcher,
-    servicebus_emulator: Emulator,
-    account: str,
-    session_queue: str,
+    bus: Bus, session_queue: str
 ) -> None:
-    cs, ce_queue = servicebus_emulator.connection_string, f"q-{uuid.uuid4().hex[:10]}"
-    await connect(services, account, cs, session_queue, SessionIdSource="Subject")
-    await connect(services, account, cs, ce_queue, MessageFormat="CloudEvents", TimeToLive="PT2H")
+    cs, account, ce_queue = bus.cs, bus.account, f"q-{uuid.uuid4().hex[:10]}"
+    await bus.connect(session_queue, SessionIdSource="Subject")
+    await bus.connect(ce_queue, MessageFormat="CloudEvents", TimeToLive="PT2H")
     events = [
         new_event(account, "Order.Shipped", NOW, subject=f"orders/{i % 3}", data={"N": i})
         for i in range(30)
     ]
-    await asyncio.gather(*map(dispatcher.dispatch, events))
+    await asyncio.gather(*map(bus.dispatcher.dispatch, events))
 
     sessions = await js_receive(cs, session_queue, 10, sessions=3)
     assert set(sessions) == {"orders/0", "orders/1", "orders/2"}
