@@ -117,6 +117,19 @@ MIN_TIME_TO_LIVE = timedelta(minutes=1)
 MAX_TIME_TO_LIVE = timedelta(days=14)  # the Basic tier's longest; see docs/API.md
 
 
+def _entra_id_field(value: object, info: ValidationInfo) -> bool:
+    """A field required with Authentication EntraId and refused without it: whether it is
+    there to check further."""
+    if "authentication" not in info.data:
+        return False  # that field failed already
+    entra = info.data["authentication"] == "EntraId"
+    if entra and value is None:
+        raise ValueError("required with Authentication EntraId")
+    if not entra and value is not None:
+        raise ValueError("only with Authentication EntraId")
+    return value is not None
+
+
 class ConnectionInput(ApiModel):
     """An Azure Service Bus connection as a client sends it (POST and PUT)."""
 
@@ -143,6 +156,14 @@ class ConnectionInput(ApiModel):
             "DefaultEndpointsProtocol=https;AccountName=contoso;AccountKey=a2V5;"
             "EndpointSuffix=core.windows.net"
         ],
+    )
+    blob_service_uri: str | None = Field(
+        None,
+        max_length=300,
+        examples=["https://contoso.blob.core.windows.net"],
+        description="With Authentication EntraId, instead of BlobContainerConnectionString: "
+        "the storage account's blob endpoint, on which the customer grants our application "
+        "Storage Blob Data Contributor.",
     )
     blob_container_name: str | None = Field(
         None,
@@ -232,6 +253,16 @@ class ConnectionInput(ApiModel):
                 rule.check_storage(parts)
         return value
 
+    @field_validator("blob_service_uri")
+    @classmethod
+    def _blob_service_uri(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?(/[A-Za-z0-9]+)?/?", value):
+                raise ValueError("the blob endpoint, e.g. https://contoso.blob.core.windows.net")
+            if rule := _endpoint_rule(info):  # the production rule of connection strings
+                rule.check_storage({"BlobEndpoint": value})
+        return value and value.rstrip("/")
+
     @field_validator("blob_container_name")
     @classmethod
     def _container_name(cls, value: str | None, info: ValidationInfo) -> str | None:
@@ -240,10 +271,16 @@ class ConnectionInput(ApiModel):
                 "3-63 lowercase letters, digits and single hyphens, "
                 "starting and ending with a letter or digit"
             )
-        if "blob_container_connection_string" in info.data:  # else that field failed already
-            paired = info.data["blob_container_connection_string"] is not None
-            if paired != (value is not None):
-                raise ValueError("comes together with BlobContainerConnectionString, or neither")
+        stores = ("blob_container_connection_string", "blob_service_uri")
+        if all(name in info.data for name in stores):  # else one of them failed already
+            given = [info.data[name] is not None for name in stores]
+            if all(given):
+                raise ValueError("BlobContainerConnectionString or BlobServiceUri, not both")
+            if any(given) != (value is not None):
+                raise ValueError(
+                    "comes together with BlobContainerConnectionString (or BlobServiceUri), "
+                    "or neither"
+                )
         return value
 
     @field_validator("enabled_events")
@@ -279,18 +316,17 @@ class ConnectionInput(ApiModel):
             raise ValueError("ServiceBusConnectionString is required (or Authentication EntraId)")
         if value == "EntraId" and given:
             raise ValueError("EntraId takes no ServiceBusConnectionString: send null")
+        if value == "EntraId" and info.data.get("blob_container_connection_string"):
+            raise ValueError("EntraId takes BlobServiceUri, not BlobContainerConnectionString")
+        if value == "ConnectionString" and info.data.get("blob_service_uri"):
+            raise ValueError("BlobServiceUri is only for Authentication EntraId")
         return value
 
     @field_validator("fully_qualified_namespace")
     @classmethod
     def _namespace(cls, value: str | None, info: ValidationInfo) -> str | None:
-        entra = info.data.get("authentication") == "EntraId"
-        if value is None:
-            if entra:
-                raise ValueError("required with Authentication EntraId")
+        if not _entra_id_field(value, info) or value is None:
             return value
-        if not entra:
-            raise ValueError("only with Authentication EntraId")
         if not re.fullmatch(r"[A-Za-z0-9.-]+(:\d{1,5})?", value):
             raise ValueError("a host name, e.g. contoso.servicebus.windows.net")
         if rule := _endpoint_rule(info):  # the production rule of connection strings
@@ -300,11 +336,7 @@ class ConnectionInput(ApiModel):
     @field_validator("tenant_id")
     @classmethod
     def _tenant_id(cls, value: UUID | None, info: ValidationInfo) -> UUID | None:
-        entra = info.data.get("authentication") == "EntraId"
-        if entra and value is None:
-            raise ValueError("required with Authentication EntraId")
-        if not entra and value is not None:
-            raise ValueError("only with Authentication EntraId")
+        _entra_id_field(value, info)
         return value
 
     @field_validator("time_to_live", mode="before")

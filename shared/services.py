@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shared.clock import Clock, system_clock
 from shared.settings import Settings
@@ -67,6 +67,7 @@ class Services:
         self,
         retry_delays: tuple[float, ...] | None = None,
         credentials: CredentialFactory | None = None,
+        blob_options: dict[str, Any] | None = None,
     ) -> Dispatcher:
         """A dispatcher of its own (tests and benchmarks; the app uses `dispatcher()`)."""
         # Imported here, not at the top: the dispatch code and the Service Bus SDK stay out of
@@ -89,6 +90,7 @@ class Services:
             connection_cache_seconds=self.settings.connection_cache_seconds,
             guard=ConnectGuard(self.settings.allow_local_endpoints),
             credentials=credentials,  # None: Entra ID tokens through the managed identity
+            blob_options=blob_options,
         )
 
     async def publish(self, event: SystemEvent) -> None:

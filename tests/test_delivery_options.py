@@ -8,9 +8,11 @@ import json
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from ipaddress import ip_address
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -19,9 +21,15 @@ from azure.core.credentials import AccessToken
 from azure.core.messaging import CloudEvent
 from azure.servicebus import NEXT_AVAILABLE_SESSION, ServiceBusReceiveMode
 from azure.servicebus.aio import ServiceBusClient
+from azure.storage.blob.aio import ContainerClient
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
+from local.azurite import ACCOUNT as AZURITE_ACCOUNT
+from local.azurite import start_azurite
 from local.servicebus_emulator import Emulator
 from shared.dispatch.dispatcher import Dispatcher
 from shared.endpoints import EndpointRule
@@ -31,6 +39,7 @@ from shared.models import (
     ConnectionInput,
     MessageStatus,
     RequestMetadata,
+    SystemEvent,
     error_map,
 )
 from shared.services import Services
@@ -331,10 +340,23 @@ class MintingCredential:
         now = int(time.time())
         audience = self.audience or scopes[0].removesuffix(".default").rstrip("/")
         tenant = self.tenants[-1]
-        claims = {"aud": audience, "tid": tenant, "iat": now, "exp": now + 3600}
+        claims = {
+            "aud": audience,
+            "iss": f"https://sts.windows.net/{tenant}/",
+            "tid": tenant,
+            "iat": now,
+            "nbf": now,
+            "exp": now + 3600,
+        }
         return AccessToken(jwt.encode(claims, self.key, algorithm="RS256"), now + 3600)
 
     async def close(self) -> None:
+        return None
+
+    async def __aenter__(self) -> MintingCredential:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
         return None
 
 
@@ -348,24 +370,31 @@ async def entra_delivery(
     account: str,
     factory: Callable[..., Emulator],
     credential: MintingCredential,
+    event: SystemEvent | None = None,
+    **changes: Any,
 ) -> tuple[Emulator, str, Any]:
-    """One event sent by an EntraId connection to a fresh emulator trusting the issuer."""
+    """One event sent by an EntraId connection to a fresh emulator trusting the issuer;
+    `changes` (API property names) and `blob_options` for the connection and dispatcher."""
     emulator = factory(jwt_issuer_key=credential.key.public_key())
     queue, tenant = f"q-{uuid.uuid4().hex[:10]}", str(uuid.uuid4())
+    blob_options = changes.pop("blob_options", None)
     connection = a_connection(
         ServiceBusConnectionString=None,
         Authentication="EntraId",
         FullyQualifiedNamespace=f"127.0.0.1:{emulator.port}",
         TenantId=tenant,
         QueueName=queue,
+        **changes,
     )
     await services.connections.add(account, connection, NOW)
-    dispatcher = await services.new_dispatcher((30,), credentials=credential.for_tenant)
+    dispatcher = await services.new_dispatcher(
+        (30,), credentials=credential.for_tenant, blob_options=blob_options
+    )
     try:
-        [record] = await dispatcher.dispatch(an_event(account))
+        [record] = await dispatcher.dispatch(event or an_event(account))
     finally:
         await dispatcher.close()
-    assert credential.tenants == [tenant]
+    assert set(credential.tenants) == {tenant}
     return emulator, queue, record
 
 
@@ -420,9 +449,91 @@ async def test_entra_id_needs_namespace_and_tenant_and_no_connection_string(
 ) -> None:
     sent = body(**changes)
     if changes.get("Authentication") == "EntraId":
-        sent["ServiceBusConnectionString"] = None
+        sent.update(
+            ServiceBusConnectionString=None,
+            BlobContainerConnectionString=None,
+            BlobContainerName=None,
+        )
     status, problem = await api.call("POST", PATH, sent)
     assert status == 400 and field in problem["errors"], problem
+
+
+@pytest.fixture(scope="module")
+def azurite_with_oauth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """Azurite over HTTPS taking bearer tokens (`--oauth basic`: it checks the token's
+    audience, issuer and times, not its signature): its blob endpoint, and the certificate
+    to trust."""
+    folder = tmp_path_factory.mktemp("azurite-tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    write_self_signed(cert, key)
+    azurite = start_azurite(extra_args=["--oauth", "basic", "--cert", str(cert), "--key", str(key)])
+    try:
+        yield f"https://127.0.0.1:{azurite.blob_port}/{AZURITE_ACCOUNT}", cert
+    finally:
+        azurite.stop()
+
+
+def write_self_signed(cert_path: Path, key_path: Path) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+
+
+async def test_an_entra_id_connection_offloads_a_large_event_with_a_token(
+    services: Services,
+    account: str,
+    servicebus_emulator_factory: Callable[..., Emulator],
+    issuer_key: rsa.RSAPrivateKey,
+    azurite_with_oauth: tuple[str, Path],
+) -> None:
+    blob_uri, cert = azurite_with_oauth
+    container = f"large-{uuid.uuid4().hex[:10]}"
+    event = an_event(account, "Document.Uploaded", data={"Content": "x" * 400_000})
+    emulator, queue, record = await entra_delivery(
+        services,
+        account,
+        servicebus_emulator_factory,
+        MintingCredential(issuer_key),
+        event,
+        BlobServiceUri=blob_uri,
+        BlobContainerName=container,
+        blob_options={"connection_verify": str(cert)},
+    )
+    assert record.message.status == MessageStatus.SUCCEEDED, record.message.request_metadata
+    [got] = await receive(emulator.connection_string, queue, 1)
+    reference = json.loads(body_of(got))
+    assert reference["BlobContainerName"] == container
+    reader = ContainerClient(
+        blob_uri,
+        container,
+        credential=MintingCredential(issuer_key).for_tenant("reader"),
+        connection_verify=str(cert),
+    )
+    async with reader:
+        blob = await (await reader.download_blob(reference["BlobName"])).readall()
+    assert json.loads(blob)["Data"]["Content"] == "x" * 400_000
 
 
 def test_the_namespace_follows_the_production_endpoint_rule() -> None:
@@ -441,3 +552,11 @@ def test_the_namespace_follows_the_production_endpoint_rule() -> None:
     good = {**entra, "FullyQualifiedNamespace": "Contoso.servicebus.windows.net"}
     accepted = ConnectionInput.model_validate(good, context=rule)
     assert accepted.fully_qualified_namespace == "contoso.servicebus.windows.net"
+    for refused in ("http://127.0.0.1:10000/devstoreaccount1", "https://contoso.example.com"):
+        blob = {**good, "BlobServiceUri": refused, "BlobContainerName": "large"}
+        with pytest.raises(ValidationError) as caught:
+            ConnectionInput.model_validate(blob, context=rule)
+        assert "BlobServiceUri" in error_map(caught.value)
+    blob = {**good, "BlobServiceUri": "https://contoso.blob.core.windows.net/"}
+    accepted = ConnectionInput.model_validate({**blob, "BlobContainerName": "large"}, context=rule)
+    assert accepted.blob_service_uri == "https://contoso.blob.core.windows.net"

@@ -18,7 +18,7 @@ from uuid import UUID
 from shared import connstrings
 from shared.clock import Clock, uuid7
 from shared.dispatch import outgoing
-from shared.dispatch.claimcheck import ClaimCheckStore
+from shared.dispatch.claimcheck import BlobIdentity, ClaimCheckStore
 from shared.dispatch.coalesce import Coalescer
 from shared.dispatch.entra import CredentialFactory, EntraTarget
 from shared.dispatch.errors import TooLarge, classify
@@ -27,6 +27,7 @@ from shared.dispatch.servicebus import SenderPool
 from shared.endpoints import DEFAULT_GUARD, ConnectGuard, blob_endpoint
 from shared.events import DeliveryRetry
 from shared.models import (
+    Connection,
     DeliveryError,
     ErrorCategory,
     Message,
@@ -105,6 +106,7 @@ class Dispatcher:
         connection_cache_seconds: float,
         guard: ConnectGuard = DEFAULT_GUARD,
         credentials: CredentialFactory | None = None,
+        blob_options: dict[str, Any] | None = None,
     ) -> None:
         self.connections = connections
         self.records = records
@@ -112,7 +114,7 @@ class Dispatcher:
         self.clock = clock
         self.connection_cache_seconds = connection_cache_seconds
         self.senders = SenderPool(guard=guard, credentials=credentials)
-        self.claims = ClaimCheckStore(guard)
+        self.claims = ClaimCheckStore(guard, blob_options)
         self._writers: dict[str, Coalescer[LoggedMessage]] = {}
         self._cached: dict[str, tuple[float, asyncio.Future[list[StoredConnection]]]] = {}
 
@@ -283,15 +285,25 @@ class Dispatcher:
             await sender.send(message)
             return message
         except TooLarge:
-            if message.offloaded or not c.blob_container_connection_string:
+            if message.offloaded or not c.blob_container_name:
                 raise
         name = outgoing.claim_check_blob_name(message, c.uid)
-        container = c.blob_container_name or ""  # the model makes both come together
-        await self.claims.upload(c.blob_container_connection_string, container, name, message.body)
-        url = blob_endpoint(connstrings.parse_any(c.blob_container_connection_string)).rstrip("/")
-        reference = message.claim_check(container, name, subject, f"{url}/{container}/{name}")
+        container = c.blob_container_name  # the model makes it come with a blob store
+        identity = self._blob_identity(c)
+        cs = c.blob_container_connection_string
+        await self.claims.upload(cs, container, name, message.body, identity)
+        url = identity.account_url if identity else blob_endpoint(connstrings.parse_any(cs or ""))
+        link = f"{url.rstrip('/')}/{container}/{name}"
+        reference = message.claim_check(container, name, subject, link)
         await sender.send(reference)
         return reference
+
+    def _blob_identity(self, c: Connection) -> BlobIdentity | None:
+        """With Authentication EntraId, the blob endpoint and a token of the customer's tenant."""
+        if c.authentication != "EntraId" or not c.blob_service_uri:
+            return None
+        tenant = str(c.tenant_id)
+        return BlobIdentity(c.blob_service_uri, tenant, self.senders.credentials(tenant))
 
     async def _schedule_retry(
         self,

@@ -35,6 +35,7 @@ OPTION_FIELDS = {
     "authentication",
     "fully_qualified_namespace",
     "tenant_id",
+    "blob_service_uri",
 }
 REPLACE_ATTEMPTS = 10  # `~` sorts after every account name and is refused in one
 
