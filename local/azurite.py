@@ -8,6 +8,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,8 +83,10 @@ def start_azurite(
     in_memory: bool = True,
     location: Path | None = None,
     quiet: bool = True,
+    extra_args: Sequence[str] = (),
 ) -> Azurite:
-    """Start Azurite; ports are (blob, queue, table), free ones when not given."""
+    """Start Azurite; ports are (blob, queue, table), free ones when not given; `extra_args`
+    e.g. `--oauth basic --cert ... --key ...` (HTTPS and bearer tokens)."""
     if not AZURITE_BIN.exists():
         raise FileNotFoundError(f"{AZURITE_BIN} is missing: run `npm ci` first")
     blob_port, queue_port, table_port = ports or (free_port(host), free_port(host), free_port(host))
@@ -112,6 +115,7 @@ def start_azurite(
     args += ["--inMemoryPersistence"] if in_memory else ["--location", str(workdir)]
     if quiet:
         args.append("--silent")
+    args += extra_args
     process = subprocess.Popen(
         args,
         stdout=subprocess.DEVNULL if quiet else None,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import IntEnum, StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID
@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -98,6 +99,37 @@ class EventSettings(ApiModel):
     )
 
 
+# The application properties every message carries (CONTRACT section 4): a connection's own
+# ApplicationProperties may not shadow them, nor the CloudEvents binding's prefix.
+RESERVED_PROPERTIES = (
+    "EventKey",
+    "EventId",
+    "EventTimestamp",
+    "AccountId",
+    "IsRetry",
+    "Offloaded",
+    "SchemaVersion",
+    "BlobName",
+)
+CLOUDEVENTS_PREFIX = "cloudEvents:"
+MAX_APPLICATION_PROPERTIES = 20
+MIN_TIME_TO_LIVE = timedelta(minutes=1)
+MAX_TIME_TO_LIVE = timedelta(days=14)  # the Basic tier's longest; see docs/API.md
+
+
+def _entra_id_field(value: object, info: ValidationInfo) -> bool:
+    """A field required with Authentication EntraId and refused without it: whether it is
+    there to check further."""
+    if "authentication" not in info.data:
+        return False  # that field failed already
+    entra = info.data["authentication"] == "EntraId"
+    if entra and value is None:
+        raise ValueError("required with Authentication EntraId")
+    if not entra and value is not None:
+        raise ValueError("only with Authentication EntraId")
+    return value is not None
+
+
 class ConnectionInput(ApiModel):
     """An Azure Service Bus connection as a client sends it (POST and PUT)."""
 
@@ -105,14 +137,16 @@ class ConnectionInput(ApiModel):
         None, description="Optional on POST (a new one is made); PUT needs it."
     )
     title: str | None = Field(None, max_length=200)
-    service_bus_connection_string: str = Field(
+    service_bus_connection_string: str | None = Field(
+        None,
         max_length=2048,
         examples=[
             "Endpoint=sb://contoso.servicebus.windows.net/;SharedAccessKeyName=send;"
             "SharedAccessKey=c2VjcmV0"
         ],
         description="Endpoint=sb://...;SharedAccessKeyName=...;SharedAccessKey=... "
-        "Secrets come back as ***; send *** to keep the stored one.",
+        "Secrets come back as ***; send *** to keep the stored one. Required unless "
+        "Authentication is EntraId.",
     )
     queue_name: str = Field(description="Queue (or topic) to deliver to.", examples=["events"])
     blob_container_connection_string: str | None = Field(
@@ -122,6 +156,14 @@ class ConnectionInput(ApiModel):
             "DefaultEndpointsProtocol=https;AccountName=contoso;AccountKey=a2V5;"
             "EndpointSuffix=core.windows.net"
         ],
+    )
+    blob_service_uri: str | None = Field(
+        None,
+        max_length=300,
+        examples=["https://contoso.blob.core.windows.net"],
+        description="With Authentication EntraId, instead of BlobContainerConnectionString: "
+        "the storage account's blob endpoint, on which the customer grants our application "
+        "Storage Blob Data Contributor.",
     )
     blob_container_name: str | None = Field(
         None,
@@ -141,10 +183,50 @@ class ConnectionInput(ApiModel):
         max_length=100,
         description="Per enabled event key (or pattern) settings.",
     )
+    session_id_source: Literal["None", "Subject", "EventKey", "AccountId"] = Field(
+        "None",
+        description="What each message's SessionId is (for session-enabled queues). "
+        "An event without a Subject gets its EventId.",
+    )
+    time_to_live: timedelta | None = Field(
+        None,
+        description="ISO 8601 duration set as every message's TimeToLive, PT1M to P14D.",
+        examples=["PT1H"],
+    )
+    application_properties: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=MAX_APPLICATION_PROPERTIES,
+        description="Up to 20 static application properties added to every message.",
+        examples=[{"Tenant": "contoso", "Route": "hr"}],
+    )
+    message_format: Literal["Default", "CloudEvents"] = Field(
+        "Default",
+        description="CloudEvents: the CloudEvents 1.0 AMQP binding, binary content mode.",
+    )
+    authentication: Literal["ConnectionString", "EntraId"] = Field(
+        "ConnectionString",
+        validate_default=True,
+        description="EntraId: no secret; the customer grants our multi-tenant application "
+        "Azure Service Bus Data Sender (FullyQualifiedNamespace and TenantId required).",
+    )
+    fully_qualified_namespace: str | None = Field(
+        None,
+        max_length=300,
+        validate_default=True,
+        examples=["contoso.servicebus.windows.net"],
+        description="With Authentication EntraId: the namespace's host name.",
+    )
+    tenant_id: UUID | None = Field(
+        None,
+        validate_default=True,
+        description="With Authentication EntraId: the customer's Entra ID tenant.",
+    )
 
     @field_validator("service_bus_connection_string")
     @classmethod
-    def _service_bus_connection_string(cls, value: str, info: ValidationInfo) -> str:
+    def _service_bus_connection_string(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:  # Authentication EntraId; its validator says when it is missing
+            return value
         parts = connstrings.check_service_bus(value)
         if rule := _endpoint_rule(info):
             rule.check_service_bus(parts)
@@ -171,6 +253,16 @@ class ConnectionInput(ApiModel):
                 rule.check_storage(parts)
         return value
 
+    @field_validator("blob_service_uri")
+    @classmethod
+    def _blob_service_uri(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?(/[A-Za-z0-9]+)?/?", value):
+                raise ValueError("the blob endpoint, e.g. https://contoso.blob.core.windows.net")
+            if rule := _endpoint_rule(info):  # the production rule of connection strings
+                rule.check_storage({"BlobEndpoint": value})
+        return value and value.rstrip("/")
+
     @field_validator("blob_container_name")
     @classmethod
     def _container_name(cls, value: str | None, info: ValidationInfo) -> str | None:
@@ -179,10 +271,16 @@ class ConnectionInput(ApiModel):
                 "3-63 lowercase letters, digits and single hyphens, "
                 "starting and ending with a letter or digit"
             )
-        if "blob_container_connection_string" in info.data:  # else that field failed already
-            paired = info.data["blob_container_connection_string"] is not None
-            if paired != (value is not None):
-                raise ValueError("comes together with BlobContainerConnectionString, or neither")
+        stores = ("blob_container_connection_string", "blob_service_uri")
+        if all(name in info.data for name in stores):  # else one of them failed already
+            given = [info.data[name] is not None for name in stores]
+            if all(given):
+                raise ValueError("BlobContainerConnectionString or BlobServiceUri, not both")
+            if any(given) != (value is not None):
+                raise ValueError(
+                    "comes together with BlobContainerConnectionString (or BlobServiceUri), "
+                    "or neither"
+                )
         return value
 
     @field_validator("enabled_events")
@@ -206,6 +304,72 @@ class ConnectionInput(ApiModel):
             )
             if not named:  # named by position: input is never echoed
                 raise ValueError(f"entry {number} is not an enabled event key or pattern")
+        return value
+
+    @field_validator("authentication")
+    @classmethod
+    def _authentication(cls, value: str, info: ValidationInfo) -> str:
+        if "service_bus_connection_string" not in info.data:
+            return value  # that field failed already
+        given = info.data["service_bus_connection_string"] is not None
+        if value == "ConnectionString" and not given:
+            raise ValueError("ServiceBusConnectionString is required (or Authentication EntraId)")
+        if value == "EntraId" and given:
+            raise ValueError("EntraId takes no ServiceBusConnectionString: send null")
+        if value == "EntraId" and info.data.get("blob_container_connection_string"):
+            raise ValueError("EntraId takes BlobServiceUri, not BlobContainerConnectionString")
+        if value == "ConnectionString" and info.data.get("blob_service_uri"):
+            raise ValueError("BlobServiceUri is only for Authentication EntraId")
+        return value
+
+    @field_validator("fully_qualified_namespace")
+    @classmethod
+    def _namespace(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if not _entra_id_field(value, info) or value is None:
+            return value
+        if not re.fullmatch(r"[A-Za-z0-9.-]+(:\d{1,5})?", value):
+            raise ValueError("a host name, e.g. contoso.servicebus.windows.net")
+        if rule := _endpoint_rule(info):  # the production rule of connection strings
+            rule.check_service_bus({"Endpoint": f"sb://{value}"})
+        return value.lower()
+
+    @field_validator("tenant_id")
+    @classmethod
+    def _tenant_id(cls, value: UUID | None, info: ValidationInfo) -> UUID | None:
+        _entra_id_field(value, info)
+        return value
+
+    @field_validator("time_to_live", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        # ISO 8601 text in JSON, which the strict parsing of a body refuses for a timedelta
+        if isinstance(value, str):
+            try:
+                return TypeAdapter(timedelta).validate_python(value)
+            except ValidationError:
+                raise ValueError("an ISO 8601 duration such as PT1H is expected") from None
+        return value
+
+    @field_validator("time_to_live")
+    @classmethod
+    def _time_to_live(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and not MIN_TIME_TO_LIVE <= value <= MAX_TIME_TO_LIVE:
+            raise ValueError("must be from PT1M (1 minute) to P14D (14 days)")
+        return value
+
+    @field_validator("application_properties")
+    @classmethod
+    def _application_properties(cls, value: dict[str, str]) -> dict[str, str]:
+        reserved = {name.lower(): name for name in RESERVED_PROPERTIES}
+        for number, (name, text) in enumerate(value.items()):
+            if clash := reserved.get(name.lower()):  # our own name: safe to show
+                raise ValueError(f"{clash} is set by the delivery service; use another name")
+            if name.lower().startswith(CLOUDEVENTS_PREFIX.lower()):
+                raise ValueError(f"the prefix {CLOUDEVENTS_PREFIX} is the CloudEvents binding's")
+            if not re.fullmatch(r"[A-Za-z0-9._\-]{1,128}", name):  # by position: not echoed
+                raise ValueError(f"name {number}: 1 to 128 letters, digits, '.', '-' or '_'")
+            if len(text) > 1024:
+                raise ValueError(f"value {number}: at most 1024 characters")
         return value
 
     def fields_holding_mask(self) -> list[str]:
@@ -289,6 +453,7 @@ class RequestMetadata(ApiModel):
     offloaded: bool
     blob_name: str | None = None
     error: DeliveryError | None = None
+    session_id: str | None = None  # set when the connection's SessionIdSource is not None
 
     def to_text(self) -> str:
         return json.dumps(self.model_dump(mode="json", by_alias=True, exclude_none=True))

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shared.clock import Clock, system_clock
 from shared.settings import Settings
 
 if TYPE_CHECKING:
     from shared.dispatch.dispatcher import Dispatcher
+    from shared.dispatch.entra import CredentialFactory
     from shared.events import EventStore
     from shared.models import SystemEvent
     from shared.storage.apikeys import ApiKeyRepository
@@ -62,7 +63,12 @@ class Services:
             self._dispatcher = await self.new_dispatcher()
         return self._dispatcher
 
-    async def new_dispatcher(self, retry_delays: tuple[float, ...] | None = None) -> Dispatcher:
+    async def new_dispatcher(
+        self,
+        retry_delays: tuple[float, ...] | None = None,
+        credentials: CredentialFactory | None = None,
+        blob_options: dict[str, Any] | None = None,
+    ) -> Dispatcher:
         """A dispatcher of its own (tests and benchmarks; the app uses `dispatcher()`)."""
         # Imported here, not at the top: the dispatch code and the Service Bus SDK stay out of
         # the cold start of HTTP-only workers.
@@ -83,6 +89,8 @@ class Services:
             clock=self.clock,
             connection_cache_seconds=self.settings.connection_cache_seconds,
             guard=ConnectGuard(self.settings.allow_local_endpoints),
+            credentials=credentials,  # None: Entra ID tokens through the managed identity
+            blob_options=blob_options,
         )
 
     async def publish(self, event: SystemEvent) -> None:

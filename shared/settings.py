@@ -83,6 +83,16 @@ def allow_local_endpoints(environ: MutableMapping[str, str] | None = None) -> bo
     return environ.get(ALLOW_LOCAL_SETTING, "").strip().lower() == "true"
 
 
+CLOUDEVENTS_SOURCE_SETTING = "CLOUDEVENTS_SOURCE"
+DEFAULT_CLOUDEVENTS_SOURCE = "/servicebus-event-delivery"
+
+
+def cloudevents_source(environ: MutableMapping[str, str] | None = None) -> str:
+    """The CloudEvents `source` of every event (a URI-reference naming the platform)."""
+    environ = os.environ if environ is None else environ
+    return environ.get(CLOUDEVENTS_SOURCE_SETTING) or DEFAULT_CLOUDEVENTS_SOURCE
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one tenant can make the app store or do; each is an app setting `LIMIT_<NAME>`."""

@@ -8,13 +8,15 @@ speaks plain AMQP and SASL ANONYMOUS to that port.
     python -m local.servicebus --host 127.0.0.1 --port 5672 [--strict]
         [--queue NAME ...] [--max-message-size BYTES] [--key KEY]
         [--lock-duration SECONDS] [--refuse-sends SECONDS] [--delay-sends MS]
+        [--session-queue NAME ...] [--jwt-issuer-key PEM_FILE]
 
 listens on that address only and prints `listening on amqp://HOST:PORT` once ready.
 Faults are injected by lines on its standard input, each answered `ok COMMAND` (EOF is fine):
 `drop` (close every client connection now, as a network failure would), `refuse SECONDS`
 (reject sends with com.microsoft:server-busy; 0 ends it), `delay MS` (settle each send
 that late; 0 ends it), `outage SECONDS` (stop listening, drop everything, come back on
-the same port), `queue NAME` (create a queue, for --strict), `count NAME` (print how many
+the same port), `queue NAME` (create a queue, for --strict), `session-queue NAME` (a
+session-enabled queue), `count NAME` (print how many
 messages a queue holds). In process, `Emulator` offers the same as methods.
 (`python -m local.servicebus_emulator`, the emulator's first name, does the same.)
 
@@ -22,7 +24,10 @@ The AMQP flow, as the SDK drives it:
 1. SASL ANONYMOUS, open, begin: accepted as they come.
 2. CBS: the client attaches a sender to `$cbs` and a receiver from `$cbs`, then sends a
    put-token request (no reply-to, a uuid message-id). The SAS token must be signed with
-   our key (HMAC-SHA256 of `sr` newline `se`) and unexpired. The answer goes out on the
+   our key (HMAC-SHA256 of `sr` newline `se`) and unexpired. Any other token (the SDK
+   says type `jwt` for both) is an Entra ID token: an RS256 JWT whose audience is
+   `https://servicebus.azure.net` and whose signature verifies with the issuer key given
+   (`--jwt-issuer-key`; none given: refused), unexpired. The answer goes out on the
    client's `$cbs` receiving link: correlation-id = the request's message-id, application
    properties `status-code` (202, or 401 which the SDK raises as
    ServiceBusAuthenticationError) and `status-description`. Entity links on a
@@ -31,7 +36,9 @@ The AMQP flow, as the SDK drives it:
    in strict mode an unknown one is refused with amqp:not-found). Our attach carries
    `max-message-size`, which `create_message_batch()` reads. A transfer is Accepted
    once stored, or Rejected with an error that carries an info map (without one the SDK
-   hangs): amqp:link:message-size-exceeded, com.microsoft:server-busy. An SDK batch
+   hangs): amqp:link:message-size-exceeded, com.microsoft:server-busy, and on a
+   session-enabled queue a message without a session id (group-id), amqp:not-allowed
+   with Service Bus's words, which the SDK raises as ServiceBusError. An SDK batch
    (message format 0x80013700) holds one encoded message per data section; each one
    is stored as a message of its own.
 4. Receiving from `<queue>` or `<queue>/$deadletterqueue`, as far as the link's credit
@@ -41,17 +48,24 @@ The AMQP flow, as the SDK drives it:
    modified = abandon (defer if undeliverable-here), rejected = dead-letter, released =
    give back; we settle echoing that outcome, which the SDK waits for. Abandons and
    expired locks count as deliveries; after `max_delivery_count` the message is
-   dead-lettered (MaxDeliveryCountExceeded).
+   dead-lettered (MaxDeliveryCountExceeded). Expired messages (header ttl) are dropped
+   when their turn comes. On a session-enabled queue a receiver must carry the
+   `com.microsoft:session-filter` (a session id, or null for the next session with
+   messages that no one holds); our attach names the session and its lock
+   (`com.microsoft:locked-until-utc`), and the link gets only that session's messages, in
+   order. A second receiver for a held session: com.microsoft:session-cannot-be-locked;
+   none free: com.microsoft:timeout; no filter: amqp:not-allowed.
 5. `$management` (request/response as for CBS, with `statusCode`): renew-lock,
    update-disposition (settling by lock token, e.g. after a reconnect), peek-message.
 
-Left out: sessions, subscriptions and filters, scheduled messages, receiving deferred
-messages, transactions, duplicate detection, entity management.
+Left out: session state and session lock renewal, subscriptions and filters, scheduled
+messages, receiving deferred messages, transactions, duplicate detection, entity
+management.
 
 One module per part: `codec` (the AMQP encoding done by hand), `store` (queues, locks, dead
-letters), `nodes` (`$cbs` and `$management` requests), `reactor` (glue for proton's
-reactor), `broker` (the AMQP peer) and `emulator` (the container in a thread, faults, the
-command line).
+letters, sessions), `sessions` (session filter and lock on the wire), `nodes` (`$cbs` and
+`$management` requests), `reactor` (glue for proton's reactor), `broker` (the AMQP peer)
+and `emulator` (the container in a thread, faults, the command line).
 """
 
 from local.servicebus.emulator import (

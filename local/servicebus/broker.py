@@ -7,7 +7,7 @@ import struct
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from proton import (
     Connection,
@@ -26,6 +26,7 @@ from local.servicebus.nodes import (
     LOCK_LOST,
     MGMT_SUFFIX,
     NOT_FOUND,
+    check_jwt_token,
     check_sas_token,
     management_reply,
 )
@@ -36,6 +37,14 @@ from local.servicebus.reactor import (
     conn_state,
     guarded,
     link_state,
+)
+from local.servicebus.sessions import (
+    LOCKED_UNTIL,
+    NO_SESSION_ID,
+    SESSION_FILTER,
+    datetime_offset,
+    read_filters,
+    write_session_filter,
 )
 from local.servicebus.store import Entity, Lock
 
@@ -110,6 +119,8 @@ class Broker(Handler):
         self.connections.discard(conn)
         for entity in self.store.entities():
             entity.consumers = [c for c in entity.consumers if c.connection != conn]
+            for link in [h for h in entity.session_holders.values() if h.connection == conn]:
+                entity.release(link)
 
     # -- links --------------------------------------------------------------------------
 
@@ -149,10 +160,38 @@ class Broker(Handler):
         else:  # the client receives from us
             peek_lock = link.remote_snd_settle_mode != Link.SND_SETTLED
             link.sb = LinkState(entity.name, entity, peek_lock)
+            if entity.requires_session and not self._hold_session(link, entity):
+                return None
             link.snd_settle_mode = link.remote_snd_settle_mode
             link.rcv_settle_mode = link.remote_rcv_settle_mode
             link.open()
             entity.consumers.append(link)
+
+    def _hold_session(self, link: Link, entity: Entity) -> bool:
+        """A receiver of a session-enabled queue holds the session its filter names, or the
+        next one with messages (filter value null), as Service Bus lets it; else refused."""
+        filters = read_filters(link.remote_source.filter)
+        if SESSION_FILTER not in filters:
+            text = "It is not possible for an entity that requires sessions to create a "
+            self._refuse(link, "amqp:not-allowed", text + "non-sessionful message receiver.")
+            return False
+        wanted = filters[SESSION_FILTER]
+        if wanted is None:
+            session = entity.free_session(link)
+            if session is None:
+                self._refuse(link, "com.microsoft:timeout", "No session is available.")
+                return False
+        elif entity.session_holders.setdefault(str(wanted), link) is not link:
+            text = f"The requested session '{wanted}' cannot be locked."
+            self._refuse(link, "com.microsoft:session-cannot-be-locked", text)
+            return False
+        else:
+            session = str(wanted)
+        cast(LinkState, link.sb).session = session
+        write_session_filter(link.source.filter, session)
+        until = time.time() + self.emulator.lock_duration
+        link.properties = {symbol(LOCKED_UNTIL): datetime_offset(until)}
+        return True
 
     def _refuse(self, link: Link, name: str, description: str) -> None:
         # As Service Bus does: attach without the terminus asked for, then detach with the
@@ -167,6 +206,8 @@ class Broker(Handler):
         state = link_state(event.link)
         if state and state.entity and event.link in state.entity.consumers:
             state.entity.consumers.remove(event.link)
+        if state and state.entity:
+            state.entity.release(event.link)
         event.link.close()
 
     @guarded
@@ -211,6 +252,8 @@ class Broker(Handler):
             messages = split_transfer(payload)
         except (ValueError, IndexError) as exc:
             return self._reject(dlv, "amqp:decode-error", f"Cannot decode the message: {exc}")
+        if entity.requires_session and any(m.session_id is None for m in messages):
+            return self._reject(dlv, "amqp:not-allowed", NO_SESSION_ID)  # as Service Bus does
         if delay_ms > 0:
             self.schedule(delay_ms / 1000, lambda: self._store(link, entity, dlv, messages))
         else:
@@ -235,8 +278,11 @@ class Broker(Handler):
         """Give available messages to the entity's receivers, as far as their credit goes."""
         now = time.time()
         for link in entity.consumers:
-            while entity.available and link.credit > 0:
-                msg = entity.next_message(now * 1000)
+            session = cast(LinkState, link.sb).session
+            if entity.requires_session and session is None:
+                continue
+            while entity.has_available(session) and link.credit > 0:
+                msg = entity.next_message(now * 1000, session)
                 if msg is not None:
                     self._deliver(link, entity, msg, now)
         if len(entity.consumers) > 1:  # next time, another receiver goes first
@@ -331,7 +377,12 @@ class Broker(Handler):
         dlv.settle()
         conn = conn_state(link.connection)
         if node == "$cbs":  # put-token
-            expiry, why = check_sas_token(str(request.body or ""), self.emulator.key, time.time())
+            # The SDK says type `jwt` for both kinds; a shared access signature says so itself.
+            token, now = str(request.body or ""), time.time()
+            if token.startswith("SharedAccessSignature "):
+                expiry, why = check_sas_token(token, self.emulator.key, now)
+            else:  # an Entra ID token
+                expiry, why = check_jwt_token(token, self.emulator.jwt_issuer_key, now)
             conn.authorized_until = max(conn.authorized_until, float(expiry))
             fields = {"status-code": 401 if why else 202, "status-description": why or "Accepted"}
             reply = Message(properties=fields)

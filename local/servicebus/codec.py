@@ -87,6 +87,20 @@ def _header_fields(buf: bytes, section: Section) -> tuple[bool, int, int | None]
     return bool(durable), 4 if priority is None else priority, ttl
 
 
+def _group_id(buf: bytes, section: Section) -> str | None:
+    """The group-id (the SDK's session_id) of a properties section: its 11th field."""
+    _, start, end = section
+    pos = start + 3 + {0x45: 1, 0xC0: 3, 0xD0: 9}.get(buf[start + 3], end)  # list0/8/32
+    for _ in range(10):
+        if pos >= end:
+            return None
+        pos = _value_end(buf, pos)
+    if pos >= end or buf[pos] not in (0xA1, 0xB1):  # absent, null, or not a string
+        return None
+    width = 1 if buf[pos] == 0xA1 else 4
+    return buf[pos + 1 + width : _value_end(buf, pos)].decode()
+
+
 _SEQUENCE, _ENQUEUED, _LOCKED_UNTIL = (
     _sym(f"x-opt-{name}") for name in ("sequence-number", "enqueued-time", "locked-until")
 )
@@ -105,6 +119,7 @@ class StoredMessage:
     durable: bool = False
     priority: int = 4
     ttl_ms: int | None = None
+    session_id: str | None = None
     seq: int = 0
     enqueued_ms: int = 0
     delivery_count: int = 0  # deliveries so far; the header carries the earlier ones
@@ -120,6 +135,7 @@ class StoredMessage:
                 msg.annotation_count, msg.annotation_entries = _map_entries(raw, section)
             elif code == PROPERTIES:
                 msg.properties = raw[start:end]
+                msg.session_id = _group_id(raw, section)
             elif code == APP_PROPERTIES:
                 msg.app_count, msg.app_entries = _map_entries(raw, section)
             elif code in BODY_SECTIONS:

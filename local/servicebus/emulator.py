@@ -11,6 +11,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
 
 from proton.reactor import ApplicationEvent, Container, EventInjector
 
@@ -37,12 +39,16 @@ class Emulator:
         key: str = DEFAULT_KEY,
         lock_duration: float = 60.0,
         max_delivery_count: int = 10,
+        session_queues: Iterable[str] = (),
+        jwt_issuer_key: Any = None,
     ) -> None:
         self.host, self._port, self.key = host, port, key
         self.max_message_size = max_message_size
         self.lock_duration = lock_duration
         self.max_delivery_count = max_delivery_count
-        self.store = Store(strict, queues)
+        self.store = Store(strict, queues, session_queues)
+        # The public key (PEM or a key object) that signs the jwt tokens it accepts.
+        self.jwt_issuer_key = jwt_issuer_key
         self.calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._lock = threading.Lock()  # for the two faults below
         self._refuse_until = self._delay_ms = 0.0
@@ -142,8 +148,8 @@ class Emulator:
 
     # -- entities -----------------------------------------------------------------------
 
-    def add_queue(self, name: str) -> None:
-        self.store.add(name)
+    def add_queue(self, name: str, requires_session: bool = False) -> None:
+        self.store.add(name, requires_session)
 
     def message_count(self, queue: str) -> int:
         """Messages held by a queue: available, locked or deferred (`q/$deadletterqueue`
@@ -160,6 +166,7 @@ def _control(emulator: Emulator, lines: Iterator[str]) -> None:
         "delay": lambda arg: emulator.delay_sends(float(arg)),
         "outage": lambda arg: emulator.outage(float(arg)),
         "queue": emulator.add_queue,
+        "session-queue": lambda arg: emulator.add_queue(arg, requires_session=True),
         "count": lambda arg: print(emulator.message_count(arg), flush=True),
     }
     for line in lines:
@@ -179,8 +186,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=5672)
     parser.add_argument("--strict", action="store_true", help="refuse unknown entities")
     parser.add_argument("--queue", action="extend", nargs="+", default=[], metavar="NAME")
+    parser.add_argument(
+        "--session-queue",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="a session-enabled queue (refuses messages without a SessionId)",
+    )
     parser.add_argument("--max-message-size", type=int, default=DEFAULT_MAX_MESSAGE_SIZE)
     parser.add_argument("--key", default=DEFAULT_KEY, help="the shared access key")
+    parser.add_argument(
+        "--jwt-issuer-key", metavar="PEM_FILE", help="accept jwt tokens signed by this key"
+    )
     parser.add_argument("--lock-duration", type=float, default=60.0, metavar="SECONDS")
     parser.add_argument("--refuse-sends", type=float, default=0.0, metavar="SECONDS")
     parser.add_argument("--delay-sends", type=float, default=0.0, metavar="MS")
@@ -188,7 +206,14 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("proton").setLevel(logging.WARNING)  # not a line per connection
     settings = (args.strict, args.queue, args.max_message_size, args.key, args.lock_duration)
-    emulator = Emulator(args.host, args.port, *settings)
+    issuer_key = Path(args.jwt_issuer_key).read_bytes() if args.jwt_issuer_key else None
+    emulator = Emulator(
+        args.host,
+        args.port,
+        *settings,
+        session_queues=args.session_queue,
+        jwt_issuer_key=issuer_key,
+    )
     emulator.refuse_sends(args.refuse_sends)
     emulator.delay_sends(args.delay_sends)
     emulator.start()

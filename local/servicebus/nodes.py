@@ -46,6 +46,32 @@ def check_sas_token(token: str, key: str, now: float) -> tuple[int, str]:
     return expiry, ""
 
 
+SERVICEBUS_AUDIENCE = "https://servicebus.azure.net"  # what Entra ID tokens for it carry
+
+
+def check_jwt_token(token: str, issuer_key: Any, now: float) -> tuple[int, str]:
+    """(expiry, "") if `token` is a JWT for Service Bus signed by the test issuer's key
+    (RS256) and unexpired, else (0, why not). No key given: JWTs are refused."""
+    import jwt
+
+    if issuer_key is None:
+        return 0, "InvalidToken: this emulator was given no issuer key for jwt tokens"
+    try:
+        claims = jwt.decode(
+            token,
+            issuer_key,
+            algorithms=["RS256"],
+            audience=[SERVICEBUS_AUDIENCE, SERVICEBUS_AUDIENCE + "/"],
+            options={"require": ["exp", "aud"]},
+        )
+    except jwt.InvalidAudienceError:
+        return 0, "InvalidAudience: the token's audience is not Service Bus"
+    except jwt.PyJWTError as e:
+        return 0, f"InvalidToken: {type(e).__name__}"
+    expiry = int(claims["exp"])
+    return (expiry, "") if expiry > now else (0, "ExpiredToken: the token has expired")
+
+
 def management_reply(
     entity: Entity | None,
     operation: str,
@@ -90,7 +116,7 @@ def management_reply(
         return answer(200, "OK", {}) if all(settled) else lost
     if operation == "com.microsoft:peek-message":
         start = int(body.get("from-sequence-number") or 0)
-        every = [m for _, m in entity.available] + [lk.message for lk in entity.locked.values()]
+        every = entity.waiting() + [lk.message for lk in entity.locked.values()]
         chosen = sorted((m for m in every if m.seq >= start), key=lambda m: m.seq)
         chosen = chosen[: int(body.get("message-count") or 1)]
         if not chosen:

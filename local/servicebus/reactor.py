@@ -64,6 +64,7 @@ class LinkState:
     node: str  # "$cbs", "<queue>/$management" or the entity's name
     entity: Entity | None = None
     peek_lock: bool = False
+    session: str | None = None  # the session a receiver holds, on a session-enabled queue
 
 
 # proton keeps attributes set on its objects with the C objects, so they outlive a wrapper.

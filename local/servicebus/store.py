@@ -34,6 +34,11 @@ class Entity:
     consumers: list[Link] = field(default_factory=list)  # our links to the client's receivers
     dead_letters: Entity | None = None
     next_seq: int = 1
+    requires_session: bool = False
+    # A session-enabled queue keeps each session's messages apart, and each session is
+    # held by at most one receiving link at a time.
+    sessions: dict[str, list[tuple[int, StoredMessage]]] = field(default_factory=dict)
+    session_holders: dict[str, Link] = field(default_factory=dict)
 
     def enqueue(self, messages: Iterable[StoredMessage]) -> None:
         now_ms = int(time.time() * 1000)
@@ -43,34 +48,69 @@ class Entity:
             self.put_back(msg)
 
     def put_back(self, msg: StoredMessage) -> None:
-        heapq.heappush(self.available, (msg.seq, msg))
+        heap = self._heap(msg.session_id)
+        heapq.heappush(heap, (msg.seq, msg))
 
-    def next_message(self, now_ms: float) -> StoredMessage | None:
-        while self.available:
-            _, msg = heapq.heappop(self.available)
+    def _heap(self, session: str | None) -> list[tuple[int, StoredMessage]]:
+        if not self.requires_session or session is None:
+            return self.available
+        return self.sessions.setdefault(session, [])
+
+    def has_available(self, session: str | None = None) -> bool:
+        return bool(self._heap(session))
+
+    def next_message(self, now_ms: float, session: str | None = None) -> StoredMessage | None:
+        heap = self._heap(session)
+        while heap:
+            _, msg = heapq.heappop(heap)
             if not msg.ttl_ms or msg.enqueued_ms + msg.ttl_ms > now_ms:
                 return msg  # (an expired one is dropped, as Service Bus does by default)
         return None
 
+    def free_session(self, link: Link) -> str | None:
+        """A session with messages that no link holds, now held by `link` (oldest first)."""
+        waiting = [(h[0][0], name) for name, h in self.sessions.items() if h]
+        for _, name in sorted(waiting):
+            if name not in self.session_holders:
+                self.session_holders[name] = link
+                return name
+        return None
+
+    def release(self, link: Link) -> None:
+        for name in [n for n, held in self.session_holders.items() if held == link]:
+            del self.session_holders[name]
+
+    def waiting(self) -> list[StoredMessage]:
+        """Every available message, of every session."""
+        heaps = [self.available, *self.sessions.values()]
+        return [m for heap in heaps for _, m in heap]
+
     def count(self) -> int:
-        return len(self.available) + len(self.locked) + len(self.deferred)
+        return len(self.waiting()) + len(self.locked) + len(self.deferred)
 
 
 class Store:
     """All entities. It outlives stop() and start(), so an outage loses nothing."""
 
-    def __init__(self, strict: bool, queues: Iterable[str]) -> None:
+    def __init__(
+        self, strict: bool, queues: Iterable[str], session_queues: Iterable[str] = ()
+    ) -> None:
         self.strict = strict
         self._lock = threading.Lock()  # add_queue() may come from another thread
         self._entities: dict[str, Entity] = {}
         for name in queues:
             self.add(name)
+        for name in session_queues:
+            self.add(name, requires_session=True)
 
-    def add(self, name: str) -> Entity:
+    def add(self, name: str, requires_session: bool = False) -> Entity:
         key = name.strip("/").lower()  # entity names are case-insensitive
         with self._lock:
             if key not in self._entities:
-                self._entities[key] = Entity(key, dead_letters=Entity(key + DLQ_SUFFIX))
+                dead_letters = Entity(key + DLQ_SUFFIX)
+                self._entities[key] = Entity(
+                    key, dead_letters=dead_letters, requires_session=requires_session
+                )
             return self._entities[key]
 
     def find(self, path: str, create: bool) -> Entity | None:

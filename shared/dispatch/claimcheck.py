@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 from shared import connstrings
@@ -13,19 +14,45 @@ from shared.endpoints import DEFAULT_GUARD, ConnectGuard
 MAX_CACHED_CONTAINERS = 200
 
 
-class ClaimCheckStore:
-    """Container clients by connection string and name, made once; containers made if missing."""
+@dataclass(frozen=True)
+class BlobIdentity:
+    """A blob endpoint reached with an Entra ID token of the customer's tenant (no secret)."""
 
-    def __init__(self, guard: ConnectGuard = DEFAULT_GUARD) -> None:
+    account_url: str
+    tenant_id: str
+    credential: Any
+
+    @property
+    def key(self) -> str:
+        return f"{self.tenant_id} {self.account_url}"
+
+
+class ClaimCheckStore:
+    """Container clients by connection string (or blob endpoint and tenant) and name, made
+    once; containers made if missing. `client_options` go to every client (tests: a CA)."""
+
+    def __init__(
+        self, guard: ConnectGuard = DEFAULT_GUARD, client_options: dict[str, Any] | None = None
+    ) -> None:
         self._containers: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._guard = guard
+        self._options = client_options or {}
 
-    async def upload(self, connection_string: str, container: str, name: str, body: bytes) -> None:
+    async def upload(
+        self,
+        connection_string: str | None,
+        container: str,
+        name: str,
+        body: bytes,
+        identity: BlobIdentity | None = None,
+    ) -> None:
+        """Upload with the connection string, or with `identity` when it is given."""
         from azure.core.exceptions import ResourceNotFoundError
         from azure.storage.blob import ContentSettings
 
-        await self._guard.check_blob(connection_string)
-        client = self._container(connection_string, container)
+        endpoint = f"BlobEndpoint={identity.account_url}" if identity else connection_string
+        await self._guard.check_blob(endpoint or "")
+        client = self._container(connection_string or "", container, identity)
         settings = ContentSettings(content_type="application/json")
         try:
             await client.upload_blob(name, body, overwrite=True, content_settings=settings)
@@ -36,15 +63,21 @@ class ClaimCheckStore:
                 await client.create_container()
             await client.upload_blob(name, body, overwrite=True, content_settings=settings)
 
-    def _container(self, connection_string: str, container: str) -> Any:
+    def _container(
+        self, connection_string: str, container: str, identity: BlobIdentity | None
+    ) -> Any:
         from azure.storage.blob.aio import ContainerClient
 
-        key = (connection_string, container)
+        key = (identity.key if identity else connection_string, container)
         client = self._containers.get(key)
+        if client is None and identity is not None:
+            client = self._containers[key] = ContainerClient(
+                identity.account_url, container, credential=identity.credential, **self._options
+            )
         if client is None:
             connstrings.check_storage(connection_string)  # refused: the customer's to fix
             client = self._containers[key] = ContainerClient.from_connection_string(
-                connection_string, container
+                connection_string, container, **self._options
             )
             if len(self._containers) > MAX_CACHED_CONTAINERS:
                 _, oldest = self._containers.popitem(last=False)

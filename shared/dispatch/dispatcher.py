@@ -18,14 +18,16 @@ from uuid import UUID
 from shared import connstrings
 from shared.clock import Clock, uuid7
 from shared.dispatch import outgoing, summary
-from shared.dispatch.claimcheck import ClaimCheckStore
+from shared.dispatch.claimcheck import BlobIdentity, ClaimCheckStore
 from shared.dispatch.coalesce import Coalescer
+from shared.dispatch.entra import CredentialFactory, EntraTarget
 from shared.dispatch.errors import TooLarge, classify
 from shared.dispatch.retries import RetryScheduler
 from shared.dispatch.servicebus import SenderPool
-from shared.endpoints import DEFAULT_GUARD, ConnectGuard
+from shared.endpoints import DEFAULT_GUARD, ConnectGuard, blob_endpoint
 from shared.events import DeliveryRetry
 from shared.models import (
+    Connection,
     DeliveryError,
     ErrorCategory,
     Message,
@@ -103,14 +105,16 @@ class Dispatcher:
         clock: Clock,
         connection_cache_seconds: float,
         guard: ConnectGuard = DEFAULT_GUARD,
+        credentials: CredentialFactory | None = None,
+        blob_options: dict[str, Any] | None = None,
     ) -> None:
         self.connections = connections
         self.records = records
         self.retries = retries
         self.clock = clock
         self.connection_cache_seconds = connection_cache_seconds
-        self.senders = SenderPool(guard=guard)
-        self.claims = ClaimCheckStore(guard)
+        self.senders = SenderPool(guard=guard, credentials=credentials)
+        self.claims = ClaimCheckStore(guard, blob_options)
         self._writers: dict[str, Coalescer[LoggedMessage]] = {}
         self._cached: dict[str, tuple[float, asyncio.Future[list[StoredConnection]]]] = {}
 
@@ -135,6 +139,7 @@ class Dispatcher:
             connection.uid,
             connection.event_settings_type(event.event_key),
             is_retry=attempt.number > 1,
+            options=outgoing.DeliveryOptions.of(connection),
         )
         return await self._send_and_log(stored, message, event, attempt)
 
@@ -173,6 +178,8 @@ class Dispatcher:
             account=record.account,
             is_retry=True,
             blob_name=metadata.blob_name if metadata else None,
+            subject=record.subject,
+            options=outgoing.DeliveryOptions.of(stored.connection),  # today's, not then's
         )
         attempt = Attempt((metadata.attempt if metadata else 1) + 1, parent=m.uid)
         return await self._send_and_log(stored, message, record, attempt)
@@ -237,6 +244,7 @@ class Dispatcher:
             offloaded=message.offloaded,
             blob_name=message.blob_name or None,
             error=sent.error,
+            session_id=message.session_id,
         )
         event_timestamp = (
             origin.event_timestamp
@@ -267,19 +275,35 @@ class Dispatcher:
     ) -> outgoing.Outgoing:
         """Send; a message too large for the link goes by claim check when there is a container."""
         c = stored.connection
-        sender = self.senders.get(c.service_bus_connection_string, c.queue_name)
+        entra = EntraTarget(c.fully_qualified_namespace or "", str(c.tenant_id))
+        sender = self.senders.get(
+            c.service_bus_connection_string or "",
+            c.queue_name,
+            entra if c.authentication == "EntraId" else None,
+        )
         try:
             await sender.send(message)
             return message
         except TooLarge:
-            if message.offloaded or not c.blob_container_connection_string:
+            if message.offloaded or not c.blob_container_name:
                 raise
         name = outgoing.claim_check_blob_name(message, c.uid)
-        container = c.blob_container_name or ""  # the model makes both come together
-        await self.claims.upload(c.blob_container_connection_string, container, name, message.body)
-        reference = message.claim_check(container, name, subject)
+        container = c.blob_container_name  # the model makes it come with a blob store
+        identity = self._blob_identity(c)
+        cs = c.blob_container_connection_string
+        await self.claims.upload(cs, container, name, message.body, identity)
+        url = identity.account_url if identity else blob_endpoint(connstrings.parse_any(cs or ""))
+        link = f"{url.rstrip('/')}/{container}/{name}"
+        reference = message.claim_check(container, name, subject, link)
         await sender.send(reference)
         return reference
+
+    def _blob_identity(self, c: Connection) -> BlobIdentity | None:
+        """With Authentication EntraId, the blob endpoint and a token of the customer's tenant."""
+        if c.authentication != "EntraId" or not c.blob_service_uri:
+            return None
+        tenant = str(c.tenant_id)
+        return BlobIdentity(c.blob_service_uri, tenant, self.senders.credentials(tenant))
 
     async def _schedule_retry(
         self,

@@ -31,6 +31,26 @@ class TooLarge(Exception):
     """The message does not fit what the queue's link allows."""
 
 
+class SessionRequired(Exception):
+    """The queue is session-enabled and the message had no SessionId (Service Bus refuses
+    it with amqp:not-allowed, which the SDK raises as a plain ServiceBusError)."""
+
+
+SESSION_REQUIRED = (
+    "the queue requires sessions: set SessionIdSource on the connection "
+    "(Subject, EventKey or AccountId)"
+)
+
+
+def _refined(error: BaseException) -> BaseException:
+    """A plain ServiceBusError that says the queue requires sessions becomes SessionRequired."""
+    from azure.servicebus.exceptions import ServiceBusError
+
+    if type(error) is ServiceBusError and "SessionId was not set" in str(error):
+        return SessionRequired(SESSION_REQUIRED)
+    return error
+
+
 class InternalErrors:
     """How many deliveries failed on our own bugs in this process (an operator's number: it
     is in every log line that reports one, and tests read it)."""
@@ -62,6 +82,7 @@ def _table() -> tuple[tuple[tuple[type[BaseException], ...], ErrorCategory], ...
     configuration: tuple[type[BaseException], ...] = (
         ConnectionStringError,  # our parser refused the connection string at send time
         EndpointRefused,  # the host resolves to an address we never connect to
+        SessionRequired,  # a session-enabled queue and SessionIdSource None
         sb.ServiceBusAuthenticationError,
         sb.ServiceBusAuthorizationError,
         sb.MessagingEntityNotFoundError,
@@ -103,6 +124,7 @@ def category_of(error: BaseException) -> ErrorCategory | None:
 def classify(error: BaseException, secrets: Sequence[str] = ()) -> DeliveryError:
     """TooLarge is final; Configuration needs the customer to act; Transient needs time; an
     unknown exception is our bug: reported with its traceback, and Transient."""
+    error = _refined(error)
     category = category_of(error)
     if category is None:
         internal_errors.report(error)
@@ -110,7 +132,8 @@ def classify(error: BaseException, secrets: Sequence[str] = ()) -> DeliveryError
             category=ErrorCategory.TRANSIENT, type=INTERNAL_ERROR, message=INTERNAL_MESSAGE
         )
     # A fixed text by type, never the remote's own words (they tell what listens on a host).
-    text = scrub(public_message(error), secrets)
+    text = str(error) if isinstance(error, SessionRequired) else public_message(error)
+    text = scrub(text, secrets)
     return DeliveryError(category=category, type=type(error).__name__, message=text)
 
 

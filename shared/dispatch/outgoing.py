@@ -1,14 +1,21 @@
-"""What a subscriber receives: the Service Bus message of CONTRACT section 4, as plain data."""
+"""What a subscriber receives: the Service Bus message of CONTRACT section 4, as plain data,
+shaped by the connection's delivery options (session id, time to live, application
+properties, CloudEvents)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
-from shared.models import SystemEvent, iso_utc
+from shared.models import CLOUDEVENTS_PREFIX, SystemEvent, iso_utc
+from shared.settings import cloudevents_source
+
+if TYPE_CHECKING:
+    from shared.models import ConnectionInput
 
 SCHEMA_VERSION = 1
 CONTENT_TYPE = "application/json"
@@ -20,8 +27,47 @@ def message_id(account: str, event_id: str, connection_uid: uuid.UUID) -> str:
     return str(uuid.uuid5(_MESSAGE_ID_NAMESPACE, f"{account}/{event_id}/{connection_uid}"))
 
 
-def encode(value: dict[str, Any]) -> bytes:
+def encode(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+MAX_SESSION_ID = 128  # Service Bus's limit on a SessionId
+
+
+@dataclass(frozen=True)
+class DeliveryOptions:
+    """A connection's delivery options, as sending needs them (defaults: today's messages)."""
+
+    session_id_source: str = "None"
+    time_to_live: timedelta | None = None
+    application_properties: tuple[tuple[str, str], ...] = ()
+    cloud_events: bool = False
+
+    @classmethod
+    def of(cls, connection: ConnectionInput) -> DeliveryOptions:
+        return cls(
+            connection.session_id_source,
+            connection.time_to_live,
+            tuple(connection.application_properties.items()),
+            connection.message_format == "CloudEvents",
+        )
+
+
+DEFAULT_OPTIONS = DeliveryOptions()
+
+
+def session_id(source: str, outgoing: Outgoing) -> str | None:
+    """The SessionId `source` names; an event without a Subject gets its EventId (each such
+    event a session of its own: nothing is ordered that has no subject to order by)."""
+    if source == "None":
+        return None
+    value = {"Subject": outgoing.subject, "EventKey": outgoing.event_key}.get(
+        source, outgoing.account
+    )
+    value = value or outgoing.event_id
+    if len(value) > MAX_SESSION_ID:  # a long Subject: its digest, the same for every event
+        return "sha256-" + hashlib.sha256(value.encode()).hexdigest()
+    return value
 
 
 @dataclass(frozen=True)
@@ -36,10 +82,17 @@ class Outgoing:
     account: str
     is_retry: bool
     blob_name: str | None = None
+    subject: str | None = None
+    options: DeliveryOptions = field(default=DEFAULT_OPTIONS)
+    blob_url: str | None = None  # a claim check's blob, for CloudEvents' dataref
 
     @property
     def offloaded(self) -> bool:
         return self.blob_name is not None
+
+    @property
+    def session_id(self) -> str | None:
+        return session_id(self.options.session_id_source, self)
 
     def application_properties(self) -> dict[str, str | bool | int]:
         props: dict[str, str | bool | int] = {
@@ -53,22 +106,49 @@ class Outgoing:
         }
         if self.blob_name:
             props["BlobName"] = self.blob_name
+        props.update(self.options.application_properties)  # names never clash (validated)
+        if self.options.cloud_events:
+            props.update(self.cloud_event_attributes())
         return props
+
+    def cloud_event_attributes(self) -> dict[str, str]:
+        """The CloudEvents 1.0 attributes as the AMQP binding's application properties
+        (binary content mode); a claim check adds `dataref` (the Claim Check extension)."""
+        attributes = {
+            "specversion": "1.0",
+            "id": self.event_id,
+            "type": self.event_key,
+            "source": cloudevents_source(),
+            "time": self.event_timestamp,
+        }
+        if self.subject:
+            attributes["subject"] = self.subject
+        if self.body:
+            attributes["datacontenttype"] = CONTENT_TYPE
+        if self.blob_url:
+            attributes["dataref"] = self.blob_url
+        return {CLOUDEVENTS_PREFIX + k: v for k, v in attributes.items()}
 
     def to_servicebus(self) -> Any:
         from azure.servicebus import ServiceBusMessage
 
+        ttl = self.options.time_to_live
         return ServiceBusMessage(
             self.body,
             message_id=self.message_id,
             subject=self.event_key,
-            content_type=CONTENT_TYPE,
+            content_type=CONTENT_TYPE if self.body else None,
             correlation_id=self.event_id,
+            session_id=self.session_id,
+            time_to_live=ttl,
             application_properties=self.application_properties(),  # type: ignore[arg-type]
         )
 
-    def claim_check(self, container: str, blob_name: str, subject: str | None) -> Outgoing:
-        """The small message that points at the full body stored in the subscriber's blob."""
+    def claim_check(
+        self, container: str, blob_name: str, subject: str | None, blob_url: str | None = None
+    ) -> Outgoing:
+        """The small message that points at the full body stored in the subscriber's blob
+        (in CloudEvents form: this JSON as data, and `dataref` the blob's URL)."""
         reference = {
             "EventId": self.event_id,
             "EventKey": self.event_key,
@@ -79,11 +159,15 @@ class Outgoing:
             "ContentLength": len(self.body),
             "ContentSha256": hashlib.sha256(self.body).hexdigest(),
         }
-        return replace(self, body=encode(reference), blob_name=blob_name)
+        return replace(self, body=encode(reference), blob_name=blob_name, blob_url=blob_url)
 
 
 def build(
-    event: SystemEvent, connection_uid: uuid.UUID, settings_type: str, is_retry: bool
+    event: SystemEvent,
+    connection_uid: uuid.UUID,
+    settings_type: str,
+    is_retry: bool,
+    options: DeliveryOptions = DEFAULT_OPTIONS,
 ) -> Outgoing:
     timestamp = iso_utc(event.event_timestamp)
     body: dict[str, Any] = {
@@ -94,14 +178,20 @@ def build(
     }
     if settings_type != "Reference":
         body["Data"] = event.data
+    if options.cloud_events:  # the attributes carry the rest; Reference has no data
+        encoded = encode(event.data) if settings_type != "Reference" else b""
+    else:
+        encoded = encode(body)
     return Outgoing(
-        body=encode(body),
+        body=encoded,
         message_id=message_id(event.account_id, event.event_id, connection_uid),
         event_key=event.event_key,
         event_id=event.event_id,
         event_timestamp=timestamp,
         account=event.account_id,
         is_retry=is_retry,
+        subject=event.subject,
+        options=options,
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from shared import connstrings
 from shared.dispatch.coalesce import Coalescer
+from shared.dispatch.entra import CredentialFactory, EntraTarget, TenantCredentials
 from shared.dispatch.errors import TooLarge
 from shared.dispatch.outgoing import Outgoing
 from shared.endpoints import DEFAULT_GUARD, ConnectGuard
@@ -36,11 +37,16 @@ class QueueSender:
     """The one sender of a connection string and queue, sending what it is given in batches."""
 
     def __init__(
-        self, connection_string: str, queue: str, guard: ConnectGuard = DEFAULT_GUARD
+        self,
+        connection_string: str,
+        queue: str,
+        guard: ConnectGuard = DEFAULT_GUARD,
+        entra: tuple[EntraTarget, CredentialFactory] | None = None,
     ) -> None:
         self._connection_string = connection_string
         self._queue = queue
         self._guard = guard
+        self._entra = entra
         self._client: Any = None
         self._sender: Any = None
         self._coalescer: Coalescer[Outgoing] = Coalescer(self._flush, most=BATCH_MOST)
@@ -56,6 +62,19 @@ class QueueSender:
         return self._coalescer.idle
 
     async def _open(self) -> Any:
+        if self._sender is None and self._entra is not None:
+            from azure.servicebus.aio import ServiceBusClient
+
+            target, credentials = self._entra
+            await self._guard.check_service_bus(target.endpoint)
+            self._client = ServiceBusClient(
+                target.namespace,
+                credentials(target.tenant_id),
+                retry_total=1,
+                retry_backoff_factor=0.5,
+                use_tls=target.use_tls,
+            )
+            self._sender = self._client.get_queue_sender(self._queue)
         if self._sender is None:
             from azure.servicebus.aio import ServiceBusClient
 
@@ -129,18 +148,27 @@ class SenderPool:
     one, and the least recently used are closed beyond the cap."""
 
     def __init__(
-        self, max_senders: int = MAX_CACHED_SENDERS, guard: ConnectGuard = DEFAULT_GUARD
+        self,
+        max_senders: int = MAX_CACHED_SENDERS,
+        guard: ConnectGuard = DEFAULT_GUARD,
+        credentials: CredentialFactory | None = None,
     ) -> None:
         self._senders: OrderedDict[tuple[str, str], QueueSender] = OrderedDict()
         self._max = max_senders
         self._guard = guard
+        self.credentials = credentials or TenantCredentials.from_environment()
 
-    def get(self, connection_string: str, queue: str) -> QueueSender:
-        key = (connection_string, queue)
+    def get(
+        self, connection_string: str, queue: str, entra: EntraTarget | None = None
+    ) -> QueueSender:
+        """The sender of a connection string (or, with `entra`, of a namespace and tenant)."""
+        key = (f"entra:{entra.tenant_id}:{entra.namespace}" if entra else connection_string, queue)
         sender = self._senders.get(key)
         if sender is None:
             self._evict()
-            sender = self._senders[key] = QueueSender(connection_string, queue, self._guard)
+            with_token = (entra, self.credentials) if entra else None
+            sender = QueueSender(connection_string, queue, self._guard, with_token)
+            self._senders[key] = sender
         self._senders.move_to_end(key)
         return sender
 

@@ -14,7 +14,7 @@ import json
 import random
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -27,6 +27,16 @@ if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient
 
 TOMBSTONES = "~deleted"
+OPTION_FIELDS = {
+    "session_id_source",
+    "time_to_live",
+    "application_properties",
+    "message_format",
+    "authentication",
+    "fully_qualified_namespace",
+    "tenant_id",
+    "blob_service_uri",
+}
 REPLACE_ATTEMPTS = 10  # `~` sorts after every account name and is refused in one
 
 
@@ -177,7 +187,6 @@ class ConnectionRepository:
             "PartitionKey": stored.account,
             "RowKey": str(c.uid),
             "Title": c.title,
-            "ServiceBusConnectionString": self._keys.seal(c.service_bus_connection_string, owner),
             "QueueName": c.queue_name,
             "BlobContainerName": c.blob_container_name,
             "Active": c.active,
@@ -187,7 +196,13 @@ class ConnectionRepository:
             ),
             "LogPartition": stored.log_partition,
             "UpdatedAt": stored.updated_at,
+            # The delivery options (issue 16) in one column; absent means every default.
+            "DeliveryOptions": json.dumps(c.model_dump(mode="json", include=OPTION_FIELDS)),
         }
+        if c.service_bus_connection_string:  # none with Authentication EntraId
+            entity["ServiceBusConnectionString"] = self._keys.seal(
+                c.service_bus_connection_string, owner
+            )
         if c.blob_container_connection_string:
             entity["BlobContainerConnectionString"] = self._keys.seal(
                 c.blob_container_connection_string, owner
@@ -198,12 +213,11 @@ class ConnectionRepository:
         account, uid = entity["PartitionKey"], entity["RowKey"]
         owner = f"{account}/{uid}"
         blob = entity.get("BlobContainerConnectionString")
+        sb = entity.get("ServiceBusConnectionString")
         connection = Connection.model_construct(  # stored data was validated on the way in
             uid=UUID(uid),
             title=entity.get("Title"),
-            service_bus_connection_string=self._keys.open(
-                entity["ServiceBusConnectionString"], owner
-            ),
+            service_bus_connection_string=sb and self._keys.open(sb, owner),
             queue_name=entity["QueueName"],
             blob_container_connection_string=blob and self._keys.open(blob, owner),
             blob_container_name=entity.get("BlobContainerName"),
@@ -214,9 +228,23 @@ class ConnectionRepository:
                 for k, v in json.loads(entity.get("AdvancedSettings", "{}")).items()
             },
         )
+        if options := entity.get("DeliveryOptions"):
+            connection = connection.model_copy(update=_options(json.loads(options)))
         return StoredConnection(
             account, connection, entity["LogPartition"], entity.get("UpdatedAt")
         )
+
+
+def _options(stored: dict[str, Any]) -> dict[str, Any]:
+    """The stored delivery options as field values (validated when saved)."""
+    from pydantic import TypeAdapter
+
+    options = {k: v for k, v in stored.items() if k in OPTION_FIELDS}
+    if options.get("time_to_live"):
+        options["time_to_live"] = TypeAdapter(timedelta).validate_python(options["time_to_live"])
+    if options.get("tenant_id"):
+        options["tenant_id"] = UUID(options["tenant_id"])
+    return options
 
 
 def _with_secrets_of(sent: Connection, stored: Connection) -> Connection:
