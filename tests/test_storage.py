@@ -9,26 +9,12 @@ import pytest
 
 from shared.clock import uuid7
 from shared.errors import Conflict, InvalidField, NotFound
-from shared.models import Connection, Message, MessageQuery, MessageStatus
+from shared.models import Message, MessageQuery, MessageStatus
 from shared.services import Services
 from shared.storage.messages import MAX_PROPERTY_CHARS, LoggedMessage
+from tests.factories import SB, a_connection
 
-SB = (
-    "Endpoint=sb://contoso.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=S3CRET="
-)
 NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
-
-
-def a_connection(**changes: object) -> Connection:
-    return Connection.model_validate(
-        {
-            "Uid": str(uuid.uuid4()),
-            "ServiceBusConnectionString": SB,
-            "QueueName": "q",
-            "EnabledEvents": ["*"],
-            **changes,
-        }
-    )
 
 
 async def test_secrets_are_sealed_at_rest_and_masked_on_the_way_out(

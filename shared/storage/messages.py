@@ -62,6 +62,10 @@ MAX_PROPERTY_CHARS = 32_000  # a table string property holds 32 K UTF-16 charact
 # counter rows and an estimate that errs on the large side (see _size).
 _GROUP_BYTES = 3_500_000
 
+# Past this many, a record retried after a transaction without an answer may be counted twice:
+# a bound on memory for a storage outage that lasts (the dispatcher's retries make new records).
+_MAX_UNCERTAIN = 100_000
+
 Submit = Callable[["TableClient", Sequence[transactions.Operation]], Awaitable[None]]
 
 
@@ -116,6 +120,9 @@ class MessageLog:
         self.bodies = bodies
         self._slots = Slots(writer)
         self._submit = submit
+        # RowKeys of records whose transaction got no answer: it may have committed, and
+        # then they are counted already (by that transaction's slot).
+        self._uncertain: dict[str, set[str]] = {}
 
     @property
     def table(self) -> TableClient:
@@ -125,7 +132,7 @@ class MessageLog:
         """Write records of one partition with their counts and failure copies, as many to a
         transaction as its limits allow. Safe to call again with the same records when it
         raised: a record is counted once however often it is written."""
-        entities = [await self._to_entity(partition, r) for r in records]
+        entities = [await self.entity(partition, r) for r in records]
         slot = self._slots.take(partition)
         try:
             for group in self._groups(entities):
@@ -157,9 +164,12 @@ class MessageLog:
     async def _commit(self, partition: str, slot: Slot, group: list[dict[str, Any]]) -> None:
         """One transaction: the records, copies of the failed ones, and the slot's new totals
         for their hours. Totals advance in memory only once the service said yes."""
+        uncertain = self._uncertain.get(partition, set())
+        keys = {e["RowKey"] for e in group}
         uncounted = group
-        if slot.dirty:  # the last one may have committed: the table knows, memory does not
+        if keys & uncertain:  # written before? the table knows
             uncounted = await self._not_written(partition, group)
+        if slot.dirty:  # its last transaction may have committed: its totals are in the table
             slot.totals.clear()
             slot.complete, slot.dirty = False, False
         totals = {}
@@ -181,9 +191,13 @@ class MessageLog:
             raise  # refused: nothing was written
         except BaseException:  # no answer (timeout, cancelled, connection lost)
             slot.dirty = True
+            if len(uncertain) < _MAX_UNCERTAIN:
+                self._uncertain[partition] = uncertain | keys
             raise
         slot.totals.update(totals)
         slot.forget_old_hours()
+        if keys & uncertain:
+            self._uncertain[partition] = uncertain - keys
 
     async def _not_written(self, partition: str, group: list[dict[str, Any]]) -> list[Any]:
         keys = sorted(e["RowKey"] for e in group)
@@ -236,7 +250,7 @@ class MessageLog:
 
     # --------------------------------------------------------- mapping
 
-    async def _to_entity(self, partition: str, record: LoggedMessage) -> dict[str, Any]:
+    async def entity(self, partition: str, record: LoggedMessage) -> dict[str, Any]:
         m = record.message
         key = row_key(m.uid)
         entity: dict[str, Any] = {
