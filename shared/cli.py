@@ -112,6 +112,21 @@ def parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--queue", choices=REPLAYABLE, help="one queue (default: both)")
     replay.set_defaults(run=replay_command)
+
+    from uuid import UUID
+
+    from shared.reindex import reindex_command
+
+    log = groups.add_parser("log", help="the message log").add_subparsers(
+        dest="action", required=True
+    )
+    reindex = log.add_parser(
+        "reindex",
+        help="build counters and the failure index for records written before they existed "
+        "(once, after upgrading; idempotent, resumable); prints the records counted last",
+    )
+    reindex.add_argument("--connection", type=UUID, help="one connection's Uid (default: all)")
+    reindex.set_defaults(run=reindex_command)
     return root
 
 

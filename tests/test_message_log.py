@@ -5,7 +5,10 @@ retries or purges in between. Time is given (records carry their own times; `now
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import subprocess
+import sys
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
@@ -15,6 +18,7 @@ from typing import Any
 import pytest
 
 from shared.models import MessageQuery, StatsQuery
+from shared.reindex import PROGRESS, reindex_partition
 from shared.retention import purge
 from shared.services import Services
 from shared.stats import delivery_stats
@@ -22,6 +26,7 @@ from shared.storage import transactions
 from shared.storage.logcounts import bucket, hour_of_counter, logged_at, millis, percentile
 from shared.storage.messages import LoggedMessage, MessageLog
 from tests.factories import a_connection, log_record
+from tests.plugins.localhost import ROOT
 
 HOUR = timedelta(hours=1)
 MS = timedelta(milliseconds=1)
@@ -275,3 +280,35 @@ async def add_legacy(log: MessageLog, partition: str, records: list[LoggedMessag
     for e in entities:
         del e["Counted"]
     await transactions.submit(log.table, [("upsert", e) for e in entities])
+
+
+async def test_reindex_counts_records_written_before_counters_once(
+    services: Services, account: str, app_environment: dict[str, str]
+) -> None:
+    stored = await services.connections.add(account, a_connection(), T0 - 30 * timedelta(days=1))
+    partition, uid = stored.log_partition, stored.uid
+    log = services.messages
+    await add_legacy(log, partition, spread(uid, 700, T0 - 5 * HOUR, 4 * HOUR, failed_every=5))
+    await log.add(partition, spread(uid, 300, T0 - 2 * HOUR, 3 * HOUR))  # after the upgrade
+    rows = await records_in(log, partition)
+    assert (await log.page(partition, MessageQuery())).total_hits == 300  # the old ones unseen
+
+    run = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "shared.cli", "log", "reindex", "--connection", str(uid)],
+        cwd=ROOT,
+        env={**os.environ, **app_environment},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == "700"
+    await check_counts(log, partition)
+    stats = await delivery_stats(log, partition, StatsQuery(since=T0 - 6 * HOUR), now=T0 + HOUR)
+    assert sum(h.succeeded + h.failed for h in stats.hours) == len(rows)
+
+    assert await reindex_partition(log.table, partition) == 0  # done: nothing more
+    await log.table.delete_entity(partition, PROGRESS)  # from the start again: same rows
+    assert await reindex_partition(log.table, partition) == 700
+    await check_counts(log, partition)
