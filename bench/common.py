@@ -354,14 +354,18 @@ def unique(prefix: str) -> str:
 
 
 def log_records(
-    connection_uid: uuid.UUID, n: int, newest: datetime, span: timedelta = timedelta(days=3)
+    connection_uid: uuid.UUID,
+    n: int,
+    newest: datetime,
+    span: timedelta = timedelta(days=3),
+    failed_every: int = 20,
 ) -> list[LoggedMessage]:
     """`n` delivery records from just before `newest` back over `span`, as the dispatcher
-    logs them (1 in 20 failed), newest first."""
+    logs them (1 in `failed_every` failed), newest first."""
     records = []
     for i in range(n):
         at = newest - timedelta(seconds=1 + i * span.total_seconds() / n)
-        failed = i % 20 == 0
+        failed = i % failed_every == 0
         metadata: dict[str, Any] = {
             "QueueName": "q",
             "MessageId": str(uuid.uuid4()),

@@ -64,8 +64,10 @@ async def retry_message(call: Call) -> Message:
     errors=(404,),
 )
 async def delivery_stats(call: Call) -> DeliveryStats:
-    """Deliveries per hour (UTC): Succeeded, Failed and latency percentiles, from the counters
-    kept as the log is written. Default window: the last 24 hours; at most 14 days."""
+    """Deliveries per hour (UTC): Succeeded, Failed, latency percentiles.
+
+    Served from the counters kept as the log is written. Default window: the last 24 hours;
+    at most 14 days."""
     from shared.stats import delivery_stats
 
     services = await get_services()
