@@ -51,7 +51,7 @@ from shared.services import Services
 from shared.storage import clients
 from shared.storage.connections import StoredConnection
 from shared.storage.logcounts import FAILURE, RECORDS_END
-from shared.storage.messages import LoggedMessage, row_key
+from shared.storage.messages import LoggedMessage, row_key, row_key_bound
 from shared.storage.transactions import MAX_OPERATIONS
 
 SERVICEBUS = "Endpoint=sb://bench.servicebus.windows.net/;SharedAccessKeyName=s;SharedAccessKey=k="
@@ -127,9 +127,11 @@ def targets(
     async def raw_get_connection() -> None:
         await raw_connections.get_entity(stored.account, str(stored.uid))
 
-    def listing(name: str, query: dict[str, str], first_key: str, total: int) -> Target:
-        """Our page over HTTP against reading the same rows from their first RowKey."""
-        end = FAILURE + RECORDS_END if first_key.startswith(FAILURE) else RECORDS_END
+    def listing(
+        name: str, query: dict[str, str], first_key: str, total: int, end: str = RECORDS_END
+    ) -> Target:
+        """Our page over HTTP against reading the same rows from their first RowKey (to `end`,
+        where the listing's range ends)."""
         expected = min(PAGE_SIZE, total - (int(query.get("page", 1)) - 1) * PAGE_SIZE)
 
         async def ours() -> None:
@@ -160,9 +162,9 @@ def targets(
         listing("page 50", {"page": "50"}, row_key(records[49 * PAGE_SIZE].message.uid),
                 n_records),
         listing("onlyFailed page 1", {"onlyFailed": "true"},
-                FAILURE + row_key(failed[0].message.uid), len(failed)),
+                FAILURE + row_key(failed[0].message.uid), len(failed), FAILURE + RECORDS_END),
         listing("since 1 h ago", {"since": hour_ago.isoformat()},
-                row_key(records[0].message.uid), len(recent)),
+                row_key(records[0].message.uid), len(recent), row_key_bound(hour_ago)),
     ]  # fmt: skip
 
 

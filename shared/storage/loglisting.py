@@ -1,11 +1,12 @@
 """Reading the message log by its counters: TotalHits and page N without reading earlier pages.
 
-The counter rows of the window's hours (one query) give per-minute counts. TotalHits is their
-sum, except for the minutes the window's `since` or `until` cut through: those are counted
-exactly, by reading the RowKeys of their part inside the window (at most two minutes of
-records). Page N starts in the minute where the running count passes (N-1) * pageSize; its
-first record is found by reading that one minute's RowKeys, and the page is then one range
-read from there. So a request costs the same few reads whatever the log's size.
+The counter rows of the window's hours (one query) give hourly and per-minute counts.
+TotalHits is the sum of the whole hours, plus the minutes of the (at most two) hours the
+window's `since` or `until` cut through, where the minutes they cut are counted exactly by
+reading the RowKeys of their part inside the window. Page N starts in the hour, then the
+minute, where the running count passes (N-1) * pageSize; its first record is found by reading
+that one minute's RowKeys, and the page is then one range read from there. So a request costs
+the same few reads whatever the log's size.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.storage.logcounts import (
     FAILURE,
+    HOUR_MS,
     MAX_MILLIS,
     MINUTE_MS,
     MINUTES,
@@ -57,12 +59,27 @@ class Window:
 
 
 @dataclass(frozen=True)
-class Minute:
-    """The part (after, upto] of one minute inside the window, and how many rows it holds."""
+class Span:
+    """A part (after, upto] of the window, a whole hour or (part of) a minute, and how many
+    rows it holds. A whole hour keeps its counter rows' per-minute counts, to be split when a
+    page starts inside it."""
 
     after: int
     upto: int
     count: int
+    minute_texts: tuple[str | None, ...] = ()
+
+    def minutes(self) -> list[Span]:
+        """A whole hour's minutes with rows, newest first."""
+        sums = [0] * MINUTES
+        for text in self.minute_texts:
+            sums = [a + b for a, b in zip(sums, ints(text, MINUTES), strict=True)]
+        start = self.after + 1
+        return [
+            Span(start + i * MINUTE_MS - 1, start + (i + 1) * MINUTE_MS - 1, n)
+            for i, n in reversed(list(enumerate(sums)))
+            if n
+        ]
 
 
 def _rows(table: TableClient, w: Window, keys: tuple[str, str], **options: Any) -> Any:
@@ -70,30 +87,44 @@ def _rows(table: TableClient, w: Window, keys: tuple[str, str], **options: Any) 
     return table.query_entities(_WHERE, parameters=params, **options)
 
 
-async def minutes(table: TableClient, w: Window) -> list[Minute]:
-    """The minutes with rows in the window, newest first."""
+async def spans(table: TableClient, w: Window) -> list[Span]:
+    """The window's rows as spans, newest first: its whole hours as they are counted, the
+    hours its edges cut through by minute, and the minutes they cut through counted exactly
+    (at most two minutes of rows read)."""
     first = hour_of(w.after + 1) if w.after is not None else 0
     last = hour_of(w.upto) if w.upto is not None else hour_of(MAX_MILLIS)
-    column = "FailedMinutes" if w.prefix == FAILURE else "Minutes"
-    counts: dict[int, int] = defaultdict(int)
-    async for row in _rows(table, w, counter_range(first, last), select=["RowKey", column]):
+    total, per_minute = ("Failed", "FailedMinutes") if w.prefix == FAILURE else ("Total", "Minutes")
+    totals: dict[int, int] = defaultdict(int)
+    texts: dict[int, list[str | None]] = defaultdict(list)
+    columns = ["RowKey", total, per_minute]
+    async for row in _rows(table, w, counter_range(first, last), select=columns):
         hour = hour_of_counter(row["RowKey"])
-        for i, n in enumerate(ints(row.get(column), MINUTES)):
-            if n:
-                counts[hour + i * MINUTE_MS] += n
+        totals[hour] += row.get(total) or 0
+        texts[hour].append(row.get(per_minute))
+    found: list[Span] = []
+    for hour in sorted(totals, reverse=True):
+        whole = Span(hour - 1, hour + HOUR_MS - 1, totals[hour], tuple(texts[hour]))
+        inside = (w.after is None or w.after <= whole.after) and (
+            w.upto is None or whole.upto <= w.upto
+        )
+        if whole.count and inside:
+            found.append(whole)
+        elif whole.count:  # cut by an edge of the window
+            cut = await asyncio.gather(*(_inside(table, w, m) for m in whole.minutes()))
+            found += [m for m in cut if m is not None]
+    return found
 
-    async def part(start: int, n: int) -> Minute | None:
-        whole = start - 1, start + MINUTE_MS - 1
-        after = whole[0] if w.after is None else max(whole[0], w.after)
-        upto = whole[1] if w.upto is None else min(whole[1], w.upto)
-        if upto <= after:
-            return None  # outside the window
-        if (after, upto) != whole:
-            n = await _count(table, w, after, upto)  # cut by an edge: counted exactly
-        return Minute(after, upto, n) if n else None
 
-    found = await asyncio.gather(*(part(m, n) for m, n in sorted(counts.items(), reverse=True)))
-    return [m for m in found if m is not None]
+async def _inside(table: TableClient, w: Window, minute: Span) -> Span | None:
+    """The part of a minute inside the window, counted exactly when an edge cuts it."""
+    after = minute.after if w.after is None else max(minute.after, w.after)
+    upto = minute.upto if w.upto is None else min(minute.upto, w.upto)
+    if upto <= after:
+        return None  # outside the window
+    if (after, upto) == (minute.after, minute.upto):
+        return minute
+    n = await _count(table, w, after, upto)
+    return Span(after, upto, n) if n else None
 
 
 async def _count(table: TableClient, w: Window, after: int, upto: int) -> int:
@@ -101,7 +132,7 @@ async def _count(table: TableClient, w: Window, after: int, upto: int) -> int:
     return len([r async for r in rows])
 
 
-async def _nth_key(table: TableClient, w: Window, minute: Minute, n: int) -> str:
+async def _nth_key(table: TableClient, w: Window, minute: Span, n: int) -> str:
     """The RowKey of the n-th row (from 0, newest first) of a minute."""
     keys = w.keys(minute.after, minute.upto)
     rows = _rows(table, w, keys, select=["RowKey"], results_per_page=min(n + 1, 1000))
@@ -138,23 +169,28 @@ async def page(table: TableClient, w: Window, number: int, size: int) -> tuple[i
     a purge under way is deleting is left out, from the counts and from the page alike."""
     if number == 1:  # where it starts is known: read it while counting
         floor, found, rows = await asyncio.gather(
-            purged_before(table, w.partition), minutes(table, w), _read(table, w, w.keys()[0], size)
+            purged_before(table, w.partition), spans(table, w), _read(table, w, w.keys()[0], size)
         )
     else:
-        floor, found = await asyncio.gather(purged_before(table, w.partition), minutes(table, w))
-        rows = []
-        skip = (number - 1) * size
-        for minute in _kept(found, floor):
-            if skip < minute.count:
-                start = await _nth_key(table, w, minute, skip)
-                rows = await _read(table, w, start, size)
-                break
-            skip -= minute.count
+        floor, found = await asyncio.gather(purged_before(table, w.partition), spans(table, w))
+        start = _start(_kept(found, floor), (number - 1) * size)
+        rows = await _read(table, w, await _nth_key(table, w, *start), size) if start else []
     total = sum(m.count for m in _kept(found, floor))
     return total, [r for r in rows if floor is None or logged_at(r) >= floor]
 
 
-def _kept(found: list[Minute], floor: int | None) -> list[Minute]:
+def _start(found: list[Span], skip: int) -> tuple[Span, int] | None:
+    """The minute where a page starts after `skip` rows, and how many of its rows come first."""
+    for span in found:
+        if skip < span.count:
+            if not span.minute_texts:
+                return span, skip
+            return _start(span.minutes(), skip)
+        skip -= span.count
+    return None
+
+
+def _kept(found: list[Span], floor: int | None) -> list[Span]:
     return [m for m in found if floor is None or m.upto >= floor]
 
 

@@ -26,7 +26,7 @@ table property holds go to the app's own `message-bodies` container.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -43,30 +43,17 @@ from shared.storage.logcounts import (
     PURGED,
     RECORDS_END,
     HourCounts,
-    Slot,
-    Slots,
-    count_records,
-    counter_key,
     hour_of,
     inverted,
-    logged_at,
     millis,
 )
+from shared.storage.logwriter import CountingWriter, Submit
 
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient
     from azure.storage.blob.aio import ContainerClient
 
 MAX_PROPERTY_CHARS = 32_000  # a table string property holds 32 K UTF-16 characters
-# Bytes of transaction body a group of records may fill: the 4 MiB limit, less room for the
-# counter rows and an estimate that errs on the large side (see _size).
-_GROUP_BYTES = 3_500_000
-
-# Past this many, a record retried after a transaction without an answer may be counted twice:
-# a bound on memory for a storage outage that lasts (the dispatcher's retries make new records).
-_MAX_UNCERTAIN = 100_000
-
-Submit = Callable[["TableClient", Sequence[transactions.Operation]], Awaitable[None]]
 
 
 def row_key(uid: UUID) -> str:
@@ -94,15 +81,6 @@ def chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
     return (items[i : i + size] for i in range(0, len(items), size))
 
 
-def _failed(entity: dict[str, Any]) -> bool:
-    return bool(entity["Status"] == int(MessageStatus.FAILED))
-
-
-def _size(entity: dict[str, Any]) -> int:
-    """More than the entity's bytes in a transaction body (JSON escapes at most double text)."""
-    return 400 + sum(2 * len(v.encode()) if isinstance(v, str) else 40 for v in entity.values())
-
-
 class MessageLog:
     """`writer` names this writer's counter rows (random: a new one per process, so a
     restarted process never continues a row whose last write it cannot know); `submit`
@@ -118,11 +96,7 @@ class MessageLog:
     ) -> None:
         self._table = table
         self.bodies = bodies
-        self._slots = Slots(writer)
-        self._submit = submit
-        # RowKeys of records whose transaction got no answer: it may have committed, and
-        # then they are counted already (by that transaction's slot).
-        self._uncertain: dict[str, set[str]] = {}
+        self._writer = CountingWriter(table, writer, submit)
 
     @property
     def table(self) -> TableClient:
@@ -132,92 +106,7 @@ class MessageLog:
         """Write records of one partition with their counts and failure copies, as many to a
         transaction as its limits allow. Safe to call again with the same records when it
         raised: a record is counted once however often it is written."""
-        entities = [await self.entity(partition, r) for r in records]
-        slot = self._slots.take(partition)
-        try:
-            for group in self._groups(entities):
-                await self._commit(partition, slot, group)
-        finally:
-            self._slots.give_back(partition, slot)
-
-    @staticmethod
-    def _groups(entities: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-        """Records in groups that fit one transaction with their copies and counter rows."""
-        groups: list[list[dict[str, Any]]] = []
-        group: list[dict[str, Any]] = []
-        operations, size, hours = 0, 0, set[int]()
-        for e in entities:
-            n = 2 if _failed(e) else 1
-            hour = hour_of(logged_at(e))
-            more = n + len(hours | {hour})  # its rows, and a counter row per hour
-            if group and (
-                operations + more > transactions.MAX_OPERATIONS
-                or size + n * _size(e) > _GROUP_BYTES
-            ):
-                groups.append(group)
-                group, operations, size, hours = [], 0, 0, set()
-            group.append(e)
-            operations, size = operations + n, size + n * _size(e)
-            hours.add(hour)
-        return [*groups, group] if group else groups
-
-    async def _commit(self, partition: str, slot: Slot, group: list[dict[str, Any]]) -> None:
-        """One transaction: the records, copies of the failed ones, and the slot's new totals
-        for their hours. Totals advance in memory only once the service said yes."""
-        uncertain = self._uncertain.get(partition, set())
-        keys = {e["RowKey"] for e in group}
-        uncounted = group
-        if keys & uncertain:  # written before? the table knows
-            uncounted = await self._not_written(partition, group)
-        if slot.dirty:  # its last transaction may have committed: its totals are in the table
-            slot.totals.clear()
-            slot.complete, slot.dirty = False, False
-        totals = {}
-        for hour, counts in count_records(uncounted, logged_at).items():
-            before = slot.totals.get(hour)
-            if before is None:
-                before = (
-                    HourCounts() if slot.complete else await self._stored(partition, slot, hour)
-                )
-            totals[hour] = before.plus(counts)
-        counters = [
-            {"PartitionKey": partition, "RowKey": counter_key(h, slot.name), **c.properties()}
-            for h, c in totals.items()
-        ]
-        copies = [{**e, "RowKey": FAILURE + e["RowKey"]} for e in group if _failed(e)]
-        try:
-            await self._submit(self._table, [("upsert", e) for e in group + copies + counters])
-        except transactions.TransactionError:
-            raise  # refused: nothing was written
-        except BaseException:  # no answer (timeout, cancelled, connection lost)
-            slot.dirty = True
-            if len(uncertain) < _MAX_UNCERTAIN:
-                self._uncertain[partition] = uncertain | keys
-            raise
-        slot.totals.update(totals)
-        slot.forget_old_hours()
-        if keys & uncertain:
-            self._uncertain[partition] = uncertain - keys
-
-    async def _not_written(self, partition: str, group: list[dict[str, Any]]) -> list[Any]:
-        keys = sorted(e["RowKey"] for e in group)
-        rows = self._table.query_entities(
-            "PartitionKey eq @pk and RowKey ge @first and RowKey le @last",
-            parameters={"pk": partition, "first": keys[0], "last": keys[-1]},
-            select=["RowKey"],
-        )
-        written = {e["RowKey"] async for e in rows}
-        return [e for e in group if e["RowKey"] not in written]
-
-    async def _stored(self, partition: str, slot: Slot, hour: int) -> HourCounts:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        try:
-            return HourCounts.of(
-                await self._table.get_entity(partition, counter_key(hour, slot.name))
-            )
-        except ResourceNotFoundError:
-            return HourCounts()
+        await self._writer.write(partition, [await self.entity(partition, r) for r in records])
 
     async def get(self, partition: str, uid: UUID) -> LoggedMessage:
         from azure.core.exceptions import ResourceNotFoundError
