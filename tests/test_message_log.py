@@ -23,7 +23,7 @@ from shared.retention import purge
 from shared.services import Services
 from shared.stats import delivery_stats
 from shared.storage import transactions
-from shared.storage.logcounts import bucket, hour_of_counter, logged_at, millis, percentile
+from shared.storage.logcounts import Slots, bucket, hour_of_counter, logged_at, millis, percentile
 from shared.storage.messages import LoggedMessage, MessageLog
 from tests.factories import a_connection, log_record
 from tests.plugins.localhost import ROOT
@@ -312,3 +312,30 @@ async def test_reindex_counts_records_written_before_counters_once(
     await log.table.delete_entity(partition, PROGRESS)  # from the start again: same rows
     assert await reindex_partition(log.table, partition) == 700
     await check_counts(log, partition)
+
+
+async def test_large_failed_records_are_split_into_transactions_that_fit(
+    services: Services,
+) -> None:
+    partition, uid = uuid.uuid4().hex, uuid.uuid4()
+    body = 'é"' * 15_000  # 30,000 characters: 2 bytes each in UTF-8 or once JSON-escaped
+    records = [
+        replace(r, message=r.message.model_copy(update={"message_body": body}))
+        for r in spread(uid, 60, T0, HOUR, failed_every=1)
+    ]
+    await services.messages.add(partition, records)  # 120 rows of about 90 KB, and counters
+    await check_counts(services.messages, partition)
+    page = await services.messages.page(partition, MessageQuery(only_failed=True, page_size=3))
+    assert [m.message_body for m in page.messages] == [body] * 3
+
+
+def test_idle_slots_are_forgotten_past_a_number_of_partitions() -> None:
+    slots = Slots("w")
+    slots.MAX_PARTITIONS = 2
+    a = slots.take("p1")
+    slots.give_back("p1", a)
+    slots.give_back("p2", slots.take("p2"))
+    assert slots.take("p1") is a
+    slots.give_back("p1", a)
+    slots.give_back("p3", slots.take("p3"))  # a third partition: the idle ones are forgotten
+    assert slots.take("p1") is not a

@@ -184,6 +184,8 @@ class Slots:
     """The slots of one writer: a partition written by several tasks at once gets a slot per
     task, so no two transactions ever race on one counter row."""
 
+    MAX_PARTITIONS = 10_000  # partitions whose idle slots are kept (a few KB each)
+
     def __init__(self, writer: str | None = None) -> None:
         self.writer = writer or secrets.token_hex(5)
         self._free: dict[str, list[Slot]] = {}
@@ -197,6 +199,8 @@ class Slots:
         return Slot(f"{self.writer}{self._made:04d}")
 
     def give_back(self, partition: str, slot: Slot) -> None:
+        if len(self._free) >= self.MAX_PARTITIONS and partition not in self._free:
+            self._free.clear()  # forget idle slots now and then: new ones get new rows
         self._free.setdefault(partition, []).append(slot)
 
 
