@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from shared.errors import InvalidField
@@ -14,12 +14,17 @@ if TYPE_CHECKING:
 
 DEFAULT_WINDOW = timedelta(hours=24)
 MAX_WINDOW = timedelta(days=14)
+EARLIEST = datetime(1970, 1, 2, tzinfo=UTC)  # what the log's keys can hold, with a day spare
+LATEST = datetime(2286, 1, 1, tzinfo=UTC)
 
 
 def window(query: StatsQuery, now: datetime) -> tuple[datetime, datetime]:
     """[since, until) of a stats request: the last 24 hours unless it says, at most 14 days."""
     until = query.until or now
     since = query.since or until - DEFAULT_WINDOW
+    for name, at in (("Since", since), ("Until", until)):
+        if not EARLIEST <= at <= LATEST:
+            raise InvalidField(name, "must be between 1970 and 2286")
     if since >= until:
         raise InvalidField("Since", "must be before Until")
     if until - since > MAX_WINDOW:

@@ -60,6 +60,8 @@ async def test_stats_per_hour_from_the_counters(api: Api, services: Services, ac
         {"since": "2026-11-26T10:00:00Z", "until": "2026-11-26T09:00:00Z"},
         {"since": "2026-11-01T00:00:00Z", "until": "2026-11-16T00:00:00Z"},  # over 14 days
         {"until": "2026-13-01T00:00:00Z"},
+        {"since": "0001-01-01T00:00:00+01:00", "until": "0001-01-02T00:00:00Z"},
+        {"until": "9999-12-31T23:59:59Z"},
     ],
 )
 async def test_bad_stats_parameters_are_400(
