@@ -1,7 +1,7 @@
 """The `messages` table: the log of delivery attempts, kept for the retention period.
 
-PartitionKey = the connection's log partition. One partition holds three RowKey ranges that
-never mix, so each query is one range:
+PartitionKey = the connection's log partition. A partition's RowKeys fall in ranges that never
+mix, so each query reads one range:
 
     RowKey                                         what
     0000000000000_<uid> .. 9999999999999_<uid>     records: inverted milliseconds of the
@@ -16,7 +16,7 @@ never mix, so each query is one range:
                                                    is older while a purge is deleting it
     r_reindex                                      progress of `log reindex` (shared/reindex.py)
 
-A record, its failure copy and its writer's counter rows of that hour are written in one
+A record, its failure copy and its writer's counter row of that hour are written in one
 transaction, so counts never disagree with the records, whatever fails when. `since`/`until`
 are RowKey bounds; reading one message is a point read derived from its Uid alone; page N
 starts where the per-minute counts say (shared/storage/loglisting.py). Bodies over what a
@@ -104,8 +104,8 @@ class MessageLog:
 
     async def add(self, partition: str, records: Sequence[LoggedMessage]) -> None:
         """Write records of one partition with their counts and failure copies, as many to a
-        transaction as its limits allow. Safe to call again with the same records when it
-        raised: a record is counted once however often it is written."""
+        transaction as its limits allow. When it raised, calling it again with the same
+        records (a retry) counts each of them once (shared/storage/logwriter.py)."""
         await self._writer.write(partition, [await self.entity(partition, r) for r in records])
 
     async def get(self, partition: str, uid: UUID) -> LoggedMessage:
