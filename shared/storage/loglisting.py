@@ -93,6 +93,24 @@ async def spans(table: TableClient, w: Window) -> list[Span]:
     (at most two minutes of rows read)."""
     first = hour_of(w.after + 1) if w.after is not None else 0
     last = hour_of(w.upto) if w.upto is not None else hour_of(MAX_MILLIS)
+    # the cut minutes are known from the window alone: count them while the counters are read
+    counting: dict[tuple[int, int], asyncio.Future[int]] = {
+        part: asyncio.ensure_future(_count(table, w, *part)) for part in _cut_minutes(w)
+    }
+    try:
+        return await _spans(table, w, first, last, counting)
+    finally:
+        for future in counting.values():
+            future.cancel()  # when the counters' read failed; a no-op once done
+
+
+async def _spans(
+    table: TableClient,
+    w: Window,
+    first: int,
+    last: int,
+    counting: dict[tuple[int, int], asyncio.Future[int]],
+) -> list[Span]:
     total, per_minute = ("Failed", "FailedMinutes") if w.prefix == FAILURE else ("Total", "Minutes")
     totals: dict[int, int] = defaultdict(int)
     texts: dict[int, list[str | None]] = defaultdict(list)
@@ -110,21 +128,29 @@ async def spans(table: TableClient, w: Window) -> list[Span]:
         if whole.count and inside:
             found.append(whole)
         elif whole.count:  # cut by an edge of the window
-            cut = await asyncio.gather(*(_inside(table, w, m) for m in whole.minutes()))
-            found += [m for m in cut if m is not None]
+            for minute in whole.minutes():
+                part = _part(w, minute)
+                if part == (minute.after, minute.upto):
+                    found.append(minute)
+                elif part is not None:
+                    n = await (counting.get(part) or _count(table, w, *part))
+                    found += [Span(*part, n)] if n else []
     return found
 
 
-async def _inside(table: TableClient, w: Window, minute: Span) -> Span | None:
-    """The part of a minute inside the window, counted exactly when an edge cuts it."""
+def _part(w: Window, minute: Span) -> tuple[int, int] | None:
+    """(after, upto] of the part of a minute inside the window; None when there is none."""
     after = minute.after if w.after is None else max(minute.after, w.after)
     upto = minute.upto if w.upto is None else min(minute.upto, w.upto)
-    if upto <= after:
-        return None  # outside the window
-    if (after, upto) == (minute.after, minute.upto):
-        return minute
-    n = await _count(table, w, after, upto)
-    return Span(after, upto, n) if n else None
+    return (after, upto) if upto > after else None
+
+
+def _cut_minutes(w: Window) -> set[tuple[int, int]]:
+    """The parts of the (at most two) minutes the window's edges cut through."""
+    edges = (w.after + 1 if w.after is not None else None, w.upto)
+    starts = {e - e % MINUTE_MS for e in edges if e is not None}
+    parts = [_part(w, Span(s - 1, s + MINUTE_MS - 1, 0)) for s in starts]
+    return {p for p in parts if p is not None and p[1] - p[0] < MINUTE_MS}
 
 
 async def _count(table: TableClient, w: Window, after: int, upto: int) -> int:
