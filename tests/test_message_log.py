@@ -19,11 +19,10 @@ import pytest
 
 from shared.models import MessageQuery, StatsQuery
 from shared.reindex import PROGRESS, reindex_partition
-from shared.retention import purge
 from shared.services import Services
 from shared.stats import delivery_stats
 from shared.storage import transactions
-from shared.storage.logcounts import Slots, bucket, hour_of_counter, logged_at, millis, percentile
+from shared.storage.logcounts import Slots, bucket, logged_at, millis, percentile
 from shared.storage.messages import LoggedMessage, MessageLog
 from tests.factories import a_connection, log_record
 from tests.plugins.localhost import ROOT
@@ -194,37 +193,6 @@ async def test_retries_and_writes_after_an_unknown_outcome_count_once(
     await asyncio.gather(log.add(partition, first), log.add(partition, third))  # the retry
     await check_counts(log, partition)
     assert len(await records_in(log, partition)) == 60 + 61 + 62
-
-
-async def test_purges_keep_counts_true_and_take_their_rows(services: Services, account: str):
-    tag = uuid.uuid4().hex[:10]
-    svc = replace(
-        services,
-        messages=MessageLog(
-            await services.storage.table(f"logpurge{tag}"), services.messages.bodies
-        ),
-    )
-    stored = await svc.connections.add(account, a_connection(), T0 - 30 * timedelta(days=1))
-    partition = stored.log_partition
-    now = T0 + 17 * timedelta(minutes=1)
-    await svc.messages.add(
-        partition, spread(uuid.uuid4(), 500, now - 16 * 24 * HOUR, 4 * 24 * HOUR)
-    )
-    await purge(svc, now)
-    await check_counts(svc.messages, partition)
-    rows = await records_in(svc.messages, partition)
-    cutoff = millis(T0 - 14 * 24 * HOUR)  # rounded down to the hour
-    assert rows and min(logged_at(r) for r in rows) >= cutoff
-    keys = [e["RowKey"] async for e in svc.messages.table.list_entities(select=["RowKey"])]
-    counted_hours = [hour_of_counter(k) for k in keys if k.startswith("c_")]
-    assert counted_hours and min(counted_hours) >= cutoff
-    copies = [k for k in keys if k.startswith("f_")]
-    assert copies and min(logged_at({"RowKey": k}) for k in copies) >= cutoff
-
-    await svc.connections.delete(account, stored.uid, now - 2 * HOUR)
-    await purge(svc, now)
-    assert [e async for e in svc.messages.table.list_entities()] == []  # every kind of row
-    await services.storage.tables.delete_table(f"logpurge{tag}")
 
 
 async def test_stats_equal_the_counts_of_the_records(services: Services) -> None:

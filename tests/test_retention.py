@@ -303,3 +303,31 @@ async def test_the_command_prints_the_counts_on_its_last_line(
     assert parse_instant("2026-11-26T10:00:00Z") == NOW == parse_instant("2026-11-26T10:00:00")
     with pytest.raises(argparse.ArgumentTypeError):
         parse_instant("yesterday")
+
+
+async def test_counts_and_failure_copies_go_with_their_hours(svc: Services, account: str) -> None:
+    stored = await svc.connections.add(account, a_connection(), NOW - 30 * DAY)
+    now = NOW + timedelta(minutes=17)  # the cutoff is rounded down to NOW - 14 days
+    sent = [now - timedelta(hours=h, minutes=h) for h in range(0, 16 * 24, 5)]
+    records = [
+        a_record(stored.uid, at, MessageStatus.FAILED if i % 3 else MessageStatus.SUCCEEDED)
+        for i, at in enumerate(sent)
+    ]
+    await svc.messages.add(stored.log_partition, records)
+
+    await purge(svc, now)
+    kept = [r for r in records if r.message.request_timestamp >= NOW - 14 * DAY]
+    assert await listed(svc, stored) == uids(kept)  # and TotalHits equals what is listed
+    failed = await svc.messages.page(
+        stored.log_partition, MessageQuery(only_failed=True, page_size=500)
+    )
+    assert failed.total_hits == len(failed.messages)
+    assert [m.uid for m in failed.messages] == uids(
+        [r for r in kept if r.message.status == MessageStatus.FAILED]
+    )
+    hours = {r.message.request_timestamp.replace(minute=0, second=0) for r in kept}
+    assert await log_rows(svc) == {"c_": len(hours), "f_": len(failed.messages), "p_": 1}
+
+    await svc.connections.delete(account, stored.uid, now - 2 * TOMBSTONE_GRACE)
+    await purge(svc, now)
+    assert await row_count(svc) == 0 and await log_rows(svc) == {}  # every kind of row

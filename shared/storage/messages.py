@@ -228,6 +228,14 @@ class MessageLog:
             e["RowKey"] for e in await self._first_rows(partition, start, end, ["RowKey"], limit)
         ]
 
+    async def anything_older(self, partition: str, before: datetime) -> bool:
+        """Whether the partition holds a record or counter row older than `before`."""
+        counters, records = await asyncio.gather(
+            self.old_counters(partition, before, limit=1),
+            self.old_records(partition, before, limit=1),
+        )
+        return bool(counters or records)
+
     async def mark_purged(self, partition: str, before: datetime) -> None:
         """Say that everything older than `before` is going (never lowering what was said):
         from now on readers ignore it, so counts stay true while it is deleted."""
