@@ -137,6 +137,17 @@ async def test_page_n_matches_a_brute_force_listing(services: Services, size: in
             assert [m.uid.hex for m in page.messages] == truth[(n - 1) * size : n * size], n
 
 
+async def test_page_n_inside_a_busy_minute(services: Services) -> None:
+    # more rows before the page than it reads and drops: their keys are read first
+    partition, uid = uuid.uuid4().hex, uuid.uuid4()
+    await services.messages.add(partition, spread(uid, 400, T0, timedelta(seconds=30)))
+    truth = expected(await records_in(services.messages, partition))
+    for n in [1, 2, 15, 16, 40, 57, 58]:
+        page = await services.messages.page(partition, MessageQuery(page=n, page_size=7))
+        assert page.total_hits == 400
+        assert [m.uid.hex for m in page.messages] == truth[(n - 1) * 7 : n * 7], n
+
+
 class Failing:
     """A transaction sender that fails the n-th transaction: before sending (the service never
     saw it) or after (it committed and the answer was lost). The storage stays real; only the
