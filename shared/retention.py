@@ -86,8 +86,7 @@ async def purge(
     budget only."""
     exact = now - timedelta(days=services.settings.retention_days)
     cutoff = exact.replace(minute=0, second=0, microsecond=0)  # whole hours: see above
-    run = _Run(services, cutoff, deadline=timer() + budget_seconds, timer=timer)
-    run.payloads_cutoff = exact
+    run = _Run(services, (cutoff, exact), deadline=timer() + budget_seconds, timer=timer)
     tombstones = await services.connections.tombstones()
     deleted = [t["RowKey"] for t in tombstones]
     # A delivery in flight when its connection was deleted may still write a record: keep
@@ -105,12 +104,15 @@ async def purge(
 
 class _Run:
     def __init__(
-        self, services: Services, cutoff: datetime, deadline: float, timer: Callable[[], float]
+        self,
+        services: Services,
+        cutoffs: tuple[datetime, datetime],  # the log's (whole hours), event payloads'
+        deadline: float,
+        timer: Callable[[], float],
     ) -> None:
         self.messages = services.messages
         self.connections = services.connections
-        self.cutoff = cutoff
-        self.payloads_cutoff = cutoff
+        self.cutoff, self.payloads_cutoff = cutoffs
         self.deadline = deadline
         self.timer = timer
         self.result = PurgeResult()
