@@ -1,17 +1,19 @@
-"""API latency (p50, p99) at 1 and 16 concurrent clients, against the raw Table queries.
+"""API latency (p50, p99) at 1 and 16 concurrent clients, against the raw Table reads.
 
     python -m bench.bench_api [--quick] [--records N] [--requests N]
 
 Starts Azurite and the app in `python -m local.host --no-triggers` (own process). One account
-with one connection whose log holds 50,000 records (10,000 with --quick), written with
-`services.messages.add` in 100-entity transactions before the clock starts. Timed, over
+with one connection whose log holds 50,000 records (10,000 with --quick) over the 14 days of
+retention, 0.1% of them failed, written with `services.messages.add` (100-record
+transactions, counters and failure copies included) before the clock starts. Timed, over
 HTTP (aiohttp, keep-alive, one request at a time per client):
 - `GET /v1/azureservicebusconnections/{uid}`;
-- `GET /v1/azureservicebusconnections/{uid}/messages`: the first page (100, newest first)
-  and TotalHits, the count of the whole log.
-The raw baseline runs the same Table work with the async SDK alone at the same concurrency:
-a point read of the connection's entity; the first-page query and the RowKey-only count of
-the same partition (1,000 a page), the two at once. Each pair alternates which goes first.
+- `GET .../messages`: page 1 (100, newest first), page 50, `onlyFailed=true` page 1, and
+  `since` = 1 hour before the newest record, each with TotalHits (checked).
+The raw baseline runs the Table work of the answer alone with the async SDK at the same
+concurrency: a point read of the connection's entity; for a listing, the read of that page's
+rows (a range query from the page's first RowKey, known beforehand; no count). Each pair
+alternates which goes first.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -44,20 +46,27 @@ from bench.common import (
     report,
     unique,
 )
+from shared.models import MessageStatus
 from shared.services import Services
 from shared.storage import clients
 from shared.storage.connections import StoredConnection
+from shared.storage.logcounts import FAILURE, RECORDS_END
+from shared.storage.messages import LoggedMessage, row_key, row_key_bound
 from shared.storage.transactions import MAX_OPERATIONS
 from tests.factories import a_connection, log_records
 
 PAGE_SIZE = 100  # the API's default
 WRITERS = 8  # concurrent transaction chains while filling the log
 CONCURRENCY = (1, 16)
+RETENTION = timedelta(days=14)  # the log's records span it, as a busy connection's do
+FAILED_EVERY = 1000  # 0.1% failed
 
 
-async def fill_log(services: Services, stored: StoredConnection, n: int) -> float:
-    """Write `n` records to the connection's log; seconds taken."""
-    records = log_records(stored.uid, n, datetime.now(UTC), body=EVENT_BODY, event_key=EVENT_KEY)
+async def fill_log(
+    services: Services, stored: StoredConnection, records: list[LoggedMessage]
+) -> float:
+    """Write the records to the connection's log; seconds taken."""
+    n = len(records)
     share = -(-n // WRITERS // MAX_OPERATIONS) * MAX_OPERATIONS
     with Stopwatch() as watch:
         await asyncio.gather(
@@ -103,11 +112,12 @@ def targets(
     raw_connections: Any,
     raw_messages: Any,
     stored: StoredConnection,
-    n_records: int,
+    records: list[LoggedMessage],
     requests: int,
     page_requests: dict[int, int],
 ) -> list[Target]:
     path = f"/v1/azureservicebusconnections/{stored.uid}"
+    n_records = len(records)
 
     async def get_connection() -> None:
         async with session.get(path) as response:
@@ -117,37 +127,44 @@ def targets(
     async def raw_get_connection() -> None:
         await raw_connections.get_entity(stored.account, str(stored.uid))
 
-    async def get_messages() -> None:
-        async with session.get(path + "/messages") as response:
-            body = await response.json()
-            assert response.status == 200, body
-            assert body["TotalHits"] == n_records and len(body["Messages"]) == PAGE_SIZE
+    def listing(
+        name: str, query: dict[str, str], first_key: str, total: int, end: str = RECORDS_END
+    ) -> Target:
+        """Our page over HTTP against reading the same rows from their first RowKey (to `end`,
+        where the listing's range ends)."""
+        expected = min(PAGE_SIZE, total - (int(query.get("page", 1)) - 1) * PAGE_SIZE)
 
-    where, params = "PartitionKey eq @pk", {"pk": stored.log_partition}
+        async def ours() -> None:
+            async with session.get(path + "/messages", params=query) as response:
+                body = await response.json()
+                assert response.status == 200, body
+                assert body["TotalHits"] == total and len(body["Messages"]) == expected, body
 
-    async def raw_count() -> int:
-        rows = raw_messages.query_entities(
-            where, parameters=params, select=["RowKey"], results_per_page=1000
-        )
-        return len([e async for e in rows])
+        async def raw() -> None:
+            rows = raw_messages.query_entities(
+                "PartitionKey eq @pk and RowKey ge @start and RowKey lt @end",
+                parameters={"pk": stored.log_partition, "start": first_key, "end": end},
+                results_per_page=PAGE_SIZE,
+            )
+            async for page in rows.by_page():
+                assert len([e async for e in page]) == expected
+                break
 
-    async def raw_first_page() -> list[Any]:
-        pages = raw_messages.query_entities(
-            where, parameters=params, results_per_page=PAGE_SIZE
-        ).by_page()
-        async for page in pages:
-            return [e async for e in page]
-        return []
+        return Target(f"GET messages, {name}, {n_records:,} records", ours, raw, page_requests)
 
-    async def raw_get_messages() -> None:
-        total, rows = await asyncio.gather(raw_count(), raw_first_page())
-        assert total == n_records and len(rows) == PAGE_SIZE
-
-    page_one = f"GET messages, page 1 of {n_records:,}"
+    failed = [r for r in records if r.message.status == MessageStatus.FAILED]
+    hour_ago = records[0].message.request_timestamp - timedelta(hours=1)
+    recent = [r for r in records if r.message.request_timestamp > hour_ago]
     return [
         Target("GET connection", get_connection, raw_get_connection,
                dict.fromkeys(CONCURRENCY, requests)),
-        Target(page_one, get_messages, raw_get_messages, page_requests),
+        listing("page 1", {}, row_key(records[0].message.uid), n_records),
+        listing("page 50", {"page": "50"}, row_key(records[49 * PAGE_SIZE].message.uid),
+                n_records),
+        listing("onlyFailed page 1", {"onlyFailed": "true"},
+                FAILURE + row_key(failed[0].message.uid), len(failed), FAILURE + RECORDS_END),
+        listing("since 1 h ago", {"since": hour_ago.isoformat()},
+                row_key(records[0].message.uid), len(recent), row_key_bound(hour_ago)),
     ]  # fmt: skip
 
 
@@ -166,7 +183,10 @@ async def measure(quick: bool, n_records: int | None, requests: int | None) -> l
         now = datetime.now(UTC)
         key, _ = await services.api_keys.create(account, now)
         stored = await services.connections.add(account, a_connection(), now)
-        seconds = await fill_log(services, stored, n_records)
+        records = log_records(
+            stored.uid, n_records, now, RETENTION, EVENT_BODY, EVENT_KEY, FAILED_EVERY
+        )
+        seconds = await fill_log(services, stored, records)
         print(f"  {n_records:,} records written in {seconds:.1f} s "
               f"({n_records / seconds:,.0f}/s)", flush=True)  # fmt: skip
         raw_connections = TableClient.from_connection_string(
@@ -182,7 +202,7 @@ async def measure(quick: bool, n_records: int | None, requests: int | None) -> l
                     host.url, connector=connector, headers={"Authorization": key}
                 ) as session:
                     for target in targets(session, raw_connections, raw_messages, stored,
-                                          n_records, requests, page_requests):  # fmt: skip
+                                          records, requests, page_requests):  # fmt: skip
                         for turn, c in enumerate(CONCURRENCY):
                             pids = {"azurite": started.process.pid, "host": host.process.pid,
                                     "bench": os.getpid()}  # fmt: skip

@@ -15,8 +15,10 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from shared.poison import REPLAYABLE, Replayed, replay
+from shared.reindex import reindex
 from shared.retention import purge
 from shared.services import Services
 from shared.settings import Settings, load_local_settings
@@ -115,10 +117,27 @@ async def replay_command(services: Services, args: argparse.Namespace) -> int:
     return 0
 
 
+async def reindex_command(services: Services, args: argparse.Namespace) -> int:
+    """`log reindex [--connection UID]`: the records counted alone on the last line."""
+    partitions, counted = await reindex(services, args.connection)
+    print(f"log reindex: {partitions} partitions, {counted} records without counters counted")
+    print(counted)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m shared.cli", description=__doc__)
     groups = root.add_subparsers(dest="group", required=True)
+    _add_tenant_commands(groups)
+    _add_operator_commands(groups)
+    return root
 
+
+Groups = argparse._SubParsersAction  # what add_subparsers returns
+
+
+def _add_tenant_commands(groups: Groups) -> None:
+    """What the platform runs for its accounts: API keys and events."""
     apikey = groups.add_parser("apikey", help="API keys of accounts").add_subparsers(
         dest="action", required=True
     )
@@ -146,6 +165,9 @@ def parser() -> argparse.ArgumentParser:
     )
     publish.set_defaults(run=event_publish)
 
+
+def _add_operator_commands(groups: Groups) -> None:
+    """What an operator runs on the app's own storage: purge, poison queues, the log."""
     purging = groups.add_parser(
         "purge",
         help="delete log records older than the retention; prints the records and "
@@ -168,7 +190,17 @@ def parser() -> argparse.ArgumentParser:
     )
     replaying.add_argument("--queue", choices=REPLAYABLE, help="one queue (default: both)")
     replaying.set_defaults(run=replay_command)
-    return root
+
+    log = groups.add_parser("log", help="the message log").add_subparsers(
+        dest="action", required=True
+    )
+    reindex = log.add_parser(
+        "reindex",
+        help="build counters and the failure index for records written before they existed "
+        "(once, after upgrading; idempotent, resumable); prints the records counted last",
+    )
+    reindex.add_argument("--connection", type=UUID, help="one connection's Uid (default: all)")
+    reindex.set_defaults(run=reindex_command)
 
 
 async def _run(command: Command, args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from uuid import UUID
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -476,12 +477,27 @@ class MessagePage(ApiModel):
 MAX_LISTED = 50_000  # the deepest row a listing reaches (Page * PageSize)
 
 
+def _naive_is_utc(value: Any) -> Any:
+    if isinstance(value, str) and re.fullmatch(r"[\d\-]+T[\d:.]+", value):
+        return value + "Z"
+    return value
+
+
+# A date-time in a query string; without an offset it is UTC.
+QueryTime = Annotated[AwareDatetime, BeforeValidator(_naive_is_utc)]
+
+
 class MessageQuery(ApiModel):
     """Query string of the message listing (lax types: query values arrive as text)."""
 
     model_config = ConfigDict(extra="ignore")
 
-    since: AwareDatetime | None = Field(None, description="Only messages sent after this.")
+    since: QueryTime | None = Field(None, description="Only messages sent after this.")
+    until: QueryTime | None = Field(
+        None,
+        description="Only messages sent at or before this: pass the time of your first "
+        "request to page through a listing that newer messages do not shift.",
+    )
     only_failed: bool = False
     page: int = Field(
         1, ge=1, le=MAX_LISTED, description=f"Page * PageSize is at most {MAX_LISTED}."
@@ -498,12 +514,33 @@ class MessageQuery(ApiModel):
             )
         return value
 
-    @field_validator("since", mode="before")
-    @classmethod
-    def _naive_is_utc(cls, value: Any) -> Any:
-        if isinstance(value, str) and re.fullmatch(r"[\d\-]+T[\d:.]+", value):
-            return value + "Z"
-        return value
+
+class StatsQuery(ApiModel):
+    """Query string of the delivery stats (lax types: query values arrive as text)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    since: QueryTime | None = Field(
+        None, description="Start of the window (its hour included); default: 24 h before until."
+    )
+    until: QueryTime | None = Field(
+        None, description="End of the window (excluded); default: now. At most 14 days long."
+    )
+
+
+class HourStats(ApiModel):
+    """Deliveries of one hour (UTC). Latency: from EventTimestamp to the end of the send, as
+    the upper bound of a power-of-two bucket of milliseconds (within a factor of 2)."""
+
+    hour: Timestamp
+    succeeded: int
+    failed: int
+    latency_ms_p50: int | None
+    latency_ms_p95: int | None
+
+
+class DeliveryStats(ApiModel):
+    hours: list[HourStats]
 
 
 # -------------------------------------------------------------------- events

@@ -1,17 +1,24 @@
 """The retention purge: delivery attempts are kept `retention_days` (14), then they go.
 
-A run deletes, in this order:
-1. every record of deleted connections' log partitions (their tombstones), then the bodies
-   stored for that partition, then the tombstone;
-2. in every live connection's partition, the records older than the cutoff (one RowKey range),
-   100 to a transaction, each transaction followed by the bodies of its records;
-3. once 1 and 2 are done: stored bodies older than the cutoff that are still there, and event
-   payload blobs older than the cutoff.
+The cutoff is rounded down to a whole hour, so an hour of the log goes as a whole with its
+counter rows (shared/storage/logcounts.py) and the counts stay true: a record goes at the first
+run after its hour is entirely older than the retention (within two hours of that, with the
+hourly timer).
 
-A record goes before its body, never after: a reader then finds a record with its body or no
-record at all. A run cut off between a transaction and its bodies leaves only bodies no record
-points to; their names carry their record's time, so step 3 of a later run finds them. The
-tombstone goes last, so a cut-off run leaves it for the next.
+A run deletes, in this order:
+1. every row of deleted connections' log partitions (their tombstones), then the bodies stored
+   for that partition, then the tombstone;
+2. in every live connection's partition, what is older than the cutoff: the failure copies,
+   then the records (one RowKey range), 100 to a transaction, each transaction followed by the
+   bodies of its records, then the counter rows of those hours;
+3. once 1 and 2 are done: stored bodies older than the cutoff that are still there, and event
+   payload blobs older than the retention (not rounded: no count depends on them).
+
+A failure copy goes before its record, and a record before its body, never after: a reader
+then finds a record with its body or no record at all. A run cut off between a transaction and
+its bodies leaves only bodies no record points to; their names carry their record's time, so
+step 3 of a later run finds them. The tombstone goes last, so a cut-off run leaves it for the
+next.
 
 Nothing is kept between runs: each step deletes what is old now and asks again, so a later run
 continues where an earlier one stopped. Two runs at once take partitions in random orders and
@@ -76,8 +83,9 @@ async def purge(
 
     `now` is the caller's (the timer's clock, a test's fixed time); `timer` measures the
     budget only."""
-    cutoff = now - timedelta(days=services.settings.retention_days)
-    run = _Run(services, cutoff, deadline=timer() + budget_seconds, timer=timer)
+    exact = now - timedelta(days=services.settings.retention_days)
+    cutoff = exact.replace(minute=0, second=0, microsecond=0)  # whole hours: see above
+    run = _Run(services, (cutoff, exact), deadline=timer() + budget_seconds, timer=timer)
     tombstones = await services.connections.tombstones()
     deleted = [t["RowKey"] for t in tombstones]
     # A delivery in flight when its connection was deleted may still write a record: keep
@@ -95,11 +103,15 @@ async def purge(
 
 class _Run:
     def __init__(
-        self, services: Services, cutoff: datetime, deadline: float, timer: Callable[[], float]
+        self,
+        services: Services,
+        cutoffs: tuple[datetime, datetime],  # the log's (whole hours), event payloads'
+        deadline: float,
+        timer: Callable[[], float],
     ) -> None:
         self.messages = services.messages
         self.connections = services.connections
-        self.cutoff = cutoff
+        self.cutoff, self.payloads_cutoff = cutoffs
         self.deadline = deadline
         self.timer = timer
         self.result = PurgeResult()
@@ -126,6 +138,10 @@ class _Run:
         return finished
 
     async def live_partition(self, partition: str) -> bool:
+        if not await self.messages.anything_older(partition, self.cutoff):
+            self.result.partitions_visited += 1
+            return True
+        await self.messages.mark_purged(partition, self.cutoff)  # readers ignore it from now
         return await self.clear(partition, self.cutoff)
 
     async def deleted_partition(self, partition: str) -> bool:
@@ -137,6 +153,30 @@ class _Run:
         return True
 
     async def clear(self, partition: str, before: datetime | None) -> bool:
+        """Delete a partition's log older than `before` (all when None): failure copies first
+        (they name the same bodies), records, counter rows last; False if time ran out."""
+        return (
+            await self.clear_rows(partition, self.messages.old_failure_copies, before)
+            and await self.clear_records(partition, before)
+            and await self.clear_rows(partition, self.messages.old_counters, before)
+        )
+
+    async def clear_rows(
+        self,
+        partition: str,
+        old: Callable[[str, datetime | None], Awaitable[list[str]]],
+        before: datetime | None,
+    ) -> bool:
+        """Delete the rows `old` finds (failure copies or counters), which are not records."""
+        while not self.out_of_time():
+            keys = await old(partition, before)
+            if not keys:
+                return True
+            for chunk in chunks(keys):
+                await self.messages.delete_records(partition, chunk)
+        return False
+
+    async def clear_records(self, partition: str, before: datetime | None) -> bool:
         """Delete a partition's records older than `before` (all when None), each transaction
         followed by the bodies of its records; False if time ran out first."""
         while not self.out_of_time():
@@ -169,7 +209,7 @@ class _Run:
         # their deliveries are retried (~8 h). Their names carry no time: the blob's own
         # last-modified time (the storage service's clock) says how old they are.
         payloads = self.messages.bodies.list_blobs(name_starts_with=EVENTS_PREFIX)
-        old = [b.name async for b in payloads if b.last_modified <= self.cutoff]
+        old = [b.name async for b in payloads if b.last_modified <= self.payloads_cutoff]
         removed = await self.messages.delete_bodies(old)
         self.result.event_payloads_removed += removed
         return True

@@ -102,9 +102,12 @@ def a_record(
     body: str = "{}",
     event_key: str = "Order.Shipped",
     account: str = "acme",
+    latency_ms: int = 3,
 ) -> LoggedMessage:
-    """One delivery record sent at `at`, with the metadata the dispatcher writes."""
+    """One delivery record sent at `at` (its Uid's time), with the metadata the dispatcher
+    writes; the send ends `latency_ms` after its event's time."""
     failed = status == MessageStatus.FAILED
+    elapsed = min(latency_ms, 3)
     metadata = RequestMetadata(
         queue_name="q",
         message_id=str(uuid.uuid4()),
@@ -119,10 +122,10 @@ def a_record(
         uid=uuid7(at),
         connection_uid=connection_uid,
         event_key=event_key,
-        event_timestamp=at,
+        event_timestamp=at - timedelta(milliseconds=latency_ms - elapsed),
         request_timestamp=at,
         message_body=body,
-        elapsed_milliseconds=3,
+        elapsed_milliseconds=elapsed,
         request_metadata=metadata.to_text(),
         status=status,
     )
@@ -136,14 +139,15 @@ def log_records(
     span: timedelta = timedelta(days=3),
     body: str = "{}",
     event_key: str = "Order.Shipped",
+    failed_every: int = 20,
 ) -> list[LoggedMessage]:
-    """`n` delivery records from just before `newest` back over `span` (1 in 20 failed),
-    newest first."""
+    """`n` delivery records from just before `newest` back over `span` (1 in `failed_every`
+    failed), newest first."""
     return [
         a_record(
             connection_uid,
             newest - timedelta(seconds=1 + i * span.total_seconds() / n),
-            MessageStatus.FAILED if i % 20 == 0 else MessageStatus.SUCCEEDED,
+            MessageStatus.FAILED if i % failed_every == 0 else MessageStatus.SUCCEEDED,
             body,
             event_key,
             account="bench",

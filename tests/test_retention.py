@@ -63,8 +63,19 @@ async def listed(svc: Services, stored: StoredConnection) -> list[uuid.UUID]:
     return [m.uid for m in page.messages]
 
 
+async def row_keys(svc: Services) -> list[str]:
+    return [e["RowKey"] async for e in svc.messages.table.list_entities(select=["RowKey"])]
+
+
 async def row_count(svc: Services) -> int:
-    return len([e async for e in svc.messages.table.list_entities(select=["RowKey"])])
+    """Records only (their keys start with a digit); see log_rows for the rest."""
+    return len([k for k in await row_keys(svc) if k < ":"])
+
+
+async def log_rows(svc: Services) -> dict[str, int]:
+    """The rows beside the records, by kind: counters ("c_") and failure copies ("f_")."""
+    keys = [k[:2] for k in await row_keys(svc) if k >= ":"]
+    return {kind: keys.count(kind) for kind in sorted(set(keys))}
 
 
 async def blob_names(svc: Services) -> set[str]:
@@ -114,6 +125,8 @@ async def test_thousands_of_records_across_many_partitions(svc: Services, accoun
     assert result.records_removed == sum(old_counts)
     assert result.partitions_visited == len(old_counts) and result.complete
     assert await row_count(svc) == len(young) * len(old_counts)
+    # a counter row for each young hour; the purge's mark in each partition
+    assert await log_rows(svc) == {"c_": len(young) * len(old_counts), "p_": len(old_counts)}
     for stored, records in connections:
         assert await listed(svc, stored) == uids(records[-len(young) :])
 
@@ -291,3 +304,31 @@ async def test_the_command_prints_the_counts_on_its_last_line(
     assert parse_instant("2026-11-26T10:00:00Z") == NOW == parse_instant("2026-11-26T10:00:00")
     with pytest.raises(argparse.ArgumentTypeError):
         parse_instant("yesterday")
+
+
+async def test_counts_and_failure_copies_go_with_their_hours(svc: Services, account: str) -> None:
+    stored = await svc.connections.add(account, a_connection(), NOW - 30 * DAY)
+    now = NOW + timedelta(minutes=17)  # the cutoff is rounded down to NOW - 14 days
+    sent = [now - timedelta(hours=h, minutes=h) for h in range(0, 16 * 24, 5)]
+    records = [
+        a_record(stored.uid, at, MessageStatus.FAILED if i % 3 else MessageStatus.SUCCEEDED)
+        for i, at in enumerate(sent)
+    ]
+    await svc.messages.add(stored.log_partition, records)
+
+    await purge(svc, now)
+    kept = [r for r in records if r.message.request_timestamp >= NOW - 14 * DAY]
+    assert await listed(svc, stored) == uids(kept)  # and TotalHits equals what is listed
+    failed = await svc.messages.page(
+        stored.log_partition, MessageQuery(only_failed=True, page_size=500)
+    )
+    assert failed.total_hits == len(failed.messages)
+    assert [m.uid for m in failed.messages] == uids(
+        [r for r in kept if r.message.status == MessageStatus.FAILED]
+    )
+    hours = {r.message.request_timestamp.replace(minute=0, second=0) for r in kept}
+    assert await log_rows(svc) == {"c_": len(hours), "f_": len(failed.messages), "p_": 1}
+
+    await svc.connections.delete(account, stored.uid, now - 2 * TOMBSTONE_GRACE)
+    await purge(svc, now)
+    assert await row_count(svc) == 0 and await log_rows(svc) == {}  # every kind of row

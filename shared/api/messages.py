@@ -11,7 +11,7 @@ from shared.catalog import TEST_EVENT_KEY
 from shared.services import Services, get_services
 
 if TYPE_CHECKING:
-    from shared.models import Message, MessagePage
+    from shared.models import DeliveryStats, Message, MessagePage
     from shared.storage.connections import StoredConnection
 
 bp = func.Blueprint()
@@ -60,6 +60,28 @@ async def retry_message(call: Call) -> Message:
     record = await services.messages.get(stored.log_partition, uid)
     dispatcher = await services.dispatcher()
     return (await dispatcher.resend(stored, record)).message
+
+
+@endpoint(
+    bp,
+    "GET",
+    "v1/azureservicebusconnections/{uid}/stats",
+    query="StatsQuery",
+    returns="DeliveryStats",
+    errors=(404,),
+)
+async def delivery_stats(call: Call) -> DeliveryStats:
+    """Deliveries per hour (UTC): Succeeded, Failed, latency percentiles.
+
+    Served from the counters kept as the log is written. Default window: the last 24 hours;
+    at most 14 days."""
+    from shared.stats import delivery_stats
+
+    services = await get_services()
+    stored = await connection_of(call, services, "uid")
+    return await delivery_stats(
+        services.messages, stored.log_partition, call.query, services.clock()
+    )
 
 
 @endpoint(

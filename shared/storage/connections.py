@@ -103,6 +103,17 @@ class ConnectionRepository:
         )
         return [e["LogPartition"] async for e in query]
 
+    async def log_partition_of(self, uid: UUID) -> str:
+        """A live connection's log partition, whatever its account (for operators' commands)."""
+        query = self._table.query_entities(
+            "RowKey eq @uid and PartitionKey ne @p",
+            parameters={"uid": str(uid), "p": TOMBSTONES},
+            select=["LogPartition"],
+        )
+        async for e in query:
+            return str(e["LogPartition"])
+        raise NotFound(f"no connection {uid}")
+
     # ---------------------------------------------------------- writes
 
     async def add(self, account: str, connection: Connection, now: datetime) -> StoredConnection:

@@ -1,15 +1,32 @@
 """The `messages` table: the log of delivery attempts, kept for the retention period.
 
-PartitionKey = the connection's log partition; RowKey = inverted milliseconds of the message's
-time-ordered (v7) Uid, then the Uid. So a partition reads newest first, `since` is a RowKey
-range, and reading one message is a point read derived from its Uid alone. Bodies over what a
+PartitionKey = the connection's log partition. A partition's RowKeys fall in ranges that never
+mix, so each query reads one range:
+
+    RowKey                                         what
+    0000000000000_<uid> .. 9999999999999_<uid>     records: inverted milliseconds of the
+      (newest first)                               message's time-ordered (v7) Uid, then the Uid
+    ':'                                            (sorts after every digit: records end here)
+    c_<inverted hour start>_<writer slot>          counters: one row per writer slot and hour
+      (newest hour first)                          (Total, Failed, per-minute counts, latency
+                                                   histogram; see shared/storage/logcounts.py)
+    f_<record RowKey>                              failure index: a copy of each failed record
+      (newest first)                               (onlyFailed=true reads only these)
+    p_purged                                       the purge's cutoff: readers ignore what
+                                                   is older while a purge is deleting it
+    r_reindex                                      progress of `log reindex` (shared/reindex.py)
+
+A record, its failure copy and its writer's counter row of that hour are written in one
+transaction, so counts never disagree with the records, whatever fails when. `since`/`until`
+are RowKey bounds; reading one message is a point read derived from its Uid alone; page N
+starts where the per-minute counts say (shared/storage/loglisting.py). Bodies over what a
 table property holds go to the app's own `message-bodies` container.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -18,23 +35,34 @@ from uuid import UUID
 from shared.clock import uuid7_millis
 from shared.errors import NotFound
 from shared.models import Message, MessagePage, MessageQuery, MessageStatus
-from shared.storage import transactions
+from shared.storage import loglisting, transactions
+from shared.storage.logcounts import (
+    COUNTER,
+    FAILURE,
+    HOUR_MS,
+    PURGED,
+    RECORDS_END,
+    HourCounts,
+    hour_of,
+    inverted,
+    millis,
+)
+from shared.storage.logwriter import CountingWriter, Submit
 
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient
     from azure.storage.blob.aio import ContainerClient
 
-_MAX_MILLIS = 10**13 - 1  # year 2286
 MAX_PROPERTY_CHARS = 32_000  # a table string property holds 32 K UTF-16 characters
 
 
 def row_key(uid: UUID) -> str:
-    return f"{_MAX_MILLIS - uuid7_millis(uid):013d}_{uid.hex}"
+    return f"{inverted(uuid7_millis(uid))}_{uid.hex}"
 
 
 def row_key_bound(at: datetime) -> str:
     """RowKeys below this belong to messages after `at` (in whole milliseconds)."""
-    return f"{_MAX_MILLIS - int(at.timestamp() * 1000):013d}"
+    return inverted(millis(at))
 
 
 @dataclass(frozen=True)
@@ -47,10 +75,6 @@ class LoggedMessage:
     subject: str | None = None
 
 
-async def _count_rows(rows: AsyncIterator[Any]) -> int:
-    return sum([1 async for _ in rows])
-
-
 def chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
     """Slices of at most one transaction's operations."""
     size = transactions.MAX_OPERATIONS
@@ -58,25 +82,32 @@ def chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
 
 
 class MessageLog:
-    def __init__(self, table: TableClient, bodies: ContainerClient) -> None:
+    """`writer` names this writer's counter rows (random: a new one per process, so a
+    restarted process never continues a row whose last write it cannot know); `submit`
+    commits one transaction (tests wrap it to make one fail)."""
+
+    def __init__(
+        self,
+        table: TableClient,
+        bodies: ContainerClient,
+        *,
+        writer: str | None = None,
+        submit: Submit = transactions.submit_one,
+    ) -> None:
         self._table = table
         self.bodies = bodies
-        self._counting: dict[tuple[str, Any], asyncio.Future[int]] = {}
+        self._writer = CountingWriter(table, writer, submit)
 
     @property
     def table(self) -> TableClient:
         """The table client itself (benchmarks measure the SDK alone against it)."""
         return self._table
 
-    @property
-    def counts_in_flight(self) -> int:
-        """Counts being read now for pages (none is kept once answered)."""
-        return len(self._counting)
-
     async def add(self, partition: str, records: Sequence[LoggedMessage]) -> None:
-        """Write records of one partition, as many to a transaction as its limits allow."""
-        entities = [await self._to_entity(partition, r) for r in records]
-        await transactions.submit(self._table, [("upsert", e) for e in entities])
+        """Write records of one partition with their counts and failure copies, as many to a
+        transaction as its limits allow. When it raised, calling it again with the same
+        records (a retry) counts each of them once (shared/storage/logwriter.py)."""
+        await self._writer.write(partition, [await self.entity(partition, r) for r in records])
 
     async def get(self, partition: str, uid: UUID) -> LoggedMessage:
         from azure.core.exceptions import ResourceNotFoundError
@@ -88,76 +119,28 @@ class MessageLog:
         return await self._from_entity(entity)
 
     async def page(self, partition: str, query: MessageQuery) -> MessagePage:
-        """One page, newest first, and the count of all matches (a RowKey-only scan)."""
-        where, params = self._where(partition, query)
-        skip = (query.page - 1) * query.page_size
-
-        async def count_and_window() -> tuple[int, list[str]]:
-            keys = [
-                e["RowKey"]
-                async for e in self._table.query_entities(
-                    where, parameters=params, select=["RowKey"], results_per_page=1000
-                )
-            ]
-            return len(keys), keys[skip : skip + query.page_size]
-
-        async def first_rows(limit: int, extra: str = "", **bounds: str) -> list[Any]:
-            rows = []
-            pages = self._table.query_entities(
-                where + extra, parameters={**params, **bounds}, results_per_page=limit
-            ).by_page()
-            async for page in pages:
-                rows += [e async for e in page]
-                if len(rows) >= limit:
-                    break
-            return rows[:limit]
-
-        if query.page == 1:  # the common case: the count and the rows at once
-            total, entities = await asyncio.gather(
-                self._count(where, params), first_rows(query.page_size)
-            )
-        else:
-            total, window = await count_and_window()
-            entities = (
-                await first_rows(
-                    len(window),
-                    " and RowKey ge @first and RowKey le @last",
-                    first=window[0],
-                    last=window[-1],
-                )
-                if window
-                else []
-            )
+        """One page, newest first, and the count of all matches, from the counters."""
+        window = loglisting.Window(
+            partition,
+            FAILURE if query.only_failed else "",
+            millis(query.since) if query.since else None,
+            millis(query.until) if query.until else None,
+        )
+        total, entities = await loglisting.page(self._table, window, query.page, query.page_size)
         records = await asyncio.gather(*(self._from_entity(e) for e in entities))
         return MessagePage(messages=[r.message for r in records], page=query.page, total_hits=total)
 
-    async def _count(self, where: str, params: dict[str, Any]) -> int:
-        """How many rows match, counted once for every request asking at the same time
-        (the count reads every matching RowKey: the one slow part of a page)."""
-        key = (where, tuple(sorted(params.items())))
-        counting = self._counting.get(key)
-        if counting is None:
-            rows = self._table.query_entities(
-                where, parameters=params, select=["RowKey"], results_per_page=1000
-            )
-            counting = asyncio.ensure_future(_count_rows(rows))
-            self._counting[key] = counting
-            counting.add_done_callback(lambda _: self._counting.pop(key, None))
-        return await asyncio.shield(counting)
-
-    @staticmethod
-    def _where(partition: str, query: MessageQuery) -> tuple[str, dict[str, Any]]:
-        where, params = "PartitionKey eq @pk", {"pk": partition}
-        if query.since:
-            where += " and RowKey lt @since"
-            params["since"] = row_key_bound(query.since)
-        if query.only_failed:
-            where += f" and Status eq {int(MessageStatus.FAILED)}"  # an Int32 literal
-        return where, params
+    async def hourly(
+        self, partition: str, since: datetime, until: datetime
+    ) -> dict[int, HourCounts]:
+        """The counts of each hour from the one holding `since` to the one before `until`."""
+        return await loglisting.hourly(
+            self._table, partition, hour_of(millis(since)), hour_of(millis(until) - 1)
+        )
 
     # --------------------------------------------------------- mapping
 
-    async def _to_entity(self, partition: str, record: LoggedMessage) -> dict[str, Any]:
+    async def entity(self, partition: str, record: LoggedMessage) -> dict[str, Any]:
         m = record.message
         key = row_key(m.uid)
         entity: dict[str, Any] = {
@@ -171,6 +154,7 @@ class MessageLog:
             "RequestMetadata": m.request_metadata,
             "Status": int(m.status),
             "IsRetry": m.is_retry,
+            "Counted": True,  # by its writer's counter row (`log reindex` counts the others)
             "Account": record.account,
             "EventId": record.event_id,
         }
@@ -193,7 +177,7 @@ class MessageLog:
             body = (await stream.readall()).decode()
         parent = entity.get("ParentServiceBusMessageUid")
         message = Message(
-            uid=UUID(entity["RowKey"].split("_", 1)[1]),
+            uid=UUID(entity["RowKey"][-32:]),  # records and their failure copies
             connection_uid=UUID(entity["ConnectionUid"]),
             event_key=entity["EventKey"],
             event_timestamp=entity["EventTimestamp"],
@@ -213,17 +197,65 @@ class MessageLog:
         self, partition: str, before: datetime | None, limit: int = 1000
     ) -> list[dict[str, Any]]:
         """The first `limit` records older than `before` (all records when None): their RowKey
-        and BodyBlob. Old records are at the end of a partition, so this is one RowKey range;
-        the purge deletes what it gets and asks again, so it never holds a continuation."""
-        where, params = "PartitionKey eq @pk", {"pk": partition}
-        if before is not None:
-            where += " and RowKey ge @bound"
-            params["bound"] = row_key_bound(before)
+        and BodyBlob. Old records are at the end of the records' range, so this is one RowKey
+        range; the purge deletes what it gets and asks again, so it never holds a
+        continuation."""
+        bound = row_key_bound(before) if before is not None else ""
+        rows = await self._first_rows(partition, bound, RECORDS_END, ["RowKey", "BodyBlob"], limit)
+        return [{"RowKey": e["RowKey"], "BodyBlob": e.get("BodyBlob")} for e in rows]
+
+    async def old_failure_copies(
+        self, partition: str, before: datetime | None, limit: int = 1000
+    ) -> list[str]:
+        """RowKeys of the first `limit` failure copies of records older than `before` (all
+        when None)."""
+        bound = row_key_bound(before) if before is not None else ""
+        end = FAILURE + RECORDS_END
+        return [
+            e["RowKey"]
+            for e in await self._first_rows(partition, FAILURE + bound, end, ["RowKey"], limit)
+        ]
+
+    async def old_counters(
+        self, partition: str, before: datetime | None, limit: int = 1000
+    ) -> list[str]:
+        """RowKeys of the first `limit` counter rows of hours that ended by `before`; when None,
+        every row that is neither a record nor a failure copy (counters, reindex progress)."""
+        if before is None:
+            start, end = RECORDS_END, "~"  # every prefix of the layout is below '~'
+        else:
+            start, end = COUNTER + inverted(millis(before) - HOUR_MS), COUNTER + RECORDS_END
+        return [
+            e["RowKey"] for e in await self._first_rows(partition, start, end, ["RowKey"], limit)
+        ]
+
+    async def anything_older(self, partition: str, before: datetime) -> bool:
+        """Whether the partition holds a record or counter row older than `before`."""
+        counters, records = await asyncio.gather(
+            self.old_counters(partition, before, limit=1),
+            self.old_records(partition, before, limit=1),
+        )
+        return bool(counters or records)
+
+    async def mark_purged(self, partition: str, before: datetime) -> None:
+        """Say that everything older than `before` is going (never lowering what was said):
+        from now on readers ignore it, so counts stay true while it is deleted."""
+        floor = await loglisting.purged_before(self._table, partition)
+        if floor is None or floor < millis(before):
+            entity = {"PartitionKey": partition, "RowKey": PURGED, "Before": before}
+            await self._table.upsert_entity(entity)
+
+    async def _first_rows(
+        self, partition: str, start: str, end: str, select: list[str], limit: int
+    ) -> list[Any]:
         pages = self._table.query_entities(
-            where, parameters=params, select=["RowKey", "BodyBlob"], results_per_page=limit
+            "PartitionKey eq @pk and RowKey ge @start and RowKey lt @end",
+            parameters={"pk": partition, "start": start, "end": end},
+            select=select,
+            results_per_page=limit,
         ).by_page()
         async for page in pages:  # the service may answer an empty page with a continuation
-            rows = [{"RowKey": e["RowKey"], "BodyBlob": e.get("BodyBlob")} async for e in page]
+            rows = [e async for e in page]
             if rows:
                 return rows
         return []

@@ -97,6 +97,16 @@ async def submit(table: TableClient, operations: Sequence[Operation]) -> None:
         await _send(table, base, group)
 
 
+async def submit_one(table: TableClient, operations: Sequence[Operation]) -> None:
+    """Commit the operations (all of one partition) in exactly one transaction: all or none.
+    ValueError when they exceed one transaction's limits."""
+    base = f"{table.scheme}://{table._primary_hostname}"
+    parts = [_part(base, table.table_name, n, op) for n, op in enumerate(operations)]
+    if len(list(groups(parts))) != 1:
+        raise ValueError(f"{len(operations)} operations do not fit one transaction")
+    await _send(table, base, parts)
+
+
 async def _send(table: TableClient, base: str, parts: Sequence[bytes]) -> None:
     from azure.core.rest import HttpRequest
 

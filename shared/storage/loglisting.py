@@ -1,0 +1,247 @@
+"""Reading the message log by its counters: TotalHits and page N without reading earlier pages.
+
+The counter rows of the window's hours (one query) give hourly and per-minute counts.
+TotalHits is the sum of the whole hours, plus the minutes of the (at most two) hours the
+window's `since` or `until` cut through, where the minutes they cut are counted exactly by
+reading the RowKeys of their part inside the window. Page N starts in the hour, then the
+minute, where the running count passes (N-1) * pageSize; its first record is found by reading
+that one minute's RowKeys, and the page is then one range read from there. So a request costs
+the same few reads whatever the log's size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from shared.storage.logcounts import (
+    FAILURE,
+    HOUR_MS,
+    MAX_MILLIS,
+    MINUTE_MS,
+    MINUTES,
+    PURGED,
+    HourCounts,
+    counter_range,
+    hour_of,
+    hour_of_counter,
+    ints,
+    key_range,
+    logged_at,
+    millis,
+)
+
+if TYPE_CHECKING:
+    from azure.data.tables.aio import TableClient
+
+# Rows of a minute a page may read and drop to find its first row, rather than reading keys.
+SKIP_BY_READING = 100
+_WHERE = "PartitionKey eq @pk and RowKey ge @start and RowKey lt @end"
+
+
+@dataclass(frozen=True)
+class Window:
+    """The rows a listing reads: records (prefix "") or failure copies (FAILURE) whose time
+    in milliseconds is after `after` and at most `upto` (None: unbounded)."""
+
+    partition: str
+    prefix: str
+    after: int | None
+    upto: int | None
+
+    def keys(self, after: int | None = None, upto: int | None = None) -> tuple[str, str]:
+        """[start, end) of the window's RowKeys, narrowed to (after, upto] when given."""
+        return key_range(
+            self.prefix,
+            self.after if after is None else after,
+            self.upto if upto is None else upto,
+        )
+
+
+@dataclass(frozen=True)
+class Span:
+    """A part (after, upto] of the window, a whole hour or (part of) a minute, and how many
+    rows it holds. A whole hour keeps its counter rows' per-minute counts, to be split when a
+    page starts inside it."""
+
+    after: int
+    upto: int
+    count: int
+    minute_texts: tuple[str | None, ...] = ()
+
+    def minutes(self) -> list[Span]:
+        """A whole hour's minutes with rows, newest first."""
+        sums = [0] * MINUTES
+        for text in self.minute_texts:
+            sums = [a + b for a, b in zip(sums, ints(text, MINUTES), strict=True)]
+        start = self.after + 1
+        return [
+            Span(start + i * MINUTE_MS - 1, start + (i + 1) * MINUTE_MS - 1, n)
+            for i, n in reversed(list(enumerate(sums)))
+            if n
+        ]
+
+
+def _rows(table: TableClient, w: Window, keys: tuple[str, str], **options: Any) -> Any:
+    params = {"pk": w.partition, "start": keys[0], "end": keys[1]}
+    return table.query_entities(_WHERE, parameters=params, **options)
+
+
+async def spans(table: TableClient, w: Window) -> list[Span]:
+    """The window's rows as spans, newest first: its whole hours as they are counted, the
+    hours its edges cut through by minute, and the minutes they cut through counted exactly
+    (at most two minutes of rows read)."""
+    first = hour_of(w.after + 1) if w.after is not None else 0
+    last = hour_of(w.upto) if w.upto is not None else hour_of(MAX_MILLIS)
+    # the cut minutes are known from the window alone: count them while the counters are read
+    counting: dict[tuple[int, int], asyncio.Future[int]] = {
+        part: asyncio.ensure_future(_count(table, w, *part)) for part in _cut_minutes(w)
+    }
+    try:
+        return await _spans(table, w, first, last, counting)
+    finally:
+        for future in counting.values():
+            future.cancel()  # when the counters' read failed; a no-op once done
+
+
+async def _spans(
+    table: TableClient,
+    w: Window,
+    first: int,
+    last: int,
+    counting: dict[tuple[int, int], asyncio.Future[int]],
+) -> list[Span]:
+    total, per_minute = ("Failed", "FailedMinutes") if w.prefix == FAILURE else ("Total", "Minutes")
+    totals: dict[int, int] = defaultdict(int)
+    texts: dict[int, list[str | None]] = defaultdict(list)
+    columns = ["RowKey", total, per_minute]
+    async for row in _rows(table, w, counter_range(first, last), select=columns):
+        hour = hour_of_counter(row["RowKey"])
+        totals[hour] += row.get(total) or 0
+        texts[hour].append(row.get(per_minute))
+    found: list[Span] = []
+    for hour in sorted(totals, reverse=True):
+        whole = Span(hour - 1, hour + HOUR_MS - 1, totals[hour], tuple(texts[hour]))
+        inside = (w.after is None or w.after <= whole.after) and (
+            w.upto is None or whole.upto <= w.upto
+        )
+        if whole.count and inside:
+            found.append(whole)
+        elif whole.count:  # cut by an edge of the window
+            for minute in whole.minutes():
+                part = _part(w, minute)
+                if part == (minute.after, minute.upto):
+                    found.append(minute)
+                elif part is not None:
+                    n = await (counting.get(part) or _count(table, w, *part))
+                    found += [Span(*part, n)] if n else []
+    return found
+
+
+def _part(w: Window, minute: Span) -> tuple[int, int] | None:
+    """(after, upto] of the part of a minute inside the window; None when there is none."""
+    after = minute.after if w.after is None else max(minute.after, w.after)
+    upto = minute.upto if w.upto is None else min(minute.upto, w.upto)
+    return (after, upto) if upto > after else None
+
+
+def _cut_minutes(w: Window) -> set[tuple[int, int]]:
+    """The parts of the (at most two) minutes the window's edges cut through."""
+    edges = (w.after + 1 if w.after is not None else None, w.upto)
+    starts = {e - e % MINUTE_MS for e in edges if e is not None}
+    parts = [_part(w, Span(s - 1, s + MINUTE_MS - 1, 0)) for s in starts]
+    return {p for p in parts if p is not None and p[1] - p[0] < MINUTE_MS}
+
+
+async def _count(table: TableClient, w: Window, after: int, upto: int) -> int:
+    rows = _rows(table, w, w.keys(after, upto), select=["RowKey"], results_per_page=1000)
+    return len([r async for r in rows])
+
+
+async def _nth_key(table: TableClient, w: Window, minute: Span, n: int) -> str:
+    """The RowKey of the n-th row (from 0, newest first) of a minute."""
+    keys = w.keys(minute.after, minute.upto)
+    rows = _rows(table, w, keys, select=["RowKey"], results_per_page=min(n + 1, 1000))
+    i = 0
+    async for row in rows:
+        if i == n:
+            return str(row["RowKey"])
+        i += 1
+    return keys[1]  # fewer rows than counted (a purge is under way): an empty page
+
+
+async def _read(table: TableClient, w: Window, start: str, size: int) -> list[Any]:
+    """Up to `size` rows from RowKey `start` to the window's end."""
+    got: list[Any] = []
+    async for page in _rows(table, w, (start, w.keys()[1]), results_per_page=size).by_page():
+        got += [e async for e in page]
+        if len(got) >= size:
+            break
+    return got[:size]
+
+
+async def purged_before(table: TableClient, partition: str) -> int | None:
+    """The cutoff of the last purge (milliseconds): what is older is gone or going."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        return millis((await table.get_entity(partition, PURGED))["Before"])
+    except ResourceNotFoundError:
+        return None
+
+
+async def page(table: TableClient, w: Window, number: int, size: int) -> tuple[int, list[Any]]:
+    """TotalHits and the rows of page `number` (from 1) of `size` rows, newest first. What
+    a purge under way is deleting is left out, from the counts and from the page alike."""
+    if number == 1:  # where it starts is known: read it while counting
+        floor, found, rows = await asyncio.gather(
+            purged_before(table, w.partition), spans(table, w), _read(table, w, w.keys()[0], size)
+        )
+    else:
+        floor, found = await asyncio.gather(purged_before(table, w.partition), spans(table, w))
+        start = _start(_kept(found, floor), (number - 1) * size)
+        rows = await _read_from(table, w, *start, size) if start else []
+    total = sum(m.count for m in _kept(found, floor))
+    return total, [r for r in rows if floor is None or logged_at(r) >= floor]
+
+
+async def _read_from(table: TableClient, w: Window, minute: Span, skip: int, size: int) -> Any:
+    """A page starting after `skip` rows of a minute. A few rows to skip are read and
+    dropped (one round trip); many (a busy minute) are skipped by reading their keys first."""
+    if skip <= SKIP_BY_READING:
+        return (await _read(table, w, w.keys(minute.after, minute.upto)[0], skip + size))[skip:]
+    return await _read(table, w, await _nth_key(table, w, minute, skip), size)
+
+
+def _start(found: list[Span], skip: int) -> tuple[Span, int] | None:
+    """The minute where a page starts after `skip` rows, and how many of its rows come first."""
+    for span in found:
+        if skip < span.count:
+            if not span.minute_texts:
+                return span, skip
+            return _start(span.minutes(), skip)
+        skip -= span.count
+    return None
+
+
+def _kept(found: list[Span], floor: int | None) -> list[Span]:
+    return [m for m in found if floor is None or m.upto >= floor]
+
+
+async def hourly(
+    table: TableClient, partition: str, first: int, last: int
+) -> dict[int, HourCounts]:
+    """The summed counter rows of the hours first..last (hour starts in milliseconds)."""
+    w = Window(partition, "", None, None)
+    columns = ["RowKey", "Total", "Failed", "Latency"]
+    floor = await purged_before(table, partition) or 0
+    hours: dict[int, HourCounts] = {}
+    async for row in _rows(table, w, counter_range(first, last), select=columns):
+        hour = hour_of_counter(row["RowKey"])
+        if hour < floor:
+            continue  # being purged
+        counts = HourCounts.of(row)
+        hours[hour] = hours[hour].plus(counts) if hour in hours else counts
+    return hours

@@ -1,0 +1,141 @@
+"""Writing records with their counts: the counter rows and failure copies ride in the records'
+own transactions (see the layout in shared/storage/messages.py and the counts in logcounts.py).
+
+A slot's totals advance in memory only when the service said yes. A refused transaction wrote
+nothing. A transaction without an answer may or may not have committed: its slot reads its
+counter rows back before its next write (they are the truth for that slot), and its records
+are remembered as uncertain, so when they are written again (the caller's retry) the ones
+already in the table are not counted a second time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from shared.storage import transactions
+from shared.storage.logcounts import (
+    FAILURE,
+    HourCounts,
+    Slot,
+    Slots,
+    count_records,
+    counter_key,
+    hour_of,
+    logged_at,
+)
+
+if TYPE_CHECKING:
+    from azure.data.tables.aio import TableClient
+
+# Bytes of transaction body a group of records may fill: the 4 MiB limit, less room for the
+# counter rows and an estimate that errs on the large side (see _size).
+_GROUP_BYTES = 3_500_000
+# Past this many, a record retried after a transaction without an answer may be counted twice:
+# a bound on memory for a storage outage that lasts (the dispatcher's retries make new records).
+_MAX_UNCERTAIN = 100_000
+_FAILED = 2  # MessageStatus.FAILED
+
+Submit = Callable[["TableClient", Sequence[transactions.Operation]], Awaitable[None]]
+
+
+def _size(entity: dict[str, Any]) -> int:
+    """More than the entity's bytes in a transaction body (JSON escapes at most double text)."""
+    return 400 + sum(2 * len(v.encode()) if isinstance(v, str) else 40 for v in entity.values())
+
+
+class CountingWriter:
+    def __init__(self, table: TableClient, writer: str | None, submit: Submit) -> None:
+        self._table = table
+        self._slots = Slots(writer)
+        self._submit = submit
+        # RowKeys of records whose transaction got no answer, by partition.
+        self._uncertain: dict[str, set[str]] = {}
+
+    async def write(self, partition: str, entities: Sequence[dict[str, Any]]) -> None:
+        slot = self._slots.take(partition)
+        try:
+            for group in self._groups(entities):
+                await self._commit(partition, slot, group)
+        finally:
+            self._slots.give_back(partition, slot)
+
+    @staticmethod
+    def _groups(entities: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        """Records in groups that fit one transaction with their copies and counter rows."""
+        groups: list[list[dict[str, Any]]] = []
+        group: list[dict[str, Any]] = []
+        operations, size, hours = 0, 0, set[int]()
+        for e in entities:
+            n = 2 if e["Status"] == _FAILED else 1
+            hour = hour_of(logged_at(e))
+            more = n + len(hours | {hour})  # its rows, and a counter row per hour
+            if group and (
+                operations + more > transactions.MAX_OPERATIONS
+                or size + n * _size(e) > _GROUP_BYTES
+            ):
+                groups.append(group)
+                group, operations, size, hours = [], 0, 0, set()
+            group.append(e)
+            operations, size = operations + n, size + n * _size(e)
+            hours.add(hour)
+        return [*groups, group] if group else groups
+
+    async def _commit(self, partition: str, slot: Slot, group: list[dict[str, Any]]) -> None:
+        """One transaction: the records, copies of the failed ones, and the slot's new totals
+        for their hours. Totals advance in memory only once the service said yes."""
+        uncertain = self._uncertain.setdefault(partition, set())
+        keys = {e["RowKey"] for e in group}
+        retried = bool(keys & uncertain)
+        uncounted = group
+        if retried:  # written before? the table knows
+            uncounted = await self._not_written(partition, group)
+        if slot.dirty:  # its last transaction may have committed: its totals are in the table
+            slot.totals.clear()
+            slot.complete, slot.dirty = False, False
+        totals = {}
+        for hour, counts in count_records(uncounted, logged_at).items():
+            before = slot.totals.get(hour)
+            if before is None:
+                before = (
+                    HourCounts() if slot.complete else await self._stored(partition, slot, hour)
+                )
+            totals[hour] = before.plus(counts)
+        counters = [
+            {"PartitionKey": partition, "RowKey": counter_key(h, slot.name), **c.properties()}
+            for h, c in totals.items()
+        ]
+        copies = [{**e, "RowKey": FAILURE + e["RowKey"]} for e in group if e["Status"] == _FAILED]
+        try:
+            await self._submit(self._table, [("upsert", e) for e in group + copies + counters])
+        except transactions.TransactionError:
+            raise  # refused: nothing was written
+        except BaseException:  # no answer (timeout, cancelled, connection lost)
+            slot.dirty = True
+            if len(uncertain) < _MAX_UNCERTAIN:
+                uncertain.update(keys)
+            raise
+        slot.totals.update(totals)
+        slot.forget_old_hours()
+        if retried:
+            uncertain.difference_update(keys)
+
+    async def _not_written(self, partition: str, group: list[dict[str, Any]]) -> list[Any]:
+        keys = sorted(e["RowKey"] for e in group)
+        rows = self._table.query_entities(
+            "PartitionKey eq @pk and RowKey ge @first and RowKey le @last",
+            parameters={"pk": partition, "first": keys[0], "last": keys[-1]},
+            select=["RowKey"],
+        )
+        written = {e["RowKey"] async for e in rows}
+        return [e for e in group if e["RowKey"] not in written]
+
+    async def _stored(self, partition: str, slot: Slot, hour: int) -> HourCounts:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return HourCounts.of(
+                await self._table.get_entity(partition, counter_key(hour, slot.name))
+            )
+        except ResourceNotFoundError:
+            return HourCounts()
