@@ -138,8 +138,8 @@ async function save(connection, form) {
   const errors = (r.data && r.data.errors) || {};
   let placed = false;
   for (const [name, messages] of Object.entries(errors)) {
-    const slot = form.querySelector(`#e-${CSS.escape(name.split(".")[0])}`);
-    if (slot) { slot.textContent = messages.join(" "); placed = true; form.querySelector(`#f-${CSS.escape(name.split(".")[0])}`)?.setAttribute("aria-invalid", "true"); }
+    const slot = form.querySelector(`#e-${CSS.escape(name.split(/[.[]/)[0])}`);
+    if (slot) { slot.textContent = messages.join(" "); placed = true; form.querySelector(`#f-${CSS.escape(name.split(/[.[]/)[0])}`)?.setAttribute("aria-invalid", "true"); }
   }
   form.querySelector("#e-form").textContent = placed ? "Correct the fields marked above." : problemText(r.data);
   say("Not saved.");
@@ -175,9 +175,11 @@ async function resume(uid) {
   if (r.ok) route();
 }
 
+// Whether the API has a route (parameter names aside): resume and replay arrive in a later
+// version, and the page offers them only where they exist.
 function hasRoute(method, path) {
-  const p = routes && routes[path.replace(/^\//, "/")];
-  return Boolean(p && p[method]);
+  const shape = (p) => p.replace(/\{[^}]*\}/g, "{}");
+  return Object.entries(routes || {}).some(([p, ops]) => shape(p) === shape(path) && ops[method]);
 }
 
 function replayForm(uid) {
