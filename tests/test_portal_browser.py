@@ -47,6 +47,13 @@ def app_lists(path: str) -> bool:
     return shape(path) in {shape(p) for p in document()["paths"]}
 
 
+def connections_have_health() -> bool:
+    from shared.api.openapi import document
+
+    connection = document()["components"]["schemas"].get("Connection", {})
+    return "Health" in connection.get("properties", {})
+
+
 def needs_route(path: str, issue: int) -> Any:
     return pytest.mark.skipif(not app_lists(path), reason=f"{path} arrives with issue {issue}")
 
@@ -234,3 +241,16 @@ async def test_the_chart_shows_deliveries_per_hour(
     chart = portal.page.get_by_role("img", name=re.compile("Deliveries per hour"))
     await chart.wait_for()
     assert "1 in all" in (await chart.get_attribute("aria-label") or "")
+
+
+@pytest.mark.skipif(not connections_have_health(), reason="Health arrives with issue 15")
+async def test_the_list_shows_each_connections_health(
+    portal: Portal, api: Api, servicebus_connection_string: str, unique_queue: str
+) -> None:
+    uid = await make_connection(api, servicebus_connection_string, unique_queue)
+    await portal.open(f"/connections/{uid}")
+    await portal.button("Send test message").wait_for()
+    assert await portal.button("Resume").count() == 0  # only where suspended
+    await portal.open("/")
+    row = portal.page.get_by_role("row").filter(has_text=unique_queue)
+    await row.get_by_role("cell", name="Healthy").wait_for()
