@@ -8,6 +8,8 @@ document lists the route, and then run.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import re
 from collections.abc import AsyncIterator
@@ -18,6 +20,7 @@ import aiohttp
 import pytest
 
 from shared.api.http import SESSION_COOKIE
+from shared.events import new_event
 from shared.portal import sign_in_link
 from shared.services import Services
 from tests.browser import find_chromium, serious_violations
@@ -218,16 +221,32 @@ async def test_an_api_key_pasted_signs_in(browser: Any, api_host: str, api_key: 
 
 @needs_route(PATH + "/{uid}/messages/replay", 15)
 async def test_replay_failed_messages_of_a_window(
-    portal: Portal, api: Api, servicebus_connection_string: str, unique_queue: str
+    portal: Portal,
+    api: Api,
+    services: Services,
+    account: str,
+    servicebus_connection_string: str,
+    unique_queue: str,
 ) -> None:
     wrong = servicebus_connection_string.replace("SAS_KEY_VALUE", "wrong-key")
     uid = await make_connection(api, wrong, unique_queue)
-    status, _ = await api.call("POST", f"{PATH}/{uid}/test")
-    assert status == 200
+    await services.publish(new_event(account, "Order.Shipped", services.clock(), subject="o/1"))
+    failed = {"onlyFailed": "true"}
+    for _ in range(100):  # its first attempt fails and is logged
+        _, page = await api.call("GET", f"{PATH}/{uid}/messages", params=failed)
+        if page["TotalHits"]:
+            break
+        await asyncio.sleep(0.2)
+    assert page["TotalHits"] >= 1
     await portal.open(f"/connections/{uid}")
-    await portal.button("Replay failed messages").click()
-    await portal.page.get_by_text(re.compile(r"Replaying \d+ failed messages")).wait_for()
-    await portal.page.get_by_text(re.compile("done")).wait_for(timeout=30_000)
+    page = portal.page
+    async with page.expect_request(lambda r: r.url.endswith("/messages/replay")) as sent:
+        await portal.button("Replay failed messages").click()
+    body = json.loads((await sent.value).post_data or "{}")
+    assert set(body) == {"Since", "OnlyFailed"} and body["OnlyFailed"] is True
+    progress = re.compile(r"Replay: \d+ sent, \d+ failed of [1-9]\d* — done\.")
+    await page.get_by_text(progress).wait_for(timeout=30_000)
+    await portal.check("connection-replay")
 
 
 @needs_route(PATH + "/{uid}/stats", 14)
@@ -241,6 +260,7 @@ async def test_the_chart_shows_deliveries_per_hour(
     chart = portal.page.get_by_role("img", name=re.compile("Deliveries per hour"))
     await chart.wait_for()
     assert "1 in all" in (await chart.get_attribute("aria-label") or "")
+    await portal.check("connection-chart")
 
 
 @pytest.mark.skipif(not connections_have_health(), reason="Health arrives with issue 15")
