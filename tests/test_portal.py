@@ -9,8 +9,11 @@ from datetime import timedelta
 import aiohttp
 import pytest
 
+from shared.api import http as api_http
 from shared.api.http import SESSION_COOKIE
+from shared.api.ratelimit import RateLimiter
 from shared.services import Services
+from shared.settings import Limits
 from tests.factories import cli
 
 PATH = "/v1/azureservicebusconnections"
@@ -182,3 +185,22 @@ async def test_the_page_has_no_inline_script_or_style() -> None:
     page = (STATIC / "index.html").read_text(encoding="utf-8")
     assert "<script>" not in page and "<style" not in page and " style=" not in page
     assert '<script type="module" src="/portal/app.js">' in page
+
+
+async def test_rate_limits_apply_to_a_session_and_to_wrong_codes(
+    http: aiohttp.ClientSession, services: Services, account: str
+) -> None:
+    cookie, _ = await signed_in(http, services, account)
+    limits = Limits(requests_per_second=1, request_burst=2, failed_keys_per_minute=2)
+    saved = api_http.rate_limiter
+    api_http.rate_limiter = RateLimiter(limits, lambda: 1000.0)  # time stands still
+    try:
+        statuses = []
+        for _ in range(3):
+            async with http.get(PATH, headers=cookie) as response:
+                statuses.append(response.status)
+        assert statuses == [200, 200, 429]
+        wrong = [(await redeem(http, f"sbdc_{n}")).status for n in range(3)]
+        assert wrong == [401, 401, 429]
+    finally:
+        api_http.rate_limiter = saved

@@ -156,8 +156,8 @@ async function connectionPage(uid) {
     c.Health && c.Health.Status === "Suspended" && hasRoute("post", `${API}/{uid}/resume`)
       ? h("button", { type: "button", onclick: () => resume(uid) }, "Resume") : null);
   show(c.Title || "Connection",
-    h("p", {}, "Health: ", h("span", { class: healthOf(c) }, healthOf(c)),
-      c.Health && c.Health.LastError ? ` — ${c.Health.LastError.Message}` : ""),
+    c.Health ? h("p", {}, "Health: ", h("span", { class: healthOf(c) }, healthOf(c)),
+      c.Health.LastError ? ` — ${c.Health.LastError.Message}` : "") : null,
     actions, h("h2", {}, "Settings"),
     h("p", { class: "note" }, "Secrets are shown as ***; leave *** in place to keep a stored secret."),
     settingsForm(c), replayForm(uid), h("h2", {}, "Deliveries per hour, last 14 days"), await chart(uid));
