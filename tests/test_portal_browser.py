@@ -12,7 +12,9 @@ import asyncio
 import json
 import os
 import re
+import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from shared.events import new_event
 from shared.portal import sign_in_link
 from shared.services import Services
 from tests.browser import find_chromium, serious_violations
+from tests.factories import log_records
 from tests.plugins.app import Api
 
 playwright_api = pytest.importorskip("playwright.async_api")
@@ -190,6 +193,31 @@ async def test_test_message_log_filter_detail_and_resend(
     await page.wait_for_url(lambda url: url != failed_url)
     parent = failed_url.rsplit("/", 1)[1]
     await page.get_by_role("link", name=parent).wait_for()  # "Retry of" the message re-sent
+
+
+async def test_the_log_pages_and_filters_the_page_by_event_key(
+    portal: Portal, api: Api, services: Services, account: str, servicebus_connection_string: str
+) -> None:
+    uid = await make_connection(api, servicebus_connection_string, "q1")
+    stored = await services.connections.get(account, uuid.UUID(uid))
+    now, hour = services.clock(), timedelta(hours=1)
+    newest = log_records(stored.uid, 5, now, span=hour, event_key="Employee.Created")
+    older = log_records(stored.uid, 55, now - hour, span=hour, event_key="Order.Shipped")
+    await services.messages.add(stored.log_partition, newest + older)
+    page = portal.page
+    await portal.open(f"/connections/{uid}/log")
+    rows = page.get_by_role("table", name="Delivery log").locator("tbody tr")
+    await page.get_by_text("Page 1 of 2 (60 messages)").wait_for()
+    assert await rows.count() == 50
+    await portal.button("Next page").click()
+    await page.get_by_text("Page 2 of 2 (60 messages)").wait_for()
+    assert await rows.count() == 10
+    await portal.button("Previous page").click()
+    await page.get_by_text("Page 1 of 2").wait_for()
+    await page.get_by_label("Event key").fill("employee")
+    await portal.button("Apply filters").click()
+    await expect(rows).to_have_count(5)
+    assert await rows.filter(has_text="Employee.Created").count() == 5
 
 
 async def test_sign_out_ends_the_session_and_the_old_cookie_is_refused(
