@@ -85,11 +85,13 @@ async def test_a_link_past_its_minutes_and_unknown_codes_are_refused(
         await services.portal_sessions.new_code(account, 0, services.clock())
 
 
-async def test_an_expired_session_is_refused(services: Services, account: str) -> None:
+async def test_an_expired_session_is_refused_and_removed(services: Services, account: str) -> None:
     long_ago = services.clock() - timedelta(hours=2)
     session = await services.portal_sessions.start(account, long_ago)
-    assert await services.portal_sessions.get(session.token, services.clock()) is None
     assert await services.portal_sessions.get(session.token, long_ago) is not None
+    assert await services.portal_sessions.get(session.token, services.clock()) is None
+    # ...and its row went with it: not even a clock set back finds it again
+    assert await services.portal_sessions.get(session.token, long_ago) is None
 
 
 async def test_changes_made_with_the_cookie_need_the_csrf_token(
@@ -204,3 +206,19 @@ async def test_rate_limits_apply_to_a_session_and_to_wrong_codes(
         assert wrong == [401, 401, 429]
     finally:
         api_http.rate_limiter = saved
+
+
+def test_the_portal_files_are_deployed() -> None:
+    """`func azure functionapp publish` leaves out what .funcignore names: never these."""
+    from fnmatch import fnmatch
+
+    from shared.portal import STATIC
+
+    root = STATIC.parents[2]
+    lines = (root / ".funcignore").read_text(encoding="utf-8").splitlines()
+    patterns = [line.strip().rstrip("/") for line in lines if line.strip()]
+    files = [p.relative_to(root) for p in STATIC.iterdir()]
+    assert {f.name for f in files} >= {"index.html", "app.js", "style.css"}
+    for path in files:
+        names = [str(path), *path.parts]
+        assert not [p for p in patterns if any(fnmatch(n, p) for n in names)], path

@@ -2,8 +2,8 @@
 
 PartitionKey `code` or `session`, RowKey the hash of the secret, so a stolen table gives no
 way in. A code is deleted as it is redeemed, with its ETag: of two redeemers only one wins.
-A session is deleted at sign-out. Expired rows are refused when read (the purge of old rows
-is not needed for safety: each carries its own expiry).
+A session is deleted at sign-out, or when it is shown after its expiry. Each row carries its
+own expiry and is refused after it; rows never shown again stay (one per link or sign-in).
 """
 
 from __future__ import annotations
@@ -101,7 +101,10 @@ class PortalSessionRepository:
             entity = await self._table.get_entity("session", digest)
         except ResourceNotFoundError:
             return None
-        if not hmac.compare_digest(str(entity["RowKey"]), digest) or entity["ExpiresAt"] <= now:
+        if not hmac.compare_digest(str(entity["RowKey"]), digest):
+            return None
+        if entity["ExpiresAt"] <= now:
+            await self.end(token)  # an expired session is removed when it is next shown
             return None
         return PortalSession(token, str(entity["Account"]), entity["ExpiresAt"])
 
