@@ -220,6 +220,33 @@ async def test_the_log_pages_and_filters_the_page_by_event_key(
     assert await rows.filter(has_text="Employee.Created").count() == 5
 
 
+async def test_the_keyboard_alone_sends_a_test_message(
+    portal: Portal, api: Api, servicebus_connection_string: str, unique_queue: str
+) -> None:
+    page = portal.page
+    uid = await make_connection(api, servicebus_connection_string, unique_queue)
+    await page.reload()  # the list, with the new connection
+    await page.get_by_role("link", name="ERP").wait_for()
+    await page.keyboard.press("Tab")  # from the top of the page
+    for _ in range(10):
+        if await page.evaluate("document.activeElement.textContent") == "ERP":
+            break
+        await page.keyboard.press("Tab")
+    else:
+        raise AssertionError("Tab never reached the connection's link")
+    await page.keyboard.press("Enter")  # the connection's link
+    await page.wait_for_url(re.compile(f"#/connections/{uid}$"))
+    await portal.button("Send test message").wait_for()  # the page moves focus to its main
+    for _ in range(10):
+        await page.keyboard.press("Tab")
+        if await page.evaluate("document.activeElement.textContent") == "Send test message":
+            break
+    else:
+        raise AssertionError("Tab never reached Send test message")
+    await page.keyboard.press("Enter")
+    await page.get_by_role("heading", name="Message System.Test").wait_for()
+
+
 async def test_sign_out_ends_the_session_and_the_old_cookie_is_refused(
     portal: Portal, api_host: str
 ) -> None:
