@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install run test lint bench loadtest infra-check deploy clean
+.PHONY: install browser run test lint bench loadtest infra-check deploy clean screenshots
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,14 @@ node_modules/.installed: package.json package-lock.json
 
 install: $(VENV)/.installed node_modules/.installed
 
+# Chromium for the portal's browser tests (Debian's package), installed once where apt-get
+# runs as root (CI); elsewhere the tests skip and say how to get it (README).
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null \
+	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	       && { apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; }; } \
+	  || echo "no Chromium: the portal's browser tests will skip"
+
 run: install
 	$(PY) -m local.run
 
@@ -24,9 +32,13 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: lint
+test: lint browser
 	# Two workers, a test file each at a time: each worker starts its own Azurite and app host.
 	$(VENV)/bin/pytest -q -n 2 --dist loadfile
+
+# Screenshots of each portal page, for the README (the browser tests write them).
+screenshots: install browser
+	PORTAL_SCREENSHOTS=docs/portal $(VENV)/bin/pytest -q -p no:cacheprovider tests/test_portal_browser.py
 
 bench: install
 	$(PY) -m bench --quick

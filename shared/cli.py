@@ -1,5 +1,5 @@
 """Command line: `python -m shared.cli apikey create|list|revoke`, `event publish`, `purge`,
-`poison replay`.
+`poison replay`, `portal link`.
 
 Reads the same settings as the app (the environment, else local.settings.json, else the
 sample's local defaults). The result a script wants is printed alone on the last line.
@@ -51,6 +51,15 @@ async def apikey_revoke(services: Services, args: argparse.Namespace) -> int:
         print(f"no API key with id {args.key_id}", file=sys.stderr)
         return 1
     print(f"revoked API key {info.key_id} of account {info.account}")
+    return 0
+
+
+async def portal_link(services: Services, args: argparse.Namespace) -> int:
+    from shared.portal import sign_in_link
+
+    link = await sign_in_link(services, args.account, args.minutes, args.base_url)
+    print(f"one-time portal sign-in link for account {args.account}, valid {args.minutes} min:")
+    print(link)
     return 0
 
 
@@ -129,6 +138,7 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m shared.cli", description=__doc__)
     groups = root.add_subparsers(dest="group", required=True)
     _add_tenant_commands(groups)
+    _add_portal_commands(groups)
     _add_operator_commands(groups)
     return root
 
@@ -164,6 +174,20 @@ def _add_tenant_commands(groups: Groups) -> None:
         help="the event's Data: JSON, or @file.json, or - to read it from stdin (as curl does)",
     )
     publish.set_defaults(run=event_publish)
+
+
+def _add_portal_commands(groups: Groups) -> None:
+    """What the platform runs to let a tenant's people into the portal."""
+    portal = groups.add_parser("portal", help="the tenant portal").add_subparsers(
+        dest="action", required=True
+    )
+    link = portal.add_parser("link", help="a one-time sign-in link; printed alone last")
+    link.add_argument("--account", required=True)
+    link.add_argument("--minutes", type=int, default=60, help="how long the link works (1-1440)")
+    link.add_argument(
+        "--base-url", help="where the app is reached (default: PORTAL_BASE_URL, else local)"
+    )
+    link.set_defaults(run=portal_link)
 
 
 def _add_operator_commands(groups: Groups) -> None:

@@ -573,6 +573,20 @@ class Health(ApiModel):
     version: str
 
 
+class PortalSignIn(ApiModel):
+    """The one-time code of a sign-in link (an API key goes in the Authorization header)."""
+
+    code: str = Field(min_length=1, max_length=100)
+
+
+class PortalSessionInfo(ApiModel):
+    """A portal session as its page sees it; CsrfToken goes in X-CSRF-Token on changes."""
+
+    account: str
+    expires_at: Timestamp | None
+    csrf_token: str | None
+
+
 class Problem(BaseModel):
     """RFC 9457 problem details (lowercase names, as the RFC spells them)."""
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from shared.storage.clients import StorageClients
     from shared.storage.connections import ConnectionRepository
     from shared.storage.messages import MessageLog
+    from shared.storage.portalsessions import PortalSessionRepository
 
 
 @dataclass
@@ -27,6 +28,7 @@ class Services:
     storage: StorageClients
     connections: ConnectionRepository
     api_keys: ApiKeyRepository
+    portal_sessions: PortalSessionRepository
     messages: MessageLog
     events: EventStore
     clock: Clock = field(default=system_clock)
@@ -42,6 +44,7 @@ class Services:
         from shared.storage.apikeys import ApiKeyRepository
         from shared.storage.connections import ConnectionRepository
         from shared.storage.messages import MessageLog
+        from shared.storage.portalsessions import PortalSessionRepository
 
         storage = clients.StorageClients(settings.storage)
         keys = KeyRing(settings.encryption_keys)
@@ -51,6 +54,9 @@ class Services:
             storage=storage,
             connections=ConnectionRepository(await storage.table(clients.CONNECTIONS_TABLE), keys),
             api_keys=ApiKeyRepository(await storage.table(clients.API_KEYS_TABLE)),
+            portal_sessions=PortalSessionRepository(
+                await storage.table(clients.PORTAL_SESSIONS_TABLE)
+            ),
             messages=MessageLog(await storage.table(clients.MESSAGES_TABLE), bodies),
             events=EventStore(bodies, settings.limits.event_bytes),
             clock=clock,

@@ -36,6 +36,7 @@ var tableNames = [
   'connections'
   'apikeys'
   'messages'
+  'portalsessions'
 ]
 var queueNames = [
   'system-events'

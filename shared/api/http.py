@@ -5,6 +5,7 @@ routes are defined once. Models are named, not imported, here: pydantic and the 
 on the first request rather than when the Functions worker indexes the app (cold start).
 """
 
+import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("shared.api")
 
 JSON_TYPES = ("application/json", "application/json-patch+json")
+# The portal's session cookie (HttpOnly) and the header that must echo the session's CSRF
+# token on every state-changing call made with it.
+SESSION_COOKIE = "sbd_portal"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def model(name: str) -> "type[BaseModel]":
@@ -163,6 +169,7 @@ class Endpoint:
     public: bool
     errors: tuple[int, ...] = field(default=())
     sends: bool = False  # sends a message: the stricter rate limit
+    listed: bool = True  # in the OpenAPI document (the portal's own routes are not)
 
 
 ENDPOINTS: dict[str, Endpoint] = {}
@@ -178,6 +185,7 @@ class Call:
     route: dict[str, str]
     body: Any = None
     query: Any = None
+    request: func.HttpRequest | None = None  # for the few handlers that read headers
 
 
 def endpoint(
@@ -192,11 +200,13 @@ def endpoint(
     public: bool = False,
     errors: tuple[int, ...] = (),
     sends: bool = False,
+    listed: bool = True,
 ) -> Callable[[Handler], Handler]:
     """Register `handler(call) -> model | list | None` as `METHOD /route` on the blueprint.
 
     `body`, `query` and `returns` name models of shared.models; `sends` marks a route that
-    sends a message (a stricter rate limit).
+    sends a message (a stricter rate limit); `listed=False` keeps it out of the OpenAPI
+    document.
     """
 
     def register(handler: Handler) -> Handler:
@@ -223,6 +233,7 @@ def endpoint(
             public,
             errors,
             sends,
+            listed,
         )
         return handler
 
@@ -233,7 +244,7 @@ def endpoint(
 rate_limiter: "RateLimiter | None" = None
 
 
-def _rate_limiter(settings: "Settings") -> "RateLimiter":
+def limiter_of(settings: "Settings") -> "RateLimiter":
     global rate_limiter
     if rate_limiter is None:
         from shared.api.ratelimit import RateLimiter
@@ -255,25 +266,56 @@ def too_many(wait: float) -> func.HttpResponse:
     return problem.response({"Retry-After": retry_after(wait)})
 
 
+def cookie_of(req: func.HttpRequest, name: str) -> str | None:
+    from http.cookies import CookieError, SimpleCookie
+
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(req.headers.get("cookie") or "")
+    except CookieError:
+        return None
+    morsel = jar.get(name)
+    return morsel.value if morsel else None
+
+
+def unauthorized() -> func.HttpResponse:
+    problem = ApiError(401, "Unauthorized", "send header Authorization: <api key>")
+    return problem.response({"WWW-Authenticate": "Bearer"})
+
+
 async def authenticate(req: func.HttpRequest, services: "Services", spec: Endpoint) -> Any:
-    """The caller's account, or the 401/429 response to send instead."""
-    limiter = _rate_limiter(services.settings)
+    """The caller's account, or the 401/403/429 response to send instead.
+
+    The Authorization header wins; without it, the portal's session cookie is accepted, and
+    a state-changing call with the cookie must echo the session's CSRF token in a header
+    (a synchronizer token: another site can send the cookie but cannot read the token).
+    """
+    limiter = limiter_of(services.settings)
     client = client_of(req)
     if wait := limiter.failed_keys.waiting(client):  # no table read for a known offender
         return too_many(wait)
     authorization = req.headers.get("authorization")
-    account = await services.api_keys.account_of(authorization)
+    token = None if authorization else cookie_of(req, SESSION_COOKIE)
+    if token:
+        session = await services.portal_sessions.get(token, services.clock())
+        account, caller = (session.account, token) if session else (None, "")
+        if session and req.method.upper() not in SAFE_METHODS:
+            sent = req.headers.get(CSRF_HEADER) or ""
+            if not hmac.compare_digest(sent.encode(), session.csrf_token.encode()):
+                detail = f"a change made with the portal's cookie needs header {CSRF_HEADER}"
+                return ApiError(403, "Forbidden", detail).response()
+    else:
+        account, caller = await services.api_keys.account_of(authorization), authorization
     if account is None:
         limiter.failed_keys.take(client)
-        unauthorized = ApiError(401, "Unauthorized", "send header Authorization: <api key>")
-        return unauthorized.response({"WWW-Authenticate": "Bearer"})
-    if wait := limiter.request(services.api_keys.digest_of(authorization), spec.sends):
+        return unauthorized()
+    if wait := limiter.request(services.api_keys.digest_of(caller), spec.sends):
         return too_many(wait)
     return account
 
 
 async def invoke(handler: Handler, req: func.HttpRequest, spec: Endpoint) -> func.HttpResponse:
-    call = Call(account="", route=dict(req.route_params))
+    call = Call(account="", route=dict(req.route_params), request=req)
     if not spec.public:  # public routes take no body and no query
         from shared.services import get_services
 
@@ -286,6 +328,7 @@ async def invoke(handler: Handler, req: func.HttpRequest, spec: Endpoint) -> fun
             route=dict(req.route_params),
             body=parse_body(req, spec.body, services.settings) if spec.body else None,
             query=parse_query(req, spec.query) if spec.query else None,
+            request=req,
         )
     try:
         result = await handler(call)

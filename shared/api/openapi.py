@@ -85,7 +85,7 @@ def _operation(e: Endpoint, query_schemas: dict[str, Any]) -> dict[str, Any]:
 
 @cache
 def document() -> dict[str, Any]:
-    endpoints = list(ENDPOINTS.values())
+    endpoints = [e for e in ENDPOINTS.values() if e.listed]
     models = _models(endpoints)
     # Inputs are described as validated, outputs as serialised (e.g. timestamps as text).
     inputs = {model(n) for e in endpoints for n in (e.body, e.query) if n}

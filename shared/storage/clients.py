@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 # Names of what the app keeps in its own account (infra/ provisions the same names).
 CONNECTIONS_TABLE = "connections"
 API_KEYS_TABLE = "apikeys"
+PORTAL_SESSIONS_TABLE = "portalsessions"
 MESSAGES_TABLE = "messages"
 SYSTEM_EVENTS_QUEUE = "system-events"
 RETRY_QUEUE = "delivery-retries"

@@ -1,0 +1,360 @@
+// The portal's page: a few views over the same /v1 API any client uses. No build step.
+// Text from the API is only ever set as text (never as HTML): tenants' data is untrusted.
+const API = "/v1/azureservicebusconnections";
+const main = document.getElementById("main");
+const statusLine = document.getElementById("status");
+let csrf = null;
+let routes = null; // the API's OpenAPI paths: a button shows only where its route exists
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (v === true) el.setAttribute(k, "");
+    else if (v !== false && v != null) el.setAttribute(k, v);
+  }
+  for (const c of children.flat()) if (c != null) el.append(c);
+  return el;
+}
+
+function say(text) { statusLine.textContent = text; }
+
+async function call(method, path, body) {
+  const headers = {};
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (method !== "GET" && csrf) headers["X-CSRF-Token"] = csrf;
+  const response = await fetch(path, {
+    method, headers, credentials: "same-origin",
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  const data = text && (response.headers.get("Content-Type") || "").includes("json") ? JSON.parse(text) : null;
+  if (response.status === 401) { showSignIn("Your session has ended; sign in again."); }
+  return { ok: response.ok, status: response.status, data };
+}
+
+function problemText(problem) { return problem ? (problem.detail || problem.title) : "the request failed"; }
+
+function show(title, ...content) {
+  main.replaceChildren(h("h1", {}, title), ...content);
+  document.title = `${title} · Event delivery portal`;
+  main.focus();
+}
+
+function fmt(value) { return value ? new Date(value).toLocaleString() : "—"; }
+
+// ------------------------------------------------------------------ sign-in
+
+function showSignIn(message) {
+  csrf = null;
+  document.getElementById("nav").hidden = true;
+  const key = h("input", { id: "api-key", type: "password", autocomplete: "off", required: true });
+  const form = h("form", {
+    onsubmit: async (e) => {
+      e.preventDefault();
+      const r = await fetch("/portal/session", { method: "POST", headers: { Authorization: key.value.trim() } });
+      if (r.ok) { key.value = ""; start(await r.json()); } else say("That API key was not accepted.");
+    },
+  }, h("label", { for: "api-key" }, "API key"), key, h("button", { type: "submit" }, "Sign in"));
+  show("Sign in",
+    h("p", {}, message || "Open the sign-in link you were given, or paste an API key."), form);
+}
+
+async function signInWithCode(code) {
+  history.replaceState(null, "", "/portal/#/"); // the code is single use: forget it at once
+  const r = await fetch("/portal/session", {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ Code: code }),
+  });
+  if (r.ok) start(await r.json()); else showSignIn("That sign-in link is used up or has expired.");
+}
+
+function start(session) {
+  csrf = session.CsrfToken;
+  document.getElementById("account").textContent = `Account ${session.Account}`;
+  document.getElementById("nav").hidden = false;
+  route();
+}
+
+document.getElementById("sign-out").addEventListener("click", async () => {
+  await call("DELETE", "/portal/session");
+  showSignIn("You are signed out.");
+});
+
+// ------------------------------------------------------------------ connections
+
+function healthOf(c) { return c.Health ? c.Health.Status : "—"; }
+
+async function listPage() {
+  const r = await call("GET", API);
+  if (!r.ok) return show("Connections", h("p", { class: "error" }, problemText(r.data)));
+  const rows = r.data.map((c) => h("tr", {},
+    h("td", {}, h("a", { href: `#/connections/${c.Uid}` }, c.Title || c.Uid)),
+    h("td", {}, c.QueueName), h("td", {}, c.Active ? "Yes" : "No"),
+    h("td", { class: healthOf(c) }, healthOf(c))));
+  show("Connections",
+    h("p", {}, h("a", { href: "#/new" }, "New connection")),
+    rows.length ? h("table", {}, h("caption", {}, "Connections"),
+      h("thead", {}, h("tr", {}, ["Connection", "Queue", "Active", "Health"].map((t) => h("th", { scope: "col" }, t)))),
+      h("tbody", {}, rows)) : h("p", {}, "No connections yet."));
+}
+
+const FIELDS = [
+  ["Title", "Title"], ["ServiceBusConnectionString", "Service Bus connection string"],
+  ["QueueName", "Queue name"], ["BlobContainerConnectionString", "Blob container connection string"],
+  ["BlobContainerName", "Blob container name"], ["EnabledEvents", "Enabled events (comma-separated)"],
+];
+
+function field(name, label, value) {
+  const input = h("input", { id: `f-${name}`, name, type: "text", "aria-describedby": `e-${name}`, spellcheck: "false" });
+  input.value = Array.isArray(value) ? value.join(", ") : value ?? "";
+  return h("div", {}, h("label", { for: `f-${name}` }, label), input, h("p", { id: `e-${name}`, class: "error" }));
+}
+
+function settingsForm(connection) {
+  const active = h("input", { id: "f-Active", type: "checkbox", checked: connection.Active !== false });
+  const general = h("p", { id: "e-form", class: "error" });
+  const form = h("form", { onsubmit: (e) => { e.preventDefault(); save(connection, form); } },
+    FIELDS.map(([n, l]) => field(n, l, connection[n])),
+    h("p", {}, active, " ", h("label", { for: "f-Active", class: "inline" }, "Active")),
+    general, h("button", { type: "submit" }, "Save"));
+  return form;
+}
+
+function readForm(connection, form) {
+  const body = { ...connection };
+  delete body.Health; // read-only
+  for (const [n] of FIELDS) {
+    const v = form.elements[n].value.trim();
+    body[n] = n === "EnabledEvents" ? v.split(",").map((s) => s.trim()).filter(Boolean) : v || null;
+  }
+  body.Active = form.querySelector("#f-Active").checked;
+  return body;
+}
+
+async function save(connection, form) {
+  form.querySelectorAll(".error").forEach((p) => { p.textContent = ""; });
+  const r = await call(connection.Uid ? "PUT" : "POST", API, readForm(connection, form));
+  if (r.ok) { say("Saved."); location.hash = `#/connections/${r.data.Uid}`; if (connection.Uid) route(); return; }
+  const errors = (r.data && r.data.errors) || {};
+  let placed = false;
+  for (const [name, messages] of Object.entries(errors)) {
+    const slot = form.querySelector(`#e-${CSS.escape(name.split(/[.[]/)[0])}`);
+    if (slot) { slot.textContent = messages.join(" "); placed = true; form.querySelector(`#f-${CSS.escape(name.split(/[.[]/)[0])}`)?.setAttribute("aria-invalid", "true"); }
+  }
+  form.querySelector("#e-form").textContent = placed ? "Correct the fields marked above." : problemText(r.data);
+  say("Not saved.");
+}
+
+async function connectionPage(uid) {
+  if (!uid) return show("New connection", settingsForm({ Active: true, EnabledEvents: ["*"] }));
+  const r = await call("GET", `${API}/${uid}`);
+  if (!r.ok) return show("Connection", h("p", { class: "error" }, problemText(r.data)));
+  const c = r.data;
+  const actions = h("p", {},
+    h("a", { href: `#/connections/${uid}/log` }, "Delivery log"), " ",
+    h("button", { type: "button", onclick: () => sendTest(uid) }, "Send test message"),
+    c.Health && c.Health.Status === "Suspended" && hasRoute("post", `${API}/{uid}/resume`)
+      ? h("button", { type: "button", onclick: () => resume(uid) }, "Resume") : null);
+  show(c.Title || "Connection",
+    c.Health ? h("p", {}, "Health: ", h("span", { class: healthOf(c) }, healthOf(c)),
+      c.Health.LastError ? ` — ${c.Health.LastError.Message}` : "") : null,
+    actions, h("h2", {}, "Settings"),
+    h("p", { class: "note" }, "Secrets are shown as ***; leave *** in place to keep a stored secret."),
+    settingsForm(c), replayForm(uid), h("h2", {}, "Deliveries per hour, last 14 days"), await chart(uid));
+}
+
+async function sendTest(uid) {
+  const r = await call("POST", `${API}/${uid}/test`);
+  say(r.ok ? `Test message ${r.data.Status === 1 ? "delivered" : "failed"}.` : problemText(r.data));
+  if (r.ok) location.hash = `#/connections/${uid}/messages/${r.data.Uid}`;
+}
+
+async function resume(uid) {
+  const r = await call("POST", `${API}/${uid}/resume`);
+  say(r.ok ? "Resumed." : problemText(r.data));
+  if (r.ok) route();
+}
+
+// Whether the API has a route (parameter names aside): resume and replay arrive in a later
+// version, and the page offers them only where they exist.
+function hasRoute(method, path) {
+  const shape = (p) => p.replace(/\{[^}]*\}/g, "{}");
+  return Object.entries(routes || {}).some(([p, ops]) => shape(p) === shape(path) && ops[method]);
+}
+
+function replayForm(uid) {
+  if (!hasRoute("post", `${API}/{uid}/messages/replay`)) return null;
+  const since = h("input", { id: "replay-since", type: "datetime-local", required: true });
+  const until = h("input", { id: "replay-until", type: "datetime-local" });
+  since.value = localInput(new Date(Date.now() - 3600e3));
+  const result = h("p", { role: "status" });
+  return h("form", { onsubmit: async (e) => {
+    e.preventDefault();
+    const body = { Since: new Date(since.value).toISOString(), OnlyFailed: true };
+    if (until.value) body.Until = new Date(until.value).toISOString();
+    const r = await call("POST", `${API}/${uid}/messages/replay`, body);
+    result.textContent = r.ok ? `Replaying ${r.data.Matched} failed messages.` : problemText(r.data);
+    if (r.ok) watchReplay(uid, r.data.ReplayId, result);
+  } }, h("fieldset", {}, h("legend", {}, "Replay failed messages in a time window"),
+    h("label", { for: "replay-since" }, "From"), since, h("label", { for: "replay-until" }, "Until (optional)"), until,
+    h("button", { type: "submit" }, "Replay failed messages"), result));
+}
+
+async function watchReplay(uid, id, result) {
+  for (let i = 0; i < 60; i++) {
+    const r = await call("GET", `${API}/${uid}/replays/${id}`);
+    if (!r.ok) return;
+    result.textContent = `Replay: ${r.data.Sent} sent, ${r.data.Failed} failed of ${r.data.Matched}${r.data.Done ? " — done." : "…"}`;
+    if (r.data.Done) return;
+    await new Promise((ok) => setTimeout(ok, 1000));
+  }
+}
+
+function localInput(d) {
+  return new Date(d.getTime() - d.getTimezoneOffset() * 60e3).toISOString().slice(0, 16);
+}
+
+// An inline SVG bar chart: one bar per hour, failures stacked on successes.
+async function chart(uid) {
+  const until = new Date(Math.ceil(Date.now() / 3600e3) * 3600e3);
+  const since = new Date(until.getTime() - 14 * 24 * 3600e3);
+  const q = new URLSearchParams({ since: since.toISOString(), until: until.toISOString() });
+  const r = await call("GET", `${API}/${uid}/stats?${q}`);
+  if (!r.ok || !r.data || !r.data.Hours) return h("p", {}, "No delivery stats are available.");
+  const hours = r.data.Hours;
+  const total = hours.reduce((s, x) => s + x.Succeeded + x.Failed, 0);
+  const failed = hours.reduce((s, x) => s + x.Failed, 0);
+  const top = Math.max(1, ...hours.map((x) => x.Succeeded + x.Failed));
+  const W = 672, H = 120, w = W / hours.length;
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H + 14}`);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", `Deliveries per hour over 14 days: ${total} in all, ${failed} failed`);
+  const rect = (x, y, height, cls) => {
+    const r2 = document.createElementNS(ns, "rect");
+    Object.entries({ x, y, width: Math.max(w, 1), height, class: cls }).forEach(([k, v]) => r2.setAttribute(k, v));
+    svg.append(r2);
+  };
+  hours.forEach((x, i) => {
+    const ok = (x.Succeeded / top) * H, bad = (x.Failed / top) * H;
+    if (ok) rect(i * w, H - ok, ok, "bar-ok");
+    if (bad) rect(i * w, H - ok - bad, bad, "bar-failed");
+  });
+  const label = document.createElementNS(ns, "text");
+  label.setAttribute("x", 0); label.setAttribute("y", H + 12);
+  label.textContent = `${since.toLocaleDateString()} – ${until.toLocaleDateString()} · peak ${top}/hour`;
+  svg.append(label);
+  return h("figure", {}, svg, h("figcaption", {}, `${total} deliveries, ${failed} failed (green: delivered, red: failed).`));
+}
+
+// ------------------------------------------------------------------ delivery log
+
+const STATUS = { 1: "Succeeded", 2: "Failed" };
+
+async function logPage(uid, params) {
+  const page = Number(params.get("page") || 1);
+  const query = new URLSearchParams({ page, pageSize: 50 });
+  if (params.get("since")) query.set("since", new Date(params.get("since")).toISOString());
+  if (params.get("onlyFailed")) query.set("onlyFailed", "true");
+  const eventKey = (params.get("eventKey") || "").toLowerCase();
+  const r = await call("GET", `${API}/${uid}/messages?${query}`);
+  if (!r.ok) return show("Delivery log", h("p", { class: "error" }, problemText(r.data)));
+  const shown = r.data.Messages.filter((m) => !eventKey || m.EventKey.toLowerCase().includes(eventKey));
+  const pages = Math.max(1, Math.ceil(r.data.TotalHits / 50));
+  const go = (p) => { params.set("page", p); location.hash = `#/connections/${uid}/log?${params}`; };
+  show("Delivery log",
+    h("p", {}, h("a", { href: `#/connections/${uid}` }, "Back to the connection")),
+    filters(uid, params),
+    h("table", {}, h("caption", {}, "Delivery log"),
+      h("thead", {}, h("tr", {}, ["Sent", "Event key", "Status", "Attempt", "Milliseconds", "Message"].map((t) => h("th", { scope: "col" }, t)))),
+      h("tbody", {}, shown.map((m) => h("tr", {},
+        h("td", {}, fmt(m.RequestTimestamp)), h("td", {}, m.EventKey),
+        h("td", { class: STATUS[m.Status] }, STATUS[m.Status]), h("td", {}, attemptOf(m)),
+        h("td", {}, String(m.ElapsedMilliseconds)),
+        h("td", {}, h("a", { href: `#/connections/${uid}/messages/${m.Uid}` }, "Details")))))),
+    h("p", {}, `Page ${page} of ${pages} (${r.data.TotalHits} messages)`,
+      h("button", { type: "button", disabled: page <= 1, onclick: () => go(page - 1) }, "Previous page"),
+      h("button", { type: "button", disabled: page >= pages, onclick: () => go(page + 1) }, "Next page")));
+}
+
+function attemptOf(m) {
+  try { return String(JSON.parse(m.RequestMetadata).Attempt ?? "—"); } catch { return "—"; }
+}
+
+function filters(uid, params) {
+  const since = h("input", { id: "since", name: "since", type: "datetime-local" });
+  since.value = params.get("since") || "";
+  const failed = h("input", { id: "only-failed", name: "onlyFailed", type: "checkbox", checked: Boolean(params.get("onlyFailed")) });
+  const key = h("input", { id: "event-key", name: "eventKey", type: "text", "aria-describedby": "event-key-note" });
+  key.value = params.get("eventKey") || "";
+  return h("form", { onsubmit: (e) => {
+    e.preventDefault();
+    const p = new URLSearchParams();
+    if (since.value) p.set("since", since.value);
+    if (failed.checked) p.set("onlyFailed", "1");
+    if (key.value.trim()) p.set("eventKey", key.value.trim());
+    location.hash = `#/connections/${uid}/log?${p}`;
+  } }, h("fieldset", {}, h("legend", {}, "Filters"),
+    h("label", { for: "since" }, "Since"), since,
+    h("p", {}, failed, " ", h("label", { for: "only-failed", class: "inline" }, "Only failed")),
+    h("label", { for: "event-key" }, "Event key"), key,
+    h("p", { id: "event-key-note", class: "note" }, "The API has no event-key filter: this one filters the page shown."),
+    h("button", { type: "submit" }, "Apply filters")));
+}
+
+async function messagePage(uid, muid) {
+  const r = await call("GET", `${API}/${uid}/messages/${muid}`);
+  if (!r.ok) return show("Message", h("p", { class: "error" }, problemText(r.data)));
+  const m = r.data;
+  let meta = {};
+  try { meta = JSON.parse(m.RequestMetadata); } catch { /* shown as text below */ }
+  let body = m.MessageBody;
+  try { body = JSON.stringify(JSON.parse(m.MessageBody), null, 2); } catch { /* not JSON: as sent */ }
+  const row = (k, v) => [h("dt", {}, k), h("dd", {}, v ?? "—")];
+  show(`Message ${m.EventKey}`,
+    h("p", {}, h("a", { href: `#/connections/${uid}/log` }, "Back to the delivery log")),
+    h("dl", {}, row("Status", STATUS[m.Status]), row("Sent", fmt(m.RequestTimestamp)),
+      row("Event time", fmt(m.EventTimestamp)), row("Milliseconds", String(m.ElapsedMilliseconds)),
+      row("Attempt", String(meta.Attempt ?? "—")), row("Queue", meta.QueueName), row("Message id", meta.MessageId),
+      row("Error", meta.Error ? `${meta.Error.Category} ${meta.Error.Type}: ${meta.Error.Message}` : null),
+      row("Retry of", m.ParentServiceBusMessageUid
+        ? h("a", { href: `#/connections/${uid}/messages/${m.ParentServiceBusMessageUid}` }, m.ParentServiceBusMessageUid) : null)),
+    h("button", { type: "button", onclick: () => resend(uid, m.Uid) }, "Re-send"),
+    h("h2", {}, "Body"), h("pre", { tabindex: "0" }, body),
+    h("h2", {}, "Metadata"), h("pre", { tabindex: "0" }, JSON.stringify(meta, null, 2)));
+}
+
+async function resend(uid, muid) {
+  const r = await call("POST", `${API}/${uid}/messages/${muid}/retry`);
+  say(r.ok ? `Re-sent: ${STATUS[r.data.Status]}.` : problemText(r.data));
+  if (r.ok) location.hash = `#/connections/${uid}/messages/${r.data.Uid}`;
+}
+
+// ------------------------------------------------------------------ routing
+
+async function route() {
+  if (!csrf && csrf !== "") return;
+  const [path, search] = location.hash.replace(/^#/, "").split("?");
+  const params = new URLSearchParams(search || "");
+  const parts = path.split("/").filter(Boolean);
+  say("");
+  if (parts[0] === "new") return connectionPage(null);
+  if (parts[0] === "connections" && parts[2] === "log") return logPage(parts[1], params);
+  if (parts[0] === "connections" && parts[2] === "messages") return messagePage(parts[1], parts[3]);
+  if (parts[0] === "connections") return connectionPage(parts[1]);
+  return listPage();
+}
+
+window.addEventListener("hashchange", route);
+
+async function boot() {
+  const doc = await fetch("/v1/openapi.json");
+  routes = doc.ok ? (await doc.json()).paths : {};
+  const code = new URLSearchParams(location.hash.replace(/^#/, "")).get("signin");
+  if (code) return signInWithCode(code);
+  const r = await fetch("/portal/session", { credentials: "same-origin" });
+  if (r.ok) start(await r.json()); else showSignIn();
+}
+
+boot();

@@ -1,0 +1,119 @@
+"""The `portalsessions` table: one-time sign-in codes and portal sessions, as SHA-256 hashes.
+
+PartitionKey `code` or `session`, RowKey the hash of the secret, so a stolen table gives no
+way in. A code is deleted as it is redeemed, with its ETag: of two redeemers only one wins.
+A session is deleted at sign-out, or when it is shown after its expiry. Each row carries its
+own expiry and is refused after it; rows never shown again stay (one per link or sign-in).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from azure.data.tables.aio import TableClient
+
+CODE_PREFIX = "sbdc_"
+SESSION_PREFIX = "sbds_"
+SESSION_LIFETIME = timedelta(hours=1)
+LINK_MINUTES_MOST = 24 * 60
+
+
+@dataclass(frozen=True)
+class PortalSession:
+    token: str  # the cookie's value; never stored
+    account: str
+    expires_at: datetime
+
+    @property
+    def csrf_token(self) -> str:
+        """The synchronizer token of this session: derived, so never stored or sent in a cookie."""
+        return csrf_token_of(self.token)
+
+
+def csrf_token_of(session_token: str) -> str:
+    return hashlib.sha256(f"csrf:{session_token}".encode()).hexdigest()[:32]
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class PortalSessionRepository:
+    def __init__(self, table: TableClient, lifetime: timedelta = SESSION_LIFETIME) -> None:
+        self._table = table
+        self.lifetime = lifetime
+
+    async def new_code(self, account: str, minutes: int, now: datetime) -> str:
+        """A one-time sign-in code for `account`, valid `minutes` (1 to a day)."""
+        from shared.storage.apikeys import ACCOUNT_ID
+
+        if not ACCOUNT_ID.match(account):
+            raise ValueError("account: 1-64 letters, digits, '.', '_' or '-'")
+        if not 1 <= minutes <= LINK_MINUTES_MOST:
+            raise ValueError(f"minutes: 1 to {LINK_MINUTES_MOST}")
+        code = CODE_PREFIX + secrets.token_urlsafe(32)
+        expires = now + timedelta(minutes=minutes)
+        await self._table.create_entity(_row("code", code, account, expires))
+        return code
+
+    async def redeem(self, code: str, now: datetime) -> PortalSession | None:
+        """The new session for a valid, unused, unexpired code; the code is used up."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+        if not code.startswith(CODE_PREFIX) or len(code) > 100:
+            return None
+        try:
+            entity = await self._table.get_entity("code", _hash(code))
+            await self._table.delete_entity(
+                "code",
+                entity["RowKey"],
+                etag=entity.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceNotFoundError, ResourceModifiedError):
+            return None
+        if entity["ExpiresAt"] <= now:
+            return None
+        return await self.start(str(entity["Account"]), now)
+
+    async def start(self, account: str, now: datetime) -> PortalSession:
+        """A session for an account whose caller proved it (a code, or an API key)."""
+        token = SESSION_PREFIX + secrets.token_urlsafe(32)
+        session = PortalSession(token, account, now + self.lifetime)
+        await self._table.create_entity(_row("session", session.token, account, session.expires_at))
+        return session
+
+    async def get(self, token: str | None, now: datetime) -> PortalSession | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        if not token or not token.startswith(SESSION_PREFIX) or len(token) > 100:
+            return None
+        digest = _hash(token)
+        try:
+            entity = await self._table.get_entity("session", digest)
+        except ResourceNotFoundError:
+            return None
+        if not hmac.compare_digest(str(entity["RowKey"]), digest):
+            return None
+        if entity["ExpiresAt"] <= now:
+            await self.end(token)  # an expired session is removed when it is next shown
+            return None
+        return PortalSession(token, str(entity["Account"]), entity["ExpiresAt"])
+
+    async def end(self, token: str) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        with contextlib.suppress(ResourceNotFoundError):  # ended already
+            await self._table.delete_entity("session", _hash(token))
+
+
+def _row(kind: str, secret: str, account: str, expires: datetime) -> dict[str, object]:
+    return {"PartitionKey": kind, "RowKey": _hash(secret), "Account": account, "ExpiresAt": expires}
