@@ -6,7 +6,7 @@ import json
 import logging
 import os
 from collections.abc import MutableMapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,39 @@ class StorageTarget:
 
 
 @dataclass(frozen=True)
+class IsolationSettings:
+    """How one tenant's slow or dead endpoint is kept from stalling the others (docs/API.md,
+    "Delivery isolation")."""
+
+    attempt_timeout_seconds: float = 30.0  # one budget for open, CBS, attach, upload and send
+    # Attempts per connection: a sender flushes 32 at most, more would only queue behind it.
+    max_in_flight_per_connection: int = 32
+    # Queue-triggered deliveries (host slots, of 96 per trigger in host.json) per account.
+    max_in_flight_per_account: int = 64
+    bulkhead_wait_seconds: float = 1.0  # a queued delivery waits this long for room...
+    busy_defer_seconds: int = 2  # ...then goes back to the retry queue for this long
+    breaker_failures: int = 5  # consecutive timeouts or connection failures that open it
+    breaker_cool_down_seconds: float = 30.0  # open this long before one probe may try
+
+    @classmethod
+    def from_environment(cls) -> IsolationSettings:
+        env, default = os.environ, cls()
+        return cls(
+            float(env.get("DELIVERY_ATTEMPT_TIMEOUT_SECONDS", default.attempt_timeout_seconds)),
+            int(
+                env.get(
+                    "DELIVERY_MAX_IN_FLIGHT_PER_CONNECTION", default.max_in_flight_per_connection
+                )
+            ),
+            int(env.get("DELIVERY_MAX_IN_FLIGHT_PER_ACCOUNT", default.max_in_flight_per_account)),
+            float(env.get("DELIVERY_BULKHEAD_WAIT_SECONDS", default.bulkhead_wait_seconds)),
+            int(env.get("DELIVERY_BUSY_DEFER_SECONDS", default.busy_defer_seconds)),
+            int(env.get("CIRCUIT_BREAKER_FAILURES", default.breaker_failures)),
+            float(env.get("CIRCUIT_BREAKER_COOL_DOWN_SECONDS", default.breaker_cool_down_seconds)),
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     storage: StorageTarget
     encryption_keys: str
@@ -82,6 +115,7 @@ class Settings:
     connection_cache_seconds: float = 5.0
     # CONTRACT section 5: retries after about 30 s, 2 min, 10 min, 1 h, 6 h (6 attempts in all).
     retry_delays_seconds: tuple[float, ...] = (30, 120, 600, 3600, 6 * 3600)
+    isolation: IsolationSettings = field(default_factory=IsolationSettings)
 
     @classmethod
     def from_environment(cls) -> Settings:
@@ -92,6 +126,7 @@ class Settings:
             storage=StorageTarget.from_environment(),
             encryption_keys=keys,
             retention_days=int(os.environ.get("MESSAGE_RETENTION_DAYS", "14")),
+            isolation=IsolationSettings.from_environment(),
         )
         if delays := os.environ.get("DELIVERY_RETRY_DELAYS"):  # for demos and tests: "1,1,1,1,1"
             settings = replace(settings, retry_delays_seconds=tuple(map(float, delays.split(","))))

@@ -1,4 +1,9 @@
-"""Claim check: the full body goes to the subscriber's own blob container."""
+"""Claim check: the full body goes to the subscriber's own blob container.
+
+The upload runs under the delivery attempt's deadline (the dispatcher's); the clients get
+short timeouts and one SDK retry, since our own retry schedule is the retry. A client whose
+upload failed or was cut off is thrown away, never reused half-way.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +12,34 @@ import contextlib
 from collections import OrderedDict
 from typing import Any
 
+from shared.dispatch.isolation import close_in_background
+
 MAX_CACHED_CONTAINERS = 200
+CONNECTION_TIMEOUT_SECONDS = 5  # the SDK's defaults (20 s, 60 s, 10 retries) took 327 s
+RETRIES = 1
+CLOSE_SECONDS = 10.0
 
 
 class ClaimCheckStore:
     """Container clients by connection string and name, made once; containers made if missing."""
 
-    def __init__(self) -> None:
+    def __init__(self, read_timeout: float = 30.0) -> None:
         self._containers: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._read_timeout = read_timeout
 
     async def upload(self, connection_string: str, container: str, name: str, body: bytes) -> None:
+        try:
+            await self._upload(connection_string, container, name, body)
+        except BaseException:  # timed out, cancelled or failed: this client is not reused
+            self._forget((connection_string, container))
+            raise
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        client = self._containers.pop(key, None)
+        if client is not None:
+            close_in_background(client.close, CLOSE_SECONDS)
+
+    async def _upload(self, connection_string: str, container: str, name: str, body: bytes) -> None:
         from azure.core.exceptions import ResourceNotFoundError
         from azure.storage.blob import ContentSettings
 
@@ -38,7 +61,11 @@ class ClaimCheckStore:
         client = self._containers.get(key)
         if client is None:
             client = self._containers[key] = ContainerClient.from_connection_string(
-                connection_string, container
+                connection_string,
+                container,
+                connection_timeout=CONNECTION_TIMEOUT_SECONDS,
+                read_timeout=self._read_timeout,
+                retry_total=RETRIES,
             )
             if len(self._containers) > MAX_CACHED_CONTAINERS:
                 _, oldest = self._containers.popitem(last=False)

@@ -1,7 +1,11 @@
 """Fan-out of system events to the matching connections, one record per attempt, retries.
 
 Each delivery is independent: its own sender, its own record, its own retry. A failed
-delivery never makes another connection's delivery wait or repeat.
+delivery never makes another connection's delivery wait or repeat, and a slow or dead
+endpoint holds only its own share of the host (shared/dispatch/isolation.py): every attempt
+has a deadline, a queue-triggered delivery beyond its connection's or account's bulkhead goes
+back on the retry queue instead of waiting in a host slot, and a breaker fails deliveries to
+an unreachable endpoint fast.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from shared.clock import uuid7
 from shared.dispatch import outgoing
 from shared.dispatch.claimcheck import ClaimCheckStore
 from shared.dispatch.coalesce import Coalescer
+from shared.dispatch.isolation import Deadline, Isolation, Slot
 from shared.dispatch.servicebus import DeliveryError, SenderPool, TooLarge, classify
 from shared.events import DeliveryRetry, encode_queue_message
 from shared.models import Message, MessageStatus, SystemEvent
@@ -64,8 +69,11 @@ class Dispatcher:
         retry_delays: tuple[float, ...],
     ) -> None:
         self.services = services
+        self.isolation = Isolation(services.settings.isolation)
         self.senders = SenderPool()
-        self.claims = ClaimCheckStore()
+        self.claims = ClaimCheckStore(
+            read_timeout=services.settings.isolation.attempt_timeout_seconds
+        )
         self.events = services.events
         self._retry_queue = retry_queue
         self._retry_delays = retry_delays
@@ -81,11 +89,16 @@ class Dispatcher:
             for c in await self.connections_of(event.account_id)
             if c.connection.wants(event.event_key)
         ]
-        return list(await asyncio.gather(*(self.deliver(event, c) for c in targets)))
+        return await self._fan_out(event, targets, Attempt(retry_event=event))
 
     async def deliver(
-        self, event: SystemEvent, stored: StoredConnection, attempt: Attempt | None = None
+        self,
+        event: SystemEvent,
+        stored: StoredConnection,
+        attempt: Attempt | None = None,
+        slot: Slot | None = None,
     ) -> LoggedMessage:
+        """Deliver now; without a bulkhead `slot` in hand, wait for one within the deadline."""
         attempt = attempt or Attempt(retry_event=event)
         connection = stored.connection
         message = outgoing.build(
@@ -94,7 +107,39 @@ class Dispatcher:
             connection.event_settings_type(event.event_key),
             is_retry=attempt.number > 1,
         )
-        return await self._send_and_log(stored, message, event, attempt)
+        return await self._send_and_log(stored, message, event, attempt, slot)
+
+    async def _fan_out(
+        self, event: SystemEvent, targets: list[StoredConnection], attempt: Attempt
+    ) -> list[LoggedMessage]:
+        """From a queue trigger, which holds a host slot meanwhile: deliver to each target
+        that finds room in the bulkheads (the account's for this host slot, each connection's
+        for its attempt) within a short wait; put the others back on the retry queue (same
+        attempt, no record), so that waiting for a slow tenant never holds a host slot."""
+        wait = self.isolation.settings.bulkhead_wait_seconds
+        account = await self.isolation.accounts.enter_within(event.account_id, wait)
+        if account is None:
+            await asyncio.gather(*(self._defer(event, c, attempt) for c in targets))
+            return []
+        with account:
+            delivered = await asyncio.gather(
+                *(self._deliver_or_defer(event, c, attempt, wait) for c in targets)
+            )
+        return [record for record in delivered if record is not None]
+
+    async def _deliver_or_defer(
+        self, event: SystemEvent, stored: StoredConnection, attempt: Attempt, wait: float
+    ) -> LoggedMessage | None:
+        slot = await self.isolation.connections.enter_within(stored.uid, wait)
+        if slot is None:
+            await self._defer(event, stored, attempt)
+            return None
+        with slot:
+            return await self.deliver(event, stored, attempt, slot)
+
+    async def _defer(self, event: SystemEvent, stored: StoredConnection, attempt: Attempt) -> None:
+        delay = self.isolation.settings.busy_defer_seconds
+        await self._enqueue_retry(event, stored, attempt.number, attempt.parent, delay)
 
     async def retry(self, retry: DeliveryRetry, event: SystemEvent) -> LoggedMessage | None:
         """A scheduled retry; dropped when the connection is gone or no longer wants the event."""
@@ -114,7 +159,8 @@ class Dispatcher:
             )
             return None
         attempt = Attempt(retry.attempt, retry.parent_uid, event)
-        return await self.deliver(event, stored, attempt)
+        delivered = await self._fan_out(event, [stored], attempt)
+        return delivered[0] if delivered else None
 
     async def resend(self, stored: StoredConnection, record: LoggedMessage) -> LoggedMessage:
         """Send a logged message again, from its stored body, now (not retried automatically)."""
@@ -155,6 +201,7 @@ class Dispatcher:
         message: outgoing.Outgoing,
         origin: SystemEvent | LoggedMessage,
         attempt: Attempt,
+        slot: Slot | None = None,
     ) -> LoggedMessage:
         connection = stored.connection
         subject = origin.subject
@@ -162,7 +209,7 @@ class Dispatcher:
         clock_start = time.perf_counter()
         error: DeliveryError | None = None
         try:
-            message = await self._send(stored, message, subject)
+            message = await self._attempt(stored, message, subject, slot)
         except Exception as e:
             error = classify(e, secrets_of(stored))
         elapsed = round((time.perf_counter() - clock_start) * 1000)
@@ -215,14 +262,42 @@ class Dispatcher:
             await self._schedule_retry(stored, record, error, attempt)
         return record
 
+    async def _attempt(
+        self,
+        stored: StoredConnection,
+        message: outgoing.Outgoing,
+        subject: str | None,
+        slot: Slot | None,
+    ) -> outgoing.Outgoing:
+        """One attempt within the isolation rules: CircuitOpen at once while the connection's
+        breaker is open, else everything (a wait for a slot included) under one deadline."""
+        breaker = self.isolation.breakers.get(stored.uid)
+        if not breaker.admit():
+            raise breaker.open_error()
+        deadline = self.isolation.deadline()
+        try:
+            async with deadline.scope():
+                held = slot or await self.isolation.connections.enter(stored.uid)
+                with held:
+                    sent = await self._send(stored, message, subject, deadline)
+        except BaseException as e:
+            breaker.record(e)
+            raise
+        breaker.record(None)
+        return sent
+
     async def _send(
-        self, stored: StoredConnection, message: outgoing.Outgoing, subject: str | None
+        self,
+        stored: StoredConnection,
+        message: outgoing.Outgoing,
+        subject: str | None,
+        deadline: Deadline,
     ) -> outgoing.Outgoing:
         """Send; a message too large for the link goes by claim check when there is a container."""
         c = stored.connection
         sender = self.senders.get(c.service_bus_connection_string, c.queue_name)
         try:
-            await sender.send(message)
+            await sender.send(message, deadline)
             return message
         except TooLarge:
             if message.offloaded or not c.blob_container_connection_string:
@@ -231,7 +306,7 @@ class Dispatcher:
         container = c.blob_container_name or ""  # the model makes both come together
         await self.claims.upload(c.blob_container_connection_string, container, name, message.body)
         reference = message.claim_check(container, name, subject)
-        await sender.send(reference)
+        await sender.send(reference, deadline)
         return reference
 
     async def _schedule_retry(
@@ -251,13 +326,24 @@ class Dispatcher:
                 attempt.number,
             )
             return
-        retry = DeliveryRetry(
-            event=await self.events.to_payload(attempt.retry_event),
-            connection_uid=stored.uid,
-            attempt=attempt.number + 1,
-            parent_uid=attempt.parent or record.message.uid,
-        )
+        parent = attempt.parent or record.message.uid
         delay = self._retry_delays[attempt.number - 1]
+        await self._enqueue_retry(attempt.retry_event, stored, attempt.number + 1, parent, delay)
+
+    async def _enqueue_retry(
+        self,
+        event: SystemEvent,
+        stored: StoredConnection,
+        number: int,
+        parent: UUID | None,
+        delay: float,
+    ) -> None:
+        retry = DeliveryRetry(
+            event=await self.events.to_payload(event),
+            connection_uid=stored.uid,
+            attempt=number,
+            parent_uid=parent,
+        )
         await self._retry_queue.send_message(
             encode_queue_message(json.dumps(retry.to_json()).encode()),
             visibility_timeout=int(delay),
