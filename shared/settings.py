@@ -82,10 +82,13 @@ class IsolationSettings:
     attempt_timeout_seconds: float = 30.0  # one budget for open, CBS, attach, upload and send
     # Attempts per connection: a sender flushes 32 at most, more would only queue behind it.
     max_in_flight_per_connection: int = 32
-    # Queue-triggered deliveries (host slots, of 96 per trigger in host.json) per account.
-    max_in_flight_per_account: int = 64
-    bulkhead_wait_seconds: float = 1.0  # a queued delivery waits this long for room...
-    busy_defer_seconds: int = 2  # ...then goes back to the retry queue for this long
+    # Queue-triggered deliveries (host slots) per account: of the 96 a trigger runs at once
+    # (host.json), and below the 64 above which the host stops fetching more.
+    max_in_flight_per_account: int = 32
+    # A delivery finding no room waits while the holders are younger than this; behind
+    # older (stuck) ones it goes back to the retry queue for busy_defer_seconds.
+    bulkhead_wait_seconds: float = 1.0
+    busy_defer_seconds: int = 2
     breaker_failures: int = 5  # consecutive timeouts or connection failures that open it
     breaker_cool_down_seconds: float = 30.0  # open this long before one probe may try
 

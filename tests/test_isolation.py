@@ -82,14 +82,32 @@ async def test_a_wait_for_a_slot_given_up_leaves_nothing_behind() -> None:
     bulkhead: Bulkhead[str] = Bulkhead(limit=1)
     held = bulkhead.try_enter("x")
     assert held is not None
-    assert await bulkhead.enter_within("x", 0.02) is None
     with pytest.raises(DeliveryTimeout):
         async with Deadline(0.02).scope():
             await bulkhead.enter("x")
     held.release()
     assert bulkhead.in_flight("x") == 0
-    slot = await bulkhead.enter_within("x", 0.02)
+
+
+async def test_a_delivery_waits_for_room_only_while_the_holders_are_moving() -> None:
+    clock = Clock()
+    bulkhead: Bulkhead[str] = Bulkhead(limit=1, clock=clock)
+    held = bulkhead.try_enter("x")
+    assert held is not None
+    clock.now += 2
+    assert bulkhead.oldest("x") == 2
+    # Held for 2 s with a patience of 2 s: stuck, so no waiting at all.
+    assert await asyncio.wait_for(bulkhead.enter_unless_stuck("x", patience=2), 1) is None
+    # With more patience it waits, and gets the slot when the holder lets go...
+    waiting = asyncio.create_task(bulkhead.enter_unless_stuck("x", patience=30))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    held.release()
+    slot = await asyncio.wait_for(waiting, 5)
     assert slot is not None and bulkhead.in_flight("x") == 1
+    # ...but only until the holder would count as stuck (here 2.05 - 2 s from now).
+    assert await bulkhead.enter_unless_stuck("x", patience=2.05) is None
+    assert await bulkhead.enter_unless_stuck("y", patience=0) is not None  # room: no wait
 
 
 def test_the_breaker_opens_after_k_failures_and_lets_one_probe_after_the_cool_down() -> None:

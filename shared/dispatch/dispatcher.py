@@ -114,10 +114,11 @@ class Dispatcher:
     ) -> list[LoggedMessage]:
         """From a queue trigger, which holds a host slot meanwhile: deliver to each target
         that finds room in the bulkheads (the account's for this host slot, each connection's
-        for its attempt) within a short wait; put the others back on the retry queue (same
-        attempt, no record), so that waiting for a slow tenant never holds a host slot."""
+        for its attempt), waiting only while the holders keep moving; put the others back on
+        the retry queue (same attempt, no record), so that a stuck tenant's backlog never
+        waits in host slots."""
         wait = self.isolation.settings.bulkhead_wait_seconds
-        account = await self.isolation.accounts.enter_within(event.account_id, wait)
+        account = await self.isolation.accounts.enter_unless_stuck(event.account_id, wait)
         if account is None:
             await asyncio.gather(*(self._defer(event, c, attempt) for c in targets))
             return []
@@ -130,7 +131,7 @@ class Dispatcher:
     async def _deliver_or_defer(
         self, event: SystemEvent, stored: StoredConnection, attempt: Attempt, wait: float
     ) -> LoggedMessage | None:
-        slot = await self.isolation.connections.enter_within(stored.uid, wait)
+        slot = await self.isolation.connections.enter_unless_stuck(stored.uid, wait)
         if slot is None:
             await self._defer(event, stored, attempt)
             return None

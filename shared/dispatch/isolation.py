@@ -4,9 +4,9 @@
   the attempt awaits (connection open, CBS, link attach, claim-check upload, send), so a
   black hole costs at most that long whatever the SDKs' own options do.
 - `Bulkhead`: at most N attempts in flight per connection, and M queue-triggered
-  deliveries (host slots) per account, in this process. A delivery that finds no room within
-  a short wait is deferred by the dispatcher (back on the retry queue, same attempt) instead
-  of waiting inside a host slot.
+  deliveries (host slots) per account, in this process. A delivery finding no room waits
+  only while the holders are moving (a healthy burst); behind stuck holders it is deferred
+  by the dispatcher (back on the retry queue, same attempt) instead of holding a host slot.
 - `Breaker`: per connection; after K consecutive timeouts or connection failures it fails
   deliveries fast until a probe after a cool-down gets an answer. `Breakers.states()` is
   what a health feature reads.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from enum import StrEnum
@@ -127,21 +128,28 @@ class Slot:
 class Bulkhead(Generic[K]):
     """At most `limit` holders per key (a connection, an account) in this process."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._counts: dict[K, int] = {}
+    def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit, self._clock = limit, clock
+        self._holders: dict[K, dict[int, float]] = {}  # slot number -> when it was taken
+        self._numbers = itertools.count()
         self._waiters: list[asyncio.Future[None]] = []
 
     def in_flight(self, key: K) -> int:
-        return self._counts.get(key, 0)
+        return len(self._holders.get(key, ()))
+
+    def oldest(self, key: K) -> float:
+        """How long the longest holder of `key` has held its slot (0 when none)."""
+        holders = self._holders.get(key)
+        return self._clock() - next(iter(holders.values())) if holders else 0.0
 
     def try_enter(self, key: K) -> Slot | None:
         """A slot now, or None when the key is at its limit."""
-        count = self._counts.get(key, 0)
-        if count >= self.limit:
+        holders = self._holders.setdefault(key, {})
+        if len(holders) >= self.limit:
             return None
-        self._counts[key] = count + 1
-        return Slot(lambda: self._leave(key))
+        number = next(self._numbers)
+        holders[number] = self._clock()
+        return Slot(lambda: self._leave(key, number))
 
     async def enter(self, key: K) -> Slot:
         """A slot, waiting for one as long as it takes (the caller bounds the wait)."""
@@ -154,18 +162,25 @@ class Bulkhead(Generic[K]):
                 self._waiters.remove(waiter)
         return slot
 
-    async def enter_within(self, key: K, seconds: float) -> Slot | None:
-        """A slot within `seconds`, else None."""
+    async def enter_unless_stuck(self, key: K, patience: float) -> Slot | None:
+        """A slot, waiting for one only while the holders keep moving: no longer than until
+        the oldest has held its slot for `patience`. None when there is no room by then
+        (the holders are stuck, e.g. on a black hole; waiting would only hold a host slot)."""
+        slot = self.try_enter(key)
+        wait = patience - self.oldest(key)
+        if slot is not None or wait <= 0:
+            return slot
         try:
-            async with asyncio.timeout(seconds):
+            async with asyncio.timeout(wait):
                 return await self.enter(key)
         except TimeoutError:
             return None
 
-    def _leave(self, key: K) -> None:
-        self._counts[key] -= 1
-        if not self._counts[key]:
-            del self._counts[key]
+    def _leave(self, key: K, number: int) -> None:
+        holders = self._holders[key]
+        del holders[number]
+        if not holders:
+            del self._holders[key]
         for waiter in self._waiters:  # each tries again; those still over the limit wait on
             if not waiter.done():
                 waiter.set_result(None)
@@ -251,8 +266,8 @@ class Isolation:
         self, settings: IsolationSettings, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.settings = settings
-        self.connections: Bulkhead[UUID] = Bulkhead(settings.max_in_flight_per_connection)
-        self.accounts: Bulkhead[str] = Bulkhead(settings.max_in_flight_per_account)
+        self.connections: Bulkhead[UUID] = Bulkhead(settings.max_in_flight_per_connection, clock)
+        self.accounts: Bulkhead[str] = Bulkhead(settings.max_in_flight_per_account, clock)
         self.breakers = Breakers(
             settings.breaker_failures, settings.breaker_cool_down_seconds, clock
         )
