@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from azure.storage.queue.aio import QueueClient
 
+from local.blackhole import BlackHole
 from local.servicebus_emulator import Emulator
 from shared.dispatch.dispatcher import Dispatcher
 from shared.dispatch.isolation import BreakerState
@@ -25,7 +26,6 @@ from shared.models import MessageStatus
 from shared.services import Services
 from shared.settings import IsolationSettings
 from shared.storage.messages import LoggedMessage
-from tests.plugins.blackhole import BlackHole
 from tests.servicebus_helpers import receive
 from tests.test_dispatch import connect, event, records_of
 

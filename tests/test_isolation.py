@@ -91,22 +91,24 @@ async def test_a_wait_for_a_slot_given_up_leaves_nothing_behind() -> None:
 
 async def test_a_delivery_waits_for_room_only_while_the_holders_are_moving() -> None:
     clock = Clock()
-    bulkhead: Bulkhead[str] = Bulkhead(limit=1, clock=clock)
-    held = bulkhead.try_enter("x")
-    assert held is not None
+    bulkhead: Bulkhead[str] = Bulkhead(limit=2, clock=clock)
+    first, second = bulkhead.try_enter("x"), bulkhead.try_enter("x")
+    assert first and second
     clock.now += 2
-    assert bulkhead.oldest("x") == 2
-    # Held for 2 s with a patience of 2 s: stuck, so no waiting at all.
+    assert bulkhead.still("x") == 2
+    # Nobody let go for 2 s, with a patience of 2 s: stuck, so no waiting at all.
     assert await asyncio.wait_for(bulkhead.enter_unless_stuck("x", patience=2), 1) is None
-    # With more patience it waits, and gets the slot when the holder lets go...
-    waiting = asyncio.create_task(bulkhead.enter_unless_stuck("x", patience=30))
+    first.release()  # they move: the clock of stillness starts again
+    third = bulkhead.try_enter("x")
+    assert third is not None and bulkhead.still("x") == 0
+    waiting = asyncio.create_task(bulkhead.enter_unless_stuck("x", patience=2))
     await asyncio.sleep(0.01)
-    assert not waiting.done()
-    held.release()
+    assert not waiting.done()  # waits, as a slot may come free any moment...
+    second.release()
     slot = await asyncio.wait_for(waiting, 5)
-    assert slot is not None and bulkhead.in_flight("x") == 1
-    # ...but only until the holder would count as stuck (here 2.05 - 2 s from now).
-    assert await bulkhead.enter_unless_stuck("x", patience=2.05) is None
+    assert slot is not None and bulkhead.in_flight("x") == 2
+    # ...but only until the holders would have stood still for `patience`.
+    assert await bulkhead.enter_unless_stuck("x", patience=0.05) is None
     assert await bulkhead.enter_unless_stuck("y", patience=0) is not None  # room: no wait
 
 

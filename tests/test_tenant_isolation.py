@@ -14,13 +14,13 @@ import statistics
 import time
 from collections.abc import Callable
 
+from local.blackhole import BlackHole
 from local.servicebus_emulator import Emulator
 from shared.events import new_event
 from shared.models import MessageQuery, MessageStatus
 from shared.services import Services
 from shared.storage.connections import StoredConnection
 from tests.plugins.app import Api
-from tests.plugins.blackhole import BlackHole
 from tests.plugins.localhost import HostProcess
 from tests.servicebus_helpers import Subscriber
 from tests.test_dispatch import connect
@@ -30,8 +30,6 @@ ATTEMPTS = 3  # DELIVERY_RETRY_DELAYS below: the first try and two retries
 SETTINGS = {
     "DELIVERY_ATTEMPT_TIMEOUT_SECONDS": str(DEADLINE),
     "DELIVERY_RETRY_DELAYS": "4,4",
-    "DELIVERY_BULKHEAD_WAIT_SECONDS": "0.3",
-    "DELIVERY_BUSY_DEFER_SECONDS": "1",
     "CIRCUIT_BREAKER_FAILURES": "5",
     "CIRCUIT_BREAKER_COOL_DOWN_SECONDS": "3",
 }

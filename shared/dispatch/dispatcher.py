@@ -89,7 +89,11 @@ class Dispatcher:
             for c in await self.connections_of(event.account_id)
             if c.connection.wants(event.event_key)
         ]
-        return await self._fan_out(event, targets, Attempt(retry_event=event))
+        first = Attempt(retry_event=event)
+        delivered = await asyncio.gather(
+            *(self._deliver_or_defer(event, c, first) for c in targets)
+        )
+        return [record for record in delivered if record is not None]
 
     async def deliver(
         self,
@@ -109,34 +113,37 @@ class Dispatcher:
         )
         return await self._send_and_log(stored, message, event, attempt, slot)
 
-    async def _fan_out(
-        self, event: SystemEvent, targets: list[StoredConnection], attempt: Attempt
-    ) -> list[LoggedMessage]:
-        """From a queue trigger, which holds a host slot meanwhile: deliver to each target
-        that finds room in the bulkheads (the account's for this host slot, each connection's
-        for its attempt), waiting only while the holders keep moving; put the others back on
-        the retry queue (same attempt, no record), so that a stuck tenant's backlog never
-        waits in host slots."""
-        wait = self.isolation.settings.bulkhead_wait_seconds
-        account = await self.isolation.accounts.enter_unless_stuck(event.account_id, wait)
-        if account is None:
-            await asyncio.gather(*(self._defer(event, c, attempt) for c in targets))
-            return []
-        with account:
-            delivered = await asyncio.gather(
-                *(self._deliver_or_defer(event, c, attempt, wait) for c in targets)
-            )
-        return [record for record in delivered if record is not None]
-
     async def _deliver_or_defer(
-        self, event: SystemEvent, stored: StoredConnection, attempt: Attempt, wait: float
+        self, event: SystemEvent, stored: StoredConnection, attempt: Attempt
     ) -> LoggedMessage | None:
-        slot = await self.isolation.connections.enter_unless_stuck(stored.uid, wait)
+        """From a queue trigger, which holds a host slot meanwhile: deliver if the bulkheads
+        have room, waiting only while those in flight keep moving; else put the delivery
+        back on the retry queue (same attempt, no record), so that a stuck tenant's backlog
+        never waits in host slots."""
+        slot = await self._room(event.account_id, stored)
         if slot is None:
             await self._defer(event, stored, attempt)
             return None
         with slot:
             return await self.deliver(event, stored, attempt, slot)
+
+    async def _room(self, account: str, stored: StoredConnection) -> Slot | None:
+        """A place in the account's and then the connection's bulkhead, both released when
+        the attempt ends (before its record is written: that is our storage's time)."""
+        wait = self.isolation.settings.bulkhead_wait_seconds
+        in_account = await self.isolation.accounts.enter_unless_stuck(account, wait)
+        if in_account is None:
+            return None
+        in_connection = await self.isolation.connections.enter_unless_stuck(stored.uid, wait)
+        if in_connection is None:
+            in_account.release()
+            return None
+
+        def release() -> None:
+            in_connection.release()
+            in_account.release()
+
+        return Slot(release)
 
     async def _defer(self, event: SystemEvent, stored: StoredConnection, attempt: Attempt) -> None:
         delay = self.isolation.settings.busy_defer_seconds
@@ -160,8 +167,7 @@ class Dispatcher:
             )
             return None
         attempt = Attempt(retry.attempt, retry.parent_uid, event)
-        delivered = await self._fan_out(event, [stored], attempt)
-        return delivered[0] if delivered else None
+        return await self._deliver_or_defer(event, stored, attempt)
 
     async def resend(self, stored: StoredConnection, record: LoggedMessage) -> LoggedMessage:
         """Send a logged message again, from its stored body, now (not retried automatically)."""

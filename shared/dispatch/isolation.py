@@ -3,9 +3,10 @@
 - `Deadline`: one budget per delivery attempt, enforced with `asyncio.timeout` around what
   the attempt awaits (connection open, CBS, link attach, claim-check upload, send), so a
   black hole costs at most that long whatever the SDKs' own options do.
-- `Bulkhead`: at most N attempts in flight per connection, and M queue-triggered
-  deliveries (host slots) per account, in this process. A delivery finding no room waits
-  only while the holders are moving (a healthy burst); behind stuck holders it is deferred
+- `Bulkhead`: at most N attempts in flight per connection, and M queue-triggered attempts
+  per account, in this process. A delivery finding no room waits
+  only while the holders are moving (one lets go now and then, as in a healthy burst);
+  behind holders that stand still it is deferred
   by the dispatcher (back on the retry queue, same attempt) instead of holding a host slot.
 - `Breaker`: per connection; after K consecutive timeouts or connection failures it fails
   deliveries fast until a probe after a cool-down gets an answer. `Breakers.states()` is
@@ -131,16 +132,21 @@ class Bulkhead(Generic[K]):
     def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit, self._clock = limit, clock
         self._holders: dict[K, dict[int, float]] = {}  # slot number -> when it was taken
+        self._released: dict[K, float] = {}  # when a holder last let go, while others hold
         self._numbers = itertools.count()
         self._waiters: list[asyncio.Future[None]] = []
 
     def in_flight(self, key: K) -> int:
         return len(self._holders.get(key, ()))
 
-    def oldest(self, key: K) -> float:
-        """How long the longest holder of `key` has held its slot (0 when none)."""
+    def still(self, key: K) -> float:
+        """Seconds since the holders of `key` last moved: since one let go, or since the
+        longest holder came in when none has let go meanwhile (0 when there are none)."""
         holders = self._holders.get(key)
-        return self._clock() - next(iter(holders.values())) if holders else 0.0
+        if not holders:
+            return 0.0
+        moved = max(next(iter(holders.values())), self._released.get(key, 0.0))
+        return self._clock() - moved
 
     def try_enter(self, key: K) -> Slot | None:
         """A slot now, or None when the key is at its limit."""
@@ -163,24 +169,30 @@ class Bulkhead(Generic[K]):
         return slot
 
     async def enter_unless_stuck(self, key: K, patience: float) -> Slot | None:
-        """A slot, waiting for one only while the holders keep moving: no longer than until
-        the oldest has held its slot for `patience`. None when there is no room by then
-        (the holders are stuck, e.g. on a black hole; waiting would only hold a host slot)."""
-        slot = self.try_enter(key)
-        wait = patience - self.oldest(key)
-        if slot is not None or wait <= 0:
-            return slot
-        try:
-            async with asyncio.timeout(wait):
-                return await self.enter(key)
-        except TimeoutError:
-            return None
+        """A slot, waiting for one only while the holders keep moving (one lets go at least
+        every `patience` seconds, as in a healthy burst). None when they stand still that
+        long (stuck, e.g. on a black hole: waiting would only hold a host slot)."""
+        while (slot := self.try_enter(key)) is None:
+            wait = patience - self.still(key)
+            if wait <= 0:
+                return None
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                async with asyncio.timeout(wait):
+                    await waiter
+            except TimeoutError:
+                return None
+            finally:
+                self._waiters.remove(waiter)
+        return slot
 
     def _leave(self, key: K, number: int) -> None:
         holders = self._holders[key]
         del holders[number]
+        self._released[key] = self._clock()
         if not holders:
-            del self._holders[key]
+            del self._holders[key], self._released[key]
         for waiter in self._waiters:  # each tries again; those still over the limit wait on
             if not waiter.done():
                 waiter.set_result(None)
