@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -122,7 +123,7 @@ class Dispatcher:
         never waits in host slots."""
         slot = await self._room(event.account_id, stored)
         if slot is None:
-            await self._defer(event, stored, attempt)
+            await self._defer(event, stored, attempt, self._stuck_for(event.account_id, stored))
             return None
         with slot:
             return await self.deliver(event, stored, attempt, slot)
@@ -145,9 +146,21 @@ class Dispatcher:
 
         return Slot(release)
 
-    async def _defer(self, event: SystemEvent, stored: StoredConnection, attempt: Attempt) -> None:
-        delay = self.isolation.settings.busy_defer_seconds
-        await self._enqueue_retry(event, stored, attempt.number, attempt.parent, delay)
+    def _stuck_for(self, account: str, stored: StoredConnection) -> float:
+        """How long the attempts a delivery found no room behind have stood still."""
+        isolation = self.isolation
+        return max(isolation.connections.still(stored.uid), isolation.accounts.still(account))
+
+    async def _defer(
+        self, event: SystemEvent, stored: StoredConnection, attempt: Attempt, stuck_for: float
+    ) -> None:
+        """Back on the retry queue until the attempts in the way have ended (their deadline),
+        so that a stuck tenant's backlog comes back once, to a decided breaker."""
+        settings = self.isolation.settings
+        left = math.ceil(settings.attempt_timeout_seconds - stuck_for)
+        await self._enqueue_retry(
+            event, stored, attempt.number, attempt.parent, max(settings.busy_defer_seconds, left)
+        )
 
     async def retry(self, retry: DeliveryRetry, event: SystemEvent) -> LoggedMessage | None:
         """A scheduled retry; dropped when the connection is gone or no longer wants the event."""
