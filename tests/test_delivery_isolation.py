@@ -141,21 +141,30 @@ async def test_after_k_timeouts_deliveries_fail_fast_as_circuit_open(
     assert fast.message.uid in {r.parent_uid for r in retries}
 
 
+@pytest.mark.parametrize("full", ["connection", "account"])
 async def test_a_full_bulkhead_puts_the_delivery_back_without_a_record(
     services: Services,
     isolated: Callable[..., Any],
     servicebus_emulator: Emulator,
     retry_queue: QueueClient,
     account: str,
+    full: str,
 ) -> None:
     cs = servicebus_emulator.connection_string
     stored = await connect(services, account, cs, f"busy-{uuid.uuid4().hex[:8]}")
-    busy = {"max_in_flight_per_connection": 1, "bulkhead_wait_seconds": 0.1}
+    busy = {f"max_in_flight_per_{full}": 1, "bulkhead_wait_seconds": 0.1}
     async with isolated(busy_defer_seconds=1, **busy) as dispatcher:
-        held = dispatcher.isolation.connections.try_enter(stored.uid)  # one in flight
+        bulkheads = dispatcher.isolation
+        held = (  # one attempt in flight, standing still
+            bulkheads.connections.try_enter(stored.uid)
+            if full == "connection"
+            else bulkheads.accounts.try_enter(account)
+        )
         assert held is not None
         assert await dispatcher.dispatch(event(account)) == []
         held.release()
+        assert bulkheads.accounts.in_flight(account) == 0  # nothing half-taken is left
+        assert bulkheads.connections.in_flight(stored.uid) == 0
     [deferred] = await retries_on(retry_queue)
     assert (deferred.connection_uid, deferred.attempt, deferred.parent_uid) == (stored.uid, 1, None)
     assert await records_of(services, stored) == []  # not a failure: nothing recorded
