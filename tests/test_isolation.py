@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import Sequence
 
 import pytest
 
@@ -16,7 +18,8 @@ from shared.dispatch.isolation import (
     Deadline,
     DeliveryTimeout,
 )
-from shared.dispatch.servicebus import classify
+from shared.dispatch.outgoing import Outgoing
+from shared.dispatch.servicebus import QueueSender, SenderPool, classify
 
 
 class Clock:
@@ -180,3 +183,40 @@ def test_timeout_and_circuit_open_are_transient_with_their_own_types() -> None:
     circuit = classify(CircuitOpen("5 consecutive attempts timed out"), secrets=["consecutive"])
     assert (circuit.category, circuit.type) == ("Transient", "CircuitOpen")
     assert circuit.message == "5 *** attempts timed out"  # scrubbed like any other
+
+
+class DeafSender(QueueSender):
+    """A sender whose send ignores cancellation, as an SDK that swallowed it would (no real
+    SDK here does, so the sender's send is replaced; the pool and deadlines are real)."""
+
+    stuck_after = 0.05
+
+    def __init__(self, connection_string: str, queue: str) -> None:
+        super().__init__(connection_string, queue)
+        self.let_go = asyncio.Event()
+
+    async def _send_all(
+        self, messages: Sequence[Outgoing], deadline: Deadline
+    ) -> list[BaseException | None]:
+        async with deadline.scope():  # as the real one: the deadline cancels what is inside
+            while not self.let_go.is_set():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.let_go.wait()
+        return [None] * len(messages)
+
+
+async def test_a_sender_whose_send_ignores_the_deadline_is_replaced() -> None:
+    pool = SenderPool(make=DeafSender)
+    deaf = pool.get("Endpoint=sb://127.0.0.1:1", "q")
+    assert isinstance(deaf, DeafSender)
+    message = Outgoing(b"{}", "id", "Order.Created", "e1", "2026-12-01T00:00:00Z", "a", False)
+    deadline = Deadline(0.02)
+    with pytest.raises(DeliveryTimeout):  # the delivery does not wait for the deaf flush
+        async with deadline.scope():
+            await deaf.send(message, deadline)
+    assert pool.get("Endpoint=sb://127.0.0.1:1", "q") is deaf  # not yet given up on
+    await asyncio.sleep(0.1)
+    fresh = pool.get("Endpoint=sb://127.0.0.1:1", "q")
+    assert fresh is not deaf and not fresh.stuck
+    deaf.let_go.set()
+    await pool.close()

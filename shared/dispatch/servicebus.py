@@ -27,7 +27,6 @@ SEND_TIMEOUT_SECONDS = 20.0  # our own retry schedule takes over after this
 MAX_CACHED_SENDERS = 500
 IDLE_SECONDS = 600.0
 CLOSE_SECONDS = 10.0  # a close that takes longer is abandoned
-STUCK_SECONDS = 5.0  # a flush this far past its deadline: its sender is replaced
 # A flush sends at most this many messages, so the records of the first ones are written
 # while the next are encoded (10,000 deliveries: 1,157 to 1,357/s against 919 to 1,104/s
 # with everything waiting in one batch; docs/BENCHMARKS.md).
@@ -95,6 +94,8 @@ class QueueSender:
     go out on a fresh connection in the next flush.
     """
 
+    stuck_after = 5.0  # a flush this far past its deadline ignored the cancellation
+
     def __init__(self, connection_string: str, queue: str) -> None:
         self._connection_string = connection_string
         self._queue = queue
@@ -119,7 +120,7 @@ class QueueSender:
     def stuck(self) -> bool:
         """A flush outlived its deadline by seconds: the SDK ignored the cancellation."""
         until = self._flushing_until
-        return until is not None and asyncio.get_running_loop().time() > until + STUCK_SECONDS
+        return until is not None and asyncio.get_running_loop().time() > until + self.stuck_after
 
     async def _open(self) -> Any:
         if self._sender is None:
@@ -210,9 +211,12 @@ class SenderPool:
     """QueueSenders by connection string and queue; a changed connection string makes a new
     one, and the least recently used are closed beyond the cap."""
 
-    def __init__(self, max_senders: int = MAX_CACHED_SENDERS) -> None:
+    def __init__(
+        self, max_senders: int = MAX_CACHED_SENDERS, make: type[QueueSender] = QueueSender
+    ) -> None:
         self._senders: OrderedDict[tuple[str, str], QueueSender] = OrderedDict()
         self._max = max_senders
+        self._make = make
 
     def get(self, connection_string: str, queue: str) -> QueueSender:
         key = (connection_string, queue)
@@ -222,7 +226,7 @@ class SenderPool:
             sender = None
         if sender is None:
             self._evict()
-            sender = self._senders[key] = QueueSender(connection_string, queue)
+            sender = self._senders[key] = self._make(connection_string, queue)
         self._senders.move_to_end(key)
         return sender
 
