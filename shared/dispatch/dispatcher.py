@@ -154,10 +154,11 @@ class Dispatcher:
     async def _defer(
         self, event: SystemEvent, stored: StoredConnection, attempt: Attempt, stuck_for: float
     ) -> None:
-        """Back on the retry queue until the attempts in the way have ended (their deadline),
-        so that a stuck tenant's backlog comes back once, to a decided breaker."""
+        """Back on the retry queue for about as long as the attempts in the way have stood
+        still, and no later than their deadline: a slow tenant's backlog comes back soon, a
+        stuck one's a few times, the last just after the breaker has decided."""
         settings = self.isolation.settings
-        left = math.ceil(settings.attempt_timeout_seconds - stuck_for)
+        left = math.ceil(min(stuck_for, settings.attempt_timeout_seconds - stuck_for))
         await self._enqueue_retry(
             event, stored, attempt.number, attempt.parent, max(settings.busy_defer_seconds, left)
         )
