@@ -48,6 +48,7 @@ from local.blackhole import BlackHole
 from shared.events import new_event
 from shared.models import SystemEvent
 from shared.services import Services
+from shared.storage import clients
 
 KINDS = ("alone", "healthy", "black hole")
 DEADLINE = 5.0
@@ -116,9 +117,21 @@ async def one_round(services: Services, servicebus: str, x_endpoint: str | None,
     finally:
         await arrivals.close()
     if len(arrivals.at) != n:
-        raise RuntimeError(f"{len(arrivals.at)} of {n} events of Y arrived")
+        raise RuntimeError(
+            f"{len(arrivals.at)} of {n} events of Y arrived; {await poisoned(services)}"
+        )
     latencies = [arrivals.at[e] - published[e] for e in published]
     return Round(n / (max(arrivals.at.values()) - start), latencies)
+
+
+async def poisoned(services: Services) -> str:
+    """What waits in the poison queues (where an invocation that failed 5 times goes)."""
+    counts = []
+    for name in (clients.SYSTEM_EVENTS_QUEUE, clients.RETRY_QUEUE):
+        queue = await services.storage.queue(name + clients.POISON_SUFFIX)
+        properties = await queue.get_queue_properties()
+        counts.append(f"{name}{clients.POISON_SUFFIX}: {properties.approximate_message_count}")
+    return ", ".join(counts)
 
 
 async def measure(quick: bool, n: int | None, rounds: int | None) -> list[Result]:
