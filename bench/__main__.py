@@ -34,6 +34,7 @@ BENCHMARKS = {
     "e2e": "bench.bench_e2e",
     "api": "bench.bench_api",
     "portal": "bench.bench_portal",
+    "isolation": "bench.bench_isolation",
     # Written by someone else: run when present (see `purge_results`).
     "purge": "bench.bench_purge",
 }

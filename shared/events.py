@@ -121,4 +121,4 @@ class DeliveryRetry(ApiModel):
     event: dict[str, Any]  # an EventStore payload
     connection_uid: uuid.UUID
     attempt: int
-    parent_uid: uuid.UUID
+    parent_uid: uuid.UUID | None = None  # None: a first attempt put back by a full bulkhead

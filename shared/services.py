@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shared.clock import Clock, system_clock
-from shared.settings import Settings
+from shared.settings import IsolationSettings, Settings
 
 if TYPE_CHECKING:
     from shared.dispatch.dispatcher import Dispatcher
@@ -74,11 +74,13 @@ class Services:
         retry_delays: tuple[float, ...] | None = None,
         credentials: CredentialFactory | None = None,
         blob_options: dict[str, Any] | None = None,
+        isolation: IsolationSettings | None = None,
     ) -> Dispatcher:
         """A dispatcher of its own (tests and benchmarks; the app uses `dispatcher()`)."""
         # Imported here, not at the top: the dispatch code and the Service Bus SDK stay out of
         # the cold start of HTTP-only workers.
         from shared.dispatch.dispatcher import Dispatcher
+        from shared.dispatch.isolation import Isolation
         from shared.dispatch.retries import RetryScheduler
         from shared.endpoints import ConnectGuard
         from shared.storage import clients
@@ -94,6 +96,7 @@ class Services:
             retries=retries,
             clock=self.clock,
             connection_cache_seconds=self.settings.connection_cache_seconds,
+            isolation=Isolation(isolation or self.settings.isolation),
             guard=ConnectGuard(self.settings.allow_local_endpoints),
             credentials=credentials,  # None: Entra ID tokens through the managed identity
             blob_options=blob_options,

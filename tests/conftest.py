@@ -3,4 +3,5 @@ pytest_plugins = [
     "tests.plugins.localhost",
     "tests.plugins.app",
     "tests.plugins.servicebus",
+    "tests.plugins.blackhole",
 ]

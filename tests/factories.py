@@ -19,6 +19,7 @@ from shared.models import (
     DeliveryError,
     ErrorCategory,
     Message,
+    MessageQuery,
     MessageStatus,
     RequestMetadata,
     SystemEvent,
@@ -196,3 +197,9 @@ def cli(
         text=True,
         timeout=60,
     )
+
+
+async def records_of(services: Services, stored: StoredConnection) -> list[Message]:
+    """The connection's first 500 records, newest first."""
+    page = await services.messages.page(stored.log_partition, MessageQuery(page_size=500))
+    return page.messages

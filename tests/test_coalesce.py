@@ -50,3 +50,16 @@ async def test_a_failed_flush_fails_its_items_only() -> None:
     assert outcomes[6] is None
     with pytest.raises(RuntimeError):
         await coalescer.submit(4)
+
+
+async def test_an_item_whose_caller_gave_up_before_its_flush_is_never_sent() -> None:
+    recorder = Recorder()
+    coalescer = Coalescer(recorder.flush, most=1)
+    first = asyncio.create_task(coalescer.submit(1))
+    second = asyncio.create_task(coalescer.submit(2))  # waits behind the first flush
+    third = asyncio.create_task(coalescer.submit(3))
+    await asyncio.sleep(0)
+    second.cancel()  # its deadline passed while it waited
+    await asyncio.wait_for(asyncio.gather(first, third), 5)
+    assert second.cancelled()
+    assert recorder.flushes == [[1], [3]]

@@ -43,7 +43,7 @@ from shared.models import (
     error_map,
 )
 from shared.services import Services
-from shared.settings import DEFAULT_CLOUDEVENTS_SOURCE
+from shared.settings import DEFAULT_CLOUDEVENTS_SOURCE, IsolationSettings
 from tests.factories import NOW, PATH, ROOT, a_connection, an_event, body, connect
 from tests.plugins.app import Api
 from tests.servicebus_helpers import body_of, receive
@@ -54,7 +54,10 @@ EVENTS = 1_000
 
 @pytest.fixture
 async def dispatcher(services: Services) -> AsyncIterator[Dispatcher]:
-    d = await services.new_dispatcher(retry_delays=(30,))
+    # A thousand deliveries at once, more than a host runs: bulkheads as wide as that, or
+    # they would put most back on the retry queue (tests/test_delivery_isolation.py).
+    wide = IsolationSettings(max_in_flight_per_connection=EVENTS, max_in_flight_per_account=EVENTS)
+    d = await services.new_dispatcher(retry_delays=(30,), isolation=wide)
     yield d
     await d.close()
 

@@ -142,6 +142,8 @@ class Broker(Handler):
             if link.is_receiver:
                 link.flow(CREDIT)
             return
+        if self.emulator.holding_attaches:  # fault: open and CBS answered, the attach never
+            return
         if conn.authorized_until <= time.time():
             return self._refuse(link, "amqp:unauthorized-access", "Put a token on $cbs first.")
         entity = self.store.find(node, create=not self.store.strict)

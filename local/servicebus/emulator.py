@@ -52,6 +52,7 @@ class Emulator:
         self.calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._lock = threading.Lock()  # for the two faults below
         self._refuse_until = self._delay_ms = 0.0
+        self.holding_attaches = False
         self._thread: threading.Thread | None = None
         self._injector: EventInjector | None = None
         self._broker: Broker | None = None
@@ -135,6 +136,11 @@ class Emulator:
         """Settle each send `ms` milliseconds late (0 ends it)."""
         with self._lock:
             self._delay_ms = max(ms, 0.0)
+
+    def hold_attaches(self, hold: bool = True) -> None:
+        """Answer connection open and CBS but never a queue's link attach (False ends it for
+        links attached later), as a half-dead or hostile endpoint would."""
+        self.holding_attaches = hold
 
     def faults(self) -> tuple[float, float]:
         with self._lock:

@@ -1,4 +1,9 @@
-"""Claim check: the full body goes to the subscriber's own blob container."""
+"""Claim check: the full body goes to the subscriber's own blob container.
+
+The upload runs under the delivery attempt's deadline (the dispatcher's); the clients get
+short timeouts and one SDK retry, since our own retry schedule is the retry. A client whose
+upload failed or was cut off is thrown away, never reused half-way.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared import connstrings
+from shared.dispatch.isolation import close_in_background
 from shared.endpoints import DEFAULT_GUARD, ConnectGuard
 
 MAX_CACHED_CONTAINERS = 200
+CONNECTION_TIMEOUT_SECONDS = 5  # the SDK's defaults (20 s, 60 s, 10 retries) took 327 s
+RETRIES = 1
+CLOSE_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -32,11 +41,19 @@ class ClaimCheckStore:
     once; containers made if missing. `client_options` go to every client (tests: a CA)."""
 
     def __init__(
-        self, guard: ConnectGuard = DEFAULT_GUARD, client_options: dict[str, Any] | None = None
+        self,
+        guard: ConnectGuard = DEFAULT_GUARD,
+        client_options: dict[str, Any] | None = None,
+        read_timeout: float = 30.0,
     ) -> None:
         self._containers: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._guard = guard
-        self._options = client_options or {}
+        self._options = {
+            "connection_timeout": CONNECTION_TIMEOUT_SECONDS,
+            "read_timeout": read_timeout,
+            "retry_total": RETRIES,
+            **(client_options or {}),
+        }
 
     async def upload(
         self,
@@ -47,12 +64,28 @@ class ClaimCheckStore:
         identity: BlobIdentity | None = None,
     ) -> None:
         """Upload with the connection string, or with `identity` when it is given."""
+        try:
+            await self._upload(connection_string or "", container, name, body, identity)
+        except BaseException:  # timed out, cancelled or failed: this client is not reused
+            client = self._containers.pop(_key(connection_string or "", container, identity), None)
+            if client is not None:
+                close_in_background(client.close, CLOSE_SECONDS)
+            raise
+
+    async def _upload(
+        self,
+        connection_string: str,
+        container: str,
+        name: str,
+        body: bytes,
+        identity: BlobIdentity | None,
+    ) -> None:
         from azure.core.exceptions import ResourceNotFoundError
         from azure.storage.blob import ContentSettings
 
         endpoint = f"BlobEndpoint={identity.account_url}" if identity else connection_string
         await self._guard.check_blob(endpoint or "")
-        client = self._container(connection_string or "", container, identity)
+        client = self._container(connection_string, container, identity)
         settings = ContentSettings(content_type="application/json")
         try:
             await client.upload_blob(name, body, overwrite=True, content_settings=settings)
@@ -68,7 +101,7 @@ class ClaimCheckStore:
     ) -> Any:
         from azure.storage.blob.aio import ContainerClient
 
-        key = (identity.key if identity else connection_string, container)
+        key = _key(connection_string, container, identity)
         client = self._containers.get(key)
         if client is None and identity is not None:
             client = self._containers[key] = ContainerClient(
@@ -89,3 +122,7 @@ class ClaimCheckStore:
         clients, self._containers = list(self._containers.values()), OrderedDict()
         for client in clients:
             await client.close()
+
+
+def _key(connection_string: str, container: str, identity: BlobIdentity | None) -> tuple[str, str]:
+    return (identity.key if identity else connection_string, container)

@@ -31,7 +31,11 @@ class Coalescer(Generic[T]):
         self._pending.append((item, future))
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._run())
-        await future
+        try:
+            await future
+        except asyncio.CancelledError:  # e.g. the caller's deadline: an item not yet taken
+            self._pending = [p for p in self._pending if p[1] is not future]  # is never sent
+            raise
 
     async def _run(self) -> None:
         while self._pending:

@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 
 from shared.connstrings import ConnectionStringError
+from shared.dispatch.isolation import IsolationFailure
 from shared.endpoints import EndpointRefused, public_message
 from shared.models import DeliveryError, ErrorCategory
 
@@ -124,6 +125,12 @@ def category_of(error: BaseException) -> ErrorCategory | None:
 def classify(error: BaseException, secrets: Sequence[str] = ()) -> DeliveryError:
     """TooLarge is final; Configuration needs the customer to act; Transient needs time; an
     unknown exception is our bug: reported with its traceback, and Transient."""
+    if isinstance(error, IsolationFailure):  # Timeout, CircuitOpen: our own isolation's call
+        return DeliveryError(
+            category=ErrorCategory.TRANSIENT,
+            type=error.record_type,
+            message=scrub(str(error), secrets),
+        )
     error = _refined(error)
     category = category_of(error)
     if category is None:

@@ -35,14 +35,38 @@ class RetryScheduler:
                 attempt,
             )
             return False
+        await self._enqueue(
+            event, connection_uid, attempt + 1, parent_uid, self.delays[attempt - 1]
+        )
+        return True
+
+    async def defer(
+        self,
+        event: SystemEvent,
+        connection_uid: UUID,
+        attempt: int,
+        parent_uid: UUID | None,
+        delay: float,
+    ) -> None:
+        """The same attempt again after `delay` (its bulkhead was full: nothing was sent, no
+        record was written)."""
+        await self._enqueue(event, connection_uid, attempt, parent_uid, delay)
+
+    async def _enqueue(
+        self,
+        event: SystemEvent,
+        connection_uid: UUID,
+        attempt: int,
+        parent_uid: UUID | None,
+        delay: float,
+    ) -> None:
         retry = DeliveryRetry(
             event=await self._events.to_payload(event),
             connection_uid=connection_uid,
-            attempt=attempt + 1,
+            attempt=attempt,
             parent_uid=parent_uid,
         )
         await self.queue.send_message(
             encode_queue_message(json.dumps(retry.to_json()).encode()),
-            visibility_timeout=int(self.delays[attempt - 1]),
+            visibility_timeout=int(delay),
         )
-        return True

@@ -19,6 +19,7 @@ from shared import connstrings
 from shared.dispatch.coalesce import Coalescer
 from shared.dispatch.entra import CredentialFactory, EntraTarget, TenantCredentials
 from shared.dispatch.errors import TooLarge
+from shared.dispatch.isolation import Deadline, close_in_background
 from shared.dispatch.outgoing import Outgoing
 from shared.endpoints import DEFAULT_GUARD, ConnectGuard
 
@@ -27,6 +28,7 @@ log = logging.getLogger("shared.dispatch")
 SEND_TIMEOUT_SECONDS = 20.0  # our own retry schedule takes over after this
 MAX_CACHED_SENDERS = 500
 IDLE_SECONDS = 600.0
+CLOSE_SECONDS = 10.0  # a close that takes longer is abandoned
 # A flush sends at most this many messages, so the records of the first ones are written
 # while the next are encoded (10,000 deliveries: 1,157 to 1,357/s against 919 to 1,104/s
 # with everything waiting in one batch; docs/BENCHMARKS.md).
@@ -34,7 +36,16 @@ BATCH_MOST = 32
 
 
 class QueueSender:
-    """The one sender of a connection string and queue, sending what it is given in batches."""
+    """The one sender of a connection string and queue, sending what it is given in batches.
+
+    Each message comes with its attempt's Deadline; a flush runs under the earliest deadline
+    of its messages (the oldest, since a flush takes all that waited). When it expires the
+    whole flush fails with DeliveryTimeout and the client is thrown away (closed in the
+    background): a link cut off mid-transfer is never used again, and messages still waiting
+    go out on a fresh connection in the next flush.
+    """
+
+    stuck_after = 5.0  # a flush this far past its deadline ignored the cancellation
 
     def __init__(
         self,
@@ -49,17 +60,26 @@ class QueueSender:
         self._entra = entra
         self._client: Any = None
         self._sender: Any = None
-        self._coalescer: Coalescer[Outgoing] = Coalescer(self._flush, most=BATCH_MOST)
+        self._coalescer: Coalescer[tuple[Outgoing, Deadline]] = Coalescer(
+            self._flush, most=BATCH_MOST
+        )
+        self._flushing_until: float | None = None  # the running flush's deadline
         self.last_used = time.monotonic()
 
-    async def send(self, message: Outgoing) -> None:
+    async def send(self, message: Outgoing, deadline: Deadline) -> None:
         """Send one message (gathered with concurrent ones); TooLarge if it cannot fit."""
         self.last_used = time.monotonic()
-        await self._coalescer.submit(message)
+        await self._coalescer.submit((message, deadline))
 
     @property
     def idle(self) -> bool:
         return self._coalescer.idle
+
+    @property
+    def stuck(self) -> bool:
+        """A flush outlived its deadline by seconds: the SDK ignored the cancellation."""
+        until = self._flushing_until
+        return until is not None and asyncio.get_running_loop().time() > until + self.stuck_after
 
     async def _open(self) -> Any:
         if self._sender is None and self._entra is not None:
@@ -92,34 +112,54 @@ class QueueSender:
         client, self._client, self._sender = self._client, None, None
         if client is not None:
             try:
-                await client.close()
+                async with asyncio.timeout(CLOSE_SECONDS):  # a dead peer never answers a close
+                    await client.close()
             except Exception:  # closing a broken connection may fail too; it is dropped anyway
                 log.debug("closing a Service Bus client failed", exc_info=True)
 
-    async def _flush(self, messages: Sequence[Outgoing]) -> list[BaseException | None]:
+    def _discard(self) -> None:
+        """Drop the client now; its close runs in the background and is never awaited."""
+        client, self._client, self._sender = self._client, None, None
+        if client is not None:
+            close_in_background(client.close, CLOSE_SECONDS)
+
+    async def _flush(
+        self, items: Sequence[tuple[Outgoing, Deadline]]
+    ) -> list[BaseException | None]:
+        deadline = min((d for _, d in items), key=lambda d: d.at)
+        self._flushing_until = deadline.at
+        try:
+            return await self._send_all([m for m, _ in items], deadline)
+        finally:
+            self._flushing_until = None
+
+    async def _send_all(
+        self, messages: Sequence[Outgoing], deadline: Deadline
+    ) -> list[BaseException | None]:
         outcomes: list[BaseException | None] = [None] * len(messages)
         done: set[int] = set()  # settled by the service, whatever happens after
         try:
-            sender = await self._open()
-            batch = await sender.create_message_batch()
-            members: list[int] = []
-            for index, message in enumerate(messages):
-                sb_message = message.to_servicebus()
-                added = _added(batch, sb_message)
-                if not added and members:  # the batch is full: send it and start another
-                    await sender.send_messages(batch, timeout=SEND_TIMEOUT_SECONDS)
-                    done.update(members)
-                    batch, members = await sender.create_message_batch(), []
+            async with deadline.scope():
+                sender = await self._open()
+                batch = await sender.create_message_batch()
+                members: list[int] = []
+                for index, message in enumerate(messages):
+                    sb_message = message.to_servicebus()
                     added = _added(batch, sb_message)
-                if added:
-                    members.append(index)
-                else:  # larger than a batch may be: only the link's own limit decides
-                    outcomes[index] = await self._send_alone(sender, sb_message)
-                    done.add(index)
-            if members:
-                await sender.send_messages(batch, timeout=SEND_TIMEOUT_SECONDS)
+                    if not added and members:  # the batch is full: send it, start another
+                        await sender.send_messages(batch, timeout=SEND_TIMEOUT_SECONDS)
+                        done.update(members)
+                        batch, members = await sender.create_message_batch(), []
+                        added = _added(batch, sb_message)
+                    if added:
+                        members.append(index)
+                    else:  # larger than a batch may be: only the link's own limit decides
+                        outcomes[index] = await self._send_alone(sender, sb_message)
+                        done.add(index)
+                if members:
+                    await sender.send_messages(batch, timeout=SEND_TIMEOUT_SECONDS)
         except Exception as e:
-            await self.close()  # a failed connection is not reused: the next send reconnects
+            self._discard()  # a failed connection is not reused: the next send reconnects
             return [outcomes[i] if i in done else e for i in range(len(messages))]
         return outcomes
 
@@ -152,11 +192,13 @@ class SenderPool:
         max_senders: int = MAX_CACHED_SENDERS,
         guard: ConnectGuard = DEFAULT_GUARD,
         credentials: CredentialFactory | None = None,
+        make: type[QueueSender] = QueueSender,
     ) -> None:
         self._senders: OrderedDict[tuple[str, str], QueueSender] = OrderedDict()
         self._max = max_senders
         self._guard = guard
         self.credentials = credentials or TenantCredentials.from_environment()
+        self._make = make  # tests give a sender that misbehaves
 
     def get(
         self, connection_string: str, queue: str, entra: EntraTarget | None = None
@@ -164,10 +206,13 @@ class SenderPool:
         """The sender of a connection string (or, with `entra`, of a namespace and tenant)."""
         key = (f"entra:{entra.tenant_id}:{entra.namespace}" if entra else connection_string, queue)
         sender = self._senders.get(key)
+        if sender is not None and sender.stuck:  # thrown away; its flush ends on its own
+            close_in_background(sender.close, CLOSE_SECONDS)
+            sender = None
         if sender is None:
             self._evict()
             with_token = (entra, self.credentials) if entra else None
-            sender = QueueSender(connection_string, queue, self._guard, with_token)
+            sender = self._make(connection_string, queue, self._guard, with_token)
             self._senders[key] = sender
         self._senders.move_to_end(key)
         return sender

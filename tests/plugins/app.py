@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import uuid
@@ -11,8 +12,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from local.azurite import start_azurite
 from shared.crypto import KeyRing
 from shared.services import Services, get_services
+from shared.settings import Settings, StorageTarget
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +33,7 @@ def app_environment(storage_connection_string: str) -> Iterator[dict[str, str]]:
         "LIMIT_REQUEST_BURST": "1000000",
         "LIMIT_SEND_BURST": "1000000",
         "LIMIT_FAILED_KEYS_PER_MINUTE": "1000000",
+        "DELIVERY_ATTEMPT_TIMEOUT_SECONDS": "5",  # a black hole answers within seconds
     }
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
@@ -39,6 +43,20 @@ def app_environment(storage_connection_string: str) -> Iterator[dict[str, str]]:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture
+async def own_storage(app_environment: dict[str, str]) -> AsyncIterator[tuple[str, Services]]:
+    """An Azurite of the test's own (its connection string, and Services on it), so that no
+    other host in the session takes its events."""
+    azurite = start_azurite()
+    settings = dataclasses.replace(
+        Settings.from_environment(), storage=StorageTarget(azurite.connection_string)
+    )
+    services = await Services.open(settings)
+    yield azurite.connection_string, services
+    await services.close()
+    azurite.stop()
 
 
 @pytest.fixture(scope="session")

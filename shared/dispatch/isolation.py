@@ -1,0 +1,288 @@
+"""Keeping one tenant's slow or dead endpoint from stalling every other tenant.
+
+- `Deadline`: one budget per delivery attempt, enforced with `asyncio.timeout` around what
+  the attempt awaits (connection open, CBS, link attach, claim-check upload, send), so a
+  black hole costs at most that long whatever the SDKs' own options do.
+- `Bulkhead`: at most N attempts in flight per connection, and M queue-triggered attempts
+  per account, in this process. A delivery finding no room waits
+  only while the holders are moving (one lets go now and then, as in a healthy burst);
+  behind holders that stand still it is deferred
+  by the dispatcher (back on the retry queue, same attempt) instead of holding a host slot.
+- `Breaker`: per connection; after K consecutive timeouts or connection failures it fails
+  deliveries fast until a probe after a cool-down gets an answer. `Breakers.states()` is
+  what a health feature reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from enum import StrEnum
+from types import TracebackType
+from typing import Any, ClassVar, Generic, TypeVar
+from uuid import UUID
+
+from shared.settings import IsolationSettings
+
+# Errors that say the endpoint did not answer (by class name, any level of the hierarchy),
+# as opposed to an answer we did not like (auth, not found, busy, too large).
+_UNREACHABLE = {
+    "ServiceBusConnectionError",
+    "ServiceBusCommunicationError",
+    "OperationTimeoutError",
+    "ServiceRequestError",
+    "ServiceResponseError",
+    "ConnectionError",
+    "OSError",
+}
+
+K = TypeVar("K")
+
+
+class IsolationFailure(Exception):
+    """A failure our own isolation decided; `record_type` is the record's Error.Type."""
+
+    record_type: ClassVar[str]
+
+
+class DeliveryTimeout(IsolationFailure):
+    record_type = "Timeout"
+
+
+class CircuitOpen(IsolationFailure):
+    record_type = "CircuitOpen"
+
+
+def unreachable(error: BaseException) -> bool:
+    """Whether an attempt's error counts against the endpoint in its breaker."""
+    if isinstance(error, DeliveryTimeout):
+        return True
+    return bool({cls.__name__ for cls in type(error).__mro__} & _UNREACHABLE)
+
+
+class Deadline:
+    """The moment an attempt must be over by, on the event loop's clock."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at = asyncio.get_running_loop().time() + seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self.at - asyncio.get_running_loop().time())
+
+    @contextlib.asynccontextmanager
+    async def scope(self) -> AsyncIterator[None]:
+        """Cancel what runs inside at the deadline and raise DeliveryTimeout instead."""
+        try:
+            async with asyncio.timeout_at(self.at):
+                yield
+        except TimeoutError as e:
+            if self.remaining() > 0:  # a timeout of the SDK's own, not ours
+                raise
+            raise DeliveryTimeout(f"the attempt did not finish within {self.seconds:g} s") from e
+
+
+# Closes that may hang on a dead peer run here, never awaited by a delivery; kept referenced
+# so the loop does not drop them half-way.
+_closing: set[asyncio.Task[None]] = set()
+
+
+def close_in_background(close: Callable[[], Awaitable[Any]], seconds: float) -> None:
+    """Throw a client away: close it without waiting, giving up after `seconds`."""
+
+    async def run() -> None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(seconds):
+                await close()
+
+    task = asyncio.get_running_loop().create_task(run())
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
+class Slot:
+    """One place in a bulkhead, held until released."""
+
+    def __init__(self, release: Callable[[], None]) -> None:
+        self._release: Callable[[], None] | None = release
+
+    def release(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+    def __enter__(self) -> Slot:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+class Bulkhead(Generic[K]):
+    """At most `limit` holders per key (a connection, an account) in this process."""
+
+    def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit, self._clock = limit, clock
+        self._holders: dict[K, dict[int, float]] = {}  # slot number -> when it was taken
+        self._released: dict[K, float] = {}  # when a holder last let go, while others hold
+        self._numbers = itertools.count()
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def in_flight(self, key: K) -> int:
+        return len(self._holders.get(key, ()))
+
+    def still(self, key: K) -> float:
+        """Seconds since the holders of `key` last moved: since one let go, or since the
+        longest holder came in when none has let go meanwhile (0 when there are none)."""
+        holders = self._holders.get(key)
+        if not holders:
+            return 0.0
+        moved = max(next(iter(holders.values())), self._released.get(key, 0.0))
+        return self._clock() - moved
+
+    def try_enter(self, key: K) -> Slot | None:
+        """A slot now, or None when the key is at its limit."""
+        holders = self._holders.setdefault(key, {})
+        if len(holders) >= self.limit:
+            return None
+        number = next(self._numbers)
+        holders[number] = self._clock()
+        return Slot(lambda: self._leave(key, number))
+
+    async def enter(self, key: K) -> Slot:
+        """A slot, waiting for one as long as it takes (the caller bounds the wait)."""
+        while (slot := self.try_enter(key)) is None:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                self._waiters.remove(waiter)
+        return slot
+
+    async def enter_unless_stuck(self, key: K, patience: float) -> Slot | None:
+        """A slot, waiting for one only while the holders keep moving (one lets go at least
+        every `patience` seconds, as in a healthy burst). None when they stand still that
+        long (stuck, e.g. on a black hole: waiting would only hold a host slot)."""
+        while (slot := self.try_enter(key)) is None:
+            wait = patience - self.still(key)
+            if wait <= 0:
+                return None
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                async with asyncio.timeout(wait):
+                    await waiter
+            except TimeoutError:
+                return None
+            finally:
+                self._waiters.remove(waiter)
+        return slot
+
+    def _leave(self, key: K, number: int) -> None:
+        holders = self._holders[key]
+        del holders[number]
+        self._released[key] = self._clock()
+        if not holders:
+            del self._holders[key], self._released[key]
+        for waiter in self._waiters:  # each tries again; those still over the limit wait on
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+class BreakerState(StrEnum):
+    CLOSED = "Closed"
+    OPEN = "Open"
+    HALF_OPEN = "HalfOpen"  # one probe is trying
+
+
+class Breaker:
+    """Consecutive failures to reach one connection's endpoint, and whether to try at all."""
+
+    def __init__(
+        self, failures: int, cool_down: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._threshold, self._cool_down, self._clock = failures, cool_down, clock
+        self.failures = 0
+        self.state = BreakerState.CLOSED
+        self._since = 0.0  # when it opened, or when the probe started
+
+    def admit(self) -> bool:
+        """Whether an attempt may go ahead. Once the cool-down is over one probe may; a
+        probe that never reports (its process died) is replaced after another cool-down."""
+        if self.state == BreakerState.CLOSED:
+            return True
+        if self._clock() - self._since < self._cool_down:
+            return False
+        self.state, self._since = BreakerState.HALF_OPEN, self._clock()
+        return True
+
+    def record(self, error: BaseException | None) -> None:
+        """An admitted attempt's outcome. Any answer from the endpoint closes the breaker,
+        even an error; only silence or a broken connection counts against it."""
+        if isinstance(error, asyncio.CancelledError):
+            return  # our own shutdown says nothing about the endpoint
+        if error is None or not unreachable(error):
+            self.failures, self.state = 0, BreakerState.CLOSED
+            return
+        self.failures += 1
+        if self.state == BreakerState.HALF_OPEN or self.failures >= self._threshold:
+            self.state, self._since = BreakerState.OPEN, self._clock()
+
+    def open_error(self) -> CircuitOpen:
+        wait = max(0.0, self._cool_down - (self._clock() - self._since))
+        return CircuitOpen(
+            f"{self.failures} consecutive attempts timed out or could not connect; "
+            f"the next probe in {wait:.0f} s"
+        )
+
+
+class Breakers:
+    """One breaker per connection, made on first use."""
+
+    MAX_KEPT = 10_000  # beyond this, closed breakers with nothing to remember are forgotten
+
+    def __init__(
+        self, failures: int, cool_down: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._make = lambda: Breaker(failures, cool_down, clock)
+        self._breakers: dict[UUID, Breaker] = {}
+
+    def get(self, connection: UUID) -> Breaker:
+        breaker = self._breakers.get(connection)
+        if breaker is None:
+            if len(self._breakers) >= self.MAX_KEPT:
+                self._breakers = {
+                    uid: b for uid, b in self._breakers.items() if b.failures or b.state != "Closed"
+                }
+            breaker = self._breakers[connection] = self._make()
+        return breaker
+
+    def states(self) -> dict[UUID, BreakerState]:
+        """Connections whose breaker is not plainly closed (for health reporting)."""
+        return {uid: b.state for uid, b in self._breakers.items() if b.state != "Closed"}
+
+
+class Isolation:
+    """The deadline, bulkheads and breakers of one dispatcher."""
+
+    def __init__(
+        self, settings: IsolationSettings, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.settings = settings
+        self.connections: Bulkhead[UUID] = Bulkhead(settings.max_in_flight_per_connection, clock)
+        self.accounts: Bulkhead[str] = Bulkhead(settings.max_in_flight_per_account, clock)
+        self.breakers = Breakers(
+            settings.breaker_failures, settings.breaker_cool_down_seconds, clock
+        )
+
+    def deadline(self) -> Deadline:
+        return Deadline(self.settings.attempt_timeout_seconds)
