@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from shared.storage.apikeys import ApiKeyRepository
     from shared.storage.clients import StorageClients
     from shared.storage.connections import ConnectionRepository
+    from shared.storage.health import HealthRepository
     from shared.storage.messages import MessageLog
 
 
@@ -29,6 +30,7 @@ class Services:
     api_keys: ApiKeyRepository
     messages: MessageLog
     events: EventStore
+    health: HealthRepository
     clock: Clock = field(default=system_clock)
     _dispatcher: Dispatcher | None = None
 
@@ -41,6 +43,7 @@ class Services:
         from shared.storage import clients
         from shared.storage.apikeys import ApiKeyRepository
         from shared.storage.connections import ConnectionRepository
+        from shared.storage.health import HealthRepository
         from shared.storage.messages import MessageLog
 
         storage = clients.StorageClients(settings.storage)
@@ -53,6 +56,7 @@ class Services:
             api_keys=ApiKeyRepository(await storage.table(clients.API_KEYS_TABLE)),
             messages=MessageLog(await storage.table(clients.MESSAGES_TABLE), bodies),
             events=EventStore(bodies, settings.limits.event_bytes),
+            health=HealthRepository(await storage.table(clients.HEALTH_TABLE)),
             clock=clock,
         )
 
@@ -73,6 +77,7 @@ class Services:
         # Imported here, not at the top: the dispatch code and the Service Bus SDK stay out of
         # the cold start of HTTP-only workers.
         from shared.dispatch.dispatcher import Dispatcher
+        from shared.dispatch.health import HealthTracker
         from shared.dispatch.retries import RetryScheduler
         from shared.endpoints import ConnectGuard
         from shared.storage import clients
@@ -91,6 +96,13 @@ class Services:
             guard=ConnectGuard(self.settings.allow_local_endpoints),
             credentials=credentials,  # None: Entra ID tokens through the managed identity
             blob_options=blob_options,
+            health=HealthTracker(
+                self.health,
+                self.clock,
+                flush_seconds=self.settings.health_flush_seconds,
+                suspend_after_seconds=self.settings.suspend_after_seconds,
+                cache_seconds=self.settings.connection_cache_seconds,
+            ),
         )
 
     async def publish(self, event: SystemEvent) -> None:

@@ -36,6 +36,7 @@ var tableNames = [
   'connections'
   'apikeys'
   'messages'
+  'connectionhealth'
 ]
 var queueNames = [
   'system-events'

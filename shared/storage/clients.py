@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 CONNECTIONS_TABLE = "connections"
 API_KEYS_TABLE = "apikeys"
 MESSAGES_TABLE = "messages"
+HEALTH_TABLE = "connectionhealth"  # one small row per connection (issue 15)
 SYSTEM_EVENTS_QUEUE = "system-events"
 RETRY_QUEUE = "delivery-retries"
 POISON_SUFFIX = "-poison"  # where the Functions host moves what keeps failing
