@@ -223,7 +223,7 @@ async def test_resume_ends_a_suspension_and_is_404_for_an_unknown_connection(
 def seen(*outcomes: tuple[int, ErrorCategory | None]) -> Outcomes:
     result = Outcomes()
     for minute, category in outcomes:
-        error = category and DeliveryError(category=category, type="T", message="m")
+        error = DeliveryError(category=category, type="T", message="m") if category else None
         result.add(T0 + timedelta(minutes=minute), error)
     return result
 
@@ -285,4 +285,4 @@ async def test_many_outcomes_cost_one_write_per_flush(services: Services, accoun
 
 async def queue_length(services: Services, name: str) -> int:
     queue = await services.storage.queue(name)
-    return int((await queue.get_queue_properties()).approximate_message_count)  # delayed too
+    return (await queue.get_queue_properties()).approximate_message_count or 0  # delayed too
