@@ -92,9 +92,14 @@ class Outcomes:
 
 
 def merge(
-    state: HealthState, seen: Outcomes, now: datetime, suspend_after: timedelta
+    state: HealthState,
+    seen: Outcomes,
+    now: datetime,
+    suspend_after: timedelta,
+    breaker_open: bool = False,
 ) -> HealthState:
-    """The stored state with `seen` added (the rule in the module docstring)."""
+    """The stored state with `seen` added (the rule in the module docstring). With the
+    writer's circuit breaker open for the connection, it is at best Degraded."""
     if state.status == HealthStatus.SUSPENDED or seen.empty:
         return state
     failures = seen.trailing_failures + (0 if seen.had_success else state.consecutive_failures)
@@ -102,7 +107,7 @@ def merge(
     if failing_since is not None and seen.only_configuration and state.failing_since:
         failing_since = state.failing_since  # the run started before this writer's window
     if failures == 0:
-        status = HealthStatus.HEALTHY
+        status = HealthStatus.DEGRADED if breaker_open else HealthStatus.HEALTHY
     elif failing_since is None:
         status = HealthStatus.DEGRADED
     elif now - failing_since >= suspend_after:

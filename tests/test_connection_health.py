@@ -7,6 +7,7 @@ injected clock, so three days of failures take no time.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import uuid
@@ -260,6 +261,12 @@ def test_a_transient_failure_breaks_the_run_that_leads_to_suspension() -> None:
     assert merge(suspended, seen((3, None)), later, SUSPEND_AFTER) == suspended  # only a resume
 
 
+def test_an_open_breaker_makes_a_healthy_connection_degraded() -> None:
+    state = merge(HealthState.new(T0), seen((1, None)), T0, SUSPEND_AFTER, breaker_open=True)
+    assert state.status == HealthStatus.DEGRADED
+    assert merge(HealthState.new(T0), seen((1, None)), T0, SUSPEND_AFTER).status == "Healthy"
+
+
 async def test_many_outcomes_cost_one_write_per_flush(services: Services, account: str) -> None:
     writes: list[uuid.UUID] = []
 
@@ -281,6 +288,22 @@ async def test_many_outcomes_cost_one_write_per_flush(services: Services, accoun
     state = await repository.get(account, uid)
     assert state is not None and state.consecutive_failures == 500
     assert state.status == HealthStatus.DEGRADED
+
+
+async def test_outcomes_are_written_by_the_timer_without_a_call(
+    services: Services, account: str
+) -> None:
+    repository = HealthRepository(await services.storage.table(HEALTH_TABLE))
+    tracker = HealthTracker(
+        repository, lambda: T0, flush_seconds=0.1, suspend_after_seconds=60, cache_seconds=0
+    )
+    uid = uuid.uuid4()
+    tracker.observe(account, uid, T0, None)
+    for _ in range(100):  # polled, not timed: the timer writes within its interval
+        if (state := await repository.get(account, uid)) is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert state is not None and state.last_success_at == T0
 
 
 async def queue_length(services: Services, name: str) -> int:

@@ -29,12 +29,16 @@ class HealthTracker:
         flush_seconds: float,
         suspend_after_seconds: float,
         cache_seconds: float,
+        breaker_open: Callable[[UUID], bool] | None = None,
     ) -> None:
+        """`breaker_open(connection_uid)`: whether this process's circuit breaker (issue 12)
+        holds the connection's deliveries back; optional, so health does not depend on it."""
         self.repository = repository
         self.clock = clock
         self.flush_seconds = flush_seconds
         self.suspend_after = timedelta(seconds=suspend_after_seconds)
         self.cache_seconds = cache_seconds
+        self.breaker_open = breaker_open
         self._pending: dict[tuple[str, UUID], Outcomes] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Task[None] | None = None
@@ -61,17 +65,20 @@ class HealthTracker:
         pending, self._pending, self._timer = self._pending, {}, None
         for (account, uid), seen in pending.items():
             try:
-                state = await self.repository.update(account, uid, self._merging(seen))
+                state = await self.repository.update(account, uid, self._merging(uid, seen))
             except Exception:  # health is advisory: a failed write never fails a delivery
                 log.warning("writing the health of connection %s failed", uid, exc_info=True)
                 continue
             if state.status == HealthStatus.SUSPENDED:
                 self._suspended.pop(account, None)  # read again: this process stops at once
 
-    def _merging(self, seen: Outcomes) -> Callable[[HealthState | None], HealthState]:
+    def _merging(self, uid: UUID, seen: Outcomes) -> Callable[[HealthState | None], HealthState]:
+        held_back = self.breaker_open is not None and self.breaker_open(uid)
+
         def merged(stored: HealthState | None) -> HealthState:
             now = self.clock()
-            return merge(stored or HealthState.new(now), seen, now, self.suspend_after)
+            base = stored or HealthState.new(now)
+            return merge(base, seen, now, self.suspend_after, held_back)
 
         return merged
 
