@@ -107,6 +107,9 @@ async def test_an_unknown_queue_in_strict_mode_is_a_400_and_a_known_one_gets_the
     [message] = await receive(cs, "known", 1)
     assert json.loads(body_of(message))["EventKey"] == "System.ConnectionVerified"
     assert message.application_properties[b"EventKey"] == b"System.ConnectionVerified"
+    again = connection(cs, "known", Uid=created["Uid"])
+    assert (await api.call("POST", PATH, again))[0] == 409
+    assert await nothing_arrives(cs, "known")  # a conflict is found before any send
 
 
 async def test_verify_false_saves_without_sending_and_inactive_connections_are_not_verified(

@@ -71,6 +71,8 @@ async def create_connection(call: Call) -> Connection:
     most = services.settings.limits.connections_per_account
     if await services.connections.count(call.account) >= most:
         raise ApiError(409, "Limit reached", f"an account has at most {most} connections")
+    if sent.uid and await services.connections.exists(call.account, sent.uid):
+        raise ApiError(409, "Conflict", f"connection {sent.uid} exists already")  # unverified
     connection = Connection(**{**dict(sent), "uid": sent.uid or uuid.uuid4()})
     unsaved = StoredConnection(call.account, connection, "")
     health = await health_after_save(services, unsaved, call.query.verify, None)
