@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -110,6 +111,29 @@ async def test_an_unknown_queue_in_strict_mode_is_a_400_and_a_known_one_gets_the
     again = connection(cs, "known", Uid=created["Uid"])
     assert (await api.call("POST", PATH, again))[0] == 409
     assert await nothing_arrives(cs, "known")  # a conflict is found before any send
+
+
+async def test_the_claim_check_container_is_probed_and_a_refused_one_is_named(
+    api: Api, servicebus_emulator: Emulator, storage_connection_string: str, unique_queue: str
+) -> None:
+    from azure.storage.blob.aio import ContainerClient
+
+    container = f"probe-{uuid.uuid4().hex[:8]}"
+    blob = {"BlobContainerConnectionString": storage_connection_string}
+    sb = servicebus_emulator.connection_string
+    wrong = re.sub(r"AccountKey=[^;]+", "AccountKey=V1JPTkdLRVk=", storage_connection_string)
+    refused = connection(sb, unique_queue, BlobContainerConnectionString=wrong)
+    status, problem = await api.call("POST", PATH, refused | {"BlobContainerName": container})
+    assert status == 400, problem
+    assert list(problem["errors"]) == ["BlobContainerConnectionString"]
+    assert "V1JPTkdLRVk" not in json.dumps(problem)
+
+    sent = connection(sb, unique_queue, BlobContainerName=container, **blob)
+    status, created = await api.call("POST", PATH, sent)
+    assert status == 200 and created["Health"]["Status"] == "Healthy", created
+    async with ContainerClient.from_connection_string(storage_connection_string, container) as c:
+        assert await c.exists()  # made by the probe, which left nothing behind
+        assert [b.name async for b in c.list_blobs()] == []
 
 
 async def test_verify_false_saves_without_sending_and_inactive_connections_are_not_verified(
