@@ -96,6 +96,8 @@ class HealthTracker:
             return False
 
     async def close(self) -> None:
+        if self._flushing is not None:
+            await self._flushing  # a write the timer started
         await self.flush()
 
 
