@@ -373,6 +373,17 @@ class ConnectionInput(ApiModel):
                 raise ValueError(f"value {number}: at most 1024 characters")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _health_is_read_only(cls, data: Any) -> Any:
+        """`Health` as sent is dropped (a client may PUT back what it got); only a stored
+        Connection carries one."""
+        if isinstance(data, dict) and "health" not in cls.model_fields:
+            return {
+                k: v for k, v in data.items() if not (isinstance(k, str) and k.lower() == "health")
+            }
+        return data
+
     def fields_holding_mask(self) -> list[str]:
         """Connection strings that still hold the `***` a response showed in place of a secret."""
         strings = {
@@ -389,10 +400,34 @@ class ConnectionInput(ApiModel):
         return self.active and any(catalog.matches(p, event_key) for p in self.enabled_events)
 
 
+class HealthStatus(StrEnum):
+    """How a connection's deliveries are going (issue 15)."""
+
+    HEALTHY = "Healthy"
+    DEGRADED = "Degraded"  # the last deliveries failed with Transient errors
+    FAILING = "Failing"  # the last deliveries failed with Configuration errors
+    SUSPENDED = "Suspended"  # failing for SUSPEND_AFTER_SECONDS: events are kept, not sent
+
+
+class ConnectionHealth(ApiModel):
+    """A connection's health, derived from its delivery outcomes (read-only; eventually
+    consistent within a minute)."""
+
+    status: HealthStatus = HealthStatus.HEALTHY
+    since: Timestamp = Field(description="When Status last changed.")
+    last_success_at: Timestamp | None = None
+    last_failure_at: Timestamp | None = None
+    consecutive_failures: int = Field(0, description="Failed deliveries since the last success.")
+    last_error: DeliveryError | None = None
+
+
 class Connection(ConnectionInput):
     """A stored connection, as the API returns it (secrets shown as ***)."""
 
     uid: UUID
+    health: ConnectionHealth | None = Field(
+        None, description="Read-only: ignored when sent, so a client can PUT back what it got."
+    )
 
 
 # ------------------------------------------------------------------ messages
@@ -425,7 +460,7 @@ class ErrorCategory(StrEnum):
     TRANSIENT = "Transient"  # retried on the schedule
     CONFIGURATION = "Configuration"  # retried, but the customer has to act
     TOO_LARGE = "TooLarge"  # final: never retried
-    # (room for more, e.g. Suspended for a connection switched off after repeated failures)
+    SUSPENDED = "Suspended"  # not sent: the connection is suspended; kept for a replay
 
 
 class DeliveryError(ApiModel):
@@ -513,6 +548,18 @@ class MessageQuery(ApiModel):
                 f"Page * PageSize is at most {MAX_LISTED}; use Since to reach older messages"
             )
         return value
+
+
+class SaveQuery(ApiModel):
+    """Query string of POST and PUT of a connection (lax types: query values arrive as text)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    verify: bool = Field(
+        True,
+        description="false: save without sending the verification message (automation, "
+        "namespaces not reachable at save time). Inactive connections are never verified.",
+    )
 
 
 class StatsQuery(ApiModel):

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from shared.storage.apikeys import ApiKeyRepository
     from shared.storage.clients import StorageClients
     from shared.storage.connections import ConnectionRepository
+    from shared.storage.health import HealthRepository
     from shared.storage.messages import MessageLog
     from shared.storage.portalsessions import PortalSessionRepository
 
@@ -31,6 +32,7 @@ class Services:
     portal_sessions: PortalSessionRepository
     messages: MessageLog
     events: EventStore
+    health: HealthRepository
     clock: Clock = field(default=system_clock)
     _dispatcher: Dispatcher | None = None
 
@@ -43,6 +45,7 @@ class Services:
         from shared.storage import clients
         from shared.storage.apikeys import ApiKeyRepository
         from shared.storage.connections import ConnectionRepository
+        from shared.storage.health import HealthRepository
         from shared.storage.messages import MessageLog
         from shared.storage.portalsessions import PortalSessionRepository
 
@@ -59,6 +62,7 @@ class Services:
             ),
             messages=MessageLog(await storage.table(clients.MESSAGES_TABLE), bodies),
             events=EventStore(bodies, settings.limits.event_bytes),
+            health=HealthRepository(await storage.table(clients.HEALTH_TABLE)),
             clock=clock,
         )
 
@@ -80,6 +84,7 @@ class Services:
         # Imported here, not at the top: the dispatch code and the Service Bus SDK stay out of
         # the cold start of HTTP-only workers.
         from shared.dispatch.dispatcher import Dispatcher
+        from shared.dispatch.health import HealthTracker
         from shared.dispatch.isolation import Isolation
         from shared.dispatch.retries import RetryScheduler
         from shared.endpoints import ConnectGuard
@@ -90,16 +95,25 @@ class Services:
             retry_delays or self.settings.retry_delays_seconds,
             self.events,
         )
+        isolated = Isolation(isolation or self.settings.isolation)
         return Dispatcher(
             connections=self.connections,
             records=self.messages,
             retries=retries,
             clock=self.clock,
             connection_cache_seconds=self.settings.connection_cache_seconds,
-            isolation=Isolation(isolation or self.settings.isolation),
+            isolation=isolated,
             guard=ConnectGuard(self.settings.allow_local_endpoints),
             credentials=credentials,  # None: Entra ID tokens through the managed identity
             blob_options=blob_options,
+            health=HealthTracker(
+                self.health,
+                self.clock,
+                flush_seconds=self.settings.health_flush_seconds,
+                suspend_after_seconds=self.settings.suspend_after_seconds,
+                cache_seconds=self.settings.connection_cache_seconds,
+                breaker_open=isolated.breakers.is_open,
+            ),
         )
 
     async def publish(self, event: SystemEvent) -> None:

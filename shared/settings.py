@@ -190,6 +190,12 @@ class Settings:
     storage_suffixes: tuple[str, ...] = STORAGE_SUFFIXES
     limits: Limits = field(default_factory=Limits)
     isolation: IsolationSettings = field(default_factory=IsolationSettings)
+    # Issue 15: the time budget of the verification send on save; how often a process writes
+    # a connection's health at most; how long every delivery must fail with Configuration
+    # before the connection is suspended.
+    verify_seconds: float = 10.0
+    health_flush_seconds: float = 15.0
+    suspend_after_seconds: float = 3 * 24 * 3600.0
 
     @classmethod
     def from_environment(cls) -> Settings:
@@ -205,6 +211,9 @@ class Settings:
             storage_suffixes=_suffixes("STORAGE_SUFFIXES", STORAGE_SUFFIXES),
             limits=Limits.from_environment(),
             isolation=IsolationSettings.from_environment(),
+            verify_seconds=float(os.environ.get("CONNECTION_VERIFY_SECONDS", "10")),
+            health_flush_seconds=float(os.environ.get("HEALTH_FLUSH_SECONDS", "15")),
+            suspend_after_seconds=float(os.environ.get("SUSPEND_AFTER_SECONDS", str(3 * 86400))),
         )
         if delays := os.environ.get("DELIVERY_RETRY_DELAYS"):  # for demos and tests: "1,1,1,1,1"
             settings = replace(settings, retry_delays_seconds=tuple(map(float, delays.split(","))))

@@ -39,6 +39,9 @@ STORAGE = (
     "EndpointSuffix=core.windows.net"
 )
 PATH = "/v1/azureservicebusconnections"
+# POST and PUT without the verification send: for tests of other things, and for hosts
+# nothing listens on (a verification there would cost a second per save).
+UNVERIFIED = PATH + "?verify=false"
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 

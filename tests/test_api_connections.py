@@ -7,12 +7,12 @@ import aiohttp
 import pytest
 
 from shared.services import Services
-from tests.factories import PATH, SB, STORAGE, body
+from tests.factories import PATH, SB, STORAGE, UNVERIFIED, body
 from tests.plugins.app import Api
 
 
 async def test_create_get_list_replace_delete(api: Api) -> None:
-    status, created = await api.call("POST", PATH, body())
+    status, created = await api.call("POST", UNVERIFIED, body())
     assert status == 200
     uid = created["Uid"]
     assert uuid.UUID(uid)
@@ -24,7 +24,9 @@ async def test_create_get_list_replace_delete(api: Api) -> None:
     assert await api.call("GET", f"{PATH}/{uid}") == (200, created)
     assert await api.call("GET", PATH) == (200, [created])
 
-    status, replaced = await api.call("PUT", PATH, {**created, "Title": "Renamed", "Active": False})
+    status, replaced = await api.call(
+        "PUT", UNVERIFIED, {**created, "Title": "Renamed", "Active": False}
+    )
     assert status == 200 and replaced["Title"] == "Renamed" and replaced["Active"] is False
 
     status, text = await api.call("DELETE", f"{PATH}/{uid}")
@@ -37,10 +39,10 @@ async def test_create_get_list_replace_delete(api: Api) -> None:
 async def test_secrets_never_come_back_and_a_masked_put_keeps_them(
     api: Api, services: Services, account: str
 ) -> None:
-    status, created = await api.call("POST", PATH, body())
+    status, created = await api.call("POST", UNVERIFIED, body())
     everything = str(created) + str(await api.call("GET", PATH))
     assert "S3CRET" not in everything and "QUNDT1VOVEtFWQ" not in everything
-    status, _ = await api.call("PUT", PATH, {**created, "QueueName": "renamed"})
+    status, _ = await api.call("PUT", UNVERIFIED, {**created, "QueueName": "renamed"})
     assert status == 200
     stored = await services.connections.get(account, uuid.UUID(created["Uid"]))
     assert stored.connection.service_bus_connection_string == SB
@@ -50,22 +52,22 @@ async def test_secrets_never_come_back_and_a_masked_put_keeps_them(
 
 async def test_post_with_a_given_uid_and_a_duplicate_is_a_conflict(api: Api) -> None:
     uid = str(uuid.uuid4())
-    status, created = await api.call("POST", PATH, body(Uid=uid))
+    status, created = await api.call("POST", UNVERIFIED, body(Uid=uid))
     assert status == 200 and created["Uid"] == uid
-    status, problem = await api.call("POST", PATH, body(Uid=uid))
+    status, problem = await api.call("POST", UNVERIFIED, body(Uid=uid))
     assert status == 409 and problem["status"] == 409
 
 
 async def test_put_needs_a_known_uid(api: Api) -> None:
-    status, problem = await api.call("PUT", PATH, body())
+    status, problem = await api.call("PUT", UNVERIFIED, body())
     assert status == 400 and "Uid" in problem["errors"]
-    status, _ = await api.call("PUT", PATH, body(Uid=str(uuid.uuid4())))
+    status, _ = await api.call("PUT", UNVERIFIED, body(Uid=str(uuid.uuid4())))
     assert status == 404
 
 
 async def test_post_refuses_the_mask_as_a_secret(api: Api) -> None:
     status, problem = await api.call(
-        "POST", PATH, body(ServiceBusConnectionString=SB.replace("S3CRET=", "***"))
+        "POST", UNVERIFIED, body(ServiceBusConnectionString=SB.replace("S3CRET=", "***"))
     )
     assert status == 400 and "ServiceBusConnectionString" in problem["errors"]
 
@@ -73,14 +75,14 @@ async def test_post_refuses_the_mask_as_a_secret(api: Api) -> None:
 async def test_another_accounts_connection_is_not_found(
     api: Api, api_host: str, services: Services
 ) -> None:
-    _, created = await api.call("POST", PATH, body())
+    _, created = await api.call("POST", UNVERIFIED, body())
     other_key, _ = await services.api_keys.create("other-account", services.clock())
     async with aiohttp.ClientSession(api_host, headers={"Authorization": other_key}) as s:
         other = Api(s)
         assert (await other.call("GET", f"{PATH}/{created['Uid']}"))[0] == 404
         assert (await other.call("DELETE", f"{PATH}/{created['Uid']}"))[0] == 404
-        assert (await other.call("PUT", PATH, {**created, "Title": "x"}))[0] == 404
-        assert (await other.call("POST", PATH, body(Uid=created["Uid"])))[0] == 200  # its own
+        assert (await other.call("PUT", UNVERIFIED, {**created, "Title": "x"}))[0] == 404
+        assert (await other.call("POST", UNVERIFIED, body(Uid=created["Uid"])))[0] == 200  # its own
         assert created["Uid"] not in str((await other.call("GET", PATH))[1][0]["Title"])
         assert (await other.call("GET", f"{PATH}/{created['Uid']}/messages"))[0] == 200
 
@@ -112,7 +114,7 @@ async def test_property_names_ignore_case_and_both_content_types_are_accepted(ap
     lower = {k.lower(): v for k, v in body().items()}
     status, created = await api.call(
         "POST",
-        PATH,
+        UNVERIFIED,
         data=json.dumps(lower),
         headers={"Content-Type": "application/json-patch+json"},
     )
@@ -134,7 +136,9 @@ async def test_property_names_ignore_case_and_both_content_types_are_accepted(ap
 async def test_bad_bodies_get_problem_details(
     api: Api, data: str, content_type: str, status: int, field: str | None
 ) -> None:
-    got, problem = await api.call("POST", PATH, data=data, headers={"Content-Type": content_type})
+    got, problem = await api.call(
+        "POST", UNVERIFIED, data=data, headers={"Content-Type": content_type}
+    )
     assert got == status
     assert problem["status"] == status and problem["title"] and "type" in problem
     if field:
@@ -144,7 +148,7 @@ async def test_bad_bodies_get_problem_details(
 async def test_validation_errors_name_each_field(api: Api) -> None:
     status, problem = await api.call(
         "POST",
-        PATH,
+        UNVERIFIED,
         body(
             QueueName="/bad",
             BlobContainerName="Bad_Name",

@@ -15,7 +15,7 @@ import pytest
 import function_app  # noqa: F401  (registers every route)
 from shared.api import openapi
 from shared.services import Services
-from tests.factories import PATH, body
+from tests.factories import PATH, UNVERIFIED, body
 from tests.plugins.app import Api
 
 IDS = re.compile(r"{(\w+)}")
@@ -51,7 +51,7 @@ async def owner(
     async with aiohttp.ClientSession(api_host, headers={"Authorization": key}) as session:
         other = Api(session)
         sent = body(ServiceBusConnectionString=servicebus_connection_string, QueueName=unique_queue)
-        status, connection = await other.call("POST", PATH, sent)
+        status, connection = await other.call("POST", UNVERIFIED, sent)
         assert status == 200
         status, record = await other.call("POST", f"{PATH}/{connection['Uid']}/test")
         assert status == 200

@@ -44,7 +44,7 @@ from shared.models import (
 )
 from shared.services import Services
 from shared.settings import DEFAULT_CLOUDEVENTS_SOURCE, IsolationSettings
-from tests.factories import NOW, PATH, ROOT, a_connection, an_event, body, connect
+from tests.factories import NOW, PATH, ROOT, UNVERIFIED, a_connection, an_event, body, connect
 from tests.plugins.app import Api
 from tests.servicebus_helpers import body_of, receive
 
@@ -256,13 +256,13 @@ async def test_a_cloud_events_claim_check_points_at_its_blob_with_dataref(
 async def test_bad_options_are_a_400_naming_the_field(
     api: Api, changes: dict[str, Any], field: str, words: str
 ) -> None:
-    status, problem = await api.call("POST", PATH, body(**changes))
+    status, problem = await api.call("POST", UNVERIFIED, body(**changes))
     assert status == 400, problem
     assert words in " ".join(problem["errors"][field])
 
 
 async def test_options_round_trip_and_default_to_todays_behaviour(api: Api) -> None:
-    status, plain = await api.call("POST", PATH, body())
+    status, plain = await api.call("POST", UNVERIFIED, body())
     assert status == 200
     assert (plain["SessionIdSource"], plain["TimeToLive"], plain["MessageFormat"]) == (
         "None",
@@ -275,7 +275,7 @@ async def test_options_round_trip_and_default_to_todays_behaviour(api: Api) -> N
         "ApplicationProperties": {"Tenant": "contoso"},
         "MessageFormat": "CloudEvents",
     }
-    status, created = await api.call("POST", PATH, body(**options))
+    status, created = await api.call("POST", UNVERIFIED, body(**options))
     assert status == 200 and {k: created[k] for k in options} == options
     assert (await api.call("GET", f"{PATH}/{created['Uid']}"))[1] == created
 
@@ -457,7 +457,7 @@ async def test_entra_id_needs_namespace_and_tenant_and_no_connection_string(
             BlobContainerConnectionString=None,
             BlobContainerName=None,
         )
-    status, problem = await api.call("POST", PATH, sent)
+    status, problem = await api.call("POST", UNVERIFIED, sent)
     assert status == 400 and field in problem["errors"], problem
 
 

@@ -22,7 +22,7 @@ from shared.endpoints import ConnectGuard, EndpointRefused, is_public, public_me
 from shared.models import MessageStatus
 from shared.services import Services
 from shared.settings import Settings, StorageTarget
-from tests.factories import PATH, SB, STORAGE, an_event, body, connect
+from tests.factories import PATH, SB, STORAGE, UNVERIFIED, an_event, body, connect
 from tests.plugins.app import Api
 
 KEY = "SharedAccessKeyName=send;SharedAccessKey=S3CRETKEY="
@@ -298,7 +298,7 @@ async def test_a_masked_secret_does_not_follow_a_moved_endpoint(
 ) -> None:
     status, created = await api.call(
         "POST",
-        PATH,
+        UNVERIFIED,
         body(
             ServiceBusConnectionString=servicebus_connection_string,
             QueueName=unique_queue,
@@ -309,7 +309,7 @@ async def test_a_masked_secret_does_not_follow_a_moved_endpoint(
     emulator = servicebus_connection_string.split("sb://")[1].split(";")[0]
     sent = moved.format(port=listener.port, emulator=emulator)
     sent = sent.replace("S3CRETKEY=", "***").replace("QUNDT1VOVEtFWQ==", "***")
-    status, problem = await api.call("PUT", PATH, {**created, field: sent})
+    status, problem = await api.call("PUT", UNVERIFIED, {**created, field: sent})
     assert status == 400 and list(problem["errors"]) == [field]
     assert "send the secret itself" in problem["errors"][field][0]
     stored = await services.connections.get(account, uuid.UUID(created["Uid"]))

@@ -470,7 +470,13 @@ def test_storage_holds_the_queues_tables_and_containers_the_app_uses(storage: Te
         "delivery-retries",
         "delivery-retries-poison",
     ]
-    assert storage.loop_items("tables") == ["connections", "apikeys", "messages", "portalsessions"]
+    assert storage.loop_items("tables") == [
+        "connections",
+        "apikeys",
+        "messages",
+        "portalsessions",
+        "connectionhealth",
+    ]
     assert storage.loop_items("containers") == ["message-bodies", "app-package"]
 
 

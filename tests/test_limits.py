@@ -19,7 +19,7 @@ from shared.events import EventStore, EventTooLarge, MalformedEvent, new_event
 from shared.models import Connection
 from shared.services import Services
 from shared.settings import Limits
-from tests.factories import NOW, PATH, body, cli
+from tests.factories import NOW, PATH, UNVERIFIED, body, cli
 from tests.plugins.app import Api
 
 
@@ -33,9 +33,9 @@ async def test_a_body_over_the_limit_is_413_before_it_is_parsed(api: Api) -> Non
     padded = padded[:-1] + b" " * (limit + 1 - len(padded)) + b"}"
     assert len(padded) == limit + 1
     headers = {"Content-Type": "application/json"}
-    status, problem = await api.call("POST", PATH, data=padded, headers=headers)
+    status, problem = await api.call("POST", UNVERIFIED, data=padded, headers=headers)
     assert status == 413 and problem["status"] == 413
-    status, _ = await api.call("POST", PATH, data=padded[: limit - 1] + b"}", headers=headers)
+    status, _ = await api.call("POST", UNVERIFIED, data=padded[: limit - 1] + b"}", headers=headers)
     assert status == 200  # at the limit: taken
     await api.call("DELETE", f"{PATH}/{(await api.call('GET', PATH))[1][0]['Uid']}")
     assert await nothing_stored(api)
@@ -52,7 +52,7 @@ async def test_duplicate_property_names_are_refused(api: Api, raw: str) -> None:
     document = json.loads(raw)
     sent = raw.replace('"QueueName": "q"', json.dumps(body(**document))[1:-1])
     status, problem = await api.call(
-        "POST", PATH, data=sent, headers={"Content-Type": "application/json"}
+        "POST", UNVERIFIED, data=sent, headers={"Content-Type": "application/json"}
     )
     assert status == 400 and "appears twice" in str(problem["errors"])
     assert await nothing_stored(api)
@@ -72,7 +72,7 @@ async def test_duplicate_property_names_are_refused(api: Api, raw: str) -> None:
 async def test_lists_and_strings_one_past_their_bound(
     api: Api, changes: dict[str, Any], field: str
 ) -> None:
-    status, problem = await api.call("POST", PATH, body(**changes))
+    status, problem = await api.call("POST", UNVERIFIED, body(**changes))
     assert status == 400 and any(k.startswith(field) for k in problem["errors"])
     assert await nothing_stored(api)
 
@@ -88,13 +88,13 @@ async def test_connections_per_account(api: Api, services: Services, account: st
             for _ in range(most)
         )
     )
-    status, problem = await api.call("POST", PATH, body())
+    status, problem = await api.call("POST", UNVERIFIED, body())
     assert status == 409 and str(most) in problem["detail"]
     assert await services.connections.count(account) == most
 
 
 async def test_a_listing_cannot_reach_deeper_than_the_bound(api: Api) -> None:
-    uid = (await api.call("POST", PATH, body()))[1]["Uid"]
+    uid = (await api.call("POST", UNVERIFIED, body()))[1]["Uid"]
     messages = f"{PATH}/{uid}/messages"
     assert (await api.call("GET", messages, params={"Page": "100", "PageSize": "500"}))[0] == 200
     status, problem = await api.call("GET", messages, params={"Page": "101", "PageSize": "500"})
@@ -173,7 +173,9 @@ async def test_test_deliveries_have_a_stricter_rate(
 ) -> None:
     sb = servicebus_connection_string
     uid = (
-        await api.call("POST", PATH, body(ServiceBusConnectionString=sb, QueueName=unique_queue))
+        await api.call(
+            "POST", UNVERIFIED, body(ServiceBusConnectionString=sb, QueueName=unique_queue)
+        )
     )[1]["Uid"]
     assert (await api.call("POST", f"{PATH}/{uid}/test"))[0] == 200
     async with api.session.post(f"{PATH}/{uid}/test") as response:

@@ -26,7 +26,7 @@ from shared.events import new_event
 from shared.portal import sign_in_link
 from shared.services import Services
 from tests.browser import find_chromium, serious_violations
-from tests.factories import log_records
+from tests.factories import PATH, UNVERIFIED, log_records
 from tests.plugins.app import Api
 
 playwright_api = pytest.importorskip("playwright.async_api")
@@ -36,7 +36,6 @@ pytestmark = pytest.mark.skipif(
     CHROMIUM is None,
     reason="no Chromium: apt-get install chromium, or set PORTAL_CHROMIUM to its executable",
 )
-PATH = "/v1/azureservicebusconnections"
 SCREENSHOTS = os.environ.get("PORTAL_SCREENSHOTS")
 if SCREENSHOTS:
     Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
@@ -161,7 +160,8 @@ async def test_test_message_log_filter_detail_and_resend(
     # The same connection with a wrong key: the next test message fails.
     status, connection = await api.call("GET", f"{PATH}/{uid}")
     wrong = servicebus_connection_string.replace("SAS_KEY_VALUE", "wrong-key")
-    status, _ = await api.call("PUT", PATH, {**connection, "ServiceBusConnectionString": wrong})
+    changed = {**connection, "ServiceBusConnectionString": wrong}
+    status, _ = await api.call("PUT", UNVERIFIED, changed)  # saved as it is, to fail later
     assert status == 200
     await portal.open(f"/connections/{uid}")
     await portal.check("connection")

@@ -258,7 +258,9 @@ async def test_delivery_fields_reach_custom_dimensions(
         item["data"]["baseData"]
         for item in exported.items
         if item["data"]["baseType"] == "MessageData"
-        and "ConnectionUid" in item["data"]["baseData"].get("properties", {})
+        # This test's connections: the process's summary also counts what other tests'
+        # connections still retry in the background (the local host shares the process).
+        and item["data"]["baseData"].get("properties", {}).get("ConnectionUid") in (ok, refused)
     ]
     [failure] = [d for d in ours if d["severityLevel"] == WARNING]
     dimensions = failure["properties"]

@@ -37,6 +37,7 @@ var tableNames = [
   'apikeys'
   'messages'
   'portalsessions'
+  'connectionhealth'
 ]
 var queueNames = [
   'system-events'

@@ -1,4 +1,4 @@
-"""Endpoints for Azure Service Bus connections: list, get, create, replace, delete."""
+"""Endpoints for Azure Service Bus connections: list, get, create, replace, delete, resume."""
 
 from __future__ import annotations
 
@@ -19,22 +19,46 @@ COLLECTION = "v1/azureservicebusconnections"
 
 @endpoint(bp, "GET", COLLECTION, returns="Connection", many=True)
 async def list_connections(call: Call) -> list[Connection]:
-    """List the account's connections (secrets shown as ***)."""
+    """List the account's connections (secrets shown as ***), each with its Health."""
+    from shared.api.verification import with_health
+
     services = await get_services()
-    return [c.masked() for c in await services.connections.for_account(call.account)]
+    health = await services.health.for_account(call.account)
+    now = services.clock()
+    return [
+        with_health(c, health.get(c.uid), now)
+        for c in await services.connections.for_account(call.account)
+    ]
 
 
 @endpoint(bp, "GET", COLLECTION + "/{uid}", returns="Connection", errors=(404,))
 async def get_connection(call: Call) -> Connection:
-    """Get one connection (secrets shown as ***)."""
+    """Get one connection (secrets shown as ***), with its Health."""
+    from shared.api.verification import with_health
+
     services = await get_services()
     uid = parse_uid(call.route["uid"], "connection")
-    return (await services.connections.get(call.account, uid)).masked()
+    stored = await services.connections.get(call.account, uid)
+    return with_health(stored, await services.health.get(call.account, uid), services.clock())
 
 
-@endpoint(bp, "POST", COLLECTION, body="ConnectionInput", returns="Connection", errors=(400, 409))
+@endpoint(
+    bp,
+    "POST",
+    COLLECTION,
+    body="ConnectionInput",
+    query="SaveQuery",
+    returns="Connection",
+    errors=(400, 409),
+)
 async def create_connection(call: Call) -> Connection:
-    """Create a connection; without Uid a new one is made. An existing Uid is a 409."""
+    """Create a connection; without Uid a new one is made. An existing Uid is a 409. An
+    active connection is verified first (a message sent): a Configuration failure is a 400
+    and nothing is saved."""
+    from shared.api.verification import health_after_save, with_health
+    from shared.models import Connection
+    from shared.storage.connections import StoredConnection
+
     services = await get_services()
     sent: ConnectionInput = call.body
     if masked := sent.fields_holding_mask():
@@ -47,16 +71,33 @@ async def create_connection(call: Call) -> Connection:
     most = services.settings.limits.connections_per_account
     if await services.connections.count(call.account) >= most:
         raise ApiError(409, "Limit reached", f"an account has at most {most} connections")
+    if sent.uid and await services.connections.exists(call.account, sent.uid):
+        raise ApiError(409, "Conflict", f"connection {sent.uid} exists already")  # unverified
+    connection = Connection(**{**dict(sent), "uid": sent.uid or uuid.uuid4()})
+    unsaved = StoredConnection(call.account, connection, "")
+    health = await health_after_save(services, unsaved, call.query.verify, None)
+    stored = await services.connections.add(call.account, connection, services.clock())
+    if health is not None:
+        await services.health.put(call.account, connection.uid, health)
+    return with_health(stored, health, services.clock())
+
+
+@endpoint(
+    bp,
+    "PUT",
+    COLLECTION,
+    body="ConnectionInput",
+    query="SaveQuery",
+    returns="Connection",
+    errors=(400, 404),
+)
+async def replace_connection(call: Call) -> Connection:
+    """Replace a connection by Uid. Connection strings that still hold *** keep their secret.
+    An active connection is verified first, with the stored secrets where *** was sent; a
+    verified save ends a suspension."""
+    from shared.api.verification import health_after_save, with_health
     from shared.models import Connection
 
-    connection = Connection(**{**dict(sent), "uid": sent.uid or uuid.uuid4()})
-    stored = await services.connections.add(call.account, connection, services.clock())
-    return stored.masked()
-
-
-@endpoint(bp, "PUT", COLLECTION, body="ConnectionInput", returns="Connection", errors=(400, 404))
-async def replace_connection(call: Call) -> Connection:
-    """Replace a connection by Uid. Connection strings that still hold *** keep their secret."""
     services = await get_services()
     sent: ConnectionInput = call.body
     if sent.uid is None:
@@ -66,11 +107,34 @@ async def replace_connection(call: Call) -> Connection:
             "PUT needs the Uid of the connection",
             {"Uid": ["Field required"]},
         )
-    from shared.models import Connection
-
     connection = Connection(**dict(sent))
+    complete = await services.connections.with_stored_secrets(call.account, connection)
+    previous = await services.health.get(call.account, connection.uid)
+    health = await health_after_save(services, complete, call.query.verify, previous)
     stored = await services.connections.replace(call.account, connection, services.clock())
-    return stored.masked()
+    if health is not None:
+        await services.health.put(call.account, connection.uid, health)
+    return with_health(stored, health or previous, services.clock())
+
+
+@endpoint(bp, "POST", COLLECTION + "/{uid}/resume", returns="Connection", errors=(404,))
+async def resume_connection(call: Call) -> Connection:
+    """End a suspension: events are sent again (those kept meanwhile can be replayed)."""
+    from shared.api.verification import with_health
+    from shared.health import HealthState
+    from shared.models import HealthStatus
+
+    services = await get_services()
+    uid = parse_uid(call.route["uid"], "connection")
+    stored = await services.connections.get(call.account, uid)
+    now = services.clock()
+
+    def resumed(state: HealthState | None) -> HealthState:
+        if state is None:
+            return HealthState.new(now)
+        return state.resumed(now) if state.status == HealthStatus.SUSPENDED else state
+
+    return with_health(stored, await services.health.update(call.account, uid, resumed), now)
 
 
 @endpoint(bp, "DELETE", COLLECTION + "/{uid}", errors=(404,))
@@ -79,3 +143,4 @@ async def delete_connection(call: Call) -> None:
     services = await get_services()
     uid = parse_uid(call.route["uid"], "connection")
     await services.connections.delete(call.account, uid, services.clock())
+    await services.health.delete(call.account, uid)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -95,6 +96,14 @@ class ClaimCheckStore:
             with contextlib.suppress(ResourceExistsError):  # made meanwhile by another delivery
                 await client.create_container()
             await client.upload_blob(name, body, overwrite=True, content_settings=settings)
+
+    async def probe(
+        self, connection_string: str | None, container: str, identity: BlobIdentity | None = None
+    ) -> None:
+        """Upload and delete a small blob: the container takes claim checks (verification)."""
+        name = f"verification/{uuid.uuid4()}.json"
+        await self.upload(connection_string, container, name, b"{}", identity)
+        await self._container(connection_string or "", container, identity).delete_blob(name)
 
     def _container(
         self, connection_string: str, container: str, identity: BlobIdentity | None

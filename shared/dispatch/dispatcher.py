@@ -27,6 +27,7 @@ from shared.dispatch.claimcheck import BlobIdentity, ClaimCheckStore
 from shared.dispatch.coalesce import Coalescer
 from shared.dispatch.entra import CredentialFactory, EntraTarget
 from shared.dispatch.errors import TooLarge, classify
+from shared.dispatch.health import HealthTracker
 from shared.dispatch.isolation import Deadline, Isolation, Slot
 from shared.dispatch.retries import RetryScheduler
 from shared.dispatch.servicebus import SenderPool
@@ -75,6 +76,16 @@ def secrets_of(stored: StoredConnection) -> list[str]:
     return found
 
 
+# Failures never retried: the message can never fit, or the connection is suspended.
+FINAL_CATEGORIES = frozenset({ErrorCategory.TOO_LARGE, ErrorCategory.SUSPENDED})
+SUSPENDED_ERROR = DeliveryError(
+    category=ErrorCategory.SUSPENDED,
+    type="ConnectionSuspended",
+    message="not sent: the connection is suspended after failing for a long time; fix and "
+    "save it (PUT) or resume it, then replay these messages",
+)
+
+
 def _failed(future: asyncio.Future[Any]) -> bool:
     return future.cancelled() or future.exception() is not None
 
@@ -115,8 +126,10 @@ class Dispatcher:
         guard: ConnectGuard = DEFAULT_GUARD,
         credentials: CredentialFactory | None = None,
         blob_options: dict[str, Any] | None = None,
+        health: HealthTracker | None = None,
     ) -> None:
         self.connections = connections
+        self.health = health
         self.records = records
         self.retries = retries
         self.clock = clock
@@ -161,7 +174,10 @@ class Dispatcher:
             is_retry=attempt.number > 1,
             options=outgoing.DeliveryOptions.of(connection),
         )
-        return await self._send_and_log(stored, message, event, attempt, slot)
+        suspended = self.health is not None and await self.health.suspended(
+            stored.account, stored.uid
+        )
+        return await self._send_and_log(stored, message, event, attempt, slot, suspended)
 
     async def _deliver_or_defer(
         self, event: SystemEvent, stored: StoredConnection, attempt: Attempt
@@ -257,6 +273,20 @@ class Dispatcher:
         attempt = Attempt((metadata.attempt if metadata else 1) + 1, parent=m.uid)
         return await self._send_and_log(stored, message, record, attempt)
 
+    async def send_unrecorded(self, stored: StoredConnection, message: outgoing.Outgoing) -> None:
+        """Send with no record and no retry (the verification on save), under one deadline
+        and past the breaker: a connection being fixed is tried whatever its past."""
+        deadline = self.isolation.deadline()
+        async with deadline.scope():
+            await self._send(stored, message, None, deadline)
+
+    async def probe_claim_check(self, stored: StoredConnection) -> None:
+        """Upload and delete a small blob in the connection's container, if it has one."""
+        c = stored.connection
+        if c.blob_container_name:
+            cs = c.blob_container_connection_string
+            await self.claims.probe(cs, c.blob_container_name, self._blob_identity(c))
+
     # --------------------------------------------------------------- internals
 
     async def connections_of(self, account: str, fresh: bool = False) -> list[StoredConnection]:
@@ -279,11 +309,17 @@ class Dispatcher:
         origin: SystemEvent | LoggedMessage,
         attempt: Attempt,
         slot: Slot | None = None,
+        suspended: bool = False,
     ) -> LoggedMessage:
-        sent = await self._attempt(stored, message, origin.subject, slot)
+        if suspended:  # kept, not sent: a Failed record with the full body, for a replay
+            sent = Sent(message, self.clock(), 0, SUSPENDED_ERROR)
+        else:
+            sent = await self._attempt(stored, message, origin.subject, slot)
         record = self._record(stored, sent, origin, attempt)
         await self._writer(stored.log_partition).submit(record)
         _report(record, sent, attempt)
+        if self.health is not None:
+            self.health.observe(stored.account, stored.uid, sent.started, sent.error)
         if sent.error:
             await self._schedule_retry(stored, record, sent.error, attempt)
         return record
@@ -418,7 +454,7 @@ class Dispatcher:
         error: DeliveryError,
         attempt: Attempt,
     ) -> None:
-        if attempt.retry_event is None or error.category == ErrorCategory.TOO_LARGE:
+        if attempt.retry_event is None or error.category in FINAL_CATEGORIES:
             return
         parent = attempt.parent or record.message.uid
         await self.retries.schedule(attempt.retry_event, stored.uid, attempt.number, parent)
@@ -440,6 +476,8 @@ class Dispatcher:
         return [None] * len(records)
 
     async def close(self) -> None:
+        if self.health is not None:
+            await self.health.close()
         await self.senders.close()
         await self.claims.close()
 

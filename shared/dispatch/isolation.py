@@ -266,6 +266,11 @@ class Breakers:
             breaker = self._breakers[connection] = self._make()
         return breaker
 
+    def is_open(self, connection: UUID) -> bool:
+        """Whether deliveries to the connection fail fast now (read by its health)."""
+        breaker = self._breakers.get(connection)
+        return breaker is not None and breaker.state != BreakerState.CLOSED
+
     def states(self) -> dict[UUID, BreakerState]:
         """Connections whose breaker is not plainly closed (for health reporting)."""
         return {uid: b.state for uid, b in self._breakers.items() if b.state != "Closed"}

@@ -114,6 +114,19 @@ class ConnectionRepository:
             return str(e["LogPartition"])
         raise NotFound(f"no connection {uid}")
 
+    async def exists(self, account: str, uid: UUID) -> bool:
+        try:
+            await self._get_entity(account, uid)
+        except NotFound:
+            return False
+        return True
+
+    async def with_stored_secrets(self, account: str, connection: Connection) -> StoredConnection:
+        """`connection` as a PUT would store it now: `***` replaced by the stored secrets."""
+        current = await self.get(account, connection.uid)
+        complete = _with_secrets_of(connection, current.connection)
+        return StoredConnection(account, complete, current.log_partition, current.updated_at)
+
     # ---------------------------------------------------------- writes
 
     async def add(self, account: str, connection: Connection, now: datetime) -> StoredConnection:

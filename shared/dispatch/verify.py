@@ -1,0 +1,77 @@
+"""Verification on save: a `System.ConnectionVerified` message sent through the delivery path
+(same body, properties and sender), and a probe blob uploaded and deleted when the connection
+has a claim check container, within a time budget. A failure is classified as deliveries
+are, and names the property the customer has to fix."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from shared.dispatch import outgoing
+from shared.dispatch.errors import classify
+from shared.events import new_event
+from shared.models import Connection, DeliveryError
+
+if TYPE_CHECKING:
+    from shared.dispatch.dispatcher import Dispatcher
+    from shared.storage.connections import StoredConnection
+
+VERIFIED_EVENT_KEY = "System.ConnectionVerified"
+_QUEUE_ERRORS = frozenset({"MessagingEntityNotFoundError", "MessagingEntityDisabledError"})
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """None when the message was sent; else why not, and the property to look at."""
+
+    error: DeliveryError | None = None
+    property: str = ""
+
+
+async def verify(
+    dispatcher: Dispatcher, stored: StoredConnection, now: datetime, budget_seconds: float
+) -> Verdict:
+    from shared.dispatch.dispatcher import secrets_of
+
+    c = stored.connection
+    event = new_event(
+        stored.account,
+        VERIFIED_EVENT_KEY,
+        now,
+        subject=f"connections/{c.uid}/verify",
+        data={"Message": "The connection was saved and can receive events."},
+    )
+    message = outgoing.build(
+        event,
+        c.uid,
+        c.event_settings_type(VERIFIED_EVENT_KEY),
+        is_retry=False,
+        options=outgoing.DeliveryOptions.of(c),
+    )
+    part = "ServiceBus"
+    try:
+        async with asyncio.timeout(budget_seconds):
+            await dispatcher.send_unrecorded(stored, message)
+            part = "Blob"
+            await dispatcher.probe_claim_check(stored)
+    except Exception as e:  # classified as a delivery's failure would be; never raised
+        error = classify(e, secrets_of(stored))
+        return Verdict(error, _property(part, error, c))
+    return Verdict()
+
+
+def _property(part: str, error: DeliveryError, c: Connection) -> str:
+    """The property a Configuration failure points at."""
+    entra = c.authentication == "EntraId"
+    if part == "Blob":
+        if error.type == "ResourceNotFoundError":
+            return "BlobContainerName"
+        return "BlobServiceUri" if entra else "BlobContainerConnectionString"
+    if error.type in _QUEUE_ERRORS:
+        return "QueueName"
+    if error.type == "SessionRequired":
+        return "SessionIdSource"
+    return "FullyQualifiedNamespace" if entra else "ServiceBusConnectionString"
