@@ -35,9 +35,7 @@ class RetryScheduler:
                 attempt,
             )
             return False
-        await self._enqueue(
-            event, connection_uid, attempt + 1, parent_uid, self.delays[attempt - 1]
-        )
+        await self.defer(event, connection_uid, attempt + 1, parent_uid, self.delays[attempt - 1])
         return True
 
     async def defer(
@@ -48,18 +46,8 @@ class RetryScheduler:
         parent_uid: UUID | None,
         delay: float,
     ) -> None:
-        """The same attempt again after `delay` (its bulkhead was full: nothing was sent, no
-        record was written)."""
-        await self._enqueue(event, connection_uid, attempt, parent_uid, delay)
-
-    async def _enqueue(
-        self,
-        event: SystemEvent,
-        connection_uid: UUID,
-        attempt: int,
-        parent_uid: UUID | None,
-        delay: float,
-    ) -> None:
+        """Try `attempt` after `delay`: the schedule's next try, or the same attempt again
+        when its bulkhead was full (nothing was sent, no record was written)."""
         retry = DeliveryRetry(
             event=await self._events.to_payload(event),
             connection_uid=connection_uid,
