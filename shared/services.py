@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from shared.storage.clients import StorageClients
     from shared.storage.connections import ConnectionRepository
     from shared.storage.messages import MessageLog
+    from shared.storage.replays import ReplayRepository
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Services:
     api_keys: ApiKeyRepository
     messages: MessageLog
     events: EventStore
+    replays: ReplayRepository
     clock: Clock = field(default=system_clock)
     _dispatcher: Dispatcher | None = None
 
@@ -42,6 +44,7 @@ class Services:
         from shared.storage.apikeys import ApiKeyRepository
         from shared.storage.connections import ConnectionRepository
         from shared.storage.messages import MessageLog
+        from shared.storage.replays import ReplayRepository
 
         storage = clients.StorageClients(settings.storage)
         keys = KeyRing(settings.encryption_keys)
@@ -53,6 +56,7 @@ class Services:
             api_keys=ApiKeyRepository(await storage.table(clients.API_KEYS_TABLE)),
             messages=MessageLog(await storage.table(clients.MESSAGES_TABLE), bodies),
             events=EventStore(bodies, settings.limits.event_bytes),
+            replays=ReplayRepository(await storage.table(clients.REPLAYS_TABLE)),
             clock=clock,
         )
 

@@ -151,6 +151,9 @@ class Settings:
     servicebus_suffixes: tuple[str, ...] = SERVICEBUS_SUFFIXES
     storage_suffixes: tuple[str, ...] = STORAGE_SUFFIXES
     limits: Limits = field(default_factory=Limits)
+    # A replay sends at most this many records a second (REPLAY_RECORDS_PER_SECOND; 0: no
+    # pacing), so live deliveries keep the senders and the log most of the time.
+    replay_records_per_second: float = 50.0
 
     @classmethod
     def from_environment(cls) -> Settings:
@@ -165,6 +168,7 @@ class Settings:
             servicebus_suffixes=_suffixes("SERVICEBUS_SUFFIXES", SERVICEBUS_SUFFIXES),
             storage_suffixes=_suffixes("STORAGE_SUFFIXES", STORAGE_SUFFIXES),
             limits=Limits.from_environment(),
+            replay_records_per_second=float(os.environ.get("REPLAY_RECORDS_PER_SECOND", "50")),
         )
         if delays := os.environ.get("DELIVERY_RETRY_DELAYS"):  # for demos and tests: "1,1,1,1,1"
             settings = replace(settings, retry_delays_seconds=tuple(map(float, delays.split(","))))

@@ -1,34 +1,16 @@
 """The process dies mid-delivery (SIGKILL): after a restart every event is delivered, and
 repeats carry the same message_id (CONTRACT section 5)."""
 
-import dataclasses
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
-import pytest
-
-from local.azurite import start_azurite
 from local.servicebus_emulator import Emulator
 from shared.events import new_event
 from shared.services import Services
-from shared.settings import Settings, StorageTarget
 from tests.factories import a_connection
 from tests.plugins.localhost import HostProcess
 from tests.servicebus_helpers import Subscriber
-
-
-@pytest.fixture
-async def own_storage(app_environment: dict[str, str]) -> AsyncIterator[tuple[str, Services]]:
-    """An Azurite of this test's own, so no other host in the session takes its events."""
-    azurite = start_azurite()
-    settings = dataclasses.replace(
-        Settings.from_environment(), storage=StorageTarget(azurite.connection_string)
-    )
-    services = await Services.open(settings)
-    yield azurite.connection_string, services
-    await services.close()
-    azurite.stop()
 
 
 async def test_events_survive_a_killed_process(

@@ -163,6 +163,7 @@ class Endpoint:
     public: bool
     errors: tuple[int, ...] = field(default=())
     sends: bool = False  # sends a message: the stricter rate limit
+    status: int = 200  # of a success (202: accepted, done later)
 
 
 ENDPOINTS: dict[str, Endpoint] = {}
@@ -192,11 +193,12 @@ def endpoint(
     public: bool = False,
     errors: tuple[int, ...] = (),
     sends: bool = False,
+    status: int = 200,
 ) -> Callable[[Handler], Handler]:
     """Register `handler(call) -> model | list | None` as `METHOD /route` on the blueprint.
 
     `body`, `query` and `returns` name models of shared.models; `sends` marks a route that
-    sends a message (a stricter rate limit).
+    sends a message (a stricter rate limit); `status` is a success's status code.
     """
 
     def register(handler: Handler) -> Handler:
@@ -223,6 +225,7 @@ def endpoint(
             public,
             errors,
             sends,
+            status,
         )
         return handler
 
@@ -298,5 +301,7 @@ async def invoke(handler: Handler, req: func.HttpRequest, spec: Endpoint) -> fun
     if isinstance(result, func.HttpResponse):
         return result
     if result is None:
-        return func.HttpResponse(status_code=200)
-    return func.HttpResponse(json.dumps(to_json(result)), mimetype="application/json")
+        return func.HttpResponse(status_code=spec.status)
+    return func.HttpResponse(
+        json.dumps(to_json(result)), status_code=spec.status, mimetype="application/json"
+    )

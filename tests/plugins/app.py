@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import uuid
@@ -11,8 +12,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from local.azurite import start_azurite
 from shared.crypto import KeyRing
 from shared.services import Services, get_services
+from shared.settings import Settings, StorageTarget
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +48,20 @@ def app_environment(storage_connection_string: str) -> Iterator[dict[str, str]]:
 async def services(app_environment: dict[str, str]) -> AsyncIterator[Services]:
     """The same Services object the functions use in this process."""
     yield await get_services()
+
+
+@pytest.fixture
+async def own_storage(app_environment: dict[str, str]) -> AsyncIterator[tuple[str, Services]]:
+    """An Azurite of the test's own, so no other host in the session takes its queue messages;
+    its connection string and the app's services on it."""
+    azurite = start_azurite()
+    settings = dataclasses.replace(
+        Settings.from_environment(), storage=StorageTarget(azurite.connection_string)
+    )
+    services = await Services.open(settings)
+    yield azurite.connection_string, services
+    await services.close()
+    azurite.stop()
 
 
 @pytest.fixture
