@@ -469,8 +469,10 @@ def test_storage_holds_the_queues_tables_and_containers_the_app_uses(storage: Te
         "system-events-poison",
         "delivery-retries",
         "delivery-retries-poison",
+        "replays",
+        "replays-poison",
     ]
-    assert storage.loop_items("tables") == ["connections", "apikeys", "messages"]
+    assert storage.loop_items("tables") == ["connections", "apikeys", "messages", "replays"]
     assert storage.loop_items("containers") == ["message-bodies", "app-package"]
 
 

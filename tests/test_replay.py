@@ -19,7 +19,7 @@ from shared.events import new_event
 from shared.models import MessageStatus, RequestMetadata
 from shared.services import Services
 from shared.storage.connections import StoredConnection
-from shared.storage.messages import LoggedMessage
+from shared.storage.messages import LoggedMessage, row_key, row_key_bound
 from tests.factories import PATH, SB, a_record, body, connect, log_records
 from tests.plugins.app import Api
 from tests.plugins.localhost import HostProcess
@@ -268,3 +268,27 @@ async def test_a_replay_of_10000_records_survives_a_killed_host(
         while emulator.message_count(unique_queue):
             received += await subscriber.receive(5000, timeout=5)
     assert {m.message_id for m in received} == {message_id(r) for r in records}  # each arrived
+
+
+@pytest.mark.parametrize("only_failed", [False, True])
+async def test_chunks_cover_a_busy_millisecond_once_each_oldest_first(
+    services: Services, only_failed: bool
+) -> None:
+    """More records in one millisecond than a chunk holds: the cursor (a RowKey) continues
+    inside the millisecond, so each record comes once, oldest (highest RowKey) first."""
+    uid, at = uuid.uuid4(), services.clock() - timedelta(minutes=5)
+    times = [at] * 250 + [at - timedelta(seconds=1)] * 30 + [at + timedelta(seconds=1)] * 30
+    records = [
+        a_record(uid, t, MessageStatus.FAILED if i % 2 else MessageStatus.SUCCEEDED)
+        for i, t in enumerate(times)
+    ]
+    partition = uuid.uuid4().hex
+    await services.messages.add(partition, records)
+    cursor, seen = row_key_bound(at - timedelta(minutes=1)), []
+    while batch := await services.messages.oldest(
+        partition, only_failed, cursor, services.clock(), 100
+    ):
+        seen += [key for key, _ in batch]
+        cursor = batch[-1][0]
+    wanted = [r for r in records if r.message.status == MessageStatus.FAILED or not only_failed]
+    assert seen == sorted((row_key(r.message.uid) for r in wanted), reverse=True)

@@ -36,12 +36,15 @@ var tableNames = [
   'connections'
   'apikeys'
   'messages'
+  'replays'
 ]
 var queueNames = [
   'system-events'
   'system-events-poison'
   'delivery-retries'
   'delivery-retries-poison'
+  'replays'
+  'replays-poison'
 ]
 var messageBodiesContainer = 'message-bodies'
 var containerNames = [
