@@ -329,9 +329,8 @@ async def test_events_kept_during_a_suspension_are_delivered_once_by_a_replay_af
     stored = await services.connections.get(account, uuid.UUID(created["Uid"]))
     # A dispatcher that suspends at the first Configuration failure (SUSPEND_AFTER_SECONDS=0)
     # and writes health at once; named by text: part A's settings are not on this branch.
-    settings = dataclasses.replace(
-        services.settings, **{"suspend_after_seconds": 0.0, "health_flush_seconds": 0.0}
-    )
+    part_a: dict[str, Any] = {"suspend_after_seconds": 0.0, "health_flush_seconds": 0.0}
+    settings = dataclasses.replace(services.settings, **part_a)
     own = dataclasses.replace(services, settings=settings, _dispatcher=None)
     dispatcher = await own.new_dispatcher()
     try:
