@@ -119,13 +119,11 @@ async def run(
     partition, replay_id = replay_of(payload)
     try:
         row = await services.replays.get(partition, replay_id)
-        stored = (
-            None if row.done else await services.connections.get(row.account, row.connection_uid)
-        )
+        if row.done:
+            return
+        stored = await services.connections.get(row.account, row.connection_uid)
     except NotFound:  # purged, or the connection was deleted: its records are unreachable
         log.info("replay %s stopped: the replay or its connection is gone", replay_id)
-        return
-    if stored is None:
         return
     dispatcher = await services.dispatcher()
     pace = services.settings.replay_records_per_second

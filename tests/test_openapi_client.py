@@ -13,6 +13,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 
@@ -97,3 +98,29 @@ async def test_a_generated_client_lists_creates_replaces_and_deletes_a_connectio
         missing = await ops["get"].asyncio(uid, client=client)
         assert missing.status == 404  # the Problem model, parsed from problem+json
         assert await ops["list"].asyncio(client=client) == []
+
+
+async def test_a_generated_client_starts_a_replay_and_reads_its_progress(
+    api_host: str, api_key: str, client_package: Path
+) -> None:
+    async with (
+        aiohttp.ClientSession(api_host) as anonymous,
+        anonymous.get("/v1/openapi.json") as response,
+    ):
+        generate(await response.json(), client_package)
+    client = load("client").AuthenticatedClient(base_url=api_host, token=api_key)
+    models = load("models")
+    uid = uuid.uuid4()
+    async with client:
+        body = {"Uid": str(uid), "ServiceBusConnectionString": SB, "QueueName": "orders"}
+        create = load("api.default.create_connection")
+        await create.asyncio(client=client, body=models.ConnectionInput.from_dict(body))
+        since = datetime.now(UTC) - timedelta(hours=1)
+        started = await load("api.default.replay_messages").asyncio(
+            uid, client=client, body=models.ReplayRequest(since=since, event_keys=["Order.*"])
+        )
+        assert started.matched == 0  # nothing logged yet: done at once
+        replay = await load("api.default.get_replay").asyncio(uid, started.replay_id, client=client)
+        assert (replay.done, replay.sent, replay.failed) == (True, 0, 0)
+        assert replay.only_failed and replay.event_keys == ["Order.*"]
+        assert replay.since.startswith(since.strftime("%Y-%m-%dT%H:%M:%S"))  # text, in ms
