@@ -134,7 +134,9 @@ class MessageLog:
 
     # ---- replays
 
-    def _replay_window(self, partition: str, only_failed: bool, after: int, upto: int) -> Any:
+    def _replay_window(
+        self, partition: str, only_failed: bool, after: int, upto: int
+    ) -> loglisting.Window:
         return loglisting.Window(partition, FAILURE if only_failed else "", after, upto)
 
     async def count(
@@ -168,7 +170,9 @@ class MessageLog:
         prefix = FAILURE if only_failed else ""
         at = MAX_MILLIS - int(cursor[:13])
         rows: list[Any] = []
-        if len(cursor) > 13:  # the rest of the cursor's millisecond: newer ones sort before it
+        # The rest of the cursor's millisecond first (newer ones sort before the cursor); one
+        # page of it, since one millisecond holds far fewer than 1,000 records of a connection.
+        if len(cursor) > 13:
             rows = list(
                 reversed(
                     await self._first_rows(
