@@ -33,6 +33,7 @@ BENCHMARKS = {
     "memory": "bench.bench_memory",
     "e2e": "bench.bench_e2e",
     "api": "bench.bench_api",
+    "replay": "bench.bench_replay",
     # Written by someone else: run when present (see `purge_results`).
     "purge": "bench.bench_purge",
 }

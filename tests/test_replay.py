@@ -4,6 +4,7 @@ queue run by the local host, sends to the Service Bus emulator over AMQP."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import json
 import time
@@ -20,6 +21,7 @@ from shared.dispatch.dispatcher import Attempt, Dispatcher
 from shared.events import new_event
 from shared.models import MessageStatus, RequestMetadata
 from shared.services import Services
+from shared.storage.clients import POISON_SUFFIX, REPLAY_QUEUE
 from shared.storage.connections import StoredConnection
 from shared.storage.messages import LoggedMessage, row_key, row_key_bound
 from tests.factories import PATH, SB, a_record, body, connect, log_records
@@ -355,3 +357,19 @@ async def test_events_kept_during_a_suspension_are_delivered_once_by_a_replay_af
     replay = await finished(api, stored.uid, started["ReplayId"])
     assert (replay["Sent"], replay["Failed"]) == (len(failed + kept), 0)
     await delivered_once_each(cs, "orders", failed + kept)
+
+
+async def test_a_message_on_replays_that_names_no_replay_goes_to_poison_at_once(
+    api_host: str, services: Services
+) -> None:
+    marker = uuid.uuid4().hex
+    queue = await services.storage.queue(REPLAY_QUEUE)
+    await queue.send_message(base64.b64encode(json.dumps({"Marker": marker}).encode()).decode())
+    poison = await services.storage.queue(REPLAY_QUEUE + POISON_SUFFIX)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        peeked = await poison.peek_messages(max_messages=32)
+        if any(marker in base64.b64decode(m.content).decode() for m in peeked):
+            return
+        await asyncio.sleep(0.5)
+    pytest.fail("the malformed message did not reach replays-poison")
