@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import aiohttp
 import pytest
@@ -53,6 +54,15 @@ def client_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[
         del sys.modules[name]
 
 
+async def openapi_document(api_host: str) -> dict[str, Any]:
+    async with (
+        aiohttp.ClientSession(api_host) as anonymous,
+        anonymous.get("/v1/openapi.json") as response,
+    ):
+        document: dict[str, Any] = await response.json()
+        return document
+
+
 def load(module: str) -> ModuleType:
     return importlib.import_module(f"{PACKAGE}.{module}")
 
@@ -60,11 +70,7 @@ def load(module: str) -> ModuleType:
 async def test_a_generated_client_lists_creates_replaces_and_deletes_a_connection(
     api_host: str, api_key: str, client_package: Path
 ) -> None:
-    async with (
-        aiohttp.ClientSession(api_host) as anonymous,
-        anonymous.get("/v1/openapi.json") as response,
-    ):
-        document = await response.json()
+    document = await openapi_document(api_host)
     post = document["paths"]["/v1/azureservicebusconnections"]["post"]
     assert "application/json-patch+json" in post["requestBody"]["description"]
     generate(document, client_package)
@@ -103,11 +109,7 @@ async def test_a_generated_client_lists_creates_replaces_and_deletes_a_connectio
 async def test_a_generated_client_starts_a_replay_and_reads_its_progress(
     api_host: str, api_key: str, client_package: Path
 ) -> None:
-    async with (
-        aiohttp.ClientSession(api_host) as anonymous,
-        anonymous.get("/v1/openapi.json") as response,
-    ):
-        generate(await response.json(), client_package)
+    generate(await openapi_document(api_host), client_package)
     client = load("client").AuthenticatedClient(base_url=api_host, token=api_key)
     models = load("models")
     uid = uuid.uuid4()

@@ -231,6 +231,9 @@ async def test_replays_of_another_account_are_not_found(
         assert status == 404
     status, _ = await api.call("GET", f"{PATH}/{stored.uid}/replays/{uuid.uuid4()}")
     assert status == 404
+    sibling = await connect(services, account, SB, "q")  # same account, another connection
+    status, _ = await api.call("GET", f"{PATH}/{sibling.uid}/replays/{started['ReplayId']}")
+    assert status == 404
 
 
 async def test_a_replay_of_10000_records_survives_a_killed_host(
