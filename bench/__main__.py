@@ -35,6 +35,7 @@ BENCHMARKS = {
     "api": "bench.bench_api",
     "portal": "bench.bench_portal",
     "isolation": "bench.bench_isolation",
+    "replay": "bench.bench_replay",
     # Written by someone else: run when present (see `purge_results`).
     "purge": "bench.bench_purge",
 }

@@ -212,7 +212,7 @@ def _add_operator_commands(groups: Groups) -> None:
         help="send well-formed poison messages back to their queue (malformed ones stay); "
         "prints how many were sent back alone on the last line",
     )
-    replaying.add_argument("--queue", choices=REPLAYABLE, help="one queue (default: both)")
+    replaying.add_argument("--queue", choices=REPLAYABLE, help="one queue (default: all)")
     replaying.set_defaults(run=replay_command)
 
     log = groups.add_parser("log", help="the message log").add_subparsers(

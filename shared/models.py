@@ -590,6 +590,66 @@ class DeliveryStats(ApiModel):
     hours: list[HourStats]
 
 
+# -------------------------------------------------------------------- replays
+
+MAX_REPLAY_KEYS = 20  # a replay filters by these as it reads: a handful is what a repair needs
+
+
+def _date_time(value: Any) -> Any:
+    """A JSON body carries a date-time as text; bodies are parsed strictly, so it is read here."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+# A date-time in a JSON body: ISO 8601 with an offset.
+BodyTime = Annotated[Timestamp, BeforeValidator(_date_time)]
+
+
+class ReplayRequest(ApiModel):
+    """What to send again: the records of a window, oldest first."""
+
+    since: BodyTime = Field(description="Records sent after this; within the retention.")
+    until: BodyTime | None = Field(
+        None, description="Records sent at or before this; default and at most: now."
+    )
+    only_failed: bool = Field(True, description="Only Failed records (default), or all.")
+    event_keys: list[str] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_REPLAY_KEYS,
+        description="Event keys or `Prefix.*` of the catalog; default: every event.",
+    )
+
+    @field_validator("event_keys")
+    @classmethod
+    def _event_keys(cls, values: list[str] | None) -> list[str] | None:
+        if values is None:
+            return None
+        canonical = [catalog.canonical_entry(v) for v in values]
+        unknown = [str(i) for i, c in enumerate(canonical) if c is None]
+        if unknown:  # by position, as for EnabledEvents: input is never echoed
+            raise ValueError(f"not an event key or pattern of the catalog: [{', '.join(unknown)}]")
+        return list(dict.fromkeys(c for c in canonical if c))
+
+
+class ReplayStarted(ApiModel):
+    replay_id: UUID
+    matched: int = Field(description="Records in the window when the replay was asked for.")
+
+
+class Replay(ApiModel):
+    """A replay's progress: it is done when Sent + Failed = Matched."""
+
+    replay_id: UUID
+    matched: int
+    sent: int = Field(description="Re-sent records whose send succeeded.")
+    failed: int = Field(description="Re-sent records whose send failed (each has a new record).")
+    done: bool
+    since: Timestamp
+    until: Timestamp = Field(description="The window's end, fixed when the replay was asked for.")
+    only_failed: bool
+    event_keys: list[str] | None
+
+
 # -------------------------------------------------------------------- events
 
 

@@ -16,13 +16,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from shared.storage.clients import POISON_SUFFIX, RETRY_QUEUE, SYSTEM_EVENTS_QUEUE
+from shared.storage.clients import POISON_SUFFIX, REPLAY_QUEUE, RETRY_QUEUE, SYSTEM_EVENTS_QUEUE
 
 if TYPE_CHECKING:
     from shared.services import Services
 
 log = logging.getLogger("shared.poison")
-REPLAYABLE = (SYSTEM_EVENTS_QUEUE, RETRY_QUEUE)
+REPLAYABLE = (SYSTEM_EVENTS_QUEUE, RETRY_QUEUE, REPLAY_QUEUE)
 HIDE_SECONDS = 600  # while a run looks at the queue, what it has seen stays out of its way
 PAGE = 32
 
@@ -35,9 +35,15 @@ class Replayed:
 
 def _check(services: Services, queue: str) -> Callable[[bytes], Awaitable[Any]]:
     """What the queue's trigger reads first: it raises for a message that can never work."""
+    from shared.replay import replay_of
+
+    async def names_a_replay(payload: bytes) -> Any:
+        return replay_of(payload)
+
     readers = {
         SYSTEM_EVENTS_QUEUE: services.events.event_from,
         RETRY_QUEUE: services.events.retry_from,
+        REPLAY_QUEUE: names_a_replay,
     }
     return readers[queue]
 

@@ -12,7 +12,8 @@ A run deletes, in this order:
    then the records (one RowKey range), 100 to a transaction, each transaction followed by the
    bodies of its records, then the counter rows of those hours;
 3. once 1 and 2 are done: stored bodies older than the cutoff that are still there, and event
-   payload blobs older than the retention (not rounded: no count depends on them).
+   payload blobs older than the retention (not rounded: no count depends on them);
+4. the rows of bulk replays asked for before the retention (shared/replay.py).
 
 A failure copy goes before its record, and a record before its body, never after: a reader
 then finds a record with its body or no record at all. A run cut off between a transaction and
@@ -60,6 +61,7 @@ class PurgeResult:
     records_removed: int = 0
     bodies_removed: int = 0
     event_payloads_removed: int = 0
+    replays_removed: int = 0
     partitions_visited: int = 0  # partitions left with nothing older than the cutoff
     complete: bool = False  # False: the time budget ran out; the next run continues
 
@@ -67,7 +69,7 @@ class PurgeResult:
         state = "complete" if self.complete else "stopped at its time budget (the next continues)"
         return (
             f"removed {self.records_removed} records, {self.bodies_removed} bodies and "
-            f"{self.event_payloads_removed} event payloads; "
+            f"{self.event_payloads_removed} event payloads and {self.replays_removed} replays; "
             f"{self.partitions_visited} partitions visited; {state}"
         )
 
@@ -96,6 +98,7 @@ async def purge(
         await run.each(deleted, run.deleted_partition)
         and await run.each(live, run.live_partition)
         and await run.leftovers()
+        and await run.replays()
     )
     log.info("purge of what is older than %s: %s", cutoff.isoformat(), run.result.describe())
     return run.result
@@ -111,6 +114,7 @@ class _Run:
     ) -> None:
         self.messages = services.messages
         self.connections = services.connections
+        self.replay_rows = services.replays
         self.cutoff, self.payloads_cutoff = cutoffs
         self.deadline = deadline
         self.timer = timer
@@ -212,6 +216,15 @@ class _Run:
         old = [b.name async for b in payloads if b.last_modified <= self.payloads_cutoff]
         removed = await self.messages.delete_bodies(old)
         self.result.event_payloads_removed += removed
+        return True
+
+    async def replays(self) -> bool:
+        """Rows of replays asked for before the retention (as old as the oldest records)."""
+        for partition, replay_id in await self.replay_rows.created_before(self.payloads_cutoff):
+            if self.out_of_time():
+                return False
+            await self.replay_rows.delete(partition, replay_id)
+            self.result.replays_removed += 1
         return True
 
     async def delete_bodies(self, names: list[str]) -> None:

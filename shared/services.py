@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from shared.storage.health import HealthRepository
     from shared.storage.messages import MessageLog
     from shared.storage.portalsessions import PortalSessionRepository
+    from shared.storage.replays import ReplayRepository
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Services:
     messages: MessageLog
     events: EventStore
     health: HealthRepository
+    replays: ReplayRepository
     clock: Clock = field(default=system_clock)
     _dispatcher: Dispatcher | None = None
 
@@ -48,6 +50,7 @@ class Services:
         from shared.storage.health import HealthRepository
         from shared.storage.messages import MessageLog
         from shared.storage.portalsessions import PortalSessionRepository
+        from shared.storage.replays import ReplayRepository
 
         storage = clients.StorageClients(settings.storage)
         keys = KeyRing(settings.encryption_keys)
@@ -63,6 +66,7 @@ class Services:
             messages=MessageLog(await storage.table(clients.MESSAGES_TABLE), bodies),
             events=EventStore(bodies, settings.limits.event_bytes),
             health=HealthRepository(await storage.table(clients.HEALTH_TABLE)),
+            replays=ReplayRepository(await storage.table(clients.REPLAYS_TABLE)),
             clock=clock,
         )
 

@@ -196,6 +196,9 @@ class Settings:
     verify_seconds: float = 10.0
     health_flush_seconds: float = 15.0
     suspend_after_seconds: float = 3 * 24 * 3600.0
+    # A replay sends at most this many records a second (REPLAY_RECORDS_PER_SECOND; 0: no
+    # pacing), so live deliveries keep the senders and the log most of the time.
+    replay_records_per_second: float = 50.0
 
     @classmethod
     def from_environment(cls) -> Settings:
@@ -214,6 +217,7 @@ class Settings:
             verify_seconds=float(os.environ.get("CONNECTION_VERIFY_SECONDS", "10")),
             health_flush_seconds=float(os.environ.get("HEALTH_FLUSH_SECONDS", "15")),
             suspend_after_seconds=float(os.environ.get("SUSPEND_AFTER_SECONDS", str(3 * 86400))),
+            replay_records_per_second=float(os.environ.get("REPLAY_RECORDS_PER_SECOND", "50")),
         )
         if delays := os.environ.get("DELIVERY_RETRY_DELAYS"):  # for demos and tests: "1,1,1,1,1"
             settings = replace(settings, retry_delays_seconds=tuple(map(float, delays.split(","))))

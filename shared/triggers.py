@@ -9,7 +9,7 @@ import logging
 import azure.functions as func
 
 from shared.services import get_services
-from shared.storage.clients import POISON_SUFFIX, RETRY_QUEUE, SYSTEM_EVENTS_QUEUE
+from shared.storage.clients import POISON_SUFFIX, REPLAY_QUEUE, RETRY_QUEUE, SYSTEM_EVENTS_QUEUE
 
 bp = func.Blueprint()
 log = logging.getLogger("shared.dispatch")
@@ -49,6 +49,19 @@ async def retry_delivery(msg: func.QueueMessage) -> None:
         return
     dispatcher = await services.dispatcher()
     await dispatcher.retry(retry, event)
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=REPLAY_QUEUE, connection="AzureWebJobsStorage")
+async def replay_records(msg: func.QueueMessage) -> None:
+    """One run of a bulk replay (shared/replay.py): a failure leaves its counts as they were
+    and the host tries the message again, up to `maxDequeueCount`, then `replays-poison`."""
+    from shared.replay import MalformedReplay, run
+
+    services = await get_services()
+    try:
+        await run(services, msg.get_body())
+    except MalformedReplay as e:
+        await to_poison(REPLAY_QUEUE, msg, str(e))
 
 
 @bp.timer_trigger(arg_name="timer", schedule="0 15 * * * *")

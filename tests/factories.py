@@ -29,6 +29,7 @@ from shared.storage.apikeys import ApiKeyRepository
 from shared.storage.clients import API_KEYS_TABLE
 from shared.storage.connections import StoredConnection
 from shared.storage.messages import LoggedMessage
+from shared.storage.replays import ReplayRow
 
 # A connection string that parses; nothing listens there.
 SB = (
@@ -158,6 +159,22 @@ def log_records(
         )
         for i in range(n)
     ]
+
+
+def a_replay(created_at: datetime, matched: int = 3) -> ReplayRow:
+    """A replay's row, asked for at `created_at` over the hour before."""
+    return ReplayRow(
+        partition=uuid.uuid4().hex,
+        replay_id=uuid.uuid4(),
+        account="acme",
+        connection_uid=uuid.uuid4(),
+        since=created_at - timedelta(hours=1),
+        until=created_at,
+        only_failed=True,
+        event_keys=None,
+        matched=matched,
+        created_at=created_at,
+    )
 
 
 class MemoryConnections:

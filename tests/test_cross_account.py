@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -57,16 +58,29 @@ async def owner(
         assert status == 200
         ids = {"uid": connection["Uid"], "connectionUid": connection["Uid"]}
         ids["messageUid"] = record["Uid"]
+        replay = f"{PATH}/{connection['Uid']}/messages/replay"
+        status, started = await other.call("POST", replay, replay_body(services))
+        assert status == 202, started
+        ids["replayId"] = started["ReplayId"]
         yield other, ids, {**sent, "Uid": connection["Uid"]}
+
+
+def replay_body(services: Services) -> dict[str, str]:
+    return {"Since": (services.clock() - timedelta(hours=1)).isoformat()}
 
 
 @pytest.mark.parametrize(("method", "route"), ROUTES)
 async def test_another_accounts_ids_are_not_found(
-    api: Api, owner: tuple[Api, dict[str, str], dict[str, Any]], method: str, route: str
+    api: Api,
+    services: Services,
+    owner: tuple[Api, dict[str, str], dict[str, Any]],
+    method: str,
+    route: str,
 ) -> None:
     other, ids, connection = owner
     path = IDS.sub(lambda m: ids[m.group(1)], route)
-    sent = connection if method == "PUT" else None
+    bodies = {"PUT": connection, "POST": replay_body(services) if "replay" in route else None}
+    sent = bodies.get(method)
     status, problem = await api.call(method, path, sent)
     assert status == 404, problem
     assert (await other.call(method, path, sent))[0] != 404  # the ids are real for their owner

@@ -469,6 +469,8 @@ def test_storage_holds_the_queues_tables_and_containers_the_app_uses(storage: Te
         "system-events-poison",
         "delivery-retries",
         "delivery-retries-poison",
+        "replays",
+        "replays-poison",
     ]
     assert storage.loop_items("tables") == [
         "connections",
@@ -476,6 +478,7 @@ def test_storage_holds_the_queues_tables_and_containers_the_app_uses(storage: Te
         "messages",
         "portalsessions",
         "connectionhealth",
+        "replays",
     ]
     assert storage.loop_items("containers") == ["message-bodies", "app-package"]
 

@@ -13,8 +13,10 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import aiohttp
 import pytest
@@ -52,6 +54,15 @@ def client_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[
         del sys.modules[name]
 
 
+async def openapi_document(api_host: str) -> dict[str, Any]:
+    async with (
+        aiohttp.ClientSession(api_host) as anonymous,
+        anonymous.get("/v1/openapi.json") as response,
+    ):
+        document: dict[str, Any] = await response.json()
+        return document
+
+
 def load(module: str) -> ModuleType:
     return importlib.import_module(f"{PACKAGE}.{module}")
 
@@ -59,11 +70,7 @@ def load(module: str) -> ModuleType:
 async def test_a_generated_client_lists_creates_replaces_and_deletes_a_connection(
     api_host: str, api_key: str, client_package: Path
 ) -> None:
-    async with (
-        aiohttp.ClientSession(api_host) as anonymous,
-        anonymous.get("/v1/openapi.json") as response,
-    ):
-        document = await response.json()
+    document = await openapi_document(api_host)
     post = document["paths"]["/v1/azureservicebusconnections"]["post"]
     assert "application/json-patch+json" in post["requestBody"]["description"]
     generate(document, client_package)
@@ -103,3 +110,25 @@ async def test_a_generated_client_lists_creates_replaces_and_deletes_a_connectio
         missing = await ops["get"].asyncio(uid, client=client)
         assert missing.status == 404  # the Problem model, parsed from problem+json
         assert await ops["list"].asyncio(client=client) == []
+
+
+async def test_a_generated_client_starts_a_replay_and_reads_its_progress(
+    api_host: str, api_key: str, client_package: Path
+) -> None:
+    generate(await openapi_document(api_host), client_package)
+    client = load("client").AuthenticatedClient(base_url=api_host, token=api_key)
+    models = load("models")
+    uid = uuid.uuid4()
+    async with client:
+        body = {"Uid": str(uid), "ServiceBusConnectionString": SB, "QueueName": "orders"}
+        create = load("api.default.create_connection")
+        await create.asyncio(client=client, body=models.ConnectionInput.from_dict(body))
+        since = datetime.now(UTC) - timedelta(hours=1)
+        started = await load("api.default.replay_messages").asyncio(
+            uid, client=client, body=models.ReplayRequest(since=since, event_keys=["Order.*"])
+        )
+        assert started.matched == 0  # nothing logged yet: done at once
+        replay = await load("api.default.get_replay").asyncio(uid, started.replay_id, client=client)
+        assert (replay.done, replay.sent, replay.failed) == (True, 0, 0)
+        assert replay.only_failed and replay.event_keys == ["Order.*"]
+        assert replay.since.startswith(since.strftime("%Y-%m-%dT%H:%M:%S"))  # text, in ms

@@ -16,13 +16,15 @@ import pytest
 
 from shared.cli import parse_instant, purge_command
 from shared.crypto import KeyRing
+from shared.errors import NotFound
 from shared.events import EventStore, new_event
 from shared.models import MessageQuery, MessageStatus
 from shared.retention import TOMBSTONE_GRACE, PurgeResult, purge
 from shared.services import Services
 from shared.storage.connections import ConnectionRepository, StoredConnection
 from shared.storage.messages import MAX_PROPERTY_CHARS, LoggedMessage, MessageLog, row_key
-from tests.factories import NOW, a_connection, a_record
+from shared.storage.replays import ReplayRepository
+from tests.factories import NOW, a_connection, a_record, a_replay
 
 DAY = timedelta(days=1)
 BIG = "x" * (MAX_PROPERTY_CHARS + 1)  # stored in the bodies container, not in the table
@@ -33,17 +35,19 @@ async def svc(services: Services) -> AsyncIterator[Services]:
     """The app's services over tables and a container of this test alone."""
     tag = uuid.uuid4().hex[:12]
     storage = services.storage
-    names = f"retconn{tag}", f"retmsg{tag}", f"retention-{tag}"
+    names = f"retconn{tag}", f"retmsg{tag}", f"retention-{tag}", f"retreplays{tag}"
     yield replace(
         services,
         connections=ConnectionRepository(
             await storage.table(names[0]), KeyRing(services.settings.encryption_keys)
         ),
         messages=MessageLog(await storage.table(names[1]), await storage.container(names[2])),
+        replays=ReplayRepository(await storage.table(names[3])),
     )
     await storage.tables.delete_table(names[0])
     await storage.tables.delete_table(names[1])
     await storage.blobs.delete_container(names[2])
+    await storage.tables.delete_table(names[3])
 
 
 async def logged(
@@ -332,3 +336,13 @@ async def test_counts_and_failure_copies_go_with_their_hours(svc: Services, acco
     await svc.connections.delete(account, stored.uid, now - 2 * TOMBSTONE_GRACE)
     await purge(svc, now)
     assert await row_count(svc) == 0 and await log_rows(svc) == {}  # every kind of row
+
+
+async def test_replays_asked_for_before_the_retention_go(svc: Services) -> None:
+    old, recent = a_replay(NOW - 15 * DAY), a_replay(NOW - 13 * DAY)
+    for row in (old, recent):
+        await svc.replays.add(row)
+    assert (await purge(svc, NOW)).replays_removed == 1
+    assert (await svc.replays.get(recent.partition, recent.replay_id)).matched == recent.matched
+    with pytest.raises(NotFound):
+        await svc.replays.get(old.partition, old.replay_id)

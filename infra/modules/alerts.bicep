@@ -48,7 +48,7 @@ var logAlerts = [
   {
     key: 'poison'
     title: 'Messages moved to a poison queue'
-    description: 'A message went to system-events-poison or delivery-retries-poison. Find the cause in the traces, then: python -m shared.cli poison replay (docs/DEPLOYMENT.md).'
+    description: 'A message went to system-events-poison, delivery-retries-poison or replays-poison. Find the cause in the traces, then: python -m shared.cli poison replay (docs/DEPLOYMENT.md).'
     severity: 1
     threshold: 0
   }

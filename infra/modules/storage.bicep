@@ -38,12 +38,15 @@ var tableNames = [
   'messages'
   'portalsessions'
   'connectionhealth'
+  'replays'
 ]
 var queueNames = [
   'system-events'
   'system-events-poison'
   'delivery-retries'
   'delivery-retries-poison'
+  'replays'
+  'replays-poison'
 ]
 var messageBodiesContainer = 'message-bodies'
 var containerNames = [

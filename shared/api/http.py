@@ -170,6 +170,7 @@ class Endpoint:
     errors: tuple[int, ...] = field(default=())
     sends: bool = False  # sends a message: the stricter rate limit
     listed: bool = True  # in the OpenAPI document (the portal's own routes are not)
+    status: int = 200  # of a success (202: accepted, done later)
 
 
 ENDPOINTS: dict[str, Endpoint] = {}
@@ -201,12 +202,13 @@ def endpoint(
     errors: tuple[int, ...] = (),
     sends: bool = False,
     listed: bool = True,
+    status: int = 200,
 ) -> Callable[[Handler], Handler]:
     """Register `handler(call) -> model | list | None` as `METHOD /route` on the blueprint.
 
     `body`, `query` and `returns` name models of shared.models; `sends` marks a route that
     sends a message (a stricter rate limit); `listed=False` keeps it out of the OpenAPI
-    document.
+    document; `status` is a success's status code.
     """
 
     def register(handler: Handler) -> Handler:
@@ -234,6 +236,7 @@ def endpoint(
             errors,
             sends,
             listed,
+            status,
         )
         return handler
 
@@ -341,5 +344,7 @@ async def invoke(handler: Handler, req: func.HttpRequest, spec: Endpoint) -> fun
     if isinstance(result, func.HttpResponse):
         return result
     if result is None:
-        return func.HttpResponse(status_code=200)
-    return func.HttpResponse(json.dumps(to_json(result)), mimetype="application/json")
+        return func.HttpResponse(status_code=spec.status)
+    return func.HttpResponse(
+        json.dumps(to_json(result)), status_code=spec.status, mimetype="application/json"
+    )

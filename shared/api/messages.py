@@ -11,7 +11,7 @@ from shared.catalog import TEST_EVENT_KEY
 from shared.services import Services, get_services
 
 if TYPE_CHECKING:
-    from shared.models import DeliveryStats, Message, MessagePage
+    from shared.models import DeliveryStats, Message, MessagePage, Replay, ReplayStarted
     from shared.storage.connections import StoredConnection
 
 bp = func.Blueprint()
@@ -60,6 +60,42 @@ async def retry_message(call: Call) -> Message:
     record = await services.messages.get(stored.log_partition, uid)
     dispatcher = await services.dispatcher()
     return (await dispatcher.resend(stored, record)).message
+
+
+@endpoint(
+    bp,
+    "POST",
+    "v1/azureservicebusconnections/{uid}/messages/replay",
+    body="ReplayRequest",
+    returns="ReplayStarted",
+    errors=(404,),
+    sends=True,
+    status=202,
+)
+async def replay_messages(call: Call) -> ReplayStarted:
+    """Send the window's records again, oldest first, each as a re-send of its record (same
+    MessageId, IsRetry, Parent); 202 at once with the replay's id and how many records match.
+    A replay of the same window twice sends them twice."""
+    from shared.replay import start
+
+    services = await get_services()
+    stored = await connection_of(call, services, "uid")
+    return await start(services, stored, call.body, services.clock())
+
+
+@endpoint(
+    bp,
+    "GET",
+    "v1/azureservicebusconnections/{uid}/replays/{replayId}",
+    returns="Replay",
+    errors=(404,),
+)
+async def get_replay(call: Call) -> Replay:
+    """A replay's progress: done when Sent + Failed = Matched."""
+    services = await get_services()
+    stored = await connection_of(call, services, "uid")
+    replay_id = parse_uid(call.route["replayId"], "replay")
+    return (await services.replays.get(stored.log_partition, replay_id)).view()
 
 
 @endpoint(

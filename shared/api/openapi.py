@@ -66,7 +66,7 @@ def _operation(e: Endpoint, query_schemas: dict[str, Any]) -> dict[str, Any]:
             "description": _BODY_TYPES,
             "content": {JSON_TYPES[0]: {"schema": schema}},
         }
-    ok: dict[str, Any] = {"description": "OK"}
+    ok: dict[str, Any] = {"description": "Accepted" if e.status == 202 else "OK"}
     if e.returns is not None:
         ok["content"] = {"application/json": {"schema": _schema_of(e)}}
     problem = {"application/problem+json": {"schema": {"$ref": _REF.format(model="Problem")}}}
@@ -74,7 +74,7 @@ def _operation(e: Endpoint, query_schemas: dict[str, Any]) -> dict[str, Any]:
         set(e.errors) | ({400} if e.body or e.query else set()) | ({413, 415} if e.body else set())
     )
     codes |= set() if e.public else {401, 429}
-    op["responses"] = {"200": ok} | {
+    op["responses"] = {str(e.status): ok} | {
         str(code): {"description": _ERROR_TITLES[code], "content": problem}
         for code in sorted(codes)
     }

@@ -200,11 +200,37 @@ async def page(table: TableClient, w: Window, number: int, size: int) -> tuple[i
             purged_before(table, w.partition), spans(table, w), _read(table, w, w.keys()[0], size)
         )
     else:
-        floor, found = await asyncio.gather(purged_before(table, w.partition), spans(table, w))
-        start = _start(_kept(found, floor), (number - 1) * size)
+        floor, found = await _counted(table, w)
+        start = _start(found, (number - 1) * size)
         rows = await _read_from(table, w, *start, size) if start else []
     total = sum(m.count for m in _kept(found, floor))
     return total, [r for r in rows if floor is None or logged_at(r) >= floor]
+
+
+async def _counted(table: TableClient, w: Window) -> tuple[int | None, list[Span]]:
+    """The purge's cutoff and the window's spans that it leaves."""
+    floor, found = await asyncio.gather(purged_before(table, w.partition), spans(table, w))
+    return floor, _kept(found, floor)
+
+
+async def count(table: TableClient, w: Window) -> int:
+    """How many rows the window holds, from the counters."""
+    _, found = await _counted(table, w)
+    return sum(m.count for m in found)
+
+
+async def oldest(table: TableClient, w: Window, size: int) -> list[Any]:
+    """The `size` oldest rows of the window, oldest first (a replay's next chunk). Where they
+    start is found from the counters, as for page N: the same few reads whatever the size."""
+    floor, found = await _counted(table, w)
+    skip = sum(m.count for m in found) - size
+    start = _start(found, skip) if skip > 0 else None
+    rows = (
+        await _read_from(table, w, *start, size)
+        if start
+        else await _read(table, w, w.keys()[0], size)
+    )
+    return [r for r in reversed(rows) if floor is None or logged_at(r) >= floor]
 
 
 async def _read_from(table: TableClient, w: Window, minute: Span, skip: int, size: int) -> Any:

@@ -26,7 +26,7 @@ table property holds go to the app's own `message-bodies` container.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -40,11 +40,13 @@ from shared.storage.logcounts import (
     COUNTER,
     FAILURE,
     HOUR_MS,
+    MAX_MILLIS,
     PURGED,
     RECORDS_END,
     HourCounts,
     hour_of,
     inverted,
+    logged_at,
     millis,
 )
 from shared.storage.logwriter import CountingWriter, Submit
@@ -129,6 +131,60 @@ class MessageLog:
         total, entities = await loglisting.page(self._table, window, query.page, query.page_size)
         records = await asyncio.gather(*(self._from_entity(e) for e in entities))
         return MessagePage(messages=[r.message for r in records], page=query.page, total_hits=total)
+
+    # ---- replays
+
+    def _replay_window(
+        self, partition: str, only_failed: bool, after: int, upto: int
+    ) -> loglisting.Window:
+        return loglisting.Window(partition, FAILURE if only_failed else "", after, upto)
+
+    async def count(
+        self,
+        partition: str,
+        only_failed: bool,
+        window: tuple[datetime, datetime],
+        wants: Callable[[str], bool] | None = None,
+    ) -> int:
+        """Records (or failed ones) sent in (since, until]: from the counters, or, to count
+        only the event keys `wants` takes, by reading the window's EventKeys."""
+        w = self._replay_window(partition, only_failed, *map(millis, window))
+        if wants is None:
+            return await loglisting.count(self._table, w)
+        start, end = w.keys()
+        floor = await loglisting.purged_before(self._table, partition) or 0
+        rows = self._table.query_entities(
+            "PartitionKey eq @pk and RowKey ge @start and RowKey lt @end",
+            parameters={"pk": partition, "start": start, "end": end},
+            select=["RowKey", "EventKey"],
+            results_per_page=1000,
+        )
+        return len([r async for r in rows if wants(r["EventKey"]) and logged_at(r) >= floor])
+
+    async def oldest(
+        self, partition: str, only_failed: bool, cursor: str, until: datetime, size: int
+    ) -> list[tuple[str, LoggedMessage]]:
+        """Up to `size` records (or failed ones) after `cursor` and at or before `until`,
+        oldest first, each with its cursor. A cursor is a record's RowKey (what comes after
+        it is newer), or `row_key_bound(since)` to start with the records after `since`."""
+        prefix = FAILURE if only_failed else ""
+        at = MAX_MILLIS - int(cursor[:13])
+        rows: list[Any] = []
+        # The rest of the cursor's millisecond first (newer ones sort before the cursor); one
+        # page of it, since one millisecond holds far fewer than 1,000 records of a connection.
+        if len(cursor) > 13:
+            rows = list(
+                reversed(
+                    await self._first_rows(
+                        partition, prefix + cursor[:13], prefix + cursor, None, 1000
+                    )
+                )
+            )[:size]
+        if not rows:
+            w = self._replay_window(partition, only_failed, at, millis(until))
+            rows = await loglisting.oldest(self._table, w, size)
+        records = await asyncio.gather(*(self._from_entity(e) for e in rows))
+        return [(e["RowKey"][len(prefix) :], r) for e, r in zip(rows, records, strict=True)]
 
     async def hourly(
         self, partition: str, since: datetime, until: datetime
@@ -246,7 +302,7 @@ class MessageLog:
             await self._table.upsert_entity(entity)
 
     async def _first_rows(
-        self, partition: str, start: str, end: str, select: list[str], limit: int
+        self, partition: str, start: str, end: str, select: list[str] | None, limit: int
     ) -> list[Any]:
         pages = self._table.query_entities(
             "PartitionKey eq @pk and RowKey ge @start and RowKey lt @end",
