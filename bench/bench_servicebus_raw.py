@@ -27,7 +27,7 @@ from azure.servicebus import ServiceBusClient, ServiceBusMessage
 from azure.servicebus.aio import ServiceBusClient as AsyncServiceBusClient
 
 from bench.common import EVENT_BODY, EVENT_KEY
-from local.servicebus_emulator import Emulator
+from local.servicebus import Emulator
 
 
 def _message(i: int) -> ServiceBusMessage:
@@ -112,7 +112,7 @@ def emulator_process() -> Iterator[str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "local.servicebus_emulator", "--port", str(port)]
+    command = [sys.executable, "-m", "local.servicebus", "--port", str(port)]
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None

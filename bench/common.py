@@ -238,7 +238,7 @@ def azurite() -> Iterator[Azurite]:
 
 @dataclass
 class EmulatorProcess:
-    """`python -m local.servicebus_emulator` as a child process, driven by its stdin."""
+    """`python -m local.servicebus` as a child process, driven by its stdin."""
 
     process: subprocess.Popen[str]
     connection_string: str
@@ -256,10 +256,10 @@ class EmulatorProcess:
 @contextmanager
 def servicebus_emulator() -> Iterator[EmulatorProcess]:
     """The emulator in a process of its own on a free loopback port, stopped at the end."""
-    from local.servicebus_emulator import DEFAULT_KEY, KEY_NAME
+    from local.servicebus import DEFAULT_KEY, KEY_NAME
 
     port = free_port()
-    command = [sys.executable, "-m", "local.servicebus_emulator", "--port", str(port)]
+    command = [sys.executable, "-m", "local.servicebus", "--port", str(port)]
     process = subprocess.Popen(
         command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from local.servicebus_emulator import Emulator
+from local.servicebus import Emulator
 from shared.dispatch.dispatcher import Dispatcher
 from shared.dispatch.health import HealthTracker
 from shared.dispatch.retries import RetryScheduler

@@ -5,7 +5,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 
-from local.servicebus_emulator import Emulator
+from local.servicebus import Emulator
 from shared.events import new_event
 from shared.services import Services
 from tests.factories import a_connection

@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from local.azurite import ACCOUNT as AZURITE_ACCOUNT
 from local.azurite import start_azurite
-from local.servicebus_emulator import Emulator
+from local.servicebus import Emulator
 from shared.dispatch.dispatcher import Dispatcher
 from shared.endpoints import EndpointRule
 from shared.events import new_event

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from azure.storage.blob.aio import ContainerClient
 
-from local.servicebus_emulator import Emulator
+from local.servicebus import Emulator
 from shared.dispatch.dispatcher import Dispatcher
 from shared.dispatch.outgoing import message_id
 from shared.events import DeliveryRetry

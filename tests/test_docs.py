@@ -22,3 +22,14 @@ def test_docs_mention_nothing_outside_the_repository(page: Path) -> None:
         resolved = (page.parent / target).resolve()
         assert resolved.is_relative_to(ROOT), f"{page.name} links outside the repository: {target}"
         assert resolved.exists(), f"{page.name} links to a missing file: {target}"
+
+
+def test_the_reference_lists_every_route_of_the_api() -> None:
+    """A new route cannot be forgotten in docs/API.md's table."""
+    import function_app  # noqa: F401  # registers the routes
+    from shared.api import openapi
+
+    reference = (ROOT / "docs" / "API.md").read_text(encoding="utf-8")
+    for path, operations in openapi.document()["paths"].items():
+        for method in operations:
+            assert f"`{method.upper()} {path}`" in reference, f"{method.upper()} {path}"

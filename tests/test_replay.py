@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from local.servicebus_emulator import Emulator
+from local.servicebus import Emulator
 from shared.dispatch.dispatcher import Attempt, Dispatcher
 from shared.events import new_event
 from shared.models import MessageStatus, RequestMetadata

@@ -34,7 +34,7 @@ from azure.servicebus.exceptions import (
     ServiceBusServerBusyError,
 )
 
-from local.servicebus_emulator import DEFAULT_MAX_MESSAGE_SIZE, Emulator
+from local.servicebus import DEFAULT_MAX_MESSAGE_SIZE, Emulator
 
 Factory = Callable[..., Emulator]
 RECEIVE_AND_DELETE = ServiceBusReceiveMode.RECEIVE_AND_DELETE
@@ -373,7 +373,7 @@ def test_command_line_emulator_with_stdin_control() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "local.servicebus_emulator", "--port", str(port)]
+    command = [sys.executable, "-m", "local.servicebus", "--port", str(port)]
     command += ["--strict", "--queue", "orders", "--max-message-size", "8192"]
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert process.stdin is not None and process.stdout is not None

@@ -18,7 +18,6 @@ that late; 0 ends it), `outage SECONDS` (stop listening, drop everything, come b
 the same port), `queue NAME` (create a queue, for --strict), `session-queue NAME` (a
 session-enabled queue), `count NAME` (print how many
 messages a queue holds). In process, `Emulator` offers the same as methods.
-(`python -m local.servicebus_emulator`, the emulator's first name, does the same.)
 
 The AMQP flow, as the SDK drives it:
 1. SASL ANONYMOUS, open, begin: accepted as they come.
