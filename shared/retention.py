@@ -62,6 +62,7 @@ class PurgeResult:
     bodies_removed: int = 0
     event_payloads_removed: int = 0
     replays_removed: int = 0
+    portal_sign_ins_removed: int = 0  # expired codes and sessions
     partitions_visited: int = 0  # partitions left with nothing older than the cutoff
     complete: bool = False  # False: the time budget ran out; the next run continues
 
@@ -69,7 +70,8 @@ class PurgeResult:
         state = "complete" if self.complete else "stopped at its time budget (the next continues)"
         return (
             f"removed {self.records_removed} records, {self.bodies_removed} bodies and "
-            f"{self.event_payloads_removed} event payloads and {self.replays_removed} replays; "
+            f"{self.event_payloads_removed} event payloads, {self.replays_removed} replays and "
+            f"{self.portal_sign_ins_removed} expired portal sign-ins; "
             f"{self.partitions_visited} partitions visited; {state}"
         )
 
@@ -100,6 +102,7 @@ async def purge(
         and await run.leftovers()
         and await run.replays()
     )
+    run.result.portal_sign_ins_removed = await services.portal_sessions.delete_expired(now)
     log.info("purge of what is older than %s: %s", cutoff.isoformat(), run.result.describe())
     return run.result
 

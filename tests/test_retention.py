@@ -23,6 +23,7 @@ from shared.retention import TOMBSTONE_GRACE, PurgeResult, purge
 from shared.services import Services
 from shared.storage.connections import ConnectionRepository, StoredConnection
 from shared.storage.messages import MAX_PROPERTY_CHARS, LoggedMessage, MessageLog, row_key
+from shared.storage.portalsessions import PortalSessionRepository
 from shared.storage.replays import ReplayRepository
 from tests.factories import NOW, a_connection, a_record, a_replay
 
@@ -36,6 +37,7 @@ async def svc(services: Services) -> AsyncIterator[Services]:
     tag = uuid.uuid4().hex[:12]
     storage = services.storage
     names = f"retconn{tag}", f"retmsg{tag}", f"retention-{tag}", f"retreplays{tag}"
+    sessions = f"retportal{tag}"
     yield replace(
         services,
         connections=ConnectionRepository(
@@ -43,11 +45,13 @@ async def svc(services: Services) -> AsyncIterator[Services]:
         ),
         messages=MessageLog(await storage.table(names[1]), await storage.container(names[2])),
         replays=ReplayRepository(await storage.table(names[3])),
+        portal_sessions=PortalSessionRepository(await storage.table(sessions)),
     )
     await storage.tables.delete_table(names[0])
     await storage.tables.delete_table(names[1])
     await storage.blobs.delete_container(names[2])
     await storage.tables.delete_table(names[3])
+    await storage.tables.delete_table(sessions)
 
 
 async def logged(
@@ -346,3 +350,16 @@ async def test_replays_asked_for_before_the_retention_go(svc: Services) -> None:
     assert (await svc.replays.get(recent.partition, recent.replay_id)).matched == recent.matched
     with pytest.raises(NotFound):
         await svc.replays.get(old.partition, old.replay_id)
+
+
+async def test_expired_portal_sign_ins_go_and_live_ones_stay(svc: Services) -> None:
+    sessions = svc.portal_sessions
+    unused_code = await sessions.new_code("acme", 5, NOW - timedelta(minutes=10))
+    live_code = await sessions.new_code("acme", 60, NOW)
+    old_session = await sessions.start("acme", NOW - 2 * sessions.lifetime)
+    live_session = await sessions.start("acme", NOW)
+    assert (await purge(svc, NOW)).portal_sign_ins_removed == 2
+    assert await sessions.get(old_session.token, NOW - 2 * sessions.lifetime) is None
+    assert await sessions.get(live_session.token, NOW) is not None
+    assert await sessions.redeem(unused_code, NOW - timedelta(minutes=10)) is None
+    assert await sessions.redeem(live_code, NOW) is not None
