@@ -23,6 +23,8 @@ import pytest
 
 from shared.api.http import SESSION_COOKIE
 from shared.events import new_event
+from shared.health import HealthState
+from shared.models import HealthStatus
 from shared.portal import sign_in_link
 from shared.services import Services
 from tests.browser import find_chromium, serious_violations
@@ -330,3 +332,27 @@ async def test_the_list_shows_each_connections_health(
     await portal.open("/")
     row = portal.page.get_by_role("row").filter(has_text=unique_queue)
     await row.get_by_role("cell", name="Healthy").wait_for()
+
+
+@needs_route(PATH + "/{uid}/resume", 15)
+async def test_resume_ends_a_suspension_shown_on_the_page(
+    portal: Portal,
+    api: Api,
+    services: Services,
+    account: str,
+    servicebus_connection_string: str,
+    unique_queue: str,
+) -> None:
+    """The suspension itself (days of Configuration failures) is tested in
+    tests/test_connection_health.py; here its health row is written as the tracker would."""
+    uid = await make_connection(api, servicebus_connection_string, unique_queue)
+    now = services.clock()
+    suspended = HealthState(HealthStatus.SUSPENDED, now, last_failure_at=now, failing_since=now)
+    await services.health.put(account, uuid.UUID(uid), suspended)
+    await portal.open(f"/connections/{uid}")
+    await portal.button("Resume").click()
+    await portal.page.get_by_text("Resumed.").wait_for()
+    assert await portal.button("Resume").count() == 0
+    _, connection = await api.call("GET", f"{PATH}/{uid}")
+    assert connection["Health"]["Status"] != "Suspended"
+    await portal.check("connection-resumed")

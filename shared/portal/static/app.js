@@ -171,8 +171,8 @@ async function sendTest(uid) {
 
 async function resume(uid) {
   const r = await call("POST", `${API}/${uid}/resume`);
+  if (r.ok) await route();  // drawn again, without the button; the line below stays
   say(r.ok ? "Resumed." : problemText(r.data));
-  if (r.ok) route();
 }
 
 // Whether the API has a route (parameter names aside): resume and replay arrive in a later
