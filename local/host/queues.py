@@ -115,7 +115,13 @@ class QueueListener:
             try:
                 messages = await self._receive()
             except Exception:
-                log.warning("%s: receive failed; retrying", self.invoker.name, exc_info=True)
+                log.warning(
+                    "%s: receive failed; what it may have taken stays hidden until its lease "
+                    "ends (%d s); retrying",
+                    self.invoker.name,
+                    self._lease,
+                    exc_info=True,
+                )
                 messages = []
             if messages:
                 delay = MIN_POLLING_INTERVAL
@@ -131,8 +137,14 @@ class QueueListener:
                 delay = min(delay * 2, self.options.max_polling_interval)
 
     async def _receive(self) -> list[StorageQueueMessage]:
+        # No SDK retry once the request is sent (retry_read=0): a dequeue whose answer was
+        # lost, e.g. to a read timeout while storage stalls, has already hidden its messages
+        # for the lease; a silent second dequeue would hide them with no trace (the
+        # failure is logged instead, and the poll loop asks again).
         pages = self.queue.receive_messages(
-            messages_per_page=self.options.batch_size, visibility_timeout=self._lease
+            messages_per_page=self.options.batch_size,
+            visibility_timeout=self._lease,
+            retry_read=0,
         ).by_page()
         async for page in pages:
             return [message async for message in page]
