@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -186,51 +185,13 @@ class Dispatcher:
         have room, waiting only while those in flight keep moving; else put the delivery
         back on the retry queue (same attempt, no record), so that a stuck tenant's backlog
         never waits in host slots."""
-        slot = await self._room(event.account_id, stored)
+        slot = await self.isolation.room(event.account_id, stored.uid)
         if slot is None:
-            await self._defer(event, stored, attempt, self._stuck_for(event.account_id, stored))
+            delay = self.isolation.defer_seconds(event.account_id, stored.uid)
+            await self.retries.defer(event, stored.uid, attempt.number, attempt.parent, delay)
             return None
         with slot:
             return await self.deliver(event, stored, attempt, slot)
-
-    async def _room(self, account: str, stored: StoredConnection) -> Slot | None:
-        """A place in the account's and then the connection's bulkhead, both released when
-        the attempt ends (before its record is written: that is our storage's time)."""
-        wait = self.isolation.settings.bulkhead_wait_seconds
-        in_account = await self.isolation.accounts.enter_unless_stuck(account, wait)
-        if in_account is None:
-            return None
-        try:
-            in_connection = await self.isolation.connections.enter_unless_stuck(stored.uid, wait)
-        except BaseException:  # cancelled while waiting: the account's place is not kept
-            in_account.release()
-            raise
-        if in_connection is None:
-            in_account.release()
-            return None
-
-        def release() -> None:
-            in_connection.release()
-            in_account.release()
-
-        return Slot(release)
-
-    def _stuck_for(self, account: str, stored: StoredConnection) -> float:
-        """How long the attempts a delivery found no room behind have stood still."""
-        isolation = self.isolation
-        return max(isolation.connections.still(stored.uid), isolation.accounts.still(account))
-
-    async def _defer(
-        self, event: SystemEvent, stored: StoredConnection, attempt: Attempt, stuck_for: float
-    ) -> None:
-        """Back on the retry queue until the attempts in the way have ended (their deadline),
-        so that a stuck tenant's backlog comes back once, to a breaker that has decided.
-        (Coming back sooner, as long as they had stood still, cost the other tenants more:
-        Y's p99 2.0x its alone figure against 1.9x, docs/BENCHMARKS.md.)"""
-        settings = self.isolation.settings
-        left = math.ceil(settings.attempt_timeout_seconds - stuck_for)
-        delay = max(settings.busy_defer_seconds, left)
-        await self.retries.defer(event, stored.uid, attempt.number, attempt.parent, delay)
 
     async def retry(self, retry: DeliveryRetry, event: SystemEvent) -> LoggedMessage | None:
         """A scheduled retry; dropped when the connection is gone or no longer wants the event."""
