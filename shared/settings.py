@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 STORAGE_SETTING = "AzureWebJobsStorage"
@@ -93,6 +93,9 @@ def cloudevents_source(environ: MutableMapping[str, str] | None = None) -> str:
     return environ.get(CLOUDEVENTS_SOURCE_SETTING) or DEFAULT_CLOUDEVENTS_SOURCE
 
 
+T = TypeVar("T")
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one tenant can make the app store or do; each is an app setting `LIMIT_<NAME>`."""
@@ -114,12 +117,20 @@ class Limits:
 
     @classmethod
     def from_environment(cls, environ: MutableMapping[str, str] | None = None) -> Limits:
-        environ = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for name, default in vars(cls()).items():
-            if (text := environ.get(f"LIMIT_{name.upper()}")) is not None:
-                values[name] = type(default)(text)
-        return cls(**values)
+        names = {name: f"LIMIT_{name.upper()}" for name in vars(cls())}
+        return _from_settings(cls, names, os.environ if environ is None else environ)
+
+
+def _from_settings(cls: type[T], names: Mapping[str, str], environ: Mapping[str, str]) -> T:
+    """`cls()` with each field in `names` read from that app setting where it is set, typed
+    as the field's default."""
+    default = cls()
+    values = {
+        field: type(getattr(default, field))(environ[name])
+        for field, name in names.items()
+        if name in environ
+    }
+    return cls(**values)
 
 
 # The Service Bus and Storage clouds (public, US Gov, China); an operator adds a sovereign or
@@ -161,20 +172,16 @@ class IsolationSettings:
 
     @classmethod
     def from_environment(cls) -> IsolationSettings:
-        env, default = os.environ, cls()
-        return cls(
-            float(env.get("DELIVERY_ATTEMPT_TIMEOUT_SECONDS", default.attempt_timeout_seconds)),
-            int(
-                env.get(
-                    "DELIVERY_MAX_IN_FLIGHT_PER_CONNECTION", default.max_in_flight_per_connection
-                )
-            ),
-            int(env.get("DELIVERY_MAX_IN_FLIGHT_PER_ACCOUNT", default.max_in_flight_per_account)),
-            float(env.get("DELIVERY_BULKHEAD_WAIT_SECONDS", default.bulkhead_wait_seconds)),
-            int(env.get("DELIVERY_BUSY_DEFER_SECONDS", default.busy_defer_seconds)),
-            int(env.get("CIRCUIT_BREAKER_FAILURES", default.breaker_failures)),
-            float(env.get("CIRCUIT_BREAKER_COOL_DOWN_SECONDS", default.breaker_cool_down_seconds)),
-        )
+        names = {
+            "attempt_timeout_seconds": "DELIVERY_ATTEMPT_TIMEOUT_SECONDS",
+            "max_in_flight_per_connection": "DELIVERY_MAX_IN_FLIGHT_PER_CONNECTION",
+            "max_in_flight_per_account": "DELIVERY_MAX_IN_FLIGHT_PER_ACCOUNT",
+            "bulkhead_wait_seconds": "DELIVERY_BULKHEAD_WAIT_SECONDS",
+            "busy_defer_seconds": "DELIVERY_BUSY_DEFER_SECONDS",
+            "breaker_failures": "CIRCUIT_BREAKER_FAILURES",
+            "breaker_cool_down_seconds": "CIRCUIT_BREAKER_COOL_DOWN_SECONDS",
+        }
+        return _from_settings(cls, names, os.environ)
 
 
 @dataclass(frozen=True)
