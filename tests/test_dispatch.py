@@ -303,7 +303,11 @@ async def test_a_thousand_events_to_ten_connections(
         await connect(services, account, cs, f"fan-{i}-{uuid.uuid4().hex[:6]}") for i in range(10)
     ]
     events = [an_event(account, "Order.Created", data={"N": n}) for n in range(1000)]
-    semaphore = asyncio.Semaphore(32)  # as many as an account's bulkhead takes at once
+    # Each event fans out to 10 deliveries: 3 events at once keep the account's attempts
+    # within its bulkhead, so none is put back on the retry queue (a stall of the machine
+    # would otherwise defer some, and they would not arrive within this test).
+    per_account = services.settings.isolation.max_in_flight_per_account
+    semaphore = asyncio.Semaphore(per_account // len(connections))
 
     async def one(e: SystemEvent) -> None:
         async with semaphore:
