@@ -28,6 +28,7 @@ from shared.dispatch.entra import CredentialFactory, EntraTarget
 from shared.dispatch.errors import TooLarge, classify
 from shared.dispatch.health import HealthTracker
 from shared.dispatch.isolation import Deadline, Isolation, Slot
+from shared.dispatch.readcache import SharedReads
 from shared.dispatch.retries import RetryScheduler
 from shared.dispatch.servicebus import SenderPool
 from shared.endpoints import DEFAULT_GUARD, ConnectGuard, blob_endpoint
@@ -85,10 +86,6 @@ SUSPENDED_ERROR = DeliveryError(
 )
 
 
-def _failed(future: asyncio.Future[Any]) -> bool:
-    return future.cancelled() or future.exception() is not None
-
-
 @dataclass(frozen=True)
 class Attempt:
     """Which try this is, and what it answers to."""
@@ -132,14 +129,13 @@ class Dispatcher:
         self.records = records
         self.retries = retries
         self.clock = clock
-        self.connection_cache_seconds = connection_cache_seconds
         self.isolation = isolation = isolation or Isolation(IsolationSettings())
         self.senders = SenderPool(guard=guard, credentials=credentials)
         self.claims = ClaimCheckStore(
             guard, blob_options, read_timeout=isolation.settings.attempt_timeout_seconds
         )
         self._writers: dict[str, Coalescer[LoggedMessage]] = {}
-        self._cached: dict[str, tuple[float, asyncio.Future[list[StoredConnection]]]] = {}
+        self._connections = SharedReads(connections.for_account, connection_cache_seconds)
 
     # ------------------------------------------------------------ entry points
 
@@ -253,15 +249,7 @@ class Dispatcher:
     async def connections_of(self, account: str, fresh: bool = False) -> list[StoredConnection]:
         """The account's connections, cached briefly (changes arrive within seconds); one
         read at a time per account, however many events wait for it."""
-        now = time.monotonic()
-        cached = self._cached.get(account)
-        stale = cached is None or (cached[1].done() and (cached[0] <= now or _failed(cached[1])))
-        if stale or fresh:
-            read = asyncio.ensure_future(self.connections.for_account(account))
-            cached = (now + self.connection_cache_seconds, read)
-            self._cached[account] = cached
-        assert cached is not None
-        return await asyncio.shield(cached[1])
+        return await self._connections.get(account, fresh)
 
     async def _send_and_log(
         self,

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from uuid import UUID
 
 from shared.clock import Clock
+from shared.dispatch.readcache import SharedReads
 from shared.health import HealthState, Outcomes, merge
 from shared.models import DeliveryError, HealthStatus
 from shared.storage.health import HealthRepository
@@ -37,12 +37,11 @@ class HealthTracker:
         self.clock = clock
         self.flush_seconds = flush_seconds
         self.suspend_after = timedelta(seconds=suspend_after_seconds)
-        self.cache_seconds = cache_seconds
         self.breaker_open = breaker_open
         self._pending: dict[tuple[str, UUID], Outcomes] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Task[None] | None = None
-        self._suspended: dict[str, tuple[float, asyncio.Future[set[UUID]]]] = {}
+        self._suspended = SharedReads(repository.suspended, cache_seconds)
 
     def observe(self, account: str, uid: UUID, at: datetime, error: DeliveryError | None) -> None:
         """One delivery's outcome; written with the others of the window."""
@@ -70,7 +69,7 @@ class HealthTracker:
                 log.warning("writing the health of connection %s failed", uid, exc_info=True)
                 continue
             if state.status == HealthStatus.SUSPENDED:
-                self._suspended.pop(account, None)  # read again: this process stops at once
+                self._suspended.forget(account)  # read again: this process stops at once
 
     def _merging(self, uid: UUID, seen: Outcomes) -> Callable[[HealthState | None], HealthState]:
         held_back = self.breaker_open is not None and self.breaker_open(uid)
@@ -84,13 +83,8 @@ class HealthTracker:
 
     async def suspended(self, account: str, uid: UUID) -> bool:
         """Whether the connection is suspended, as of at most `cache_seconds` ago."""
-        now = time.monotonic()
-        cached = self._suspended.get(account)
-        if cached is None or (cached[1].done() and (cached[0] <= now or _failed(cached[1]))):
-            read = asyncio.ensure_future(self.repository.suspended(account))
-            cached = self._suspended[account] = (now + self.cache_seconds, read)
         try:
-            return uid in await asyncio.shield(cached[1])
+            return uid in await self._suspended.get(account)
         except Exception:  # health is advisory: deliver rather than fail on its table
             log.warning("reading the suspended connections of %s failed", account, exc_info=True)
             return False
@@ -99,7 +93,3 @@ class HealthTracker:
         if self._flushing is not None:
             await self._flushing  # a write the timer started
         await self.flush()
-
-
-def _failed(future: asyncio.Future[set[UUID]]) -> bool:
-    return future.cancelled() or future.exception() is not None
