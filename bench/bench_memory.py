@@ -55,8 +55,10 @@ async def child_ours(storage: str, servicebus: str, connections: int, events: in
         fanout = await make_fanout(services, servicebus, connections)
         dispatcher = await services.new_dispatcher()
         try:
-            await dispatch_all(dispatcher, events_for(fanout.account, 1))  # opens the links
-            seconds = await dispatch_all(dispatcher, events_for(fanout.account, events))
+            await dispatch_all(dispatcher, events_for(fanout.account, 1), connections)  # links
+            seconds = await dispatch_all(
+                dispatcher, events_for(fanout.account, events), connections
+            )
             assert len(dispatcher.senders) == connections
         finally:
             await dispatcher.close()

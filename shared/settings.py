@@ -156,16 +156,22 @@ class IsolationSettings:
     "Delivery isolation")."""
 
     attempt_timeout_seconds: float = 30.0  # one budget for open, CBS, attach, upload and send
-    # Attempts per connection: a sender flushes 32 at most, more would only queue behind it.
-    max_in_flight_per_connection: int = 32
-    # Queue-triggered attempts per account, each holding at most one host slot: of the 96 a
-    # trigger runs at once (host.json), and below the 64 above which the host stops fetching.
+    # Attempts per connection: what one flush (one batch at a time) takes. Also what a
+    # destination that answered and then turns into a black hole holds until the deadline:
+    # 64 of a trigger's 96 host slots (host.json) at most.
+    max_in_flight_per_connection: int = 64
+    # Queue-triggered attempts per account to destinations that have not answered on their
+    # current link (new, or failed): below the 64 above which the host stops fetching.
     max_in_flight_per_account: int = 32
-    # A delivery finding no room waits while the holders are younger than this; behind
-    # older (stuck) ones it goes back to the retry queue for busy_defer_seconds. Each waiter
-    # holds a host slot: with 1 s, a black-hole tenant's burst gave another tenant 3.9x its
-    # p99 latency, with 0.3 s 1.4x (bench/bench_isolation.py).
+    # A delivery finding no room waits its turn while the attempts in its way move: one
+    # finishes, or their destination answers, at least every bulkhead_wait_seconds while the
+    # destination has not answered at all on its link (a black hole), every
+    # bulkhead_slow_seconds once it has (a live one; our own busy process reads its answers
+    # late). Behind stuck ones it goes back to the retry queue. Each waiter holds a host slot:
+    # waiting 1 s behind a black hole gave another tenant 3.9x its p99 latency, 0.3 s 1.4x
+    # (bench/bench_isolation.py).
     bulkhead_wait_seconds: float = 0.3
+    bulkhead_slow_seconds: float = 2.0
     busy_defer_seconds: int = 1
     breaker_failures: int = 5  # consecutive timeouts or connection failures that open it
     breaker_cool_down_seconds: float = 30.0  # open this long before one probe may try
@@ -177,6 +183,7 @@ class IsolationSettings:
             "max_in_flight_per_connection": "DELIVERY_MAX_IN_FLIGHT_PER_CONNECTION",
             "max_in_flight_per_account": "DELIVERY_MAX_IN_FLIGHT_PER_ACCOUNT",
             "bulkhead_wait_seconds": "DELIVERY_BULKHEAD_WAIT_SECONDS",
+            "bulkhead_slow_seconds": "DELIVERY_BULKHEAD_SLOW_SECONDS",
             "busy_defer_seconds": "DELIVERY_BUSY_DEFER_SECONDS",
             "breaker_failures": "CIRCUIT_BREAKER_FAILURES",
             "breaker_cool_down_seconds": "CIRCUIT_BREAKER_COOL_DOWN_SECONDS",

@@ -1,27 +1,31 @@
-"""The parts of delivery isolation on their own: deadline, bulkheads, breaker, error types."""
+"""The parts of delivery isolation on their own: deadline, breaker, error types, the sender's
+readiness (the bulkheads: tests/test_bulkhead.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
+from local.blackhole import BlackHole
+from local.servicebus import Emulator
 from shared.dispatch.errors import classify
 from shared.dispatch.isolation import (
     Breaker,
     Breakers,
     BreakerState,
-    Bulkhead,
     CircuitOpen,
     Deadline,
     DeliveryTimeout,
 )
 from shared.dispatch.outgoing import Outgoing
 from shared.dispatch.servicebus import QueueSender, SenderPool
+from shared.endpoints import ConnectGuard
 
 
 class Clock:
@@ -55,66 +59,6 @@ async def test_a_timeout_of_the_sdks_own_before_the_deadline_is_left_as_it_is() 
         async with Deadline(30).scope():
             raise TimeoutError("the SDK's own")
     assert not isinstance(raised.value, DeliveryTimeout)
-
-
-async def test_a_bulkhead_holds_at_most_its_limit_per_key() -> None:
-    bulkhead: Bulkhead[str] = Bulkhead(limit=2)
-    first, second = bulkhead.try_enter("x"), bulkhead.try_enter("x")
-    assert first and second
-    assert bulkhead.try_enter("x") is None  # full
-    assert bulkhead.try_enter("y") is not None  # other keys are not
-    first.release()
-    first.release()  # twice is once
-    assert bulkhead.in_flight("x") == 1
-    assert bulkhead.try_enter("x") is not None
-
-
-async def test_entering_waits_for_a_released_slot() -> None:
-    bulkhead: Bulkhead[uuid.UUID] = Bulkhead(limit=1)
-    uid = uuid.uuid4()
-    held = bulkhead.try_enter(uid)
-    assert held is not None
-    waiting = asyncio.create_task(bulkhead.enter(uid))
-    await asyncio.sleep(0.01)
-    assert not waiting.done()
-    held.release()
-    with await asyncio.wait_for(waiting, 5):
-        assert bulkhead.in_flight(uid) == 1
-    assert bulkhead.in_flight(uid) == 0
-
-
-async def test_a_wait_for_a_slot_given_up_leaves_nothing_behind() -> None:
-    bulkhead: Bulkhead[str] = Bulkhead(limit=1)
-    held = bulkhead.try_enter("x")
-    assert held is not None
-    with pytest.raises(DeliveryTimeout):
-        async with Deadline(0.02).scope():
-            await bulkhead.enter("x")
-    held.release()
-    assert bulkhead.in_flight("x") == 0
-
-
-async def test_a_delivery_waits_for_room_only_while_the_holders_are_moving() -> None:
-    clock = Clock()
-    bulkhead: Bulkhead[str] = Bulkhead(limit=2, clock=clock)
-    first, second = bulkhead.try_enter("x"), bulkhead.try_enter("x")
-    assert first and second
-    clock.now += 2
-    assert bulkhead.still("x") == 2
-    # Nobody let go for 2 s, with a patience of 2 s: stuck, so no waiting at all.
-    assert await asyncio.wait_for(bulkhead.enter_unless_stuck("x", patience=2), 1) is None
-    first.release()  # they move: the clock of stillness starts again
-    third = bulkhead.try_enter("x")
-    assert third is not None and bulkhead.still("x") == 0
-    waiting = asyncio.create_task(bulkhead.enter_unless_stuck("x", patience=2))
-    await asyncio.sleep(0.01)
-    assert not waiting.done()  # waits, as a slot may come free any moment...
-    second.release()
-    slot = await asyncio.wait_for(waiting, 5)
-    assert slot is not None and bulkhead.in_flight("x") == 2
-    # ...but only until the holders would have stood still for `patience`.
-    assert await bulkhead.enter_unless_stuck("x", patience=0.05) is None
-    assert await bulkhead.enter_unless_stuck("y", patience=0) is not None  # room: no wait
 
 
 def test_the_breaker_opens_after_k_failures_and_lets_one_probe_after_the_cool_down() -> None:
@@ -222,3 +166,30 @@ async def test_a_sender_whose_send_ignores_the_deadline_is_replaced() -> None:
     assert fresh is not deaf and not fresh.stuck
     deaf.let_go.set()
     await pool.close()
+
+
+async def test_a_sender_tells_a_link_being_opened_from_a_black_hole(
+    servicebus_emulator: Emulator, unique_queue: str, black_hole: BlackHole
+) -> None:
+    """What the bulkheads read (shared/dispatch/bulkhead.py): whether the peer answered, from
+    the SDK's own record of its last frame, a private attribute of the pinned azure-servicebus;
+    an upgrade that moves it fails here rather than making every opening look like a black
+    hole."""
+    guard = ConnectGuard(allow_local=True)
+    live = QueueSender(servicebus_emulator.connection_string, unique_queue, guard)
+    hole = QueueSender(black_hole.connection_string, "orders", guard)
+    message = Outgoing(b"{}", "id", "Order.Created", "e1", "2026-12-01T00:00:00Z", "a", False)
+    try:
+        assert not live.ready and not live.answered and live.heard() == 0
+        started = time.monotonic()
+        await live.send(message, Deadline(10))
+        assert live.ready and live.answered and started < live.heard() <= time.monotonic()
+        started = time.monotonic()
+        with pytest.raises(DeliveryTimeout):
+            await hole.send(message, Deadline(0.5))
+        assert not hole.ready and not hole.answered
+        assert hole.heard() <= started + 0.1  # asked to open its link, and no more since
+    finally:
+        await live.close()
+        await hole.close()
+    assert not live.ready  # a closed link is no longer open

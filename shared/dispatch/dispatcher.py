@@ -30,7 +30,7 @@ from shared.dispatch.health import HealthTracker
 from shared.dispatch.isolation import Deadline, Isolation, Slot
 from shared.dispatch.readcache import SharedReads
 from shared.dispatch.retries import RetryScheduler
-from shared.dispatch.servicebus import SenderPool
+from shared.dispatch.servicebus import QueueSender, SenderPool
 from shared.endpoints import DEFAULT_GUARD, ConnectGuard, blob_endpoint
 from shared.events import DeliveryRetry
 from shared.models import (
@@ -181,7 +181,8 @@ class Dispatcher:
         have room, waiting only while those in flight keep moving; else put the delivery
         back on the retry queue (same attempt, no record), so that a stuck tenant's backlog
         never waits in host slots."""
-        slot = await self.isolation.room(event.account_id, stored.uid)
+        sender = self._sender(stored.connection)
+        slot = await self.isolation.room(event.account_id, stored.uid, sender)
         if slot is None:
             delay = self.isolation.defer_seconds(event.account_id, stored.uid)
             await self.retries.defer(event, stored.uid, attempt.number, attempt.parent, delay)
@@ -366,12 +367,7 @@ class Dispatcher:
     ) -> outgoing.Outgoing:
         """Send; a message too large for the link goes by claim check when there is a container."""
         c = stored.connection
-        entra = EntraTarget(c.fully_qualified_namespace or "", str(c.tenant_id))
-        sender = self.senders.get(
-            c.service_bus_connection_string or "",
-            c.queue_name,
-            entra if c.authentication == "EntraId" else None,
-        )
+        sender = self._sender(c)
         try:
             await sender.send(message, deadline)
             return message
@@ -388,6 +384,14 @@ class Dispatcher:
         reference = message.claim_check(container, name, subject, link)
         await sender.send(reference, deadline)
         return reference
+
+    def _sender(self, c: Connection) -> QueueSender:
+        entra = EntraTarget(c.fully_qualified_namespace or "", str(c.tenant_id))
+        return self.senders.get(
+            c.service_bus_connection_string or "",
+            c.queue_name,
+            entra if c.authentication == "EntraId" else None,
+        )
 
     def _blob_identity(self, c: Connection) -> BlobIdentity | None:
         """With Authentication EntraId, the blob endpoint and a token of the customer's tenant."""

@@ -3,11 +3,12 @@
 - `Deadline`: one budget per delivery attempt, enforced with `asyncio.timeout` around what
   the attempt awaits (connection open, CBS, link attach, claim-check upload, send), so a
   black hole costs at most that long whatever the SDKs' own options do.
-- `Bulkhead`: at most N attempts in flight per connection, and M queue-triggered attempts
-  per account, in this process. A delivery finding no room waits
-  only while the holders are moving (one lets go now and then, as in a healthy burst);
-  behind holders that stand still it is deferred
-  by the dispatcher (back on the retry queue, same attempt) instead of holding a host slot.
+- Bulkheads (shared/dispatch/bulkhead.py): at most N attempts in flight per connection, and
+  M queue-triggered attempts per account to destinations whose link is not open yet, in this
+  process. A delivery finding no room waits its turn while the holders are moving (one lets
+  go, or the destination answers, now and then); behind holders that stand still it is
+  deferred by the dispatcher (back on the retry queue, same attempt) instead of holding a
+  host slot.
 - `Breaker`: per connection; after K consecutive timeouts or connection failures it fails
   deliveries fast until a probe after a cool-down gets an answer. `Breakers.states()` is
   what a health feature reads.
@@ -17,15 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from enum import StrEnum
-from types import TracebackType
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar
 from uuid import UUID
 
+from shared.dispatch.bulkhead import Bulkhead, Patience, Progress, Slot
 from shared.settings import IsolationSettings
 
 # Errors that say the endpoint did not answer (by class name, any level of the hierarchy),
@@ -39,8 +39,6 @@ _UNREACHABLE = {
     "ConnectionError",
     "OSError",
 }
-
-K = TypeVar("K")
 
 
 class IsolationFailure(Exception):
@@ -102,101 +100,6 @@ def close_in_background(close: Callable[[], Awaitable[Any]], seconds: float) -> 
     task = asyncio.get_running_loop().create_task(run())
     _closing.add(task)
     task.add_done_callback(_closing.discard)
-
-
-class Slot:
-    """One place in a bulkhead, held until released."""
-
-    def __init__(self, release: Callable[[], None]) -> None:
-        self._release: Callable[[], None] | None = release
-
-    def release(self) -> None:
-        release, self._release = self._release, None
-        if release is not None:
-            release()
-
-    def __enter__(self) -> Slot:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
-
-
-class Bulkhead(Generic[K]):
-    """At most `limit` holders per key (a connection, an account) in this process."""
-
-    def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.limit, self._clock = limit, clock
-        self._holders: dict[K, dict[int, float]] = {}  # slot number -> when it was taken
-        self._released: dict[K, float] = {}  # when a holder last let go, while others hold
-        self._numbers = itertools.count()
-        self._waiters: list[asyncio.Future[None]] = []
-
-    def in_flight(self, key: K) -> int:
-        return len(self._holders.get(key, ()))
-
-    def still(self, key: K) -> float:
-        """Seconds since the holders of `key` last moved: since one let go, or since the
-        longest holder came in when none has let go meanwhile (0 when there are none)."""
-        holders = self._holders.get(key)
-        if not holders:
-            return 0.0
-        moved = max(next(iter(holders.values())), self._released.get(key, 0.0))
-        return self._clock() - moved
-
-    def try_enter(self, key: K) -> Slot | None:
-        """A slot now, or None when the key is at its limit."""
-        holders = self._holders.setdefault(key, {})
-        if len(holders) >= self.limit:
-            return None
-        number = next(self._numbers)
-        holders[number] = self._clock()
-        return Slot(lambda: self._leave(key, number))
-
-    async def enter(self, key: K) -> Slot:
-        """A slot, waiting for one as long as it takes (the caller bounds the wait)."""
-        while (slot := self.try_enter(key)) is None:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                self._waiters.remove(waiter)
-        return slot
-
-    async def enter_unless_stuck(self, key: K, patience: float) -> Slot | None:
-        """A slot, waiting for one only while the holders keep moving (one lets go at least
-        every `patience` seconds, as in a healthy burst). None when they stand still that
-        long (stuck, e.g. on a black hole: waiting would only hold a host slot)."""
-        while (slot := self.try_enter(key)) is None:
-            wait = patience - self.still(key)
-            if wait <= 0:
-                return None
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                async with asyncio.timeout(wait):
-                    await waiter
-            except TimeoutError:
-                return None
-            finally:
-                self._waiters.remove(waiter)
-        return slot
-
-    def _leave(self, key: K, number: int) -> None:
-        holders = self._holders[key]
-        del holders[number]
-        self._released[key] = self._clock()
-        if not holders:
-            del self._holders[key], self._released[key]
-        for waiter in self._waiters:  # each tries again; those still over the limit wait on
-            if not waiter.done():
-                waiter.set_result(None)
 
 
 class BreakerState(StrEnum):
@@ -293,15 +196,22 @@ class Isolation:
     def deadline(self) -> Deadline:
         return Deadline(self.settings.attempt_timeout_seconds)
 
-    async def room(self, account: str, connection: UUID) -> Slot | None:
-        """A place in the account's and then the connection's bulkhead, both released with
-        the slot; None when the attempts in the way stand still (see Bulkhead)."""
-        wait = self.settings.bulkhead_wait_seconds
-        in_account = await self.accounts.enter_unless_stuck(account, wait)
+    async def room(self, account: str, connection: UUID, destination: Progress) -> Slot | None:
+        """A place in the connection's bulkhead, and in the account's while the destination's
+        link is not open yet, both released with the slot; None when the attempts in the way
+        stand still (see Bulkhead).
+
+        The account's limit counts only what may turn out stuck: attempts to a destination
+        that has not answered on its current link. One that answers sends whole batches,
+        whatever the account's other connections do."""
+        wait = Patience(self.settings.bulkhead_wait_seconds, self.settings.bulkhead_slow_seconds)
+        if destination.ready:
+            return await self.connections.enter_unless_stuck(connection, wait, destination)
+        in_account = await self.accounts.enter_unless_stuck(account, wait, destination)
         if in_account is None:
             return None
         try:
-            in_connection = await self.connections.enter_unless_stuck(connection, wait)
+            in_connection = await self.connections.enter_unless_stuck(connection, wait, destination)
         except BaseException:  # cancelled while waiting: the account's place is not kept
             in_account.release()
             raise

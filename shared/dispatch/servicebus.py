@@ -29,10 +29,6 @@ SEND_TIMEOUT_SECONDS = 20.0  # our own retry schedule takes over after this
 MAX_CACHED_SENDERS = 500
 IDLE_SECONDS = 600.0
 CLOSE_SECONDS = 10.0  # a close that takes longer is abandoned
-# A flush sends at most this many messages, so the records of the first ones are written
-# while the next are encoded (10,000 deliveries: 1,157 to 1,357/s against 919 to 1,104/s
-# with everything waiting in one batch; docs/BENCHMARKS.md).
-BATCH_MOST = 32
 
 
 class QueueSender:
@@ -60,11 +56,34 @@ class QueueSender:
         self._entra = entra
         self._client: Any = None
         self._sender: Any = None
-        self._coalescer: Coalescer[tuple[Outgoing, Deadline]] = Coalescer(
-            self._flush, most=BATCH_MOST
-        )
+        # A flush takes all that waits (the bulkhead bounds it), in SDK batches as large as
+        # the link allows.
+        self._coalescer: Coalescer[tuple[Outgoing, Deadline]] = Coalescer(self._flush)
         self._flushing_until: float | None = None  # the running flush's deadline
         self.last_used = time.monotonic()
+        self.ready = False  # the current client has delivered: its link is open
+        self._opening_since = 0.0  # when a flush began without an open link
+
+    # What the bulkheads read (shared/dispatch/bulkhead.py, Progress), to tell a link being
+    # opened from a black hole: a live peer answers every few milliseconds meanwhile.
+
+    @property
+    def answered(self) -> bool:
+        return self._last_answer() > 0
+
+    def heard(self) -> float:
+        """When (time.monotonic) this destination last moved: its peer sent a frame, or we
+        began opening its link (our own process may take a while to get to the first frame
+        of many links opened at once; the destination's patience runs from there)."""
+        return max(self._opening_since, self._last_answer())
+
+    def _last_answer(self) -> float:
+        """When the peer last sent a frame on the current connection, 0 if never. The SDK's
+        own record (pyamqp's `_last_frame_received_time`, wall clock), a private attribute of
+        the pinned azure-servicebus; tests/test_isolation.py checks it is there."""
+        connection = getattr(getattr(self._sender, "_handler", None), "_connection", None)
+        at = getattr(connection, "_last_frame_received_time", None)
+        return time.monotonic() - (time.time() - at) if at else 0.0
 
     async def send(self, message: Outgoing, deadline: Deadline) -> None:
         """Send one message (gathered with concurrent ones); TooLarge if it cannot fit."""
@@ -110,6 +129,7 @@ class QueueSender:
 
     async def close(self) -> None:
         client, self._client, self._sender = self._client, None, None
+        self.ready = False
         if client is not None:
             try:
                 async with asyncio.timeout(CLOSE_SECONDS):  # a dead peer never answers a close
@@ -120,6 +140,7 @@ class QueueSender:
     def _discard(self) -> None:
         """Drop the client now; its close runs in the background and is never awaited."""
         client, self._client, self._sender = self._client, None, None
+        self.ready = False
         if client is not None:
             close_in_background(client.close, CLOSE_SECONDS)
 
@@ -128,10 +149,14 @@ class QueueSender:
     ) -> list[BaseException | None]:
         deadline = min((d for _, d in items), key=lambda d: d.at)
         self._flushing_until = deadline.at
+        if self._sender is None:
+            self._opening_since = time.monotonic()
         try:
-            return await self._send_all([m for m, _ in items], deadline)
+            outcomes = await self._send_all([m for m, _ in items], deadline)
         finally:
             self._flushing_until = None
+        self.ready = self._sender is not None and any(o is None for o in outcomes)
+        return outcomes
 
     async def _send_all(
         self, messages: Sequence[Outgoing], deadline: Deadline
@@ -199,6 +224,9 @@ class SenderPool:
         self._guard = guard
         self.credentials = credentials or TenantCredentials.from_environment()
         self._make = make  # tests give a sender that misbehaves
+        # The SDK loads now (about 0.3 s), not inside the first delivery's attempt, where the
+        # loop standing still would look to the bulkheads like a destination that never answers.
+        import azure.servicebus.aio  # noqa: F401
 
     def get(
         self, connection_string: str, queue: str, entra: EntraTarget | None = None
