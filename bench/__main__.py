@@ -1,6 +1,9 @@
 """Every benchmark, one after another, then a summary of each figure against its baseline.
 
-    python -m bench [--quick] [--only NAME,...]        (`make bench` runs the quick versions)
+    python -m bench [--quick | --smoke] [--only NAME,...]   (`make bench` runs --quick)
+
+`--smoke` runs each with tiny numbers: its own checks hold, its figures mean nothing
+(tests/test_benchmarks.py runs it in `make test`, so a benchmark cannot break unseen).
 
 Each benchmark runs as `python -m bench.bench_<name>` in a process of its own (so one's
 memory, threads and event loop never touch the next), starting and stopping what it needs.
@@ -39,18 +42,32 @@ BENCHMARKS = {
     # Written by someone else: run when present (see `purge_results`).
     "purge": "bench.bench_purge",
 }
-TIMEOUT_SECONDS = {"quick": 240, "full": 1800}
+TIMEOUT_SECONDS = {"smoke": 180, "quick": 240, "full": 1800}
+# Each benchmark's tiny run (with --quick); None: it has a smoke test of its own.
+SMOKE: dict[str, list[str] | None] = {
+    "coldstart": ["--runs", "1", "--top", "3"],
+    "dispatch": ["--connections", "1,3", "--events", "20"],
+    "memory": ["--connections", "3", "--events", "5"],
+    "e2e": ["--events", "20"],
+    "api": ["--records", "5000", "--requests", "16"],  # page 50 of 100 each
+    "portal": ["--records", "100", "--runs", "1"],
+    "isolation": ["--events", "10"],
+    "replay": ["--records", "100"],
+    "purge": ["--records", "200", "--partitions", "2", "--rounds", "2"],
+}
 
 
 def available(name: str) -> bool:
     return (ROOT / Path(*BENCHMARKS[name].split("."))).with_suffix(".py").exists()
 
 
-def run_one(name: str, quick: bool, results_file: Path) -> tuple[bool, str, float]:
-    """Run one benchmark, echoing its output; (succeeded, output, seconds)."""
-    command = [sys.executable, "-m", BENCHMARKS[name], *(["--quick"] if quick else [])]
+def run_one(name: str, mode: str, results_file: Path) -> tuple[bool, str, float]:
+    """Run one benchmark ("smoke", "quick" or "full"), echoing its output; (succeeded, output,
+    seconds)."""
+    extra = {"smoke": ["--quick", *(SMOKE.get(name) or [])], "quick": ["--quick"], "full": []}
+    command = [sys.executable, "-m", BENCHMARKS[name], *extra[mode]]
     env = {**os.environ, RESULTS_VARIABLE: str(results_file), "PYTHONUNBUFFERED": "1"}
-    timeout = TIMEOUT_SECONDS["quick" if quick else "full"]
+    timeout = TIMEOUT_SECONDS[mode]
     started = time.monotonic()
     output: list[str] = []
     process = subprocess.Popen(
@@ -113,14 +130,17 @@ def load_results(path: Path) -> list[Result]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="every benchmark's quick mode")
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--quick", action="store_true", help="every benchmark's quick mode")
+    modes.add_argument("--smoke", action="store_true", help="tiny numbers: checks, no figures")
     parser.add_argument("--only", help=f"comma-separated, of: {', '.join(BENCHMARKS)}")
     args = parser.parse_args()
     names = args.only.split(",") if args.only else list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
-    print(f"bench ({'quick' if args.quick else 'full'}): {machine()}", flush=True)
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    print(f"bench ({mode}): {machine()}", flush=True)
 
     started = time.monotonic()
     outcomes: dict[str, str] = {}
@@ -132,7 +152,7 @@ def main() -> int:
                 print(f"\n== {name}: {outcomes[name]}", flush=True)
                 continue
             print(f"\n== {name}", flush=True)
-            ok, output, seconds = run_one(name, args.quick, results_file)
+            ok, output, seconds = run_one(name, mode, results_file)
             outcomes[name] = f"{'ok' if ok else 'FAILED'} in {seconds:.0f} s"
             handed_over = {r.benchmark for r in load_results(results_file)}
             if name == "purge" and "purge" not in handed_over and ok:
@@ -141,7 +161,7 @@ def main() -> int:
                         out.write(json.dumps(asdict(result)) + "\n")
         results = load_results(results_file)
 
-    print(f"\n== summary ({'quick' if args.quick else 'full'}, "
+    print(f"\n== summary ({mode}, "
           f"{time.monotonic() - started:.0f} s): {machine()}")  # fmt: skip
     print("  ratio: ours/raw, a share for rates, a factor (x) for times and sizes")
     print(header())
