@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import TYPE_CHECKING
 
@@ -38,8 +39,11 @@ async def get_connection(call: Call) -> Connection:
 
     services = await get_services()
     uid = parse_uid(call.route["uid"], "connection")
-    stored = await services.connections.get(call.account, uid)
-    return with_health(stored, await services.health.get(call.account, uid), services.clock())
+    # Both rows at once (two tables: the health row's writes never touch the connection's etag).
+    stored, health = await asyncio.gather(
+        services.connections.get(call.account, uid), services.health.get(call.account, uid)
+    )
+    return with_health(stored, health, services.clock())
 
 
 @endpoint(

@@ -26,12 +26,15 @@ class HealthRepository:
         self._table = table
 
     async def get(self, account: str, uid: UUID) -> HealthState | None:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        try:
-            return _from_entity(await self._table.get_entity(account, str(uid)))
-        except ResourceNotFoundError:
-            return None
+        """A query rather than a point read: most connections have no row, and the SDK's
+        404 is an exception it takes longer to build than the answer."""
+        query = self._table.query_entities(
+            "PartitionKey eq @account and RowKey eq @uid",
+            parameters={"account": account, "uid": str(uid)},
+        )
+        async for entity in query:
+            return _from_entity(entity)
+        return None
 
     async def for_account(self, account: str) -> dict[UUID, HealthState]:
         query = self._table.query_entities(
