@@ -7,12 +7,15 @@ timer, not one per waiter or per wake. The timer says when the holders will have
 for the waiters' patience; then every waiter that may leave is let go (None), so that a
 queue-triggered delivery goes back to the retry queue instead of holding a host slot.
 
-"Moving" is what a holder or its destination did last: a holder let go, or the destination's
-peer sent something (a `Progress`, e.g. the Service Bus link being opened). A link that takes
-a second to open answers every few milliseconds meanwhile; a black hole answers nothing.
+"Moving" is what a holder or its destination did last: a holder came or let go, or the
+destination (a `Progress`, e.g. a Service Bus sender) was asked to open its link or answered.
+A link that takes half a second to open answers every few milliseconds meanwhile; a black hole
+answers nothing. Our own loop standing still (a late timer) counts as a move too: nobody read
+the answers meanwhile.
 
 The interface is small on purpose (`enter`, `enter_unless_stuck`, `try_enter`, `still`,
-`in_flight`), so that a limit kept in shared storage across instances can replace it.
+`in_flight`, `waiting`), so that a limit kept in shared storage across instances can replace
+it.
 """
 
 from __future__ import annotations
