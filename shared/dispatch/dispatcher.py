@@ -386,12 +386,10 @@ class Dispatcher:
         return reference
 
     def _sender(self, c: Connection) -> QueueSender:
-        entra = EntraTarget(c.fully_qualified_namespace or "", str(c.tenant_id))
-        return self.senders.get(
-            c.service_bus_connection_string or "",
-            c.queue_name,
-            entra if c.authentication == "EntraId" else None,
-        )
+        entra = None
+        if c.authentication == "EntraId":
+            entra = EntraTarget(c.fully_qualified_namespace or "", str(c.tenant_id))
+        return self.senders.get(c.service_bus_connection_string or "", c.queue_name, entra)
 
     def _blob_identity(self, c: Connection) -> BlobIdentity | None:
         """With Authentication EntraId, the blob endpoint and a token of the customer's tenant."""
