@@ -3,6 +3,7 @@ dispatcher logs them."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -134,7 +135,10 @@ def a_record(
         request_metadata=metadata.to_text(),
         status=status,
     )
-    return LoggedMessage(message, account=account, event_id=str(uuid.uuid4()))
+    record = LoggedMessage(message, account=account, event_id=str(uuid.uuid4()))
+    # a delivery of its own, as the log reads it back
+    delivery = record.delivery_write().after.status()
+    return dataclasses.replace(record, message=message.model_copy(update={"delivery": delivery}))
 
 
 def log_records(
