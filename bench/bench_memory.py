@@ -57,7 +57,7 @@ async def child_ours(storage: str, servicebus: str, connections: int, events: in
         try:
             await dispatch_all(dispatcher, events_for(fanout.account, 1))  # opens the links
             seconds = await dispatch_all(dispatcher, events_for(fanout.account, events))
-            assert len(dispatcher.senders) == connections
+            assert len(dispatcher.publisher.senders) == connections
         finally:
             await dispatcher.close()
     finally:

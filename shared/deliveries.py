@@ -116,7 +116,9 @@ class Delivery:
 @dataclass(frozen=True)
 class DeliveryWrite:
     """What recording an attempt does to its delivery: `before` as read (None: not read, for
-    a first attempt, which writes without reading), `after` as it becomes."""
+    a first attempt, which writes without reading), `after` as it becomes; `earlier`: also
+    show the new state in its earlier rows (off when one of them turned out to be purged)."""
 
     after: Delivery
     before: Delivery | None = None
+    earlier: bool = True

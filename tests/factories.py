@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.clock import uuid7
+from shared.deliveries import Delivery
 from shared.events import new_event
 from shared.models import (
     Connection,
@@ -195,13 +196,28 @@ class MemoryConnections:
 
 
 class MemoryRecords:
-    """The message log in memory: what the dispatcher wrote, by log partition."""
+    """The message log in memory: what the dispatcher wrote, by log partition, and each
+    delivery as the last record of it left it (no conditions checked)."""
 
     def __init__(self) -> None:
         self.written: dict[str, list[LoggedMessage]] = {}
+        self.deliveries: dict[tuple[str, str], Delivery] = {}
 
     async def add(self, partition: str, records: Sequence[LoggedMessage]) -> None:
         self.written.setdefault(partition, []).extend(records)
+        for r in records:
+            after = r.delivery_write().after
+            kept = dataclasses.replace(after, stored=True, etag="*")
+            self.deliveries[(partition, after.message_id)] = kept
+
+    async def write(
+        self, partition: str, records: Sequence[LoggedMessage]
+    ) -> list[BaseException | None]:
+        await self.add(partition, records)
+        return [None] * len(records)
+
+    async def delivery(self, partition: str, message_id: str) -> Delivery:
+        return self.deliveries.get((partition, message_id)) or Delivery(message_id)
 
 
 def stored(connection: Connection, account: str = "acme") -> StoredConnection:

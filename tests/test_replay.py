@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from local.servicebus import Emulator
+from shared.deliveries import Origin
 from shared.dispatch.dispatcher import Attempt, Dispatcher
 from shared.events import new_event
 from shared.models import MessageStatus, RequestMetadata
@@ -66,7 +67,7 @@ async def deliveries(
         await dispatcher.deliver(
             new_event(stored.account, "Order.Shipped", dispatcher.clock(), data={"N": i}),
             stored,
-            Attempt(),
+            Attempt(Origin.TEST),
         )
         for i in range(n)
     ]

@@ -316,7 +316,9 @@ async def test_the_command_prints_the_counts_on_its_last_line(
         parse_instant("yesterday")
 
 
-async def test_counts_failure_copies_and_deliveries_go_with_their_hours(svc: Services, account: str) -> None:
+async def test_counts_failure_copies_and_deliveries_go_with_their_hours(
+    svc: Services, account: str
+) -> None:
     stored = await svc.connections.add(account, a_connection(), NOW - 30 * DAY)
     now = NOW + timedelta(minutes=17)  # the cutoff is rounded down to NOW - 14 days
     sent = [now - timedelta(hours=h, minutes=h) for h in range(0, 16 * 24, 5)]

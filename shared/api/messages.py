@@ -131,7 +131,8 @@ async def delivery_stats(call: Call) -> DeliveryStats:
 async def test_connection(call: Call) -> Message:
     """Deliver a System.Test event to this connection now; 200 with the record, whatever
     its Status (a failed test is not retried)."""
-    from shared.dispatch.dispatcher import Attempt
+    from shared.deliveries import Origin
+    from shared.dispatch.recorder import Attempt
     from shared.events import new_event
 
     services = await get_services()
@@ -144,4 +145,4 @@ async def test_connection(call: Call) -> Message:
         data={"Message": "A test event from the event delivery service."},
     )
     dispatcher = await services.dispatcher()
-    return (await dispatcher.deliver(event, stored, Attempt())).message
+    return (await dispatcher.deliver(event, stored, Attempt(Origin.TEST))).message

@@ -117,10 +117,10 @@ def opens(write: DeliveryWrite) -> bool:
 
 
 def operations(
-    partition: str, record: dict[str, Any], write: DeliveryWrite, *, earlier: bool = True
+    partition: str, record: dict[str, Any], write: DeliveryWrite
 ) -> list[transactions.Operation]:
     """What goes with a record (`record`, its entity) into its transaction: the delivery row,
-    its `u_` row, and (with `earlier`) the new state in its earlier records."""
+    its `u_` row, and (with `write.earlier`) the new state in its earlier records."""
     before, after = write.before, write.after
     row = _entity(partition, after)
     ops: list[transactions.Operation]
@@ -137,11 +137,11 @@ def operations(
             "RecordKey": record["RowKey"],
         }
         ops.append(("replace", copy))
-    elif before is not None and not before.delivered and before.records:
+    elif write.earlier and before is not None and not before.delivered and before.records:
         ops.append(
             ("delete", {"PartitionKey": partition, "RowKey": undelivered_key(before.records[0])})
         )
-    if earlier and before is not None:
+    if write.earlier and before is not None:
         state = {"Delivery": record["Delivery"]}
         for key in (k for k in after.records if k in before.records):
             ops.append(("merge", {"PartitionKey": partition, "RowKey": key, **state}))

@@ -138,19 +138,17 @@ class MessageLog:
         return self._table
 
     async def write(
-        self, partition: str, records: Sequence[LoggedMessage], *, earlier: bool = True
+        self, partition: str, records: Sequence[LoggedMessage]
     ) -> list[BaseException | None]:
         """Write records of one partition with their counts, failure copies and delivery rows,
         as many to a transaction as its limits allow; one outcome per record (None, or the
-        TransactionError that refused it: its delivery row changed since it was read, or an
-        earlier record of it is gone; `earlier=False` leaves those alone). When it raised,
-        calling it again with the same records (a retry) counts each of them once
-        (shared/storage/logwriter.py)."""
+        TransactionError that refused it: its delivery row changed since it was read, or a
+        row it expected is gone). When it raised, calling it again with the same records (a
+        retry) counts each of them once (shared/storage/logwriter.py)."""
         items = []
         for r in records:
             entity = await self.entity(partition, r)
-            write = r.delivery_write()
-            items.append((entity, deliveries.operations(partition, entity, write, earlier=earlier)))
+            items.append((entity, deliveries.operations(partition, entity, r.delivery_write())))
         return await self._writer.write(partition, items)
 
     async def add(self, partition: str, records: Sequence[LoggedMessage]) -> None:
