@@ -52,8 +52,9 @@ class Origin(StrEnum):
 
 @dataclass(frozen=True)
 class Delivery:
-    """A delivery as stored (or new). `etag` is the stored row's, when it was read; `stored`
-    says whether a read found it."""
+    """A delivery as stored (or new). `stored` says whether a read found it; `etag` is the
+    ETag of the row it was read from, `guard` that row's RowKey (its delivery row, or the
+    undelivered index row, which changes with every change of an undelivered delivery)."""
 
     message_id: str
     state: DeliveryState = DeliveryState.PENDING
@@ -64,6 +65,7 @@ class Delivery:
     failed: frozenset[str] = frozenset()  # those of failed attempts (they have failure copies)
     stored: bool = False
     etag: str | None = None
+    guard: str | None = None
 
     @property
     def delivered(self) -> bool:

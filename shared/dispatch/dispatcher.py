@@ -183,11 +183,15 @@ class Dispatcher:
         return await self._record(stored, sent, event, attempt, before)
 
     async def resend(
-        self, stored: StoredConnection, record: LoggedMessage, origin: Origin = Origin.RESEND
+        self,
+        stored: StoredConnection,
+        record: LoggedMessage,
+        origin: Origin = Origin.RESEND,
+        before: Delivery | None = None,
     ) -> LoggedMessage:
         """Send a logged message again, from its stored body, now: one more attempt at its
         delivery, not retried automatically (a pending retry of it still comes, and does
-        nothing if this one delivered)."""
+        nothing if this one delivered). `before`: its delivery as read, if it was."""
         m = record.message
         metadata = RequestMetadata.from_text(m.request_metadata)
         message = outgoing.Outgoing(
@@ -204,7 +208,8 @@ class Dispatcher:
             subject=record.subject,
             options=outgoing.DeliveryOptions.of(stored.connection),  # today's, not then's
         )
-        before = await self.recorder.delivery(stored, message.message_id)
+        if before is None:
+            before = await self.recorder.delivery(stored, message.message_id)
         attempt = Attempt(origin, (metadata.attempt if metadata else 1) + 1, parent=m.uid)
         sent = await self.publisher.publish(stored, message, record.subject)
         return await self._record(stored, sent, record, attempt, before)

@@ -82,24 +82,28 @@ def status_of(entity: Any) -> DeliveryStatus:
     )
 
 
-def _entity(partition: str, d: Delivery) -> dict[str, Any]:
-    entity: dict[str, Any] = {
-        "PartitionKey": partition,
-        "RowKey": delivery_key(d.message_id),
+def _state(d: Delivery) -> dict[str, Any]:
+    """A delivery's properties, in its row and in its `u_` row."""
+    state: dict[str, Any] = {
         "State": str(d.state),
         "Attempts": d.attempts,
         "Scheduled": d.scheduled,
         "Records": ",".join(k + _FAILED_MARK * (k in d.failed) for k in d.records),
     }
     if d.next_attempt_at is not None:
-        entity["NextAttemptAt"] = d.next_attempt_at
-    return entity
+        state["NextAttemptAt"] = d.next_attempt_at
+    return state
 
 
 def delivery_of(entity: Any) -> Delivery:
+    """The delivery of its row, or of its `u_` row (which holds the same state beside a copy
+    of its latest record)."""
+    key = entity["RowKey"]
     marked = [k for k in (entity.get("Records") or "").split(",") if k]
     return Delivery(
-        message_id=entity["RowKey"][len(DELIVERY) :],
+        message_id=key[len(DELIVERY) :]
+        if key.startswith(DELIVERY)
+        else status_of(entity).message_id,
         state=DeliveryState(entity["State"]),
         attempts=entity["Attempts"],
         next_attempt_at=entity.get("NextAttemptAt"),
@@ -108,6 +112,7 @@ def delivery_of(entity: Any) -> Delivery:
         failed=frozenset(k.rstrip(_FAILED_MARK) for k in marked if k.endswith(_FAILED_MARK)),
         stored=True,
         etag=entity.metadata["etag"],
+        guard=key,
     )
 
 
@@ -120,27 +125,37 @@ def operations(
     partition: str, record: dict[str, Any], write: DeliveryWrite
 ) -> list[transactions.Operation]:
     """What goes with a record (`record`, its entity) into its transaction: the delivery row,
-    its `u_` row, and (with `write.earlier`) the new state in its earlier records."""
+    its `u_` row, and (with `write.earlier`) the new state in its earlier records.
+
+    The condition on what was read: the delivery row's ETag; or, for a delivery read from its
+    `u_` row (a replay of deliveries not delivered reads nothing else), that row's ETag. Every
+    write of an undelivered delivery replaces or deletes its `u_` row, so that ETag moves with
+    every change of it; the delivery row is then written whole, without a condition."""
     before, after = write.before, write.after
-    row = _entity(partition, after)
-    ops: list[transactions.Operation]
-    if before is None:
-        ops = [("replace", row)]
+    row = {"PartitionKey": partition, "RowKey": delivery_key(after.message_id), **_state(after)}
+    by_index = (
+        before is not None and before.guard is not None and before.guard.startswith(UNDELIVERED)
+    )
+    if before is None or by_index:
+        ops: list[transactions.Operation] = [("replace", row)]
     elif before.etag is None:
         ops = [("insert", row)]
     else:
         ops = [("update", {**row, transactions.ETAG: before.etag})]
+    guard = {transactions.ETAG: before.etag} if by_index and before is not None else {}
     if not after.delivered:
-        copy = {
+        index = {
             **record,
+            **_state(after),
             "RowKey": undelivered_key(after.records[0]),
             "RecordKey": record["RowKey"],
         }
-        ops.append(("replace", copy))
-    elif write.earlier and before is not None and not before.delivered and before.records:
-        ops.append(
-            ("delete", {"PartitionKey": partition, "RowKey": undelivered_key(before.records[0])})
-        )
+        ops.append(("update", {**index, **guard}) if guard else ("replace", index))
+    elif (
+        before is not None and not before.delivered and before.records and (write.earlier or guard)
+    ):
+        gone = {"PartitionKey": partition, "RowKey": undelivered_key(before.records[0])}
+        ops.append(("delete", {**gone, **guard}))
     if write.earlier and before is not None:
         state = {"Delivery": record["Delivery"]}
         for key in (k for k in after.records if k in before.records):

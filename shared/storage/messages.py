@@ -224,14 +224,16 @@ class MessageLog:
 
     async def undelivered(
         self, partition: str, cursor: str, until: datetime, size: int
-    ) -> list[tuple[str, LoggedMessage]]:
+    ) -> list[tuple[str, LoggedMessage, Delivery]]:
         """Up to `size` deliveries not delivered, oldest first, after `cursor` (a `u_` RowKey,
-        or `undelivered_cursor(since)`) and first attempted at or before `until`: each as its
-        latest attempt, with its cursor (its `u_` RowKey)."""
+        or `undelivered_cursor(since)`) and first attempted at or before `until`: each with
+        its cursor (its `u_` RowKey), its latest attempt and its state as that row holds it."""
         keys = (cursor + "~", deliveries.undelivered_end(until))
         rows = await self.deliveries.first(partition, keys, size)
         records = await asyncio.gather(*(self._from_entity(e) for e in rows))
-        return [(e["RowKey"], r) for e, r in zip(rows, records, strict=True)]
+        return [
+            (e["RowKey"], r, deliveries.delivery_of(e)) for e, r in zip(rows, records, strict=True)
+        ]
 
     # ---- replays
 
@@ -240,27 +242,32 @@ class MessageLog:
     ) -> loglisting.Window:
         return loglisting.Window(partition, FAILURE if only_failed else "", after, upto)
 
-    async def count(
+    async def count_first_attempts(
         self,
         partition: str,
-        only_failed: bool,
         window: tuple[datetime, datetime],
         wants: Callable[[str], bool] | None = None,
     ) -> int:
-        """Records (or failed ones) sent in (since, until]: from the counters, or, to count
-        only the event keys `wants` takes, by reading the window's EventKeys."""
-        w = self._replay_window(partition, only_failed, *map(millis, window))
-        if wants is None:
-            return await loglisting.count(self._table, w)
-        start, end = w.keys()
+        """Deliveries first attempted in (since, until] (of the event keys `wants` takes): the
+        window's records that are no retry or re-send, by reading their keys. (The counters
+        count attempts, not deliveries.)"""
+        start, end = self._replay_window(partition, False, *map(millis, window)).keys()
         floor = await loglisting.purged_before(self._table, partition) or 0
         rows = self._table.query_entities(
             "PartitionKey eq @pk and RowKey ge @start and RowKey lt @end",
             parameters={"pk": partition, "start": start, "end": end},
-            select=["RowKey", "EventKey"],
+            select=["RowKey", "EventKey", "IsRetry"],
             results_per_page=1000,
         )
-        return len([r async for r in rows if wants(r["EventKey"]) and logged_at(r) >= floor])
+        return len(
+            [
+                r
+                async for r in rows
+                if not r.get("IsRetry")
+                and (wants is None or wants(r["EventKey"]))
+                and logged_at(r) >= floor
+            ]
+        )
 
     async def oldest(
         self, partition: str, only_failed: bool, cursor: str, until: datetime, size: int

@@ -13,7 +13,8 @@ limits); `submit` splits larger lists, so each part commits or fails on its own.
 
 Operations, as the Table service names them: `upsert` (insert or merge), `replace` (insert or
 replace), `insert` (fails if the entity exists), `update` (replace if its ETag, given as
-`entity[ETAG]`, still matches), `merge` (into an entity that must exist) and `delete`.
+`entity[ETAG]`, still matches), `merge` (into an entity that must exist) and `delete` (of an
+entity that must exist; with `entity[ETAG]`, only if it still has that ETag).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ _REQUESTS: dict[str, tuple[str, str | None]] = {
     "replace": ("PUT", None),  # PUT without If-Match creates or replaces
     "merge": ("PATCH", "*"),
     "update": ("PUT", ETAG),
-    "delete": ("DELETE", "*"),
+    "delete": ("DELETE", "*"),  # or its ETAG, when given
 }
 
 
@@ -85,7 +86,7 @@ def _part(base: str, table: str, n: int, operation: Operation) -> bytes:
     else:
         method, match = _REQUESTS[kind]
         url = f"{base}/{table}({keys})"
-    if match == ETAG:
+    if match == ETAG or (kind == "delete" and ETAG in entity):
         match = entity[ETAG]
     if_match = f"If-Match: {match}\r\n" if match else ""
     if kind == "delete":
