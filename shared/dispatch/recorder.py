@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("shared.dispatch")
 
 # Tries to write a record whose delivery row changed since it was read (each reads it again).
-_WRITE_TRIES = 5
+# A refusal means another attempt of the delivery was written: each round, one gets through.
+_WRITE_TRIES = 10
 # Refusals that a fresh read of the delivery settles: it changed (412), it was made meanwhile
 # (409), a row the write expected is gone (404: the delivery or an earlier record, purged).
 _STALE = {404, 409, 412}
