@@ -136,11 +136,11 @@ class ReplayRepository:
                 pass
             try:
                 current = await self._table.get_entity(row.partition, RUNNING)
-                other = UUID(current["ReplayId"])
-                if (await self.get(row.partition, other)).running(now):
-                    return other
-            except (ResourceNotFoundError, NotFound):  # released, or its replay purged
+            except ResourceNotFoundError:  # released meanwhile
                 continue
+            other = UUID(current["ReplayId"])
+            if await self._runs(row.partition, other, current["CreatedAt"], now):
+                return other
             try:
                 await self._table.update_entity(
                     mark,
@@ -152,6 +152,16 @@ class ReplayRepository:
             except (ResourceModifiedError, ResourceNotFoundError):
                 continue  # another request moved it first: look again
         raise RuntimeError(f"could not claim the running replay of {row.partition}")
+
+    async def _runs(
+        self, partition: str, replay_id: UUID, claimed: datetime, now: datetime
+    ) -> bool:
+        """Whether the replay holding the `running` row still runs. Its own row is written
+        just after the claim: until then, the claim's age says."""
+        try:
+            return (await self.get(partition, replay_id)).running(now)
+        except NotFound:
+            return now - claimed < timedelta(minutes=1)
 
     async def release(self, row: ReplayRow) -> None:
         """Its connection may run another replay (if this one is still the running one)."""
