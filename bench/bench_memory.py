@@ -59,7 +59,7 @@ async def child_ours(storage: str, servicebus: str, connections: int, events: in
             seconds = await dispatch_all(
                 dispatcher, events_for(fanout.account, events), connections
             )
-            assert len(dispatcher.senders) == connections
+            assert len(dispatcher.publisher.senders) == connections
         finally:
             await dispatcher.close()
     finally:

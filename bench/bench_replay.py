@@ -33,9 +33,9 @@ from bench.common import (
     unique,
 )
 from shared import replay
-from shared.models import ReplayRequest
+from shared.models import MessageStatus, ReplayRequest
 from shared.services import Services
-from tests.factories import a_connection, log_records
+from tests.factories import a_connection, a_record, log_records
 
 
 async def ours(services: Services, servicebus: str, n: int) -> float:
@@ -49,7 +49,10 @@ async def ours(services: Services, servicebus: str, n: int) -> float:
     await asyncio.gather(
         *(services.messages.add(stored.log_partition, records[i::4]) for i in range(4))
     )
-    await (await services.dispatcher()).resend(stored, records[0])  # links open, not timed
+    # links open, not timed: a record of its own, before the window
+    warm_up = a_record(stored.uid, now - timedelta(hours=2), MessageStatus.FAILED, account="bench")
+    await services.messages.add(stored.log_partition, [warm_up])
+    await (await services.dispatcher()).resend(stored, warm_up)
     request = ReplayRequest(since=now - timedelta(hours=1))
     start = time.perf_counter()
     started = await replay.start(services, stored, request, services.clock())

@@ -6,7 +6,20 @@ class NotFound(Exception):
 
 
 class Conflict(Exception):
-    """The thing exists already."""
+    """The thing exists already (or runs already); `extensions` are members the problem
+    answer adds (RFC 9457), e.g. the id of what conflicts."""
+
+    def __init__(self, message: str = "", **extensions: object) -> None:
+        super().__init__(message)
+        self.extensions = extensions
+
+
+class OverBudget(Exception):
+    """A budget of the account is spent for now: try again after `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class InvalidField(ValueError):

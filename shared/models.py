@@ -438,6 +438,23 @@ class MessageStatus(IntEnum):
     FAILED = 2
 
 
+class DeliveryState(StrEnum):
+    """Where a delivery (one event to one connection) stands, whatever its attempts said."""
+
+    PENDING = "Pending"  # not delivered yet; the next attempt is scheduled (NextAttemptAt)
+    DELIVERED = "Delivered"  # an attempt reached the queue (later failures do not undo it)
+    FAILED = "Failed"  # not delivered, and nothing more is scheduled: replay it after a fix
+
+
+class DeliveryStatus(ApiModel):
+    """The delivery an attempt belongs to, as it stands now (not as it stood at the attempt)."""
+
+    message_id: str = Field(description="The Service Bus message_id, the delivery's key.")
+    state: DeliveryState
+    attempts: int = Field(description="Attempts made so far: retries, re-sends and replays.")
+    next_attempt_at: Timestamp | None = Field(None, description="While Pending: when.")
+
+
 class Message(ApiModel):
     """One delivery attempt to one connection."""
 
@@ -452,6 +469,17 @@ class Message(ApiModel):
     status: MessageStatus = Field(description="1 Succeeded, 2 Failed.")
     parent_service_bus_message_uid: UUID | None = None
     is_retry: bool = False
+    delivery: DeliveryStatus | None = Field(
+        None,
+        description="Its delivery now: a failed attempt of an event that arrived later "
+        "reads Delivered.",
+    )
+
+
+class Delivery(DeliveryStatus):
+    """One delivery with every attempt it had (oldest first)."""
+
+    messages: list[Message]
 
 
 class ErrorCategory(StrEnum):
@@ -534,6 +562,11 @@ class MessageQuery(ApiModel):
         "request to page through a listing that newer messages do not shift.",
     )
     only_failed: bool = False
+    undelivered: bool = Field(
+        False,
+        description="Deliveries not delivered (Pending or Failed), each as its latest attempt, "
+        "oldest first; Since and Until bound their first attempt.",
+    )
     page: int = Field(
         1, ge=1, le=MAX_LISTED, description=f"Page * PageSize is at most {MAX_LISTED}."
     )
@@ -605,13 +638,18 @@ BodyTime = Annotated[Timestamp, BeforeValidator(_date_time)]
 
 
 class ReplayRequest(ApiModel):
-    """What to send again: the records of a window, oldest first."""
+    """What to send again: the deliveries of a window (by their first attempt), oldest first,
+    each once."""
 
-    since: BodyTime = Field(description="Records sent after this; within the retention.")
-    until: BodyTime | None = Field(
-        None, description="Records sent at or before this; default and at most: now."
+    since: BodyTime = Field(
+        description="Deliveries first attempted after this; within the retention."
     )
-    only_failed: bool = Field(True, description="Only Failed records (default), or all.")
+    until: BodyTime | None = Field(
+        None, description="Deliveries first attempted at or before this; default and at most: now."
+    )
+    only_failed: bool = Field(
+        True, description="Only deliveries not delivered (default: Pending or Failed), or all."
+    )
     event_keys: list[str] | None = Field(
         None,
         min_length=1,
@@ -633,16 +671,19 @@ class ReplayRequest(ApiModel):
 
 class ReplayStarted(ApiModel):
     replay_id: UUID
-    matched: int = Field(description="Records in the window when the replay was asked for.")
+    matched: int = Field(description="Deliveries in the window when the replay was asked for.")
 
 
 class Replay(ApiModel):
-    """A replay's progress: it is done when Sent + Failed = Matched."""
+    """A replay's progress: when done, Sent + Failed + Skipped = Matched."""
 
     replay_id: UUID
     matched: int
-    sent: int = Field(description="Re-sent records whose send succeeded.")
-    failed: int = Field(description="Re-sent records whose send failed (each has a new record).")
+    sent: int = Field(description="Deliveries re-sent successfully.")
+    failed: int = Field(description="Deliveries whose re-send failed (each has a new record).")
+    skipped: int = Field(
+        0, description="Matched deliveries delivered (by their own retry) before their turn."
+    )
     done: bool
     since: Timestamp
     until: Timestamp = Field(description="The window's end, fixed when the replay was asked for.")

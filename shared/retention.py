@@ -8,9 +8,10 @@ hourly timer).
 A run deletes, in this order:
 1. every row of deleted connections' log partitions (their tombstones), then the bodies stored
    for that partition, then the tombstone;
-2. in every live connection's partition, what is older than the cutoff: the failure copies,
-   then the records (one RowKey range), 100 to a transaction, each transaction followed by the
-   bodies of its records, then the counter rows of those hours;
+2. in every live connection's partition, what is older than the cutoff: the failure copies
+   and the undelivered index rows (`u_`), then the records (one RowKey range), 100 to a
+   transaction, each transaction followed by the bodies of its records and the delivery rows
+   (`d_`) they made, then the counter rows of those hours;
 3. once 1 and 2 are done: stored bodies older than the cutoff that are still there, and event
    payload blobs older than the retention (not rounded: no count depends on them);
 4. the rows of bulk replays asked for before the retention (shared/replay.py).
@@ -160,10 +161,12 @@ class _Run:
         return True
 
     async def clear(self, partition: str, before: datetime | None) -> bool:
-        """Delete a partition's log older than `before` (all when None): failure copies first
-        (they name the same bodies), records, counter rows last; False if time ran out."""
+        """Delete a partition's log older than `before` (all when None): failure copies and
+        undelivered rows first (they name the same bodies), records, counter rows last; False
+        if time ran out."""
         return (
             await self.clear_rows(partition, self.messages.old_failure_copies, before)
+            and await self.clear_rows(partition, self.messages.old_undelivered, before)
             and await self.clear_records(partition, before)
             and await self.clear_rows(partition, self.messages.old_counters, before)
         )
@@ -174,7 +177,7 @@ class _Run:
         old: Callable[[str, datetime | None], Awaitable[list[str]]],
         before: datetime | None,
     ) -> bool:
-        """Delete the rows `old` finds (failure copies or counters), which are not records."""
+        """Delete the rows `old` finds (failure copies, `u_` rows, counters): not records."""
         while not self.out_of_time():
             keys = await old(partition, before)
             if not keys:
@@ -200,6 +203,8 @@ class _Run:
                 # After the records (see the module's doc). A body's record may have been
                 # removed by another run, which removes the body too: the first one counts it.
                 await self.delete_bodies([r["BodyBlob"] for r in chunk if r["BodyBlob"]])
+                if made := [r["Delivery"] for r in chunk if r["Delivery"]]:
+                    await self.messages.delete_records(partition, made)  # missing ones skipped
                 if removed < len(chunk):
                     break  # another run is here: ask again rather than chase what it removed
         return False

@@ -87,10 +87,12 @@ class Services:
         """A dispatcher of its own (tests and benchmarks; the app uses `dispatcher()`)."""
         # Imported here, not at the top: the dispatch code and the Service Bus SDK stay out of
         # the cold start of HTTP-only workers.
+        from shared.dispatch.claimcheck import ClaimCheckStore
         from shared.dispatch.dispatcher import Dispatcher
         from shared.dispatch.health import HealthTracker
         from shared.dispatch.isolation import Isolation
         from shared.dispatch.retries import RetryScheduler
+        from shared.dispatch.servicebus import SenderPool
         from shared.endpoints import ConnectGuard
         from shared.storage import clients
 
@@ -100,6 +102,8 @@ class Services:
             self.events,
         )
         isolated = Isolation(isolation or self.settings.isolation)
+        guard = ConnectGuard(self.settings.allow_local_endpoints)
+        read_timeout = isolated.settings.attempt_timeout_seconds
         return Dispatcher(
             connections=self.connections,
             records=self.messages,
@@ -107,9 +111,9 @@ class Services:
             clock=self.clock,
             connection_cache_seconds=self.settings.connection_cache_seconds,
             isolation=isolated,
-            guard=ConnectGuard(self.settings.allow_local_endpoints),
-            credentials=credentials,  # None: Entra ID tokens through the managed identity
-            blob_options=blob_options,
+            # None: Entra ID tokens through the managed identity
+            senders=SenderPool(guard=guard, credentials=credentials),
+            claims=ClaimCheckStore(guard, blob_options, read_timeout=read_timeout),
             health=HealthTracker(
                 self.health,
                 self.clock,

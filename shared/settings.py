@@ -213,6 +213,9 @@ class Settings:
     # A replay sends at most this many records a second (REPLAY_RECORDS_PER_SECOND; 0: no
     # pacing), so live deliveries keep the senders and the log most of the time.
     replay_records_per_second: float = 50.0
+    # Deliveries an account's replays may match per hour (REPLAY_DELIVERIES_PER_HOUR): enough
+    # for a day of an outage at the rates we see, and a bound on what repeated replays send.
+    replay_deliveries_per_hour: int = 50_000
 
     @classmethod
     def from_environment(cls) -> Settings:
@@ -232,6 +235,9 @@ class Settings:
             health_flush_seconds=float(os.environ.get("HEALTH_FLUSH_SECONDS", "15")),
             suspend_after_seconds=float(os.environ.get("SUSPEND_AFTER_SECONDS", str(3 * 86400))),
             replay_records_per_second=float(os.environ.get("REPLAY_RECORDS_PER_SECOND", "50")),
+            replay_deliveries_per_hour=int(
+                os.environ.get("REPLAY_DELIVERIES_PER_HOUR", str(cls.replay_deliveries_per_hour))
+            ),
         )
         if delays := os.environ.get("DELIVERY_RETRY_DELAYS"):  # for demos and tests: "1,1,1,1,1"
             settings = replace(settings, retry_delays_seconds=tuple(map(float, delays.split(","))))

@@ -34,7 +34,9 @@ async def dispatch_system_event(msg: func.QueueMessage) -> None:
         await to_poison(SYSTEM_EVENTS_QUEUE, msg, str(e))
         return
     dispatcher = await services.dispatcher()
-    await dispatcher.dispatch(event)
+    # Completed only once every connection has a durable outcome (Dispatcher.dispatch); a
+    # message that comes back re-drives only the connections without one.
+    await dispatcher.dispatch(event, redelivered=(msg.dequeue_count or 1) > 1)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=RETRY_QUEUE, connection="AzureWebJobsStorage")
@@ -48,7 +50,7 @@ async def retry_delivery(msg: func.QueueMessage) -> None:
         await to_poison(RETRY_QUEUE, msg, str(e))
         return
     dispatcher = await services.dispatcher()
-    await dispatcher.retry(retry, event)
+    await dispatcher.retry(retry, event, redelivered=(msg.dequeue_count or 1) > 1)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=REPLAY_QUEUE, connection="AzureWebJobsStorage")

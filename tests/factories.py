@@ -3,6 +3,7 @@ dispatcher logs them."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.clock import uuid7
+from shared.deliveries import Delivery
 from shared.events import new_event
 from shared.models import (
     Connection,
@@ -134,7 +136,10 @@ def a_record(
         request_metadata=metadata.to_text(),
         status=status,
     )
-    return LoggedMessage(message, account=account, event_id=str(uuid.uuid4()))
+    record = LoggedMessage(message, account=account, event_id=str(uuid.uuid4()))
+    # a delivery of its own, as the log reads it back
+    delivery = record.delivery_write().after.status()
+    return dataclasses.replace(record, message=message.model_copy(update={"delivery": delivery}))
 
 
 def log_records(
@@ -191,13 +196,28 @@ class MemoryConnections:
 
 
 class MemoryRecords:
-    """The message log in memory: what the dispatcher wrote, by log partition."""
+    """The message log in memory: what the dispatcher wrote, by log partition, and each
+    delivery as the last record of it left it (no conditions checked)."""
 
     def __init__(self) -> None:
         self.written: dict[str, list[LoggedMessage]] = {}
+        self.deliveries: dict[tuple[str, str], Delivery] = {}
 
     async def add(self, partition: str, records: Sequence[LoggedMessage]) -> None:
         self.written.setdefault(partition, []).extend(records)
+        for r in records:
+            after = r.delivery_write().after
+            kept = dataclasses.replace(after, stored=True, etag="*")
+            self.deliveries[(partition, after.message_id)] = kept
+
+    async def write(
+        self, partition: str, records: Sequence[LoggedMessage]
+    ) -> list[BaseException | None]:
+        await self.add(partition, records)
+        return [None] * len(records)
+
+    async def delivery(self, partition: str, message_id: str) -> Delivery:
+        return self.deliveries.get((partition, message_id)) or Delivery(message_id)
 
 
 def stored(connection: Connection, account: str = "acme") -> StoredConnection:

@@ -20,12 +20,20 @@ from local.servicebus import Emulator
 from shared.clock import system_clock
 from shared.connstrings import ConnectionStringError
 from shared.dispatch import errors
+from shared.dispatch.claimcheck import ClaimCheckStore
 from shared.dispatch.dispatcher import Dispatcher
 from shared.dispatch.errors import INTERNAL_ERROR, TooLarge, classify
 from shared.dispatch.outgoing import Outgoing
 from shared.dispatch.retries import RetryScheduler
+from shared.dispatch.servicebus import SenderPool
 from shared.events import new_event
-from shared.models import ErrorCategory, MessageStatus, RequestMetadata, SystemEvent
+from shared.models import (
+    DeliveryError,
+    ErrorCategory,
+    MessageStatus,
+    RequestMetadata,
+    SystemEvent,
+)
 from shared.services import Services
 from shared.storage.messages import LoggedMessage
 from tests.factories import NOW, MemoryConnections, MemoryRecords, a_connection, stored
@@ -127,6 +135,8 @@ def dispatcher_of(
         retries=retries,
         clock=system_clock,
         connection_cache_seconds=cache_seconds,
+        senders=SenderPool(),
+        claims=ClaimCheckStore(),
     )
     return dispatcher, records
 
@@ -212,14 +222,22 @@ async def test_a_cache_time_of_zero_reads_the_connections_for_every_event(
 async def test_the_schedule_runs_out_after_its_last_delay(
     retries: RetryScheduler, caplog: pytest.LogCaptureFixture
 ) -> None:
-    event, connection_uid, parent = an_event(), uuid.uuid4(), uuid.uuid4()
+    event, connection_uid = an_event(), uuid.uuid4()
+    transient = DeliveryError(category=TRANSIENT, type="ServiceBusError", message="x")
     assert len(retries.delays) == 2
     for attempt in (1, 2):  # the try after each of these is scheduled
-        assert await retries.schedule(event, connection_uid, attempt, parent)
+        assert (
+            retries.delay_after(event, connection_uid, attempt, transient)
+            == retries.delays[attempt - 1]
+        )
     with caplog.at_level(logging.ERROR, logger="shared.dispatch"):
-        assert not await retries.schedule(event, connection_uid, 3, parent)
-    assert await scheduled(retries) == 2
+        assert retries.delay_after(event, connection_uid, 3, transient) is None
     assert "giving up after 3 attempts" in caplog.text
+    # Nothing was tried when the breaker was open: that is never the last attempt.
+    circuit_open = transient.model_copy(update={"type": "CircuitOpen"})
+    assert retries.delay_after(event, connection_uid, 3, circuit_open) == retries.delays[-1]
+    too_large = transient.model_copy(update={"category": ErrorCategory.TOO_LARGE})
+    assert retries.delay_after(event, connection_uid, 1, too_large) is None
 
 
 async def test_a_delivery_logs_its_outcome_with_fields(

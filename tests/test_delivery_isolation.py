@@ -18,9 +18,11 @@ from azure.storage.queue.aio import QueueClient
 
 from local.blackhole import BlackHole
 from local.servicebus import Emulator
+from shared.dispatch.claimcheck import ClaimCheckStore
 from shared.dispatch.dispatcher import Dispatcher
 from shared.dispatch.isolation import BreakerState, Isolation
 from shared.dispatch.retries import RetryScheduler
+from shared.dispatch.servicebus import SenderPool
 from shared.endpoints import ConnectGuard
 from shared.events import DeliveryRetry
 from shared.models import MessageStatus
@@ -50,6 +52,7 @@ def isolated(
     @contextlib.asynccontextmanager
     async def make(**changes: Any) -> AsyncIterator[Dispatcher]:
         isolation = IsolationSettings(attempt_timeout_seconds=DEADLINE, **changes)
+        guard = ConnectGuard(allow_local=True)
         dispatcher = Dispatcher(
             connections=services.connections,
             records=services.messages,
@@ -57,7 +60,8 @@ def isolated(
             clock=services.clock,
             connection_cache_seconds=services.settings.connection_cache_seconds,
             isolation=Isolation(isolation),
-            guard=ConnectGuard(allow_local=True),
+            senders=SenderPool(guard=guard),
+            claims=ClaimCheckStore(guard),
         )
         try:
             yield dispatcher

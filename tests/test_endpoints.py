@@ -218,11 +218,12 @@ async def test_a_delivery_to_a_name_resolving_inward_fails_as_configuration_with
     )
     strict = ConnectGuard(allow_local=False, resolve=Resolver("10.0.0.5"))
     dispatcher = await services.new_dispatcher()
-    dispatcher.senders, dispatcher.claims = SenderPool(guard=strict), ClaimCheckStore(strict)
+    publisher = dispatcher.publisher
+    publisher.senders, publisher.claims = SenderPool(guard=strict), ClaimCheckStore(strict)
     try:
         record = await dispatcher.deliver(an_event(account), stored)
         with pytest.raises(EndpointRefused):
-            await dispatcher.claims.upload(blob, "ccc", "name", b"body")
+            await publisher.claims.upload(blob, "ccc", "name", b"body")
     finally:
         await dispatcher.close()
     error = json.loads(record.message.request_metadata)["Error"]

@@ -133,8 +133,10 @@ async def test_thousands_of_records_across_many_partitions(svc: Services, accoun
     assert result.records_removed == sum(old_counts)
     assert result.partitions_visited == len(old_counts) and result.complete
     assert await row_count(svc) == len(young) * len(old_counts)
-    # a counter row for each young hour; the purge's mark in each partition
-    assert await log_rows(svc) == {"c_": len(young) * len(old_counts), "p_": len(old_counts)}
+    # a counter row for each young hour and a delivery row for each young record; the
+    # purge's mark in each partition
+    left = len(young) * len(old_counts)
+    assert await log_rows(svc) == {"c_": left, "d_": left, "p_": len(old_counts)}
     for stored, records in connections:
         assert await listed(svc, stored) == uids(records[-len(young) :])
 
@@ -314,7 +316,9 @@ async def test_the_command_prints_the_counts_on_its_last_line(
         parse_instant("yesterday")
 
 
-async def test_counts_and_failure_copies_go_with_their_hours(svc: Services, account: str) -> None:
+async def test_counts_failure_copies_and_deliveries_go_with_their_hours(
+    svc: Services, account: str
+) -> None:
     stored = await svc.connections.add(account, a_connection(), NOW - 30 * DAY)
     now = NOW + timedelta(minutes=17)  # the cutoff is rounded down to NOW - 14 days
     sent = [now - timedelta(hours=h, minutes=h) for h in range(0, 16 * 24, 5)]
@@ -335,7 +339,16 @@ async def test_counts_and_failure_copies_go_with_their_hours(svc: Services, acco
         [r for r in kept if r.message.status == MessageStatus.FAILED]
     )
     hours = {r.message.request_timestamp.replace(minute=0, second=0) for r in kept}
-    assert await log_rows(svc) == {"c_": len(hours), "f_": len(failed.messages), "p_": 1}
+    # each record here is a delivery of its own: its row, and the failed ones' index rows
+    # (`u_`), go with it
+    failures = len(failed.messages)
+    assert await log_rows(svc) == {
+        "c_": len(hours),
+        "d_": len(kept),
+        "f_": failures,
+        "p_": 1,
+        "u_": failures,
+    }
 
     await svc.connections.delete(account, stored.uid, now - 2 * TOMBSTONE_GRACE)
     await purge(svc, now)

@@ -28,8 +28,10 @@ import pytest
 from local.servicebus import Emulator
 from shared.clock import system_clock
 from shared.dispatch import summary
+from shared.dispatch.claimcheck import ClaimCheckStore
 from shared.dispatch.dispatcher import Dispatcher
 from shared.dispatch.retries import RetryScheduler
+from shared.dispatch.servicebus import SenderPool
 from shared.dispatch.summary import DeliverySummary, percentile
 from shared.events import new_event
 from shared.services import Services
@@ -149,6 +151,8 @@ async def deliver_one_ok_one_refused(
         retries=retries,
         clock=system_clock,
         connection_cache_seconds=60,
+        senders=SenderPool(),
+        claims=ClaimCheckStore(),
     )
     try:
         await dispatcher.dispatch(new_event("acme", "Order.Shipped", NOW, "orders/1", {"Id": 1}))

@@ -15,7 +15,7 @@ from uuid import UUID
 
 import azure.functions as func
 
-from shared.errors import Conflict, InvalidField, NotFound
+from shared.errors import Conflict, InvalidField, NotFound, OverBudget
 
 if TYPE_CHECKING:
     from pydantic import BaseModel, ValidationError
@@ -49,19 +49,23 @@ class ApiError(Exception):
         title: str,
         detail: str | None = None,
         errors: dict[str, list[str]] | None = None,
+        extensions: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail or title)
         self.status, self.title, self.detail, self.errors = status, title, detail, errors
+        self.extensions, self.headers = extensions or {}, headers or {}
 
     def response(self, headers: dict[str, str] | None = None) -> func.HttpResponse:
         problem = model("Problem")(
             status=self.status, title=self.title, detail=self.detail, errors=self.errors
         )
+        body = {**problem.model_dump(mode="json", exclude_none=True), **self.extensions}
         return func.HttpResponse(
-            problem.model_dump_json(exclude_none=True),
+            json.dumps(body),
             status_code=self.status,
             mimetype="application/problem+json",
-            headers=headers,
+            headers={**self.headers, **(headers or {})},
         )
 
 
@@ -338,7 +342,13 @@ async def invoke(handler: Handler, req: func.HttpRequest, spec: Endpoint) -> fun
     except NotFound as e:
         raise ApiError(404, "Not found", str(e) or None) from None
     except Conflict as e:
-        raise ApiError(409, "Conflict", str(e) or None) from None
+        extensions = {k: str(v) for k, v in e.extensions.items()}
+        raise ApiError(409, "Conflict", str(e) or None, extensions=extensions) from None
+    except OverBudget as e:
+        from shared.api.ratelimit import retry_after
+
+        headers = {"Retry-After": retry_after(e.retry_after)}
+        raise ApiError(429, "Too many requests", str(e), headers=headers) from None
     except InvalidField as e:
         raise ApiError(400, "Validation failed", str(e), {e.field: [e.message]}) from None
     if isinstance(result, func.HttpResponse):

@@ -11,7 +11,14 @@ from shared.catalog import TEST_EVENT_KEY
 from shared.services import Services, get_services
 
 if TYPE_CHECKING:
-    from shared.models import DeliveryStats, Message, MessagePage, Replay, ReplayStarted
+    from shared.models import (
+        Delivery,
+        DeliveryStats,
+        Message,
+        MessagePage,
+        Replay,
+        ReplayStarted,
+    )
     from shared.storage.connections import StoredConnection
 
 bp = func.Blueprint()
@@ -29,7 +36,8 @@ async def connection_of(
     bp, "GET", CONNECTION + "/messages", query="MessageQuery", returns="MessagePage", errors=(404,)
 )
 async def list_messages(call: Call) -> MessagePage:
-    """A page of the connection's messages, newest first; TotalHits counts all matches."""
+    """A page of the connection's messages, newest first; TotalHits counts all matches. With
+    undelivered=true: the deliveries not delivered, each as its latest attempt, oldest first."""
     services = await get_services()
     stored = await connection_of(call, services)
     return await services.messages.page(stored.log_partition, call.query)
@@ -42,6 +50,16 @@ async def get_message(call: Call) -> Message:
     stored = await connection_of(call, services)
     uid = parse_uid(call.route["messageUid"], "message")
     return (await services.messages.get(stored.log_partition, uid)).message
+
+
+@endpoint(bp, "GET", CONNECTION + "/deliveries/{messageId}", returns="Delivery", errors=(404,))
+async def get_delivery(call: Call) -> Delivery:
+    """One delivery (its event to this connection, by the message_id its messages carry): its
+    state and every attempt, oldest first."""
+    services = await get_services()
+    stored = await connection_of(call, services)
+    message_id = str(parse_uid(call.route["messageId"], "delivery"))
+    return await services.messages.attempts(stored.log_partition, message_id)
 
 
 @endpoint(
@@ -68,14 +86,15 @@ async def retry_message(call: Call) -> Message:
     "v1/azureservicebusconnections/{uid}/messages/replay",
     body="ReplayRequest",
     returns="ReplayStarted",
-    errors=(404,),
+    errors=(404, 409, 429),
     sends=True,
     status=202,
 )
 async def replay_messages(call: Call) -> ReplayStarted:
-    """Send the window's records again, oldest first, each as a re-send of its record (same
-    MessageId, IsRetry, Parent); 202 at once with the replay's id and how many records match.
-    A replay of the same window twice sends them twice."""
+    """Send the window's deliveries again (by default those not delivered), oldest first, each
+    once as a re-send of its latest record (same MessageId, IsRetry, Parent); 202 at once with
+    the replay's id and how many deliveries match. 409 (with the running ReplayId) while
+    another replay of the connection runs; 429 past the account's replays per hour."""
     from shared.replay import start
 
     services = await get_services()
@@ -131,7 +150,8 @@ async def delivery_stats(call: Call) -> DeliveryStats:
 async def test_connection(call: Call) -> Message:
     """Deliver a System.Test event to this connection now; 200 with the record, whatever
     its Status (a failed test is not retried)."""
-    from shared.dispatch.dispatcher import Attempt
+    from shared.deliveries import Origin
+    from shared.dispatch.recorder import Attempt
     from shared.events import new_event
 
     services = await get_services()
@@ -144,4 +164,4 @@ async def test_connection(call: Call) -> Message:
         data={"Message": "A test event from the event delivery service."},
     )
     dispatcher = await services.dispatcher()
-    return (await dispatcher.deliver(event, stored, Attempt())).message
+    return (await dispatcher.deliver(event, stored, Attempt(Origin.TEST))).message

@@ -18,7 +18,7 @@ _ERROR_TITLES = {
     400: "Invalid input",
     401: "No or unknown API key",
     404: "Not found",
-    409: "Exists already",
+    409: "Exists already (or, for a replay, another one runs)",
     413: "Body too large",
     415: "Unsupported media type",
     429: "Too many requests (see Retry-After)",

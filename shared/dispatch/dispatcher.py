@@ -1,47 +1,38 @@
-"""Fan-out of system events to the matching connections, one record per attempt, retries.
+"""Fan-out of system events to the matching connections, deliveries and their retries.
+
+A delivery is one event to one connection (shared/deliveries.py). Each attempt at it is
+sent by the publisher (shared/dispatch/publisher.py: isolation, claim check) and recorded by
+the recorder (shared/dispatch/recorder.py: the record, the delivery's state, counters,
+health); this module decides which attempts to make and what follows them.
 
 Each delivery is independent: its own sender, its own record, its own retry. A failed
 delivery never makes another connection's delivery wait or repeat, and a slow or dead
-endpoint holds only its own share of the host (shared/dispatch/isolation.py): every attempt
-has a deadline, a queue-triggered delivery beyond its connection's or account's bulkhead goes
-back on the retry queue instead of waiting in a host slot, and a breaker fails deliveries to
-an unreachable endpoint fast.
+endpoint holds only its own share of the host (shared/dispatch/isolation.py): a queue-triggered
+delivery beyond its connection's or account's bulkhead goes back on the retry queue instead of
+waiting in a host slot.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from datetime import timedelta
+from typing import TYPE_CHECKING, Protocol
 from uuid import UUID
 
-from shared import connstrings
-from shared.clock import Clock, uuid7
-from shared.dispatch import outgoing, summary
-from shared.dispatch.claimcheck import BlobIdentity, ClaimCheckStore
-from shared.dispatch.coalesce import Coalescer
-from shared.dispatch.entra import CredentialFactory, EntraTarget
-from shared.dispatch.errors import TooLarge, classify
+from shared.clock import Clock
+from shared.deliveries import Delivery, Origin
+from shared.dispatch import outgoing
+from shared.dispatch.claimcheck import ClaimCheckStore
 from shared.dispatch.health import HealthTracker
-from shared.dispatch.isolation import Deadline, Isolation, Slot
+from shared.dispatch.isolation import Isolation, Slot
+from shared.dispatch.publisher import Publisher, Sent
 from shared.dispatch.readcache import SharedReads
+from shared.dispatch.recorder import Attempt, DeliveryLog, Recorder
 from shared.dispatch.retries import RetryScheduler
-from shared.dispatch.servicebus import QueueSender, SenderPool
-from shared.endpoints import DEFAULT_GUARD, ConnectGuard, blob_endpoint
+from shared.dispatch.servicebus import SenderPool
 from shared.events import DeliveryRetry
-from shared.models import (
-    Connection,
-    DeliveryError,
-    ErrorCategory,
-    Message,
-    MessageStatus,
-    RequestMetadata,
-    SystemEvent,
-)
+from shared.models import DeliveryError, ErrorCategory, RequestMetadata, SystemEvent
 from shared.settings import IsolationSettings
 from shared.storage.messages import LoggedMessage
 
@@ -50,6 +41,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("shared.dispatch")
 
+__all__ = ["Attempt", "Dispatcher", "IncompleteDispatch", "Origin"]
+
 
 class Connections(Protocol):
     """Where the dispatcher finds an account's connections (the connections table)."""
@@ -57,141 +50,92 @@ class Connections(Protocol):
     async def for_account(self, account: str) -> list[StoredConnection]: ...
 
 
-class Records(Protocol):
-    """Where the dispatcher writes its records (the message log)."""
-
-    async def add(self, partition: str, records: Sequence[LoggedMessage]) -> None: ...
-
-
-def secrets_of(stored: StoredConnection) -> list[str]:
-    c = stored.connection
-    found = []
-    for value in (c.service_bus_connection_string, c.blob_container_connection_string):
-        if value:
-            try:
-                parts = connstrings.parse_any(value)
-            except connstrings.ConnectionStringError:  # scrub() still masks the usual shapes
-                continue
-            found += [v for k, v in parts.items() if k in connstrings.SECRET_PARTS]
-    return found
-
-
-# Failures never retried: the message can never fit, or the connection is suspended.
-FINAL_CATEGORIES = frozenset({ErrorCategory.TOO_LARGE, ErrorCategory.SUSPENDED})
 SUSPENDED_ERROR = DeliveryError(
     category=ErrorCategory.SUSPENDED,
     type="ConnectionSuspended",
     message="not sent: the connection is suspended after failing for a long time; fix and "
     "save it (PUT) or resume it, then replay these messages",
 )
+# A retry stored again after a stop (see `_restore_retry`) comes this long after the one that
+# may exist, which then makes its attempt first and leaves the second nothing to do.
+RESTORED_RETRY_LAG_SECONDS = 5.0
 
 
-@dataclass(frozen=True)
-class Attempt:
-    """Which try this is, and what it answers to."""
-
-    number: int = 1
-    parent: UUID | None = None
-    retry_event: SystemEvent | None = None  # set when a failure should be retried
-
-
-@dataclass(frozen=True)
-class Sent:
-    """What one send ended with: the message as sent (maybe a claim check), and how."""
-
-    message: outgoing.Outgoing
-    started: datetime
-    elapsed_milliseconds: int
-    error: DeliveryError | None
+class IncompleteDispatch(Exception):
+    """Some connections of an event have no durable outcome: the message must come back."""
 
 
 class Dispatcher:
-    """Given its parts: where connections come from, where records go, the retry schedule,
-    a clock, and how long an account's connections may be reused before reading them again
-    (0: every delivery reads them)."""
+    """Given its parts: where connections come from, where records go, the retry schedule, a
+    clock, the Service Bus senders and claim-check store, and how long an account's
+    connections may be reused before reading them again (0: every delivery reads them)."""
 
     def __init__(
         self,
         *,
         connections: Connections,
-        records: Records,
+        records: DeliveryLog,
         retries: RetryScheduler,
         clock: Clock,
         connection_cache_seconds: float,
+        senders: SenderPool,
+        claims: ClaimCheckStore,
         isolation: Isolation | None = None,
-        guard: ConnectGuard = DEFAULT_GUARD,
-        credentials: CredentialFactory | None = None,
-        blob_options: dict[str, Any] | None = None,
         health: HealthTracker | None = None,
     ) -> None:
-        self.connections = connections
         self.health = health
-        self.records = records
         self.retries = retries
         self.clock = clock
         self.isolation = isolation = isolation or Isolation(IsolationSettings())
-        self.senders = SenderPool(guard=guard, credentials=credentials)
-        self.claims = ClaimCheckStore(
-            guard, blob_options, read_timeout=isolation.settings.attempt_timeout_seconds
-        )
-        self._writers: dict[str, Coalescer[LoggedMessage]] = {}
+        self.publisher = Publisher(senders, claims, isolation, clock)
+        self.recorder = Recorder(records, clock, health)
         self._connections = SharedReads(connections.for_account, connection_cache_seconds)
 
     # ------------------------------------------------------------ entry points
 
-    async def dispatch(self, event: SystemEvent) -> list[LoggedMessage]:
-        """Deliver an event to every active connection of its account that wants it."""
+    async def dispatch(self, event: SystemEvent, redelivered: bool = False) -> list[LoggedMessage]:
+        """Deliver an event to every active connection of its account that wants it.
+
+        The invariant (docs/API.md, "Delivery guarantees"): the system-events trigger completes
+        its message only when this returns, that is once each connection has a durable
+        outcome: delivered and recorded, failed and recorded with its retry stored, or put back
+        on the retry queue. A connection whose outcome could not be made durable (its record
+        or its retry could not be written) makes this raise, after the others finished, so the
+        message comes back; that redelivery (`redelivered`) reads each delivery first and
+        skips those with an outcome, so the failure re-drives that connection alone. The
+        duplicates this allows all carry the delivery's message_id: a message sent again
+        because its record was not written, and a retry stored twice (see `_restore_retry`).
+        """
         targets = [
             c
             for c in await self.connections_of(event.account_id)
             if c.connection.wants(event.event_key)
         ]
-        first = Attempt(retry_event=event)
-        delivered = await asyncio.gather(
-            *(self._deliver_or_defer(event, c, first) for c in targets)
+        outcomes = await asyncio.gather(
+            *(self._first_attempt(event, c, redelivered) for c in targets), return_exceptions=True
         )
-        return [record for record in delivered if record is not None]
+        failed = [
+            (c, e) for c, e in zip(targets, outcomes, strict=True) if isinstance(e, BaseException)
+        ]
+        for c, e in failed:
+            if not isinstance(e, Exception):
+                raise e  # cancelled: the whole invocation is going away
+            log.error(
+                "event %s to connection %s: no durable outcome; the event comes back for it",
+                event.event_id,
+                c.uid,
+                exc_info=e,
+            )
+        if failed:
+            raise IncompleteDispatch(f"{len(failed)} of {len(targets)} connections")
+        return [r for r in outcomes if isinstance(r, LoggedMessage)]
 
-    async def deliver(
-        self,
-        event: SystemEvent,
-        stored: StoredConnection,
-        attempt: Attempt | None = None,
-        slot: Slot | None = None,
-    ) -> LoggedMessage:
-        """Deliver now; without a bulkhead `slot` in hand, wait for one within the deadline."""
-        attempt = attempt or Attempt(retry_event=event)
-        connection = stored.connection
-        message = outgoing.build(
-            event,
-            connection.uid,
-            connection.event_settings_type(event.event_key),
-            is_retry=attempt.number > 1,
-            options=outgoing.DeliveryOptions.of(connection),
-        )
-        suspended = self.health is not None and await self.health.suspended(
-            stored.account, stored.uid
-        )
-        return await self._send_and_log(stored, message, event, attempt, slot, suspended)
-
-    async def _deliver_or_defer(
-        self, event: SystemEvent, stored: StoredConnection, attempt: Attempt
+    async def retry(
+        self, retry: DeliveryRetry, event: SystemEvent, redelivered: bool = False
     ) -> LoggedMessage | None:
-        """From a queue trigger, which holds a host slot meanwhile: deliver if the bulkheads
-        have room, waiting only while those in flight keep moving; else put the delivery
-        back on the retry queue (same attempt, no record), so that a stuck tenant's backlog
-        never waits in host slots."""
-        sender = self._sender(stored.connection)
-        slot = await self.isolation.room(event.account_id, stored.uid, sender)
-        if slot is None:
-            delay = self.isolation.defer_seconds(event.account_id, stored.uid)
-            await self.retries.defer(event, stored.uid, attempt.number, attempt.parent, delay)
-            return None
-        with slot:
-            return await self.deliver(event, stored, attempt, slot)
-
-    async def retry(self, retry: DeliveryRetry, event: SystemEvent) -> LoggedMessage | None:
-        """A scheduled retry; dropped when the connection is gone or no longer wants the event."""
+        """A scheduled retry (or a first attempt put back by a full bulkhead); it does nothing
+        when its delivery was delivered or its attempt made meanwhile, and is dropped when the
+        connection is gone or no longer wants the event."""
         stored = next(
             (
                 c
@@ -207,11 +151,47 @@ class Dispatcher:
                 retry.connection_uid,
             )
             return None
-        attempt = Attempt(retry.attempt, retry.parent_uid, event)
-        return await self._deliver_or_defer(event, stored, attempt)
+        attempt = Attempt(Origin.RETRY, retry.attempt, retry.parent_uid, event)
+        before = await self.recorder.delivery(stored, _message_id(event, stored))
+        if not await self._still_to_make(stored, attempt, before, redelivered):
+            return None
+        return await self._deliver_or_defer(stored, attempt, before)
 
-    async def resend(self, stored: StoredConnection, record: LoggedMessage) -> LoggedMessage:
-        """Send a logged message again, from its stored body, now (not retried automatically)."""
+    async def deliver(
+        self,
+        event: SystemEvent,
+        stored: StoredConnection,
+        attempt: Attempt | None = None,
+        slot: Slot | None = None,
+        before: Delivery | None = None,
+    ) -> LoggedMessage:
+        """Deliver now; without a bulkhead `slot` in hand, wait for one within the deadline.
+        `before`: the delivery as read (None: a first attempt, which writes without reading)."""
+        attempt = attempt or Attempt(Origin.SYSTEM_EVENT, event=event)
+        connection = stored.connection
+        message = outgoing.build(
+            event,
+            connection.uid,
+            connection.event_settings_type(event.event_key),
+            is_retry=attempt.number > 1,
+            options=outgoing.DeliveryOptions.of(connection),
+        )
+        if held := await self._held_back(stored):  # kept, not sent: a Failed record with
+            sent = Sent(message, self.clock(), 0, held)  # the full body, for a replay
+        else:
+            sent = await self.publisher.publish(stored, message, event.subject, slot)
+        return await self._record(stored, sent, event, attempt, before)
+
+    async def resend(
+        self,
+        stored: StoredConnection,
+        record: LoggedMessage,
+        origin: Origin = Origin.RESEND,
+        before: Delivery | None = None,
+    ) -> LoggedMessage:
+        """Send a logged message again, from its stored body, now: one more attempt at its
+        delivery, not retried automatically (a pending retry of it still comes, and does
+        nothing if this one delivered). `before`: its delivery as read, if it was."""
         m = record.message
         metadata = RequestMetadata.from_text(m.request_metadata)
         message = outgoing.Outgoing(
@@ -228,238 +208,119 @@ class Dispatcher:
             subject=record.subject,
             options=outgoing.DeliveryOptions.of(stored.connection),  # today's, not then's
         )
-        attempt = Attempt((metadata.attempt if metadata else 1) + 1, parent=m.uid)
-        return await self._send_and_log(stored, message, record, attempt)
+        if before is None:
+            before = await self.recorder.delivery(stored, message.message_id)
+        attempt = Attempt(origin, (metadata.attempt if metadata else 1) + 1, parent=m.uid)
+        sent = await self.publisher.publish(stored, message, record.subject)
+        return await self._record(stored, sent, record, attempt, before)
 
     async def send_unrecorded(self, stored: StoredConnection, message: outgoing.Outgoing) -> None:
-        """Send with no record and no retry (the verification on save), under one deadline
-        and past the breaker: a connection being fixed is tried whatever its past."""
-        deadline = self.isolation.deadline()
-        async with deadline.scope():
-            await self._send(stored, message, None, deadline)
+        """The verification on save (Origin.VERIFICATION): no record, no retry, no delivery."""
+        await self.publisher.send_unrecorded(stored, message)
 
     async def probe_claim_check(self, stored: StoredConnection) -> None:
-        """Upload and delete a small blob in the connection's container, if it has one."""
-        c = stored.connection
-        if c.blob_container_name:
-            cs = c.blob_container_connection_string
-            await self.claims.probe(cs, c.blob_container_name, self._blob_identity(c))
-
-    # --------------------------------------------------------------- internals
+        await self.publisher.probe_claim_check(stored)
 
     async def connections_of(self, account: str, fresh: bool = False) -> list[StoredConnection]:
         """The account's connections, cached briefly (changes arrive within seconds); one
         read at a time per account, however many events wait for it."""
         return await self._connections.get(account, fresh)
 
-    async def _send_and_log(
-        self,
-        stored: StoredConnection,
-        message: outgoing.Outgoing,
-        origin: SystemEvent | LoggedMessage,
-        attempt: Attempt,
-        slot: Slot | None = None,
-        suspended: bool = False,
-    ) -> LoggedMessage:
-        if suspended:  # kept, not sent: a Failed record with the full body, for a replay
-            sent = Sent(message, self.clock(), 0, SUSPENDED_ERROR)
-        else:
-            sent = await self._attempt(stored, message, origin.subject, slot)
-        record = self._record(stored, sent, origin, attempt)
-        await self._writer(stored.log_partition).submit(record)
-        _report(record, sent, attempt)
-        if self.health is not None:
-            self.health.observe(stored.account, stored.uid, sent.started, sent.error)
-        if sent.error:
-            await self._schedule_retry(stored, record, sent.error, attempt)
-        return record
+    # --------------------------------------------------------------- internals
 
-    async def _attempt(
-        self,
-        stored: StoredConnection,
-        message: outgoing.Outgoing,
-        subject: str | None,
-        slot: Slot | None,
-    ) -> Sent:
-        """Send, and say how it went: any failure becomes a DeliveryError, never an exception."""
-        started = self.clock()
-        clock_start = time.perf_counter()
-        error: DeliveryError | None = None
-        try:
-            message = await self._isolated_send(stored, message, subject, slot)
-        except Exception as e:
-            error = classify(e, secrets_of(stored))
-        elapsed = round((time.perf_counter() - clock_start) * 1000)
-        return Sent(message, started, elapsed, error)
+    async def _first_attempt(
+        self, event: SystemEvent, stored: StoredConnection, redelivered: bool
+    ) -> LoggedMessage | None:
+        """A first attempt reads nothing before it writes, unless its event came back."""
+        attempt = Attempt(Origin.SYSTEM_EVENT, event=event)
+        before = None
+        if redelivered:
+            before = await self.recorder.delivery(stored, _message_id(event, stored))
+            if not await self._still_to_make(stored, attempt, before, redelivered):
+                return None
+        return await self._deliver_or_defer(stored, attempt, before)
 
-    @staticmethod
-    def _record(
+    async def _still_to_make(
+        self, stored: StoredConnection, attempt: Attempt, delivery: Delivery, redelivered: bool
+    ) -> bool:
+        """Whether an automatic attempt is still to be made: not when its delivery was
+        delivered (by a re-send or replay, say) or the attempt already made (a message that
+        came back, or a retry stored twice)."""
+        if delivery.wants(attempt.number):
+            return True
+        if redelivered and delivery.retry_lost(attempt.number):
+            await self._restore_retry(stored, attempt, delivery)
+        log.info(
+            "attempt %d of event %s to connection %s not made: %s",
+            attempt.number,
+            attempt.event.event_id if attempt.event else "",
+            stored.uid,
+            "delivered" if delivery.delivered else "made already",
+        )
+        return False
+
+    async def _restore_retry(
+        self, stored: StoredConnection, attempt: Attempt, delivery: Delivery
+    ) -> None:
+        """The message of an attempt that was made and recorded came back: the process may
+        have stopped before it stored the retry, so it is stored again (a little later than
+        the first, which then makes the attempt and leaves this one nothing to do)."""
+        assert attempt.event is not None and delivery.next_attempt_at is not None
+        wait = (delivery.next_attempt_at - self.clock()).total_seconds()
+        parent = attempt.parent or UUID(delivery.records[0][-32:])
+        delay = max(0.0, wait) + RESTORED_RETRY_LAG_SECONDS
+        await self.retries.defer(attempt.event, stored.uid, attempt.number + 1, parent, delay)
+
+    async def _deliver_or_defer(
+        self, stored: StoredConnection, attempt: Attempt, before: Delivery | None
+    ) -> LoggedMessage | None:
+        """From a queue trigger, which holds a host slot meanwhile: deliver if the bulkheads
+        have room, waiting only while those in flight keep moving; else put the delivery
+        back on the retry queue (same attempt, no record), so that a stuck tenant's backlog
+        never waits in host slots."""
+        assert attempt.event is not None
+        event = attempt.event
+        sender = self.publisher.sender(stored.connection)
+        slot = await self.isolation.room(event.account_id, stored.uid, sender)
+        if slot is None:
+            delay = self.isolation.defer_seconds(event.account_id, stored.uid)
+            await self.retries.defer(event, stored.uid, attempt.number, attempt.parent, delay)
+            return None
+        with slot:
+            return await self.deliver(event, stored, attempt, slot, before)
+
+    async def _held_back(self, stored: StoredConnection) -> DeliveryError | None:
+        """Why a connection's deliveries are kept, not sent, if they are: the one place that
+        decides it (a suspended connection)."""
+        if self.health is not None and await self.health.suspended(stored.account, stored.uid):
+            return SUSPENDED_ERROR
+        return None
+
+    async def _record(
+        self,
         stored: StoredConnection,
         sent: Sent,
         origin: SystemEvent | LoggedMessage,
         attempt: Attempt,
+        before: Delivery | None,
     ) -> LoggedMessage:
-        connection, message = stored.connection, sent.message
-        metadata = RequestMetadata(
-            queue_name=connection.queue_name,
-            message_id=message.message_id,
-            attempt=attempt.number,
-            size_bytes=len(message.body),
-            offloaded=message.offloaded,
-            blob_name=message.blob_name or None,
-            error=sent.error,
-            session_id=message.session_id,
-        )
-        event_timestamp = (
-            origin.event_timestamp
-            if isinstance(origin, SystemEvent)
-            else origin.message.event_timestamp
-        )
-        return LoggedMessage(
-            Message(
-                uid=uuid7(sent.started),
-                connection_uid=connection.uid,
-                event_key=message.event_key,
-                event_timestamp=event_timestamp,
-                request_timestamp=sent.started,
-                message_body=message.body.decode(),
-                elapsed_milliseconds=sent.elapsed_milliseconds,
-                request_metadata=metadata.to_text(),
-                status=MessageStatus.FAILED if sent.error else MessageStatus.SUCCEEDED,
-                parent_service_bus_message_uid=attempt.parent,
-                is_retry=attempt.number > 1 or attempt.parent is not None,
-            ),
-            account=message.account,
-            event_id=message.event_id,
-            subject=origin.subject,
-        )
-
-    async def _isolated_send(
-        self,
-        stored: StoredConnection,
-        message: outgoing.Outgoing,
-        subject: str | None,
-        slot: Slot | None,
-    ) -> outgoing.Outgoing:
-        """One send within the isolation rules: CircuitOpen at once while the connection's
-        breaker is open, else everything (a wait for a slot included) under one deadline."""
-        breaker = self.isolation.breakers.get(stored.uid)
-        if not breaker.admit():
-            raise breaker.open_error()
-        deadline = self.isolation.deadline()
-        try:
-            async with deadline.scope():
-                held = slot or await self.isolation.connections.enter(stored.uid)
-                with held:
-                    sent = await self._send(stored, message, subject, deadline)
-        except BaseException as e:
-            breaker.record(e)
-            raise
-        breaker.record(None)
-        return sent
-
-    async def _send(
-        self,
-        stored: StoredConnection,
-        message: outgoing.Outgoing,
-        subject: str | None,
-        deadline: Deadline,
-    ) -> outgoing.Outgoing:
-        """Send; a message too large for the link goes by claim check when there is a container."""
-        c = stored.connection
-        sender = self._sender(c)
-        try:
-            await sender.send(message, deadline)
-            return message
-        except TooLarge:
-            if message.offloaded or not c.blob_container_name:
-                raise
-        name = outgoing.claim_check_blob_name(message, c.uid)
-        container = c.blob_container_name  # the model makes it come with a blob store
-        identity = self._blob_identity(c)
-        cs = c.blob_container_connection_string
-        await self.claims.upload(cs, container, name, message.body, identity)
-        url = identity.account_url if identity else blob_endpoint(connstrings.parse_any(cs or ""))
-        link = f"{url.rstrip('/')}/{container}/{name}"
-        reference = message.claim_check(container, name, subject, link)
-        await sender.send(reference, deadline)
-        return reference
-
-    def _sender(self, c: Connection) -> QueueSender:
-        entra = None
-        if c.authentication == "EntraId":
-            entra = EntraTarget(c.fully_qualified_namespace or "", str(c.tenant_id))
-        return self.senders.get(c.service_bus_connection_string or "", c.queue_name, entra)
-
-    def _blob_identity(self, c: Connection) -> BlobIdentity | None:
-        """With Authentication EntraId, the blob endpoint and a token of the customer's tenant."""
-        if c.authentication != "EntraId" or not c.blob_service_uri:
-            return None
-        tenant = str(c.tenant_id)
-        return BlobIdentity(c.blob_service_uri, tenant, self.senders.credentials(tenant))
-
-    async def _schedule_retry(
-        self,
-        stored: StoredConnection,
-        record: LoggedMessage,
-        error: DeliveryError,
-        attempt: Attempt,
-    ) -> None:
-        if attempt.retry_event is None or error.category in FINAL_CATEGORIES:
-            return
-        parent = attempt.parent or record.message.uid
-        await self.retries.schedule(attempt.retry_event, stored.uid, attempt.number, parent)
-
-    def _writer(self, partition: str) -> Coalescer[LoggedMessage]:
-        writer = self._writers.get(partition)
-        if writer is None:
-            if len(self._writers) > 1000:  # forget idle partitions now and then
-                self._writers = {p: w for p, w in self._writers.items() if not w.idle}
-            writer = self._writers[partition] = Coalescer(
-                lambda records: self._write_records(partition, records)
-            )
-        return writer
-
-    async def _write_records(
-        self, partition: str, records: Sequence[LoggedMessage]
-    ) -> list[BaseException | None]:
-        await self.records.add(partition, records)
-        return [None] * len(records)
+        """Record the attempt, then store the retry that follows it, if one does: a delivery
+        recorded Pending has its retry stored unless the process stopped in between, which
+        the message's return repairs (`_restore_retry`)."""
+        delay = None
+        if sent.error is not None and attempt.origin.automatic and attempt.event is not None:
+            delay = self.retries.delay_after(attempt.event, stored.uid, attempt.number, sent.error)
+        retry_at = self.clock() + timedelta(seconds=delay) if delay is not None else None
+        record = await self.recorder.record(stored, sent, origin, attempt, before, retry_at)
+        if delay is not None and attempt.event is not None:
+            parent = attempt.parent or record.message.uid
+            await self.retries.defer(attempt.event, stored.uid, attempt.number + 1, parent, delay)
+        return record
 
     async def close(self) -> None:
-        if self.health is not None:
-            await self.health.close()
-        await self.senders.close()
-        await self.claims.close()
+        await self.recorder.close()
+        await self.publisher.close()
 
 
-def _report(record: LoggedMessage, sent: Sent, attempt: Attempt) -> None:
-    """The outcome's log line, with fields Application Insights keeps as custom dimensions
-    (not `Category`: that one is the host's logger category)."""
-    error = sent.error
-    m = record.message
-    summary.deliveries.add(
-        m.connection_uid, sent.elapsed_milliseconds, error.category if error else None
-    )
-    if error is None and not log.isEnabledFor(logging.DEBUG):
-        return  # the common case costs a count in the summary, no line
-    fields: dict[str, Any] = {
-        "ConnectionUid": str(m.connection_uid),
-        "EventId": record.event_id,
-        "Attempt": attempt.number,
-        "ElapsedMilliseconds": sent.elapsed_milliseconds,
-    }
-    where = (record.event_id, m.connection_uid, attempt.number)
-    if error is None:
-        log.debug(
-            "delivered event %s to connection %s (attempt %d, %d ms)",
-            *where,
-            sent.elapsed_milliseconds,
-            extra=fields,
-        )
-        return
-    log.warning(
-        "delivery of event %s to connection %s failed (attempt %d, %s %s): %s",
-        *(*where, error.category, error.type, error.message),
-        extra={**fields, "ErrorCategory": str(error.category), "ErrorType": error.type},
-    )
+def _message_id(event: SystemEvent, stored: StoredConnection) -> str:
+    return outgoing.message_id(event.account_id, event.event_id, stored.uid)

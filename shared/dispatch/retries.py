@@ -1,5 +1,7 @@
 """The retry schedule: a failed delivery comes back on the `delivery-retries` queue, hidden
-for the next delay of the schedule, until the schedule runs out."""
+for the next delay of the schedule, until the schedule runs out. Failures that can never heal
+(too large, suspended) are not retried; an attempt the breaker short-circuited (nothing was
+tried) is always retried, past the end of the schedule too: it is never a dead end."""
 
 from __future__ import annotations
 
@@ -9,12 +11,16 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from shared.events import DeliveryRetry, EventStore, encode_queue_message
-from shared.models import SystemEvent
+from shared.models import DeliveryError, ErrorCategory, SystemEvent
 
 if TYPE_CHECKING:
     from azure.storage.queue.aio import QueueClient
 
 log = logging.getLogger("shared.dispatch")
+
+# Failures never retried: the message can never fit, or the connection is suspended.
+FINAL_CATEGORIES = frozenset({ErrorCategory.TOO_LARGE, ErrorCategory.SUSPENDED})
+CIRCUIT_OPEN = "CircuitOpen"  # Error.Type of an attempt the breaker did not let through
 
 
 class RetryScheduler:
@@ -23,20 +29,24 @@ class RetryScheduler:
         self.delays = delays
         self._events = events
 
-    async def schedule(
-        self, event: SystemEvent, connection_uid: UUID, attempt: int, parent_uid: UUID
-    ) -> bool:
-        """Schedule the try after `attempt`; False (and logged) when the schedule ran out."""
-        if attempt > len(self.delays):
-            log.error(
-                "event %s to connection %s: giving up after %d attempts",
-                event.event_id,
-                connection_uid,
-                attempt,
-            )
-            return False
-        await self.defer(event, connection_uid, attempt + 1, parent_uid, self.delays[attempt - 1])
-        return True
+    def delay_after(
+        self, event: SystemEvent, connection_uid: UUID, attempt: int, error: DeliveryError
+    ) -> float | None:
+        """The wait before the try after `attempt` failed with `error`; None (and logged when
+        the schedule ran out) when there is none."""
+        if error.category in FINAL_CATEGORIES:
+            return None
+        if attempt <= len(self.delays):
+            return self.delays[attempt - 1]
+        if error.type == CIRCUIT_OPEN:  # nothing was tried: the schedule's last wait again
+            return self.delays[-1] if self.delays else 0.0
+        log.error(
+            "event %s to connection %s: giving up after %d attempts",
+            event.event_id,
+            connection_uid,
+            attempt,
+        )
+        return None
 
     async def defer(
         self,

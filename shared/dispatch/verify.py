@@ -34,7 +34,7 @@ class Verdict:
 async def verify(
     dispatcher: Dispatcher, stored: StoredConnection, now: datetime, budget_seconds: float
 ) -> Verdict:
-    from shared.dispatch.dispatcher import secrets_of
+    from shared.dispatch.publisher import secrets_of
 
     c = stored.connection
     event = new_event(

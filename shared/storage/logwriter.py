@@ -37,6 +37,9 @@ _MAX_UNCERTAIN = 100_000
 _FAILED = 2  # MessageStatus.FAILED
 
 Submit = Callable[["TableClient", Sequence[transactions.Operation]], Awaitable[None]]
+# A record's entity and the operations that go with it into its transaction (its delivery's
+# rows: shared/storage/deliveries.py).
+Item = tuple[dict[str, Any], Sequence[transactions.Operation]]
 
 
 def _size(entity: dict[str, Any]) -> int:
@@ -52,38 +55,72 @@ class CountingWriter:
         # RowKeys of records whose transaction got no answer, by partition.
         self._uncertain: dict[str, set[str]] = {}
 
-    async def write(self, partition: str, entities: Sequence[dict[str, Any]]) -> None:
+    async def write(self, partition: str, items: Sequence[Item]) -> list[BaseException | None]:
+        """Commit the items, as many to a transaction as fit; one outcome per item: None, or
+        the TransactionError that refused it. Any other failure (no answer) raises."""
         slot = self._slots.take(partition)
+        outcomes: list[BaseException | None] = []
         try:
-            for group in self._groups(entities):
-                await self._commit(partition, slot, group)
+            for group in self._groups(items):
+                outcomes += await self._commit_or_split(partition, slot, group)
         finally:
             self._slots.give_back(partition, slot)
+        return outcomes
+
+    async def _commit_or_split(
+        self, partition: str, slot: Slot, group: list[Item]
+    ) -> list[BaseException | None]:
+        try:
+            await self._commit(partition, slot, group)
+            return [None] * len(group)
+        except transactions.TransactionError as e:
+            if len(group) == 1:
+                return [e]
+        # One item's condition failed (its delivery row changed since it was read): the others
+        # must not fail with it, so each goes on its own. Rare: only retries and re-sends read.
+        outcomes: list[BaseException | None] = []
+        for item in group:
+            try:
+                await self._commit(partition, slot, [item])
+                outcomes.append(None)
+            except transactions.TransactionError as e:
+                outcomes.append(e)
+        return outcomes
 
     @staticmethod
-    def _groups(entities: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-        """Records in groups that fit one transaction with their copies and counter rows."""
-        groups: list[list[dict[str, Any]]] = []
-        group: list[dict[str, Any]] = []
-        operations, size, hours = 0, 0, set[int]()
-        for e in entities:
-            n = 2 if e["Status"] == _FAILED else 1
+    def _groups(items: Sequence[Item]) -> list[list[Item]]:
+        """Items in groups that fit one transaction with their copies and counter rows, no
+        entity twice in one (two attempts of one delivery go in two)."""
+        groups: list[list[Item]] = []
+        group: list[Item] = []
+        operations, size, hours, keys = 0, 0, set[int](), set[str]()
+        for item in items:
+            e, extra = item
+            copies = 2 if e["Status"] == _FAILED else 1
+            n = copies + len(extra)
+            touched = {e["RowKey"], *(op[1]["RowKey"] for op in extra)}
             hour = hour_of(logged_at(e))
             more = n + len(hours | {hour})  # its rows, and a counter row per hour
+            bytes_ = copies * _size(e) + sum(_size(op[1]) for op in extra)
             if group and (
                 operations + more > transactions.MAX_OPERATIONS
-                or size + n * _size(e) > _GROUP_BYTES
+                or size + bytes_ > _GROUP_BYTES
+                or touched & keys
             ):
                 groups.append(group)
-                group, operations, size, hours = [], 0, 0, set()
-            group.append(e)
-            operations, size = operations + n, size + n * _size(e)
+                group, operations, size, hours, keys = [], 0, 0, set(), set()
+            group.append(item)
+            operations, size = operations + n, size + bytes_
             hours.add(hour)
+            keys |= touched
         return [*groups, group] if group else groups
 
-    async def _commit(self, partition: str, slot: Slot, group: list[dict[str, Any]]) -> None:
-        """One transaction: the records, copies of the failed ones, and the slot's new totals
-        for their hours. Totals advance in memory only once the service said yes."""
+    async def _commit(self, partition: str, slot: Slot, items: list[Item]) -> None:
+        """One transaction: the records, copies of the failed ones, what goes with each, and
+        the slot's new totals for their hours. Totals advance in memory only once the service
+        said yes."""
+        group = [e for e, _ in items]
+        extra = [op for _, ops in items for op in ops]
         uncertain = self._uncertain.setdefault(partition, set())
         keys = {e["RowKey"] for e in group}
         retried = bool(keys & uncertain)
@@ -107,7 +144,8 @@ class CountingWriter:
         ]
         copies = [{**e, "RowKey": FAILURE + e["RowKey"]} for e in group if e["Status"] == _FAILED]
         try:
-            await self._submit(self._table, [("upsert", e) for e in group + copies + counters])
+            rows: list[transactions.Operation] = [("upsert", e) for e in group + copies + counters]
+            await self._submit(self._table, [*rows, *extra])
         except transactions.TransactionError:
             raise  # refused: nothing was written
         except BaseException:  # no answer (timeout, cancelled, connection lost)

@@ -12,12 +12,19 @@ mix, so each query reads one range:
                                                    histogram; see shared/storage/logcounts.py)
     f_<record RowKey>                              failure index: a copy of each failed record
       (newest first)                               (onlyFailed=true reads only these)
+    d_<message_id>                                 a delivery (one event to this connection):
+                                                   its state and its records' RowKeys
     p_purged                                       the purge's cutoff: readers ignore what
                                                    is older while a purge is deleting it
     r_reindex                                      progress of `log reindex` (shared/reindex.py)
+    u_<first attempt millis>_<uid>                 undelivered index: while a delivery is not
+      (oldest first)                               delivered, a copy of its latest record
 
-A record, its failure copy and its writer's counter row of that hour are written in one
-transaction, so counts never disagree with the records, whatever fails when. `since`/`until`
+A record, its failure copy, its writer's counter row of that hour and its delivery's rows (the
+`d_` row, the `u_` row, the new state in the delivery's earlier records: see
+shared/storage/deliveries.py) are written in one transaction, so counts and states never
+disagree with the records, whatever fails when. That write is `write`, the one place a record
+and what goes with it are put together. `since`/`until`
 are RowKey bounds; reading one message is a point read derived from its Uid alone; page N
 starts where the per-minute counts say (shared/storage/loglisting.py). Bodies over what a
 table property holds go to the app's own `message-bodies` container.
@@ -33,9 +40,19 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from shared.clock import uuid7_millis
+from shared.deliveries import Delivery, DeliveryWrite
 from shared.errors import NotFound
-from shared.models import Message, MessagePage, MessageQuery, MessageStatus
-from shared.storage import loglisting, transactions
+from shared.models import (
+    Delivery as DeliveryView,
+)
+from shared.models import (
+    Message,
+    MessagePage,
+    MessageQuery,
+    MessageStatus,
+    RequestMetadata,
+)
+from shared.storage import deliveries, loglisting, transactions
 from shared.storage.logcounts import (
     COUNTER,
     FAILURE,
@@ -69,12 +86,26 @@ def row_key_bound(at: datetime) -> str:
 
 @dataclass(frozen=True)
 class LoggedMessage:
-    """A message record and what the log keeps beside it for re-sending."""
+    """A message record and what the log keeps beside it for re-sending; `delivery`, when it
+    is written, what it does to its delivery (None: the first attempt of a delivery of its
+    own, as its Status says: records written by tests and benchmarks)."""
 
     message: Message
     account: str
     event_id: str
     subject: str | None = None
+    delivery: DeliveryWrite | None = None
+
+    def delivery_write(self) -> DeliveryWrite:
+        if self.delivery is not None:
+            return self.delivery
+        m = self.message
+        metadata = RequestMetadata.from_text(m.request_metadata)
+        new = Delivery(metadata.message_id if metadata else str(m.uid))
+        failed = m.status == MessageStatus.FAILED
+        return DeliveryWrite(
+            new.after(row_key(m.uid), failed, metadata.attempt if metadata else 1, None)
+        )
 
 
 def chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
@@ -99,17 +130,45 @@ class MessageLog:
         self._table = table
         self.bodies = bodies
         self._writer = CountingWriter(table, writer, submit)
+        self.deliveries = deliveries.DeliveryRows(table)
 
     @property
     def table(self) -> TableClient:
         """The table client itself (benchmarks measure the SDK alone against it)."""
         return self._table
 
+    async def write(
+        self, partition: str, records: Sequence[LoggedMessage]
+    ) -> list[BaseException | None]:
+        """Write records of one partition with their counts, failure copies and delivery rows,
+        as many to a transaction as its limits allow; one outcome per record (None, or the
+        TransactionError that refused it: its delivery row changed since it was read, or a
+        row it expected is gone). When it raised, calling it again with the same records (a
+        retry) counts each of them once (shared/storage/logwriter.py)."""
+        items = []
+        for r in records:
+            entity = await self.entity(partition, r)
+            items.append((entity, deliveries.operations(partition, entity, r.delivery_write())))
+        return await self._writer.write(partition, items)
+
     async def add(self, partition: str, records: Sequence[LoggedMessage]) -> None:
-        """Write records of one partition with their counts and failure copies, as many to a
-        transaction as its limits allow. When it raised, calling it again with the same
-        records (a retry) counts each of them once (shared/storage/logwriter.py)."""
-        await self._writer.write(partition, [await self.entity(partition, r) for r in records])
+        """`write`, raising the first refusal."""
+        for outcome in await self.write(partition, records):
+            if outcome is not None:
+                raise outcome
+
+    async def delivery(self, partition: str, message_id: str) -> Delivery:
+        """A delivery as stored (`stored` False when there is none)."""
+        return await self.deliveries.get(partition, message_id)
+
+    async def attempts(self, partition: str, message_id: str) -> DeliveryView:
+        """A delivery with every attempt it remembers, oldest first."""
+        found = await self.deliveries.get(partition, message_id)
+        if not found.stored:
+            raise NotFound(f"no delivery {message_id}")
+        entities = await self.deliveries.records(partition, found.records)
+        records = await asyncio.gather(*(self._from_entity(e) for e in entities))
+        return DeliveryView(**found.status().model_dump(), messages=[r.message for r in records])
 
     async def get(self, partition: str, uid: UUID) -> LoggedMessage:
         from azure.core.exceptions import ResourceNotFoundError
@@ -121,7 +180,10 @@ class MessageLog:
         return await self._from_entity(entity)
 
     async def page(self, partition: str, query: MessageQuery) -> MessagePage:
-        """One page, newest first, and the count of all matches, from the counters."""
+        """One page, newest first, and the count of all matches, from the counters; or with
+        `undelivered`, the latest attempts of deliveries not delivered, oldest first."""
+        if query.undelivered:
+            return await self._undelivered_page(partition, query)
         window = loglisting.Window(
             partition,
             FAILURE if query.only_failed else "",
@@ -132,6 +194,47 @@ class MessageLog:
         records = await asyncio.gather(*(self._from_entity(e) for e in entities))
         return MessagePage(messages=[r.message for r in records], page=query.page, total_hits=total)
 
+    async def _undelivered_page(self, partition: str, query: MessageQuery) -> MessagePage:
+        after, upto = await self._undelivered_window(partition, query.since, query.until)
+        total, rows = await self.deliveries.page(
+            partition, after, upto, query.page, query.page_size
+        )
+        records = await asyncio.gather(*(self._from_entity(e) for e in rows))
+        return MessagePage(messages=[r.message for r in records], page=query.page, total_hits=total)
+
+    async def _undelivered_window(
+        self, partition: str, since: datetime | None, until: datetime | None
+    ) -> tuple[int | None, int | None]:
+        """(after, upto] in milliseconds of first attempts, raised to the purge's cutoff."""
+        floor = await loglisting.purged_before(self._table, partition)
+        after = millis(since) if since else None
+        if floor is not None and (after is None or after < floor - 1):
+            after = floor - 1
+        return after, millis(until) if until else None
+
+    async def count_undelivered(
+        self,
+        partition: str,
+        window: tuple[datetime, datetime],
+        wants: Callable[[str], bool] | None = None,
+    ) -> int:
+        """Deliveries not delivered whose first attempt is in (since, until]."""
+        after, upto = await self._undelivered_window(partition, *window)
+        return await self.deliveries.count(partition, after, upto, wants)
+
+    async def undelivered(
+        self, partition: str, cursor: str, until: datetime, size: int
+    ) -> list[tuple[str, LoggedMessage, Delivery]]:
+        """Up to `size` deliveries not delivered, oldest first, after `cursor` (a `u_` RowKey,
+        or `undelivered_cursor(since)`) and first attempted at or before `until`: each with
+        its cursor (its `u_` RowKey), its latest attempt and its state as that row holds it."""
+        keys = (cursor + "~", deliveries.undelivered_end(until))
+        rows = await self.deliveries.first(partition, keys, size)
+        records = await asyncio.gather(*(self._from_entity(e) for e in rows))
+        return [
+            (e["RowKey"], r, deliveries.delivery_of(e)) for e, r in zip(rows, records, strict=True)
+        ]
+
     # ---- replays
 
     def _replay_window(
@@ -139,27 +242,32 @@ class MessageLog:
     ) -> loglisting.Window:
         return loglisting.Window(partition, FAILURE if only_failed else "", after, upto)
 
-    async def count(
+    async def count_first_attempts(
         self,
         partition: str,
-        only_failed: bool,
         window: tuple[datetime, datetime],
         wants: Callable[[str], bool] | None = None,
     ) -> int:
-        """Records (or failed ones) sent in (since, until]: from the counters, or, to count
-        only the event keys `wants` takes, by reading the window's EventKeys."""
-        w = self._replay_window(partition, only_failed, *map(millis, window))
-        if wants is None:
-            return await loglisting.count(self._table, w)
-        start, end = w.keys()
+        """Deliveries first attempted in (since, until] (of the event keys `wants` takes): the
+        window's records that are no retry or re-send, by reading their keys. (The counters
+        count attempts, not deliveries.)"""
+        start, end = self._replay_window(partition, False, *map(millis, window)).keys()
         floor = await loglisting.purged_before(self._table, partition) or 0
         rows = self._table.query_entities(
             "PartitionKey eq @pk and RowKey ge @start and RowKey lt @end",
             parameters={"pk": partition, "start": start, "end": end},
-            select=["RowKey", "EventKey"],
+            select=["RowKey", "EventKey", "IsRetry"],
             results_per_page=1000,
         )
-        return len([r async for r in rows if wants(r["EventKey"]) and logged_at(r) >= floor])
+        return len(
+            [
+                r
+                async for r in rows
+                if not r.get("IsRetry")
+                and (wants is None or wants(r["EventKey"]))
+                and logged_at(r) >= floor
+            ]
+        )
 
     async def oldest(
         self, partition: str, only_failed: bool, cursor: str, until: datetime, size: int
@@ -199,6 +307,7 @@ class MessageLog:
     async def entity(self, partition: str, record: LoggedMessage) -> dict[str, Any]:
         m = record.message
         key = row_key(m.uid)
+        write = record.delivery_write()
         entity: dict[str, Any] = {
             "PartitionKey": partition,
             "RowKey": key,
@@ -213,7 +322,10 @@ class MessageLog:
             "Counted": True,  # by its writer's counter row (`log reindex` counts the others)
             "Account": record.account,
             "EventId": record.event_id,
+            "Delivery": deliveries.status_text(write.after),
         }
+        if deliveries.opens(write):
+            entity["OpensDelivery"] = True  # the purge removes the delivery row with it
         if m.parent_service_bus_message_uid:
             entity["ParentServiceBusMessageUid"] = str(m.parent_service_bus_message_uid)
         if record.subject is not None:
@@ -233,7 +345,8 @@ class MessageLog:
             body = (await stream.readall()).decode()
         parent = entity.get("ParentServiceBusMessageUid")
         message = Message(
-            uid=UUID(entity["RowKey"][-32:]),  # records and their failure copies
+            # records, their failure copies, and `u_` copies (which name their record)
+            uid=UUID((entity.get("RecordKey") or entity["RowKey"])[-32:]),
             connection_uid=UUID(entity["ConnectionUid"]),
             event_key=entity["EventKey"],
             event_timestamp=entity["EventTimestamp"],
@@ -244,6 +357,7 @@ class MessageLog:
             status=MessageStatus(entity["Status"]),
             parent_service_bus_message_uid=UUID(parent) if parent else None,
             is_retry=entity.get("IsRetry", False),
+            delivery=deliveries.status_of(entity),
         )
         return LoggedMessage(message, entity["Account"], entity["EventId"], entity.get("Subject"))
 
@@ -252,13 +366,36 @@ class MessageLog:
     async def old_records(
         self, partition: str, before: datetime | None, limit: int = 1000
     ) -> list[dict[str, Any]]:
-        """The first `limit` records older than `before` (all records when None): their RowKey
-        and BodyBlob. Old records are at the end of the records' range, so this is one RowKey
-        range; the purge deletes what it gets and asks again, so it never holds a
-        continuation."""
+        """The first `limit` records older than `before` (all records when None): their RowKey,
+        BodyBlob, and `Delivery`: the RowKey of the delivery row the record made, if it made
+        one (it goes with the record: every attempt it had is at least as old, or gone soon).
+        Old records are at the end of the records' range, so this is one RowKey range; the
+        purge deletes what it gets and asks again, so it never holds a continuation."""
         bound = row_key_bound(before) if before is not None else ""
-        rows = await self._first_rows(partition, bound, RECORDS_END, ["RowKey", "BodyBlob"], limit)
-        return [{"RowKey": e["RowKey"], "BodyBlob": e.get("BodyBlob")} for e in rows]
+        select = ["RowKey", "BodyBlob", "OpensDelivery", "Delivery", "RequestMetadata", "Status"]
+        rows = await self._first_rows(partition, bound, RECORDS_END, select, limit)
+        return [
+            {
+                "RowKey": e["RowKey"],
+                "BodyBlob": e.get("BodyBlob"),
+                "Delivery": deliveries.delivery_key(deliveries.status_of(e).message_id)
+                if e.get("OpensDelivery")
+                else None,
+            }
+            for e in rows
+        ]
+
+    async def old_undelivered(
+        self, partition: str, before: datetime | None, limit: int = 1000
+    ) -> list[str]:
+        """RowKeys of the first `limit` `u_` rows of deliveries first attempted before `before`
+        (all when None)."""
+        start, end = deliveries.undelivered_range(None, None)
+        if before is not None:
+            end = deliveries.undelivered_range(None, millis(before) - 1)[1]
+        return [
+            e["RowKey"] for e in await self._first_rows(partition, start, end, ["RowKey"], limit)
+        ]
 
     async def old_failure_copies(
         self, partition: str, before: datetime | None, limit: int = 1000

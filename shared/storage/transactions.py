@@ -10,6 +10,11 @@ here back through the SDK.
 
 A transaction holds at most 100 operations of one partition and 4 MiB of body (the service's
 limits); `submit` splits larger lists, so each part commits or fails on its own.
+
+Operations, as the Table service names them: `upsert` (insert or merge), `replace` (insert or
+replace), `insert` (fails if the entity exists), `update` (replace if its ETag, given as
+`entity[ETAG]`, still matches), `merge` (into an entity that must exist) and `delete` (of an
+entity that must exist; with `entity[ETAG]`, only if it still has that ETag).
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ MAX_OPERATIONS = 100
 MAX_BODY_BYTES = 4 * 1024 * 1024
 _ENVELOPE_BYTES = 512  # batch and changeset boundaries around the parts, with room to spare
 
-Operation = tuple[Literal["upsert", "delete"], dict[str, Any]]
+Kind = Literal["upsert", "replace", "insert", "update", "merge", "delete"]
+Operation = tuple[Kind, dict[str, Any]]
+ETAG = "odata.etag"  # in an `update`'s entity: the ETag it must still have
 
 _STATUS = re.compile(rb"^HTTP/1\.1 (\d{3})", re.MULTILINE)
 _CODE = re.compile(rb'"code"\s*:\s*"([^"]*)"')
@@ -51,6 +58,17 @@ def _key(value: str) -> str:
     return quote(value.replace("'", "''"), safe="")
 
 
+# Method and If-Match of each kind of operation on an entity's own URL (insert posts to the
+# table's); None: no If-Match header.
+_REQUESTS: dict[str, tuple[str, str | None]] = {
+    "upsert": ("PATCH", None),  # PATCH without If-Match creates or merges
+    "replace": ("PUT", None),  # PUT without If-Match creates or replaces
+    "merge": ("PATCH", "*"),
+    "update": ("PUT", ETAG),
+    "delete": ("DELETE", "*"),  # or its ETAG, when given
+}
+
+
 def _part(base: str, table: str, n: int, operation: Operation) -> bytes:
     """One operation as an `application/http` part of the changeset."""
     from azure.data.tables._serialize import _add_entity_properties  # the SDK's Edm typing
@@ -62,16 +80,23 @@ def _part(base: str, table: str, n: int, operation: Operation) -> bytes:
         f"Content-ID: {n}\r\n\r\n"
     )
     common = "DataServiceVersion: 3.0\r\nAccept: application/json;odata=minimalmetadata\r\n"
+    if kind == "insert":
+        method, url, match = "POST", f"{base}/{table}", None
+        common += "Prefer: return-no-content\r\n"
+    else:
+        method, match = _REQUESTS[kind]
+        url = f"{base}/{table}({keys})"
+    if match == ETAG or (kind == "delete" and ETAG in entity):
+        match = entity[ETAG]
+    if_match = f"If-Match: {match}\r\n" if match else ""
     if kind == "delete":
-        return (
-            f"{head}DELETE {base}/{table}({keys}) HTTP/1.1\r\n{common}If-Match: *\r\n\r\n"
-        ).encode()
-    # an upsert is a merge: PATCH without If-Match creates or updates
+        return f"{head}{method} {url} HTTP/1.1\r\n{common}{if_match}\r\n".encode()
+    properties = {k: v for k, v in entity.items() if k != ETAG}
     payload = json.dumps(
-        _add_entity_properties(entity), ensure_ascii=False, separators=(",", ":")
+        _add_entity_properties(properties), ensure_ascii=False, separators=(",", ":")
     ).encode()
     return (
-        f"{head}PATCH {base}/{table}({keys}) HTTP/1.1\r\n{common}"
+        f"{head}{method} {url} HTTP/1.1\r\n{common}{if_match}"
         f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
     ).encode() + payload
 
