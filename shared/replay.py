@@ -33,6 +33,7 @@ from uuid import UUID
 
 from shared import catalog
 from shared.errors import InvalidField, NotFound
+from shared.failpoints import failpoint
 from shared.models import MessageStatus, ReplayRequest, ReplayStarted
 from shared.storage.clients import REPLAY_QUEUE
 from shared.storage.messages import row_key_bound
@@ -153,6 +154,7 @@ async def chunk(
     wants = wanted(row.event_keys)
     records = [r for _, r in batch if wants is None or wants(r.message.event_key)]
     resent = await asyncio.gather(*(dispatcher.resend(stored, r) for r in records))
+    failpoint("replay-chunk-sent")
     failed = sum(1 for r in resent if r.message.status == MessageStatus.FAILED)
     advanced = replace(
         row, sent=row.sent + len(resent) - failed, failed=row.failed + failed, cursor=batch[-1][0]

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from azure.servicebus import (
@@ -52,9 +53,9 @@ def message(n: int) -> ServiceBusMessage:
     )
 
 
-def drain(cs: str, queue: str, sub_queue: ServiceBusSubQueue | None = None) -> list[object]:
+def drain(cs: str, queue: str, sub_queue: ServiceBusSubQueue | None = None) -> list[Any]:
     """Everything a queue holds now (received and deleted)."""
-    got: list[object] = []
+    got: list[Any] = []
     with (
         ServiceBusClient.from_connection_string(cs) as sb,
         sb.get_queue_receiver(

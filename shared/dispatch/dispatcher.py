@@ -33,6 +33,7 @@ from shared.dispatch.retries import RetryScheduler
 from shared.dispatch.servicebus import SenderPool
 from shared.endpoints import DEFAULT_GUARD, ConnectGuard, blob_endpoint
 from shared.events import DeliveryRetry
+from shared.failpoints import failpoint
 from shared.models import (
     Connection,
     DeliveryError,
@@ -185,6 +186,7 @@ class Dispatcher:
         if slot is None:
             delay = self.isolation.defer_seconds(event.account_id, stored.uid)
             await self.retries.defer(event, stored.uid, attempt.number, attempt.parent, delay)
+            failpoint("after-defer")
             return None
         with slot:
             return await self.deliver(event, stored, attempt, slot)
@@ -264,13 +266,16 @@ class Dispatcher:
             sent = Sent(message, self.clock(), 0, SUSPENDED_ERROR)
         else:
             sent = await self._attempt(stored, message, origin.subject, slot)
+            failpoint("after-send")
         record = self._record(stored, sent, origin, attempt)
         await self._writer(stored.log_partition).submit(record)
+        failpoint("after-record")
         _report(record, sent, attempt)
         if self.health is not None:
             self.health.observe(stored.account, stored.uid, sent.started, sent.error)
         if sent.error:
             await self._schedule_retry(stored, record, sent.error, attempt)
+            failpoint("after-retry")
         return record
 
     async def _attempt(
@@ -383,6 +388,7 @@ class Dispatcher:
         identity = self._blob_identity(c)
         cs = c.blob_container_connection_string
         await self.claims.upload(cs, container, name, message.body, identity)
+        failpoint("after-claim-upload")
         url = identity.account_url if identity else blob_endpoint(connstrings.parse_any(cs or ""))
         link = f"{url.rstrip('/')}/{container}/{name}"
         reference = message.claim_check(container, name, subject, link)
