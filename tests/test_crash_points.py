@@ -40,6 +40,7 @@ from tests.factories import eventually
 from tests.faultrun import (
     LEASE_SECONDS,
     Ledger,
+    Target,
     connect_targets,
     host_environment,
     settled,
@@ -48,14 +49,8 @@ from tests.faultrun import open_services as services_on
 
 ROOT = Path(__file__).resolve().parent.parent
 HostFactory = Callable[..., HostProcess]
-EVENTS = 24
 EmulatorFactory = Callable[..., Emulator]
-
-
-def accounts() -> dict[str, int]:
-    """Three connections of two accounts of the test's own."""
-    first, second = (f"crash-{uuid.uuid4().hex[:8]}" for _ in range(2))
-    return {first: 2, second: 1}
+EVENTS = 24
 
 
 @dataclass
@@ -78,27 +73,40 @@ async def storage() -> AsyncIterator[Storage]:
 
 
 class Run:
-    """One crash test: hosts started with or without the point, events published."""
+    """One crash test's parts: this module's storage, emulators of its own, host processes
+    started with or without the point, events published."""
 
-    def __init__(self, storage: Storage, hosts: HostFactory, **settings: str) -> None:
-        self.storage, self.hosts = storage, hosts
-        self.env = host_environment(storage.connection_string, storage.keys, **settings)
-        self.env["REPLAY_RECORDS_PER_SECOND"] = "0"
+    def __init__(self, storage: Storage, hosts: HostFactory, emulators: EmulatorFactory) -> None:
+        self.storage, self.services = storage, storage.services
+        self._hosts, self.emulator = hosts, emulators
+        # Settings of the hosts it starts, besides the common ones (host_environment).
+        self.settings: dict[str, str] = {"REPLAY_RECORDS_PER_SECOND": "0"}
+
+    async def targets(
+        self, emulator: Emulator, accounts: dict[str, int] | None = None, /, **changes: Any
+    ) -> list[Target]:
+        """Connections to queues of `emulator`: by default three, of two accounts of the
+        test's own."""
+        if accounts is None:
+            first, second = (f"crash-{uuid.uuid4().hex[:8]}" for _ in range(2))
+            accounts = {first: 2, second: 1}
+        return await connect_targets(self.services, emulator.connection_string, accounts, **changes)
 
     def host(self, armed: str = "") -> HostProcess:
-        env = {**self.env, failpoints.SETTING: armed} if armed else self.env
-        return self.hosts("function_app:app", env=env, args=["--message-lease", str(LEASE_SECONDS)])
+        env = host_environment(self.storage.connection_string, self.storage.keys, **self.settings)
+        env = {**env, failpoints.SETTING: armed} if armed else env
+        lease = ["--message-lease", str(LEASE_SECONDS)]
+        return self._hosts("function_app:app", env=env, args=lease)
 
     async def publish(self, ledger: Ledger, count: int, data: object = None) -> None:
         accounts = sorted({t.account for t in ledger.targets})
-        services = self.storage.services
         for n in range(count):
             account = accounts[n % len(accounts)]
-            event = new_event(account, "Order.Created", services.clock(), f"orders/{n}", data)
+            event = new_event(account, "Order.Created", self.services.clock(), f"orders/{n}", data)
             ledger.owe(event)
-            await services.publish(event)
+            await self.services.publish(event)
 
-    async def crash(self, point: str, at: int) -> None:
+    async def crash(self, point: str, at: int = 1) -> None:
         """Start a host armed to crash at `point` on its `at`th pass; wait until it did."""
         host = self.host(f"{point}=crash@{at}")
         try:
@@ -111,160 +119,111 @@ class Run:
     async def recover(self, ledger: Ledger) -> None:
         """A host without the point; every delivery arrives, each copy under its id."""
         self.host()
-        await ledger.collect(timeout=90, settled=settled(self.storage.services))
+        await ledger.collect(timeout=90, settled=settled(self.services))
         assert ledger.missing == [] and ledger.strays == []
 
-
-async def crash_and_recover(
-    storage: Storage, hosts: HostFactory, emulators: EmulatorFactory, point: str
-) -> Ledger:
-    """The common case: EVENTS events to three healthy connections whose sends take 0.2 s
-    (so the host dies with deliveries still waiting for theirs); the host dies at its first
-    pass of `point`, a new one finishes the work."""
-    emulator = emulators()
-    emulator.delay_sends(200)
-    run = Run(storage, hosts)
-    ledger = Ledger(await connect_targets(storage.services, emulator.connection_string, accounts()))
-    await run.publish(ledger, EVENTS)
-    await run.crash(point, 1)
-    emulator.delay_sends(0)
-    await run.recover(ledger)
-    return ledger
+    async def crash_and_recover(self, point: str) -> Ledger:
+        """The common case: EVENTS events to three healthy connections whose sends take
+        0.2 s (so the host dies with deliveries still waiting for theirs); the host dies at
+        its first pass of `point`, a new one finishes the work."""
+        emulator = self.emulator()
+        emulator.delay_sends(200)
+        ledger = Ledger(await self.targets(emulator))
+        await self.publish(ledger, EVENTS)
+        await self.crash(point)
+        emulator.delay_sends(0)
+        await self.recover(ledger)
+        return ledger
 
 
-async def test_after_send(
+@pytest.fixture
+def run(
     storage: Storage,
     local_host_process_factory: HostFactory,
     servicebus_emulator_factory: EmulatorFactory,
-) -> None:
+) -> Run:
+    return Run(storage, local_host_process_factory, servicebus_emulator_factory)
+
+
+async def test_after_send(run: Run) -> None:
     # Sent, not recorded: the event comes back and is sent again (same message_id).
-    await crash_and_recover(
-        storage, local_host_process_factory, servicebus_emulator_factory, "after-send"
-    )
+    await run.crash_and_recover("after-send")
 
 
-async def test_after_record(
-    storage: Storage,
-    local_host_process_factory: HostFactory,
-    servicebus_emulator_factory: EmulatorFactory,
-) -> None:
-    await crash_and_recover(
-        storage, local_host_process_factory, servicebus_emulator_factory, "after-record"
-    )
+async def test_after_record(run: Run) -> None:
+    await run.crash_and_recover("after-record")
 
 
-async def test_before_complete(
-    storage: Storage,
-    local_host_process_factory: HostFactory,
-    servicebus_emulator_factory: EmulatorFactory,
-) -> None:
+async def test_before_complete(run: Run) -> None:
     # Every delivery of the event done and durable, the queue message not deleted: it comes
     # back after the lease and all its deliveries are made again, under the same ids.
-    ledger = await crash_and_recover(
-        storage, local_host_process_factory, servicebus_emulator_factory, "before-complete"
-    )
+    ledger = await run.crash_and_recover("before-complete")
     assert ledger.duplicates >= 1
 
 
-async def test_after_retry(
-    storage: Storage,
-    local_host_process_factory: HostFactory,
-    servicebus_emulator_factory: EmulatorFactory,
-) -> None:
+async def test_after_retry(run: Run) -> None:
     # One connection's queue does not exist yet (a Configuration failure, retried): its
     # deliveries fail, are recorded, their retries queued, and the host dies after one.
-    healthy, strict = servicebus_emulator_factory(), servicebus_emulator_factory(strict=True)
-    services = storage.services
-    targets = await connect_targets(services, healthy.connection_string, accounts())
-    targets += await connect_targets(services, strict.connection_string, {targets[0].account: 1})
+    strict = run.emulator(strict=True)
+    targets = await run.targets(run.emulator())
+    targets += await run.targets(strict, {targets[0].account: 1})
     ledger = Ledger(targets)
-    run = Run(storage, local_host_process_factory)
     await run.publish(ledger, EVENTS)
     await run.crash("after-retry", 2)
     strict.add_queue(targets[-1].queue)  # the customer creates the queue
     await run.recover(ledger)
 
 
-async def test_after_defer(
-    storage: Storage,
-    local_host_process_factory: HostFactory,
-    servicebus_emulator_factory: EmulatorFactory,
-) -> None:
+async def test_after_defer(run: Run) -> None:
     # A bulkhead of one attempt per connection, behind sends that take 0.4 s: deliveries
     # go back on the retry queue (same attempt, no record), and the host dies after one.
-    emulator = servicebus_emulator_factory()
+    emulator = run.emulator()
     emulator.delay_sends(400)
-    run = Run(
-        storage,
-        local_host_process_factory,
-        DELIVERY_MAX_IN_FLIGHT_PER_CONNECTION="1",
-        DELIVERY_BULKHEAD_WAIT_SECONDS="0.05",
-    )
-    services = storage.services
-    ledger = Ledger(await connect_targets(services, emulator.connection_string, accounts()))
+    busy = {"DELIVERY_MAX_IN_FLIGHT_PER_CONNECTION": "1", "DELIVERY_BULKHEAD_WAIT_SECONDS": "0.05"}
+    run.settings.update(busy)
+    ledger = Ledger(await run.targets(emulator))
     await run.publish(ledger, EVENTS)
-    await run.crash("after-defer", 1)
+    await run.crash("after-defer")
     emulator.delay_sends(0)
+    for setting in busy:  # the next host has the usual bulkheads
+        del run.settings[setting]
     await run.recover(ledger)
 
 
-async def test_after_claim_upload(
-    storage: Storage,
-    local_host_process_factory: HostFactory,
-    servicebus_emulator_factory: EmulatorFactory,
-) -> None:
+async def test_after_claim_upload(run: Run) -> None:
     # Bodies over the queue's 4 KB limit go by claim check: the host dies with a body in
     # the customer's container and its reference not sent.
-    emulator = servicebus_emulator_factory(max_message_size=4096)
     container = {
-        "BlobContainerConnectionString": storage.connection_string,
+        "BlobContainerConnectionString": run.storage.connection_string,
         "BlobContainerName": f"claims-{uuid.uuid4().hex[:8]}",
     }
-    services = storage.services
-    targets = await connect_targets(services, emulator.connection_string, accounts(), **container)
-    ledger = Ledger(targets)
-    run = Run(storage, local_host_process_factory)
+    ledger = Ledger(await run.targets(run.emulator(max_message_size=4096), **container))
     await run.publish(ledger, 12, data={"Text": "x" * 6000})
     await run.crash("after-claim-upload", 2)
     await run.recover(ledger)
 
 
-async def test_after_poison(
-    storage: Storage,
-    local_host_process_factory: HostFactory,
-    servicebus_emulator_factory: EmulatorFactory,
-) -> None:
+async def test_after_poison(run: Run) -> None:
     # A malformed event is copied to system-events-poison; the host dies before the
     # original is deleted. It is copied again, the events beside it are all delivered.
-    emulator = servicebus_emulator_factory()
-    services = storage.services
-    ledger = Ledger(await connect_targets(services, emulator.connection_string, accounts()))
-    run = Run(storage, local_host_process_factory)
+    ledger = Ledger(await run.targets(run.emulator()))
     await run.publish(ledger, 6)
     tag = uuid.uuid4().hex
-    queue = await services.storage.queue(SYSTEM_EVENTS_QUEUE)
+    queue = await run.services.storage.queue(SYSTEM_EVENTS_QUEUE)
     await queue.send_message(base64.b64encode(f'{{"Malformed": "{tag}"}}'.encode()).decode())
     await run.publish(ledger, 6)
-    await run.crash("after-poison", 1)
+    await run.crash("after-poison")
     await run.recover(ledger)
-    poison = await services.storage.queue(SYSTEM_EVENTS_QUEUE + "-poison")
+    poison = await run.services.storage.queue(SYSTEM_EVENTS_QUEUE + "-poison")
     bodies = [base64.b64decode(m.content) for m in await poison.peek_messages(max_messages=32)]
     assert any(tag.encode() in body for body in bodies)
 
 
-async def test_replay_chunk_sent(
-    storage: Storage,
-    local_host_process_factory: HostFactory,
-    servicebus_emulator_factory: EmulatorFactory,
-) -> None:
+async def test_replay_chunk_sent(run: Run) -> None:
     # Two replays of delivered events: the host dies after a chunk's sends, before its
     # counts are written. The chunk is sent again; each replay still counts each once.
-    emulator = servicebus_emulator_factory()
-    services = storage.services
-    targets = await connect_targets(
-        services, emulator.connection_string, {f"crash-{uuid.uuid4().hex[:8]}": 2}
-    )
-    run = Run(storage, local_host_process_factory)
+    services = run.services
+    targets = await run.targets(run.emulator(), {f"crash-{uuid.uuid4().hex[:8]}": 2})
     first = Ledger(targets)
     since = services.clock() - timedelta(seconds=1)
     await run.publish(first, 10)
@@ -282,7 +241,7 @@ async def test_replay_chunk_sent(
     request = ReplayRequest(since=since, until=window[1], only_failed=False)
     started = [await replay.start(services, c, request, services.clock()) for c in stored]
     assert [s.matched for s in started] == [10, 10]
-    await run.crash("replay-chunk-sent", 1)
+    await run.crash("replay-chunk-sent")
     await run.recover(again)
     for connection, replay_started in zip(stored, started, strict=True):
         row = await eventually(
