@@ -75,7 +75,7 @@ def _reach(name: str) -> None:
             return
     log.critical("fail point %s: %s (pass %d)", name, armed.action, armed.passes)
     if armed.action == "crash":
-        for handler in logging.getLogger().handlers:
+        for handler in logging.root.handlers:
             handler.flush()
         sys.stderr.flush()
         os._exit(CRASH_EXIT_CODE)
