@@ -32,7 +32,8 @@ def main() -> int:
         wait_for_port("127.0.0.1", servicebus_port)
         print(
             "Azurite on 127.0.0.1:10000-10002 (data in .azurite/)\n"
-            f"Service Bus emulator (queues kept in .servicebus/): Endpoint=sb://127.0.0.1:{servicebus_port};"
+            "Service Bus emulator (queues kept in .servicebus/): "
+            f"Endpoint=sb://127.0.0.1:{servicebus_port};"
             "SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;"
             "UseDevelopmentEmulator=true\n"
             "API on http://127.0.0.1:7071 (make a key: "
