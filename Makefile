@@ -51,4 +51,4 @@ deploy:
 	infra/deploy.sh
 
 clean:
-	rm -rf $(VENV) .venv-checkov node_modules .azurite .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-checkov node_modules .azurite .servicebus .mypy_cache .ruff_cache .pytest_cache

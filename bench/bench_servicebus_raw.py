@@ -1,13 +1,13 @@
 """Raw Service Bus SDK throughput against the local emulator (messages/s).
 
-    python -m bench.bench_servicebus_raw [--quick] [--in-process]
+    python -m bench.bench_servicebus_raw [--quick] [--in-process | --journal write|fsync]
 
 Starts its own emulator on a free loopback port (in a process of its own, or with
---in-process in this one) and measures, in one run: sync single sends, sync batches,
-async single sends and async batches, one sender each. Connection setup is left out of
-each figure (a first message opens the link). The rate functions take a connection
-string, so the dispatcher benchmark can measure the raw SDK beside itself on the same
-emulator and compare the two as a ratio.
+--in-process in this one; with --journal, journalling its queues) and measures, in one
+run: sync single sends, sync batches, async single sends and async batches, one sender
+each. Connection setup is left out of each figure (a first message opens the link). The
+rate functions take a connection string, so the dispatcher benchmark can measure the raw
+SDK beside itself on the same emulator and compare the two as a ratio.
 """
 
 from __future__ import annotations
@@ -16,17 +16,17 @@ import argparse
 import asyncio
 import os
 import platform
-import socket
-import subprocess
-import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
 from azure.servicebus.aio import ServiceBusClient as AsyncServiceBusClient
 
 from bench.common import EVENT_BODY, EVENT_KEY
+from local.process import start_emulator_process
 from local.servicebus import Emulator
 
 
@@ -105,22 +105,20 @@ async def raw_async_batch_rate(
 
 
 @contextmanager
-def emulator_process() -> Iterator[str]:
+def emulator_process(journal: str = "") -> Iterator[str]:
     """The emulator as `make run` starts it, in a process of its own, so that it does not
-    share the interpreter lock with the SDK (nor would Service Bus). Yields its
-    connection string."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "local.servicebus", "--port", str(port)]
-    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        process.stdout.readline()  # "listening on ...": ready
-        yield Emulator(port=port).connection_string  # (not started: for its string only)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    share the interpreter lock with the SDK (nor would Service Bus). `journal`: "" (none),
+    "write" (its journal in a temporary folder) or "fsync" (and each record synced). Yields
+    its connection string."""
+    with tempfile.TemporaryDirectory(prefix="bench-servicebus-") as folder:
+        data_dir = Path(folder) if journal else None
+        emulator = start_emulator_process(
+            data_dir=data_dir, args=["--fsync"] * (journal == "fsync")
+        )
+        try:
+            yield emulator.connection_string
+        finally:
+            emulator.stop()
 
 
 @contextmanager
@@ -133,14 +131,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer messages, for a smoke run")
     parser.add_argument("--in-process", action="store_true", help="the emulator in this process")
+    parser.add_argument(
+        "--journal",
+        choices=["write", "fsync"],
+        default="",
+        help="the emulator journals its queues (in a temporary folder), fsync: synced each time",
+    )
     args = parser.parse_args()
     singles, batched = (200, 2_000) if args.quick else (1_000, 20_000)
     where = "this process" if args.in_process else "its own process"
+    where += f", journal: {args.journal}" if args.journal else ""
     print(
         f"{os.cpu_count()} cpus, {platform.machine()}, python {platform.python_version()}, "
         f"{time.strftime('%Y-%m-%d')}; the emulator in {where}"
     )
-    with emulator_in_process() if args.in_process else emulator_process() as cs:
+    with emulator_in_process() if args.in_process else emulator_process(args.journal) as cs:
         runs: list[tuple[str, int, Callable[[], float]]] = [
             ("sync single sends", singles, lambda: raw_sync_single_rate(cs, "s1", singles)),
             ("sync batches of 100", batched, lambda: raw_sync_batch_rate(cs, "s100", batched)),

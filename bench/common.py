@@ -26,8 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from local.azurite import Azurite, free_port, start_azurite
-from local.process import HostProcess, start_host_process
+from local.azurite import Azurite, start_azurite
+from local.process import EmulatorProcess, HostProcess, start_emulator_process, start_host_process
 from shared.crypto import KeyRing
 from shared.settings import Limits, Settings, StorageTarget
 from shared.storage.clients import KEEPALIVE_SECONDS
@@ -236,45 +236,14 @@ def azurite() -> Iterator[Azurite]:
         started.stop()
 
 
-@dataclass
-class EmulatorProcess:
-    """`python -m local.servicebus` as a child process, driven by its stdin."""
-
-    process: subprocess.Popen[str]
-    connection_string: str
-
-    def count(self, queue: str) -> int:
-        """How many messages a queue holds (the emulator's `count` command)."""
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(f"count {queue}\n")
-        self.process.stdin.flush()
-        value = int(self.process.stdout.readline())
-        self.process.stdout.readline()  # "ok count"
-        return value
-
-
 @contextmanager
 def servicebus_emulator() -> Iterator[EmulatorProcess]:
     """The emulator in a process of its own on a free loopback port, stopped at the end."""
-    from local.servicebus import DEFAULT_KEY, KEY_NAME
-
-    port = free_port()
-    command = [sys.executable, "-m", "local.servicebus", "--port", str(port)]
-    process = subprocess.Popen(
-        command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
+    emulator = start_emulator_process()
     try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        if not line.startswith("listening on"):
-            raise RuntimeError(f"the Service Bus emulator did not start: {line!r}")
-        yield EmulatorProcess(
-            process,
-            f"Endpoint=sb://127.0.0.1:{port};SharedAccessKeyName={KEY_NAME};"
-            f"SharedAccessKey={DEFAULT_KEY};UseDevelopmentEmulator=true",
-        )
+        yield emulator
     finally:
-        stop_process(process)
+        emulator.stop()
 
 
 def stop_process(process: subprocess.Popen[Any], timeout: float = 15.0) -> None:

@@ -1,5 +1,6 @@
-"""`python -m local.host` as a child process, for tests and benchmarks that need a real
-process: one they can kill, or one that does not share their interpreter."""
+"""`python -m local.host` and `python -m local.servicebus` as child processes, for tests and
+benchmarks that need a real process: one they can kill, or one that does not share their
+interpreter."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from local.azurite import ROOT, free_port
+from local.servicebus import DEFAULT_KEY, KEY_NAME
 
 
 @dataclass
@@ -84,4 +86,66 @@ def start_host_process(
     except BaseException as error:
         started.kill()
         raise RuntimeError(f"{error}\n--- host output ---\n{started.output()}") from error
+    return started
+
+
+@dataclass
+class EmulatorProcess:
+    """`python -m local.servicebus` as a child process, driven by its standard input."""
+
+    process: subprocess.Popen[str]
+    port: int
+    data_dir: Path | None = None
+
+    @property
+    def connection_string(self) -> str:
+        return (
+            f"Endpoint=sb://127.0.0.1:{self.port};SharedAccessKeyName={KEY_NAME};"
+            f"SharedAccessKey={DEFAULT_KEY};UseDevelopmentEmulator=true"
+        )
+
+    def count(self, queue: str) -> int:
+        """How many messages a queue holds (the emulator's `count` command)."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(f"count {queue}\n")
+        self.process.stdin.flush()
+        value = int(self.process.stdout.readline())
+        self.process.stdout.readline()  # "ok count"
+        return value
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM, then SIGKILL if it does not end in time."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye, as when a machine dies."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+
+def start_emulator_process(
+    port: int | None = None, data_dir: Path | None = None, args: Sequence[str] = ()
+) -> EmulatorProcess:
+    """Run the emulator on `port` (a free one if None), its queues journalled in `data_dir`
+    when given, and wait until it listens."""
+    port = port or free_port()
+    command = [sys.executable, "-m", "local.servicebus", "--port", str(port), *args]
+    if data_dir is not None:
+        command += ["--data-dir", str(data_dir)]
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    started = EmulatorProcess(process, port, data_dir)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("listening on"):
+        started.kill()
+        raise RuntimeError(f"the Service Bus emulator did not start: {line!r}")
     return started

@@ -1,8 +1,8 @@
 """`make run`: Azurite, the Service Bus emulator and the function app, on 127.0.0.1 only.
 
 Azurite keeps its data in `.azurite/` on the standard ports (so `UseDevelopmentStorage=true`
-reaches it), the emulator listens on 5672 and creates queues on first use, and the app is
-served on http://127.0.0.1:7071. Ctrl-C stops all three.
+reaches it), the emulator listens on 5672, creates queues on first use and keeps them in
+`.servicebus/`, and the app is served on http://127.0.0.1:7071. Ctrl-C stops all three.
 """
 
 from __future__ import annotations
@@ -25,14 +25,15 @@ def main() -> int:
     azurite = start_azurite(ports=AZURITE_PORTS, in_memory=False, location=ROOT / ".azurite")
     emulator = subprocess.Popen(
         [sys.executable, "-m", "local.servicebus", "--host", "127.0.0.1",
-         "--port", str(servicebus_port)],
+         "--port", str(servicebus_port), "--data-dir", str(ROOT / ".servicebus")],
         cwd=ROOT, stdin=subprocess.PIPE,
     )  # fmt: skip
     try:
         wait_for_port("127.0.0.1", servicebus_port)
         print(
             "Azurite on 127.0.0.1:10000-10002 (data in .azurite/)\n"
-            f"Service Bus emulator: Endpoint=sb://127.0.0.1:{servicebus_port};"
+            "Service Bus emulator (queues kept in .servicebus/): "
+            f"Endpoint=sb://127.0.0.1:{servicebus_port};"
             "SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;"
             "UseDevelopmentEmulator=true\n"
             "API on http://127.0.0.1:7071 (make a key: "

@@ -45,6 +45,7 @@ from uuid import UUID
 from shared import catalog
 from shared.deliveries import Delivery, Origin
 from shared.errors import Conflict, InvalidField, NotFound, OverBudget
+from shared.failpoints import failpoint
 from shared.models import MessageStatus, ReplayRequest, ReplayStarted
 from shared.storage.clients import REPLAY_QUEUE
 from shared.storage.deliveries import undelivered_cursor
@@ -199,6 +200,7 @@ async def chunk(
     resent = await asyncio.gather(
         *(dispatcher.resend(stored, r, Origin.REPLAY, before=d) for r, d in chosen)
     )
+    failpoint("replay-chunk-sent")
     failed = sum(1 for r in resent if r.message.status == MessageStatus.FAILED)
     sent = row.sent + len(resent) - failed
     advanced = replace(row, sent=sent, failed=row.failed + failed, cursor=cursor, updated_at=now)

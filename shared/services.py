@@ -37,6 +37,7 @@ class Services:
     replays: ReplayRepository
     clock: Clock = field(default=system_clock)
     _dispatcher: Dispatcher | None = None
+    _making_dispatcher: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
     async def open(cls, settings: Settings, clock: Clock = system_clock) -> Services:
@@ -72,9 +73,11 @@ class Services:
 
     async def dispatcher(self) -> Dispatcher:
         """The dispatcher and its Service Bus senders, made on first use (HTTP-only callers
-        never pay for them)."""
-        if self._dispatcher is None:
-            self._dispatcher = await self.new_dispatcher()
+        never pay for them). Made once: the first burst of invocations asks at once, and each
+        dispatcher has its own bulkheads and senders."""
+        async with self._making_dispatcher:
+            if self._dispatcher is None:
+                self._dispatcher = await self.new_dispatcher()
         return self._dispatcher
 
     async def new_dispatcher(

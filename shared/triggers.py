@@ -8,6 +8,7 @@ import logging
 
 import azure.functions as func
 
+from shared.failpoints import failpoint
 from shared.services import get_services
 from shared.storage.clients import POISON_SUFFIX, REPLAY_QUEUE, RETRY_QUEUE, SYSTEM_EVENTS_QUEUE
 
@@ -20,6 +21,7 @@ async def to_poison(queue: str, msg: func.QueueMessage, reason: str) -> None:
     services = await get_services()
     poison = await services.storage.queue(queue + POISON_SUFFIX)
     await poison.send_message(base64.b64encode(msg.get_body()).decode())
+    failpoint("after-poison")
     log.error("message %s of %s moved to %s%s: %s", msg.id, queue, queue, POISON_SUFFIX, reason)
 
 

@@ -3,12 +3,14 @@ dispatcher logs them."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -243,3 +245,17 @@ async def records_of(services: Services, stored: StoredConnection) -> list[Messa
     """The connection's first 500 records, newest first."""
     page = await services.messages.page(stored.log_partition, MessageQuery(page_size=500))
     return page.messages
+
+
+async def eventually(check: Callable[[], Any], within: float = 10.0) -> Any:
+    """Poll `check` (sync or async) until it returns something truthy."""
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within}s")
+        await asyncio.sleep(0.05)

@@ -36,6 +36,7 @@ from local.host import (
 from local.ncrontab import CronSchedule, IntervalSchedule, parse_schedule
 from shared.settings import load_local_settings
 from tests.apps import sample_app
+from tests.factories import eventually
 from tests.plugins.localhost import ThreadedHost, start_threaded_host
 
 QUEUE_HOST_JSON = {
@@ -49,20 +50,6 @@ QUEUE_HOST_JSON = {
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-
-
-async def eventually(check: Callable[[], Any], within: float = 10.0) -> Any:
-    """Poll `check` (sync or async) until it returns something truthy."""
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

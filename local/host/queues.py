@@ -18,6 +18,7 @@ from azure.storage.queue.aio import QueueClient
 
 from local.host.config import MIN_POLLING_INTERVAL, QueueOptions
 from local.host.invoke import FunctionInvoker
+from shared.failpoints import failpoint
 
 log = logging.getLogger("local.host")
 
@@ -210,6 +211,7 @@ class QueueListener:
             else:
                 await self._release(lease)
             return
+        failpoint("before-complete")
         await self._settle(lease)
         await self.queue.delete_message(lease.message_id, lease.pop_receipt)
 

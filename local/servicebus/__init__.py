@@ -8,9 +8,11 @@ speaks plain AMQP and SASL ANONYMOUS to that port.
     python -m local.servicebus --host 127.0.0.1 --port 5672 [--strict]
         [--queue NAME ...] [--max-message-size BYTES] [--key KEY]
         [--lock-duration SECONDS] [--refuse-sends SECONDS] [--delay-sends MS]
-        [--session-queue NAME ...] [--jwt-issuer-key PEM_FILE]
+        [--session-queue NAME ...] [--jwt-issuer-key PEM_FILE] [--data-dir DIR [--fsync]]
 
-listens on that address only and prints `listening on amqp://HOST:PORT` once ready.
+listens on that address only and prints `listening on amqp://HOST:PORT` once ready. With
+`--data-dir` the queues outlive the process: every message it acknowledged, and only what
+was not completed or received since, is there again after a restart or a kill (`journal`).
 Faults are injected by lines on its standard input, each answered `ok COMMAND` (EOF is fine):
 `drop` (close every client connection now, as a network failure would), `refuse SECONDS`
 (reject sends with com.microsoft:server-busy; 0 ends it), `delay MS` (settle each send
@@ -62,9 +64,10 @@ messages, receiving deferred messages, transactions, duplicate detection, entity
 management.
 
 One module per part: `codec` (the AMQP encoding done by hand), `store` (queues, locks, dead
-letters, sessions), `sessions` (session filter and lock on the wire), `nodes` (`$cbs` and
-`$management` requests), `reactor` (glue for proton's reactor), `broker` (the AMQP peer)
-and `emulator` (the container in a thread, faults, the command line).
+letters, sessions), `journal` (the queues on disk), `sessions` (session filter and lock on
+the wire), `nodes` (`$cbs` and `$management` requests), `reactor` (glue for proton's
+reactor), `broker` (the AMQP peer) and `emulator` (the container in a thread, faults, the
+command line).
 """
 
 from local.servicebus.emulator import (

@@ -264,7 +264,11 @@ class Broker(Handler):
     def _store(self, link: Link, entity: Entity, dlv: Delivery, msgs: list[StoredMessage]) -> None:
         if link.connection not in self.connections or link.state & Endpoint.LOCAL_CLOSED:
             return  # never acknowledged, so not stored: the client sends it again
-        entity.enqueue(msgs)
+        try:
+            entity.enqueue(msgs)  # journalled before it is acknowledged
+        except OSError:
+            log.exception("could not journal a send to %s", entity.name)
+            return self._reject(dlv, "com.microsoft:server-busy", "The server is busy.")
         dlv.update(Delivery.ACCEPTED)
         dlv.settle()
         self._pump(entity)
@@ -302,10 +306,11 @@ class Broker(Handler):
             link.send(msg.encode(until))
             link.advance()
         else:
+            entity.forget(msg)  # receive-and-delete: gone once sent, at most once
             dlv = link.delivery(struct.pack(">Q", msg.seq))  # type: ignore[arg-type]
             link.send(msg.encode())
             link.advance()
-            dlv.settle()  # receive-and-delete: gone once sent
+            dlv.settle()
 
     def _on_outcome(self, state: LinkState, dlv: Delivery) -> None:
         """The client settles a peek-locked message on its receiving link."""
@@ -333,11 +338,13 @@ class Broker(Handler):
         lock = entity.locked.pop(token, None)
         if lock is None:
             return False
-        if outcome == Delivery.REJECTED:
+        if outcome == Delivery.ACCEPTED:
+            entity.forget(lock.message)  # completed: journalled before the client hears so
+        elif outcome == Delivery.REJECTED:
             self._dead_letter(entity, lock.message, *reason)
         elif outcome == Delivery.MODIFIED and defer:
-            entity.deferred.append(lock.message)
-        elif outcome != Delivery.ACCEPTED:  # abandoned or released
+            entity.defer(lock.message)
+        else:  # abandoned or released
             if outcome == Delivery.RELEASED:
                 lock.message.delivery_count -= 1  # handed back unseen: not an attempt
             self._return(entity, lock.message)
@@ -354,13 +361,13 @@ class Broker(Handler):
 
     def _dead_letter(self, entity: Entity, msg: StoredMessage, reason: str, text: str) -> None:
         if entity.dead_letters is None:
-            return  # dead-lettered from the dead-letter queue: gone
+            return entity.forget(msg)  # dead-lettered from the dead-letter queue: gone
         msg.add(
             {"DeadLetterReason": reason, "DeadLetterErrorDescription": text},
             {"x-opt-deadletter-source": entity.name},
         )
         msg.delivery_count = 0
-        entity.dead_letters.put_back(msg)
+        entity.dead_letter(msg)
         self._pump(entity.dead_letters)
 
     def _expire_locks(self) -> None:
@@ -369,6 +376,7 @@ class Broker(Handler):
         for entity in self.store.entities():
             for token in [t for t, lock in entity.locked.items() if lock.until <= now]:
                 self._return(entity, entity.locked.pop(token).message)
+        self.store.compact_if_due()  # (here: once a second at most, between events)
 
     # -- request/response nodes: $cbs and $management -----------------------------------
 

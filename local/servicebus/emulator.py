@@ -17,6 +17,7 @@ from typing import Any
 from proton.reactor import ApplicationEvent, Container, EventInjector
 
 from local.servicebus.broker import Broker
+from local.servicebus.journal import Journal
 from local.servicebus.store import Store
 
 DEFAULT_KEY = "SAS_KEY_VALUE"
@@ -27,7 +28,10 @@ DEFAULT_MAX_MESSAGE_SIZE = 256 * 1024  # Service Bus Standard tier
 class Emulator:
     """A local Service Bus. `start()` listens (port 0 picks a free port, kept for later
     starts); `stop()` drops every connection; `start()` again resumes on the same port
-    with the messages kept. Every method may be called from any thread."""
+    with the messages kept. With a `data_dir`, the queues are journalled there and a new
+    emulator on it (after a restart, or a kill) starts with what was acknowledged
+    (local/servicebus/journal.py; `fsync` syncs each record to the disk). Every method may
+    be called from any thread."""
 
     def __init__(
         self,
@@ -41,12 +45,15 @@ class Emulator:
         max_delivery_count: int = 10,
         session_queues: Iterable[str] = (),
         jwt_issuer_key: Any = None,
+        data_dir: Path | None = None,
+        fsync: bool = False,
     ) -> None:
         self.host, self._port, self.key = host, port, key
         self.max_message_size = max_message_size
         self.lock_duration = lock_duration
         self.max_delivery_count = max_delivery_count
-        self.store = Store(strict, queues, session_queues)
+        journal = Journal(data_dir, fsync) if data_dir is not None else None
+        self.store = Store(strict, queues, session_queues, journal)
         # The public key (PEM or a key object) that signs the jwt tokens it accepts.
         self.jwt_issuer_key = jwt_issuer_key
         self.calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
@@ -102,7 +109,12 @@ class Emulator:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop for good: its journal is closed (another emulator may open the data dir)."""
         self.stop()
+        self.store.close()
 
     def _in_reactor(self, fn: Callable[[], None]) -> None:
         """Run `fn` on the reactor's thread, where proton's objects live, and wait for it."""
@@ -206,6 +218,10 @@ def main(argv: list[str] | None = None) -> None:
         "--jwt-issuer-key", metavar="PEM_FILE", help="accept jwt tokens signed by this key"
     )
     parser.add_argument("--lock-duration", type=float, default=60.0, metavar="SECONDS")
+    parser.add_argument(
+        "--data-dir", type=Path, help="keep the queues in a journal here, across restarts"
+    )
+    parser.add_argument("--fsync", action="store_true", help="sync each journal record to the disk")
     parser.add_argument("--refuse-sends", type=float, default=0.0, metavar="SECONDS")
     parser.add_argument("--delay-sends", type=float, default=0.0, metavar="MS")
     args = parser.parse_args(argv)
@@ -219,6 +235,8 @@ def main(argv: list[str] | None = None) -> None:
         *settings,
         session_queues=args.session_queue,
         jwt_issuer_key=issuer_key,
+        data_dir=args.data_dir,
+        fsync=args.fsync,
     )
     emulator.refuse_sends(args.refuse_sends)
     emulator.delay_sends(args.delay_sends)
@@ -229,4 +247,4 @@ def main(argv: list[str] | None = None) -> None:
         signal.signal(sig, lambda *_: done.set())
     threading.Thread(target=_control, args=(emulator, iter(sys.stdin)), daemon=True).start()
     done.wait()
-    emulator.stop()
+    emulator.close()

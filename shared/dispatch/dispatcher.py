@@ -32,6 +32,7 @@ from shared.dispatch.recorder import Attempt, DeliveryLog, Recorder
 from shared.dispatch.retries import RetryScheduler
 from shared.dispatch.servicebus import SenderPool
 from shared.events import DeliveryRetry
+from shared.failpoints import failpoint
 from shared.models import DeliveryError, ErrorCategory, RequestMetadata, SystemEvent
 from shared.settings import IsolationSettings
 from shared.storage.messages import LoggedMessage
@@ -285,6 +286,7 @@ class Dispatcher:
         if slot is None:
             delay = self.isolation.defer_seconds(event.account_id, stored.uid)
             await self.retries.defer(event, stored.uid, attempt.number, attempt.parent, delay)
+            failpoint("after-defer")
             return None
         with slot:
             return await self.deliver(event, stored, attempt, slot, before)
@@ -307,14 +309,17 @@ class Dispatcher:
         """Record the attempt, then store the retry that follows it, if one does: a delivery
         recorded Pending has its retry stored unless the process stopped in between, which
         the message's return repairs (`_restore_retry`)."""
+        failpoint("after-send")
         delay = None
         if sent.error is not None and attempt.origin.automatic and attempt.event is not None:
             delay = self.retries.delay_after(attempt.event, stored.uid, attempt.number, sent.error)
         retry_at = self.clock() + timedelta(seconds=delay) if delay is not None else None
         record = await self.recorder.record(stored, sent, origin, attempt, before, retry_at)
+        failpoint("after-record")
         if delay is not None and attempt.event is not None:
             parent = attempt.parent or record.message.uid
             await self.retries.defer(attempt.event, stored.uid, attempt.number + 1, parent, delay)
+            failpoint("after-retry")
         return record
 
     async def close(self) -> None:

@@ -22,6 +22,7 @@ from shared.dispatch.errors import TooLarge, classify
 from shared.dispatch.isolation import Deadline, Isolation, Slot
 from shared.dispatch.servicebus import QueueSender, SenderPool
 from shared.endpoints import blob_endpoint
+from shared.failpoints import failpoint
 from shared.models import Connection, DeliveryError
 
 if TYPE_CHECKING:
@@ -139,6 +140,7 @@ class Publisher:
         identity = self._blob_identity(c)
         cs = c.blob_container_connection_string
         await self.claims.upload(cs, container, name, message.body, identity)
+        failpoint("after-claim-upload")
         url = identity.account_url if identity else blob_endpoint(connstrings.parse_any(cs or ""))
         link = f"{url.rstrip('/')}/{container}/{name}"
         reference = message.claim_check(container, name, subject, link)
