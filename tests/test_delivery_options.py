@@ -10,8 +10,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from ipaddress import ip_address
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,7 @@ from azure.core.messaging import CloudEvent
 from azure.servicebus import NEXT_AVAILABLE_SESSION, ServiceBusReceiveMode
 from azure.servicebus.aio import ServiceBusClient
 from azure.storage.blob.aio import ContainerClient
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
 from local.azurite import ACCOUNT as AZURITE_ACCOUNT
@@ -45,6 +41,7 @@ from shared.models import (
 from shared.services import Services
 from shared.settings import DEFAULT_CLOUDEVENTS_SOURCE, IsolationSettings
 from tests.factories import NOW, PATH, ROOT, UNVERIFIED, a_connection, an_event, body, connect
+from tests.network import write_self_signed
 from tests.plugins.app import Api
 from tests.servicebus_helpers import body_of, receive
 
@@ -474,34 +471,6 @@ def azurite_with_oauth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tup
         yield f"https://127.0.0.1:{azurite.blob_port}/{AZURITE_ACCOUNT}", cert
     finally:
         azurite.stop()
-
-
-def write_self_signed(cert_path: Path, key_path: Path) -> None:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
 
 
 async def test_an_entra_id_connection_offloads_a_large_event_with_a_token(
