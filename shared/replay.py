@@ -151,7 +151,7 @@ async def chunk(
     if not batch:
         return await services.replays.advance(replace(row, done=True)), 0
     wants = wanted(row.event_keys)
-    records = [r for _, r in batch if wants is None or wants(r.message.event_key)]
+    records = [r for _, r in batch if r and (wants is None or wants(r.message.event_key))]
     resent = await asyncio.gather(*(dispatcher.resend(stored, r) for r in records))
     failed = sum(1 for r in resent if r.message.status == MessageStatus.FAILED)
     advanced = replace(

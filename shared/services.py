@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from shared.clock import Clock, system_clock
@@ -64,7 +65,12 @@ class Services:
                 await storage.table(clients.PORTAL_SESSIONS_TABLE)
             ),
             messages=MessageLog(await storage.table(clients.MESSAGES_TABLE), bodies),
-            events=EventStore(bodies, settings.limits.event_bytes),
+            events=EventStore(
+                bodies,
+                settings.limits.event_bytes,
+                clock,
+                timedelta(hours=settings.event_window_hours),
+            ),
             health=HealthRepository(await storage.table(clients.HEALTH_TABLE)),
             replays=ReplayRepository(await storage.table(clients.REPLAYS_TABLE)),
             clock=clock,
