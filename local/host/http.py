@@ -20,6 +20,12 @@ def _join_repeated(pairs: Iterable[tuple[str, str]], lower: bool = False) -> dic
     return joined
 
 
+def _forwarded_for(request: web.BaseRequest) -> list[tuple[str, str]]:
+    """The request's headers with the connection's address appended to X-Forwarded-For, as
+    Azure's front end does: the app trusts the rightmost entry (shared/api/ratelimit.py)."""
+    return [*request.headers.items(), ("X-Forwarded-For", request.remote or "")]
+
+
 async def to_function_request(
     request: web.BaseRequest, route_params: dict[str, str]
 ) -> func.HttpRequest:
@@ -27,7 +33,7 @@ async def to_function_request(
     return func.HttpRequest(
         method=request.method,
         url=str(request.url),
-        headers=_join_repeated(request.headers.items(), lower=True),
+        headers=_join_repeated(_forwarded_for(request), lower=True),
         params=_join_repeated(request.query.items()),
         route_params=route_params,
         body=await request.read(),

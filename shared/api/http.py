@@ -49,9 +49,11 @@ class ApiError(Exception):
         title: str,
         detail: str | None = None,
         errors: dict[str, list[str]] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail or title)
         self.status, self.title, self.detail, self.errors = status, title, detail, errors
+        self.headers = headers
 
     def response(self, headers: dict[str, str] | None = None) -> func.HttpResponse:
         problem = model("Problem")(
@@ -61,7 +63,7 @@ class ApiError(Exception):
             problem.model_dump_json(exclude_none=True),
             status_code=self.status,
             mimetype="application/problem+json",
-            headers=headers,
+            headers=headers or self.headers,
         )
 
 
@@ -256,10 +258,12 @@ def limiter_of(settings: "Settings") -> "RateLimiter":
     return rate_limiter
 
 
-def client_of(req: func.HttpRequest) -> str:
-    """The caller's address as the nearest proxy saw it (Azure's front end appends it)."""
-    forwarded = (req.headers.get("x-forwarded-for") or "").split(",")[-1].strip()
-    return forwarded.rsplit(":", 1)[0] if forwarded.count(":") == 1 else forwarded
+def client_of(req: func.HttpRequest, settings: "Settings") -> str:
+    """The caller's address: the rightmost X-Forwarded-For entry that no trusted proxy
+    (TRUSTED_PROXIES) wrote; the rightmost of all is what the platform's front end saw."""
+    from shared.api.ratelimit import client_address
+
+    return client_address(req.headers.get("x-forwarded-for") or "", settings.trusted_proxies)
 
 
 def too_many(wait: float) -> func.HttpResponse:
@@ -294,7 +298,7 @@ async def authenticate(req: func.HttpRequest, services: "Services", spec: Endpoi
     (a synchronizer token: another site can send the cookie but cannot read the token).
     """
     limiter = limiter_of(services.settings)
-    client = client_of(req)
+    client = client_of(req, services.settings)
     if wait := limiter.failed_keys.waiting(client):  # no table read for a known offender
         return too_many(wait)
     authorization = req.headers.get("authorization")
