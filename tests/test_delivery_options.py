@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -14,9 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
-from azure.core.credentials import AccessToken
 from azure.core.messaging import CloudEvent
 from azure.servicebus import NEXT_AVAILABLE_SESSION, ServiceBusReceiveMode
 from azure.servicebus.aio import ServiceBusClient
@@ -40,6 +37,7 @@ from shared.models import (
 )
 from shared.services import Services
 from shared.settings import DEFAULT_CLOUDEVENTS_SOURCE, IsolationSettings
+from tests.entra import MintingCredential
 from tests.factories import NOW, PATH, ROOT, UNVERIFIED, a_connection, an_event, body, connect
 from tests.network import write_self_signed
 from tests.plugins.app import Api
@@ -324,47 +322,6 @@ async def test_the_javascript_sdk_reads_sessions_and_cloud_events_the_same_way(
         assert message["timeToLive"] == 2 * 3600 * 1000
 
 
-class MintingCredential:
-    """Entra ID's stand-in (nothing real can run here): an async token credential that mints
-    RS256 JWTs signed by a test issuer's key, for `audience` or the scope's resource."""
-
-    def __init__(self, key: rsa.RSAPrivateKey, audience: str | None = None) -> None:
-        self.key, self.audience = key, audience
-        self.tenants: list[str] = []
-
-    def for_tenant(self, tenant_id: str) -> MintingCredential:
-        self.tenants.append(tenant_id)
-        return self
-
-    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        now = int(time.time())
-        audience = self.audience or scopes[0].removesuffix(".default").rstrip("/")
-        tenant = self.tenants[-1]
-        claims = {
-            "aud": audience,
-            "iss": f"https://sts.windows.net/{tenant}/",
-            "tid": tenant,
-            "iat": now,
-            "nbf": now,
-            "exp": now + 3600,
-        }
-        return AccessToken(jwt.encode(claims, self.key, algorithm="RS256"), now + 3600)
-
-    async def close(self) -> None:
-        return None
-
-    async def __aenter__(self) -> MintingCredential:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-
-@pytest.fixture(scope="module")
-def issuer_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
 async def entra_delivery(
     services: Services,
     account: str,
@@ -384,6 +341,7 @@ async def entra_delivery(
         FullyQualifiedNamespace=f"127.0.0.1:{emulator.port}",
         TenantId=tenant,
         QueueName=queue,
+        Confirmed=True,  # its owner posted the code back (tests/test_ownership.py)
         **changes,
     )
     await services.connections.add(account, connection, NOW)

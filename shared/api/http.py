@@ -322,8 +322,10 @@ async def authenticate(req: func.HttpRequest, services: "Services", spec: Endpoi
 
 
 async def invoke(handler: Handler, req: func.HttpRequest, spec: Endpoint) -> func.HttpResponse:
-    call = Call(account="", route=dict(req.route_params), request=req)
-    if not spec.public:  # public routes take no body and no query
+    if spec.public:  # public routes take no body
+        query = parse_query(req, spec.query) if spec.query else None
+        call = Call(account="", route=dict(req.route_params), query=query, request=req)
+    else:
         from shared.services import get_services
 
         services = await get_services()

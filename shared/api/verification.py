@@ -25,10 +25,15 @@ if TYPE_CHECKING:
 
 
 async def health_after_save(
-    services: Services, stored: StoredConnection, verify: bool, previous: HealthState | None
+    services: Services,
+    stored: StoredConnection,
+    verify: bool,
+    previous: HealthState | None,
+    code: str | None = None,
 ) -> HealthState | None:
     """The health to store with the save (None: leave it); ApiError 400 when the
     verification fails (then nothing may be saved), 429 past the account's rate of them.
+    `code` (an Entra ID connection's confirmation code) goes in the verification message.
 
     A verified save ends a suspension and starts the health over; an unverified save of a
     new connection starts it Healthy; an unverified PUT leaves it."""
@@ -48,7 +53,7 @@ async def health_after_save(
     started = time.monotonic()
     dispatcher = await services.dispatcher()
     budget = services.settings.verify_seconds
-    verdict = await send_verification(dispatcher, stored, now, budget)
+    verdict = await send_verification(dispatcher, stored, now, budget, code)
     if verdict.error is not None:
         if verdict.unreachable:  # the same answer, at the same time, whatever the reason
             await no_sooner_than(started, budget)

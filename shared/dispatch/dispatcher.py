@@ -84,6 +84,20 @@ SUSPENDED_ERROR = DeliveryError(
     message="not sent: the connection is suspended after failing for a long time; fix and "
     "save it (PUT) or resume it, then replay these messages",
 )
+UNCONFIRMED_ERROR = DeliveryError(
+    category=ErrorCategory.SUSPENDED,
+    type="ConnectionUnconfirmed",
+    message="not sent: the connection's owner has not confirmed it yet (POST .../confirm with "
+    "the code of its verification message); replay these messages once it is confirmed",
+)
+
+
+def kept_error(stored: StoredConnection, suspended: bool) -> DeliveryError | None:
+    """Why a delivery is kept, not sent: the connection is suspended, or it is an Entra ID
+    connection its owner has not confirmed (issue 23). None: send it."""
+    if suspended:
+        return SUSPENDED_ERROR
+    return None if stored.connection.confirmed else UNCONFIRMED_ERROR
 
 
 @dataclass(frozen=True)
@@ -260,8 +274,9 @@ class Dispatcher:
         slot: Slot | None = None,
         suspended: bool = False,
     ) -> LoggedMessage:
-        if suspended:  # kept, not sent: a Failed record with the full body, for a replay
-            sent = Sent(message, self.clock(), 0, SUSPENDED_ERROR)
+        kept = kept_error(stored, suspended)
+        if kept is not None:  # kept, not sent: a Failed record with the full body, for a replay
+            sent = Sent(message, self.clock(), 0, kept)
         else:
             sent = await self._attempt(stored, message, origin.subject, slot)
         record = self._record(stored, sent, origin, attempt)

@@ -57,17 +57,26 @@ class Verdict:
 
 
 async def verify(
-    dispatcher: Dispatcher, stored: StoredConnection, now: datetime, budget_seconds: float
+    dispatcher: Dispatcher,
+    stored: StoredConnection,
+    now: datetime,
+    budget_seconds: float,
+    code: str | None = None,
 ) -> Verdict:
+    """Send the verification message (carrying `code`, an Entra ID connection's one-time
+    confirmation code, when given) and probe the claim check container."""
     from shared.dispatch.dispatcher import secrets_of
 
     c = stored.connection
+    data = {"Message": "The connection was saved and can receive events."}
+    if code is not None:
+        data = {
+            "Message": "The connection was saved. To start deliveries, post this code to "
+            f'POST /v1/azureservicebusconnections/{c.uid}/confirm as {{"Code": "..."}}.',
+            "ConfirmationCode": code,
+        }
     event = new_event(
-        stored.account,
-        VERIFIED_EVENT_KEY,
-        now,
-        subject=f"connections/{c.uid}/verify",
-        data={"Message": "The connection was saved and can receive events."},
+        stored.account, VERIFIED_EVENT_KEY, now, subject=f"connections/{c.uid}/verify", data=data
     )
     message = outgoing.build(
         event,
