@@ -121,10 +121,7 @@ class UnresolvedHost(ConnectionError):
 
 
 async def system_resolver(host: str, port: int) -> list[str]:
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
-        raise UnresolvedHost("the host name does not resolve") from None
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
@@ -181,7 +178,10 @@ class ConnectGuard:
         """The addresses to connect to for `host`, from one lookup; EndpointRefused if any
         of them is inward, UnresolvedHost if there is none."""
         literal = _literal(host)
-        found = [literal] if literal else await self._resolve(host, port)
+        try:
+            found = [literal] if literal else await self._resolve(host, port)
+        except (OSError, UnicodeError):  # socket.gaierror, an IDNA error: no address
+            found = []
         if not found:
             raise UnresolvedHost("the host name does not resolve")
         if not self.allow_local and not all(map(self._permitted, found)):

@@ -21,7 +21,7 @@ from shared.models import MessageStatus
 from shared.services import Services
 from shared.storage.clients import POISON_SUFFIX, SYSTEM_EVENTS_QUEUE
 from shared.storage.messages import LoggedMessage
-from tests.factories import PATH, a_connection, a_record, records_of
+from tests.factories import PATH, a_connection, a_record, connect, records_of
 from tests.plugins.app import Api
 
 YEAR_ONE = datetime(1, 1, 1, tzinfo=UTC)
@@ -102,10 +102,7 @@ async def test_a_replay_skips_a_record_it_cannot_read_and_finishes(
     unique_queue: str,
 ) -> None:
     now = services.clock()
-    connection = a_connection(
-        ServiceBusConnectionString=servicebus_connection_string, QueueName=unique_queue
-    )
-    stored = await services.connections.add(account, connection, now)
+    stored = await connect(services, account, servicebus_connection_string, unique_queue)
     failed = MessageStatus.FAILED
     records = [a_record(stored.uid, now - timedelta(minutes=n), failed) for n in range(1, 4)]
     records.append(year_one(a_record(stored.uid, now - timedelta(minutes=2, seconds=30), failed)))

@@ -103,15 +103,14 @@ class QueueSender:
             host, port, use_tls = parsed.host, parsed.port, parsed.use_tls
             namespace, credential = parsed.namespace, parsed.credential()
         address = (await self._guard.addresses(host, port))[0]
+        pinned = f"[{address}]" if ":" in address else address  # IPv6 in a URL
         return ServiceBusClient(
             namespace,
             credential,
             retry_total=1,
             retry_backoff_factor=0.5,
             use_tls=use_tls,
-            custom_endpoint_address=f"sb://[{address}]:{port}"
-            if ":" in address
-            else f"sb://{address}:{port}",
+            custom_endpoint_address=f"sb://{pinned}:{port}",
             transport_type=TransportType.Amqp,
             ssl_context=self._guard.tls_context(host) if use_tls else None,
         )

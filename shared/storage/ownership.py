@@ -79,13 +79,9 @@ class OwnershipRepository:
 
     async def delete_expired(self, now: datetime) -> int:
         """Codes never redeemed, once expired (the purge); how many went."""
-        rows = self._table.query_entities(
-            "ExpiresAt le @now", parameters={"now": now}, select=["PartitionKey", "RowKey"]
-        )
-        expired = [(row["PartitionKey"], row["RowKey"]) async for row in rows]
-        for partition, row_key in expired:
-            await self._table.delete_entity(partition, row_key)
-        return len(expired)
+        from shared.storage import delete_expired
+
+        return await delete_expired(self._table, now)
 
     async def bind_tenant(self, account: str, tenant: str, now: datetime) -> None:
         row = {"PartitionKey": account, "RowKey": f"tenant_{tenant.lower()}", "ConsentedAt": now}
