@@ -21,9 +21,12 @@ def _join_repeated(pairs: Iterable[tuple[str, str]], lower: bool = False) -> dic
 
 
 def _forwarded_for(request: web.BaseRequest) -> list[tuple[str, str]]:
-    """The request's headers with the connection's address appended to X-Forwarded-For, as
-    Azure's front end does: the app trusts the rightmost entry (shared/api/ratelimit.py)."""
-    return [*request.headers.items(), ("X-Forwarded-For", request.remote or "")]
+    """The request's headers as a front end passes them on: the connection's address in
+    `Client-IP` (whatever the client sent there, as App Service's front end overwrites it)
+    and appended to `X-Forwarded-For` (shared/api/ratelimit.py reads them)."""
+    sent = [(k, v) for k, v in request.headers.items() if k.lower() != "client-ip"]
+    peer = request.remote or ""
+    return [*sent, ("X-Forwarded-For", peer), ("Client-IP", peer)]
 
 
 async def to_function_request(

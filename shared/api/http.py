@@ -259,11 +259,12 @@ def limiter_of(settings: "Settings") -> "RateLimiter":
 
 
 def client_of(req: func.HttpRequest, settings: "Settings") -> str:
-    """The caller's address: the rightmost X-Forwarded-For entry that no trusted proxy
-    (TRUSTED_PROXIES) wrote; the rightmost of all is what the platform's front end saw."""
+    """The caller's address, as the platform's front end saw it, or as trusted proxies
+    (TRUSTED_PROXIES) in front of it vouch (shared/api/ratelimit.py)."""
     from shared.api.ratelimit import client_address
 
-    return client_address(req.headers.get("x-forwarded-for") or "", settings.trusted_proxies)
+    forwarded = req.headers.get("x-forwarded-for") or ""
+    return client_address(forwarded, settings.trusted_proxies, req.headers.get("client-ip"))
 
 
 def too_many(wait: float) -> func.HttpResponse:

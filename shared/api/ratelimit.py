@@ -107,12 +107,15 @@ def proxy_networks(trusted: Sequence[str]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(entry, strict=False) for entry in trusted)
 
 
-def client_address(forwarded: str, trusted: Sequence[str] = ()) -> str:
-    """Whom a request came from, by X-Forwarded-For: the rightmost entry that no trusted
-    proxy wrote. The rightmost is the address the platform's front end saw (Azure's, or the
-    local host's); each trusted proxy's entry vouches for the one left of it. Entries a
-    client wrote itself are never believed, so rotating them changes nothing."""
+def client_address(forwarded: str, trusted: Sequence[str] = (), peer: str | None = None) -> str:
+    """Whom a request came from: `peer`, the address the platform's front end saw (its
+    `Client-IP` header: App Service's front end sets it and overwrites any a client sends;
+    the local host does the same), else the rightmost `X-Forwarded-For` entry. When that is
+    a trusted proxy (TRUSTED_PROXIES), the entries it vouches for are read from the right,
+    up to the first one no trusted proxy wrote. Entries a client wrote itself are never
+    believed, so rotating them changes nothing."""
     hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+    hops += [peer.strip()] if peer and peer.strip() else []
     networks = proxy_networks(tuple(trusted))
     for hop in reversed(hops):
         address = _address(hop)
