@@ -18,6 +18,7 @@ _VERSION = "v1"
 class KeyRing:
     def __init__(self, spec: str) -> None:
         self._keys: dict[str, AESGCM] = {}
+        self._raw: dict[str, bytes] = {}
         self._current = ""
         for part in filter(None, (p.strip() for p in spec.split(","))):
             key_id, sep, encoded = part.partition(":")
@@ -25,6 +26,7 @@ class KeyRing:
             if not key_id or "." in key_id or len(key) != 32:
                 raise ValueError("ENCRYPTION_KEYS entries must be `id:base64 of 32 bytes`")
             self._keys[key_id] = AESGCM(key)
+            self._raw[key_id] = key
             self._current = self._current or key_id
         if not self._keys:
             raise ValueError("ENCRYPTION_KEYS holds no key")
@@ -32,6 +34,16 @@ class KeyRing:
     @staticmethod
     def new_key_spec(key_id: str = "k1") -> str:
         return f"{key_id}:{base64.b64encode(AESGCM.generate_key(bit_length=256)).decode()}"
+
+    def derived(self, purpose: str) -> bytes:
+        """A 32-byte key for one purpose (HMAC of one-time codes, signed states), derived from
+        the current key with HKDF: what it signs stops being valid when the ring rotates,
+        which suits short-lived proofs."""
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode())
+        return hkdf.derive(self._raw[self._current])
 
     def seal(self, plaintext: str, owner: str) -> str:
         nonce = os.urandom(12)

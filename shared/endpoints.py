@@ -5,8 +5,10 @@ Tenants write hosts into their connection strings and the app connects there fro
 Azure, so every outbound endpoint is checked twice: by name when a connection is saved
 (Azure Service Bus and Storage suffixes only, https, no port, no IP literal), and by address
 when a client is opened (no loopback, private, link-local, multicast, reserved or
-unspecified address, so a name that later resolves inward gets nowhere). Both are skipped
-only with `ALLOW_LOCAL_ENDPOINTS=true` (local development and tests).
+unspecified address). The address checked is the address connected to: the host is resolved
+once and the clients are handed that address (the name kept for TLS), so a name that
+resolves inward on a second lookup gets nowhere. Both checks are skipped only with
+`ALLOW_LOCAL_ENDPOINTS=true` (local development and tests).
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import asyncio
 import ipaddress
 import re
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from shared import connstrings
@@ -31,10 +35,6 @@ from shared.settings import (
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _NAMESPACE = re.compile(rf"^{_LABEL}$")
 _ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
-_ENDPOINTS = ("BlobEndpoint", "QueueEndpoint", "TableEndpoint", "FileEndpoint")
-AMQPS_PORT = 5671
-# Where UseDevelopmentStorage=true points (Azurite's blob service).
-DEVELOPMENT_BLOB = "http://127.0.0.1:10000/devstoreaccount1"
 
 
 class EndpointRefused(Exception):
@@ -75,8 +75,6 @@ class EndpointRule:
             return
         if connstrings.is_true(parts.get("UseDevelopmentStorage")):
             raise ConnectionStringError("UseDevelopmentStorage=true is for local development only")
-        if "DevelopmentStorageProxyUri" in parts:
-            raise ConnectionStringError("DevelopmentStorageProxyUri is for local development only")
         if parts.get("DefaultEndpointsProtocol", "https").lower() != "https":
             raise ConnectionStringError("DefaultEndpointsProtocol must be https")
         if "EndpointSuffix" in parts and parts["EndpointSuffix"].lower() not in (
@@ -85,7 +83,7 @@ class EndpointRule:
             raise ConnectionStringError(
                 "EndpointSuffix must be one of " + ", ".join(self.storage_suffixes)
             )
-        for name in _ENDPOINTS:
+        for name in connstrings.ENDPOINTS:
             if name in parts and not self._storage_url(name, parts[name]):
                 service = name.removesuffix("Endpoint").lower()
                 raise ConnectionStringError(
@@ -118,9 +116,13 @@ def _under(host: str, suffixes: Sequence[str], first_label: re.Pattern[str]) -> 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 
+class UnresolvedHost(ConnectionError):
+    """The endpoint's host name does not resolve (a Transient failure: DNS may recover)."""
+
+
 async def system_resolver(host: str, port: int) -> list[str]:
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [str(info[4][0]) for info in infos]
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 def is_public(address: str) -> bool:
@@ -138,51 +140,122 @@ def is_public(address: str) -> bool:
     return ip.is_global and not inward
 
 
-class ConnectGuard:
-    """Refuses, before a client opens, an endpoint whose name resolves to an inward address."""
+def _literal(host: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        return None
 
-    def __init__(self, allow_local: bool | None = None, resolve: Resolver | None = None) -> None:
+
+class ConnectGuard:
+    """Where an outbound connection goes: the host is resolved once, every address checked
+    (none loopback, private, link-local, multicast, reserved or unspecified), and the client
+    connects to a checked address, the name kept for TLS (SNI and the certificate check) and
+    for the AMQP and HTTP host. No second lookup decides where bytes go (DNS rebinding).
+
+    `permitted` and `ca_file` are knobs for tests (which address counts as public; a CA for
+    a TLS listener of their own). With `allow_local` nothing is refused (local development);
+    the address resolved is still the one connected to."""
+
+    def __init__(
+        self,
+        allow_local: bool | None = None,
+        resolve: Resolver | None = None,
+        permitted: Callable[[str], bool] = is_public,
+        ca_file: str | None = None,
+    ) -> None:
         self._allow_local = allow_local
         self._resolve = resolve or system_resolver
+        self._permitted = permitted
+        self._ca_file = ca_file
 
     @property
     def allow_local(self) -> bool:
         # Read at each use when not given, so the process's settings decide (tests set them).
         return allow_local_endpoints() if self._allow_local is None else self._allow_local
 
-    async def check_service_bus(self, connection_string: str) -> None:
-        if self.allow_local:
-            return
-        endpoint = urlsplit(connstrings.parse_any(connection_string).get("Endpoint", ""))
-        await self._check(endpoint.hostname or "", endpoint.port or AMQPS_PORT)
-
-    async def check_blob(self, connection_string: str) -> None:
-        if self.allow_local:
-            return
-        url = urlsplit(blob_endpoint(connstrings.parse_any(connection_string)))
-        await self._check(url.hostname or "", url.port or 443)
-
-    async def _check(self, host: str, port: int) -> None:
+    async def addresses(self, host: str, port: int) -> list[str]:
+        """The addresses to connect to for `host`, from one lookup; EndpointRefused if any
+        of them is inward, UnresolvedHost if there is none."""
+        literal = _literal(host)
         try:
-            addresses = [str(ipaddress.ip_address(host))]
-        except ValueError:
-            addresses = await self._resolve(host, port)
-        if not addresses or not all(map(is_public, addresses)):
+            found = [literal] if literal else await self._resolve(host, port)
+        except (OSError, UnicodeError):  # socket.gaierror, an IDNA error: no address
+            found = []
+        if not found:
+            raise UnresolvedHost("the host name does not resolve")
+        if not self.allow_local and not all(map(self._permitted, found)):
             raise EndpointRefused(
                 "the endpoint's host resolves to a loopback, private, link-local, multicast "
                 "or reserved address; the app does not connect there"
             )
+        return found
+
+    def check_literal(self, host: str) -> None:
+        """An IP literal is connected to without a lookup (aiohttp skips its resolver then)."""
+        literal = _literal(host)
+        if literal and not self.allow_local and not self._permitted(literal):
+            raise EndpointRefused("the endpoint is an address the app does not connect to")
+
+    def tls_context(self, server_name: str) -> ssl.SSLContext:
+        """TLS that checks `server_name` (SNI and certificate) whatever address is connected
+        to; the roots are the SDK's own (certifi) unless a test gives a CA."""
+        import certifi
+
+        context = _NamedTls(ssl.PROTOCOL_TLS_CLIENT)  # hostname check and CERT_REQUIRED
+        context.load_verify_locations(self._ca_file or certifi.where())
+        context.server_name = server_name
+        return context
+
+    def http_resolver(self) -> Any:
+        """An aiohttp resolver answering only with checked addresses (aiohttp connects to
+        them and keeps the URL's host for TLS and the Host header)."""
+        from aiohttp.abc import AbstractResolver
+
+        guard = self
+
+        class CheckedResolver(AbstractResolver):
+            async def resolve(self, host: str, port: int = 0, family: Any = 0) -> list[Any]:
+                return [
+                    {
+                        "hostname": host,
+                        "host": address,
+                        "port": port,
+                        "family": socket.AF_INET6 if ":" in address else socket.AF_INET,
+                        "proto": 0,
+                        "flags": socket.AI_NUMERICHOST,
+                    }
+                    for address in await guard.addresses(host, port)
+                ]
+
+            async def close(self) -> None:
+                return None
+
+        return CheckedResolver()
+
+
+class _NamedTls(ssl.SSLContext):
+    """TLS whose server name is fixed: the Service Bus SDK passes the address it connects to
+    as the server name, so the name checked is put back here."""
+
+    server_name = ""
+
+    def wrap_bio(
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        return super().wrap_bio(incoming, outgoing, server_side, self.server_name, session)
 
 
 def blob_endpoint(parts: dict[str, str]) -> str:
-    """The blob service URL a storage connection string points at."""
-    if "BlobEndpoint" in parts:
-        return parts["BlobEndpoint"]
+    """The blob service URL a (checked) storage connection string points at."""
     if connstrings.is_true(parts.get("UseDevelopmentStorage")):
-        return DEVELOPMENT_BLOB
-    protocol = parts.get("DefaultEndpointsProtocol", "https").lower()
-    suffix = parts.get("EndpointSuffix", STORAGE_SUFFIXES[0])
-    return f"{protocol}://{parts.get('AccountName', '')}.blob.{suffix}"
+        return connstrings.DEVELOPMENT_BLOB
+    return connstrings.blob_url(parts)
 
 
 DEFAULT_GUARD = ConnectGuard()
@@ -206,6 +279,7 @@ _TEXTS = {
     "OperationTimeoutError": "the operation timed out",
     "TimeoutError": "the operation timed out",
     "gaierror": "the host name does not resolve",
+    "UnresolvedHost": "the host name does not resolve",
     "ConnectionStringError": "the connection string is not valid",
 }
 

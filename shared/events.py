@@ -10,11 +10,12 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from shared.clock import Clock, system_clock
 from shared.models import ApiModel, SystemEvent
 from shared.settings import Limits
 
@@ -38,12 +39,25 @@ def encode_queue_message(payload: bytes) -> str:
     return base64.b64encode(payload).decode()
 
 
-class EventStore:
-    """Turns events into queue message payloads and back, offloading large ones to blobs."""
+DEFAULT_WINDOW = timedelta(days=14)
 
-    def __init__(self, bodies: ContainerClient, max_bytes: int = Limits.event_bytes) -> None:
-        self._bodies = bodies
+
+class EventStore:
+    """Turns events into queue message payloads and back, offloading large ones to blobs.
+    An event read back must lie within `window` of the clock's now, either way: what lies
+    further is a mistake or an attack (a date the log cannot hold), never worth a retry."""
+
+    def __init__(
+        self,
+        bodies: ContainerClient,
+        max_bytes: int = Limits.event_bytes,
+        clock: Clock = system_clock,
+        window: timedelta = DEFAULT_WINDOW,
+    ) -> None:
+        self.bodies = bodies
         self.max_bytes = max_bytes  # the largest event (its JSON) the app takes
+        self.clock = clock
+        self.window = window
 
     async def to_payload(self, event: SystemEvent) -> dict[str, Any]:
         """The event inline, or a pointer to the blob holding it when it is large."""
@@ -55,7 +69,7 @@ class EventStore:
             return text
         # Named by the event: its retries point at the same blob instead of adding copies.
         name = f"{EVENTS_PREFIX}{event.account_id}/{event.event_id}.json"
-        await self._bodies.upload_blob(name, raw, overwrite=True)
+        await self.bodies.upload_blob(name, raw, overwrite=True)
         return {"EventBlob": name}
 
     async def publish(self, queue: QueueClient, event: SystemEvent) -> None:
@@ -68,14 +82,22 @@ class EventStore:
             name = str(payload["EventBlob"])
             if not name.startswith(EVENTS_PREFIX):
                 raise MalformedEvent("EventBlob must name a stored event")
-            stream = await self._bodies.download_blob(name)
+            stream = await self.bodies.download_blob(name)
             if (stream.size or 0) > self.max_bytes:
                 raise MalformedEvent(f"the stored event is larger than {self.max_bytes} bytes")
             payload = json.loads(await stream.readall())
         try:
-            return SystemEvent.model_validate(payload)
+            event = SystemEvent.model_validate(payload)
         except ValidationError as e:
             raise MalformedEvent(f"invalid event ({_fields(e)})") from None
+        now = self.clock()
+        if not now - self.window <= event.event_timestamp <= now + self.window:
+            hours = self.window.total_seconds() / 3600
+            raise MalformedEvent(
+                f"EventTimestamp is outside the window of {hours:g} hours around now "
+                "(EVENT_TIME_WINDOW_HOURS)"
+            )
+        return event
 
     async def event_from(self, body: bytes) -> SystemEvent:
         """A `system-events` message's event."""

@@ -375,12 +375,14 @@ class ConnectionInput(ApiModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _health_is_read_only(cls, data: Any) -> Any:
-        """`Health` as sent is dropped (a client may PUT back what it got); only a stored
-        Connection carries one."""
+    def _read_only_properties(cls, data: Any) -> Any:
+        """`Health` and `Confirmed` as sent are dropped (a client may PUT back what it got);
+        only a stored Connection carries them."""
         if isinstance(data, dict) and "health" not in cls.model_fields:
             return {
-                k: v for k, v in data.items() if not (isinstance(k, str) and k.lower() == "health")
+                k: v
+                for k, v in data.items()
+                if not (isinstance(k, str) and k.lower() in ("health", "confirmed"))
             }
         return data
 
@@ -428,6 +430,53 @@ class Connection(ConnectionInput):
     health: ConnectionHealth | None = Field(
         None, description="Read-only: ignored when sent, so a client can PUT back what it got."
     )
+    confirmed: bool = Field(
+        True,
+        description="Read-only. False for an Authentication EntraId connection until its owner "
+        "posts back the one-time code its verification message carried (POST .../confirm): "
+        "until then nothing is delivered (events are kept). Always true for connection strings.",
+    )
+
+    @model_validator(mode="after")
+    def _entra_id_starts_unconfirmed(self) -> Connection:
+        if "confirmed" not in self.model_fields_set:
+            self.confirmed = self.authentication != "EntraId"
+        return self
+
+
+class ConfirmRequest(ApiModel):
+    """The one-time code of an Entra ID connection's verification message."""
+
+    code: str = Field(min_length=1, max_length=32, examples=["K7WQ2-MZ4PA"])
+
+
+class ConsentQuery(ApiModel):
+    """Query string of the admin-consent link (lax types: query values arrive as text)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    tenant_id: UUID = Field(description="The Entra ID tenant whose administrator will consent.")
+
+
+class ConsentLink(ApiModel):
+    consent_url: str = Field(description="Entra ID's admin-consent page, with a signed state.")
+    expires_at: Timestamp = Field(description="The link's state is refused after this.")
+
+
+class ConsentCallbackQuery(ApiModel):
+    """What Entra ID adds to the redirect after an administrator's consent (or refusal)."""
+
+    model_config = ConfigDict(extra="ignore", alias_generator=None)
+
+    tenant: str | None = Field(None, max_length=100)
+    state: str | None = Field(None, max_length=1000)
+    admin_consent: str | None = Field(None, max_length=10)
+    error: str | None = Field(None, max_length=200)
+
+
+class TenantConsented(ApiModel):
+    tenant_id: UUID
+    account: str
 
 
 # ------------------------------------------------------------------ messages

@@ -218,9 +218,9 @@ async def _next(
     if row.only_failed:
         undelivered = await log.undelivered(row.partition, row.cursor, row.until, CHUNK)
         end = undelivered[-1][0] if undelivered else None
-        return end, [(r, d) for _, r, d in undelivered]
+        return end, [(r, d) for _, r, d in undelivered if r]
     batch = await log.oldest(row.partition, False, row.cursor, row.until, CHUNK)
     firsts: list[tuple[LoggedMessage, Delivery | None]] = [
-        (r, None) for _, r in batch if not r.message.is_retry
+        (r, None) for _, r in batch if r and not r.message.is_retry
     ]
     return (batch[-1][0] if batch else None), firsts

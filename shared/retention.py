@@ -64,6 +64,7 @@ class PurgeResult:
     event_payloads_removed: int = 0
     replays_removed: int = 0
     portal_sign_ins_removed: int = 0  # expired codes and sessions
+    confirmation_codes_removed: int = 0  # expired codes of Entra ID connections
     partitions_visited: int = 0  # partitions left with nothing older than the cutoff
     complete: bool = False  # False: the time budget ran out; the next run continues
 
@@ -72,7 +73,8 @@ class PurgeResult:
         return (
             f"removed {self.records_removed} records, {self.bodies_removed} bodies and "
             f"{self.event_payloads_removed} event payloads, {self.replays_removed} replays and "
-            f"{self.portal_sign_ins_removed} expired portal sign-ins; "
+            f"{self.portal_sign_ins_removed} expired portal sign-ins, "
+            f"{self.confirmation_codes_removed} expired confirmation codes; "
             f"{self.partitions_visited} partitions visited; {state}"
         )
 
@@ -104,6 +106,7 @@ async def purge(
         and await run.replays()
     )
     run.result.portal_sign_ins_removed = await services.portal_sessions.delete_expired(now)
+    run.result.confirmation_codes_removed = await services.ownership.delete_expired(now)
     log.info("purge of what is older than %s: %s", cutoff.isoformat(), run.result.describe())
     return run.result
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from shared.clock import Clock, system_clock
@@ -15,11 +16,13 @@ if TYPE_CHECKING:
     from shared.dispatch.entra import CredentialFactory
     from shared.events import EventStore
     from shared.models import SystemEvent
+    from shared.ownership import ConsentStates
     from shared.storage.apikeys import ApiKeyRepository
     from shared.storage.clients import StorageClients
     from shared.storage.connections import ConnectionRepository
     from shared.storage.health import HealthRepository
     from shared.storage.messages import MessageLog
+    from shared.storage.ownership import OwnershipRepository
     from shared.storage.portalsessions import PortalSessionRepository
     from shared.storage.replays import ReplayRepository
 
@@ -35,6 +38,8 @@ class Services:
     events: EventStore
     health: HealthRepository
     replays: ReplayRepository
+    ownership: OwnershipRepository
+    consent_states: ConsentStates
     clock: Clock = field(default=system_clock)
     _dispatcher: Dispatcher | None = None
     _making_dispatcher: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -45,11 +50,13 @@ class Services:
         # and cryptography and the repositories are not needed to index the app (cold start).
         from shared.crypto import KeyRing
         from shared.events import EventStore
+        from shared.ownership import ConsentStates
         from shared.storage import clients
         from shared.storage.apikeys import ApiKeyRepository
         from shared.storage.connections import ConnectionRepository
         from shared.storage.health import HealthRepository
         from shared.storage.messages import MessageLog
+        from shared.storage.ownership import OwnershipRepository
         from shared.storage.portalsessions import PortalSessionRepository
         from shared.storage.replays import ReplayRepository
 
@@ -65,9 +72,18 @@ class Services:
                 await storage.table(clients.PORTAL_SESSIONS_TABLE)
             ),
             messages=MessageLog(await storage.table(clients.MESSAGES_TABLE), bodies),
-            events=EventStore(bodies, settings.limits.event_bytes),
+            events=EventStore(
+                bodies,
+                settings.limits.event_bytes,
+                clock,
+                timedelta(hours=settings.event_window_hours),
+            ),
             health=HealthRepository(await storage.table(clients.HEALTH_TABLE)),
             replays=ReplayRepository(await storage.table(clients.REPLAYS_TABLE)),
+            ownership=OwnershipRepository(
+                await storage.table(clients.OWNERSHIP_TABLE), keys.derived("confirmation codes")
+            ),
+            consent_states=ConsentStates(keys.derived("consent states")),
             clock=clock,
         )
 

@@ -111,6 +111,9 @@ class Limits:
     # Unknown keys per client address before it must wait (no table read while it waits).
     failed_keys_per_minute: int = 10
     failed_key_clients: int = 10_000  # LRU of client addresses seen with a bad key
+    # Saves that verify (each sends a message somewhere), per account: enough to fix a
+    # connection by trial, too few to scan with (issue 23).
+    verifications_per_minute: int = 10
     # An event's JSON on system-events / `event publish`: large enough for claim checks (a
     # Standard queue takes 256 KB), small enough that fan-out to 100 connections stays bounded.
     event_bytes: int = 1024 * 1024
@@ -141,6 +144,23 @@ SERVICEBUS_SUFFIXES = (
     "servicebus.chinacloudapi.cn",
 )
 STORAGE_SUFFIXES = ("core.windows.net", "core.usgovcloudapi.net", "core.chinacloudapi.cn")
+
+
+def _listed(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _networks(text: str, setting: str) -> tuple[str, ...]:
+    """Addresses or CIDR ranges, checked at start-up (a typo must not pass for a proxy)."""
+    import ipaddress
+
+    listed = _listed(text)
+    for entry in listed:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise RuntimeError(f"app setting {setting}: {entry!r} is not an address") from None
+    return listed
 
 
 def _suffixes(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -216,6 +236,12 @@ class Settings:
     # Deliveries an account's replays may match per hour (REPLAY_DELIVERIES_PER_HOUR): enough
     # for a day of an outage at the rates we see, and a bound on what repeated replays send.
     replay_deliveries_per_hour: int = 50_000
+    # An event whose EventTimestamp is further than this from now goes to poison (issue 23):
+    # what the log's dates and the stats' latencies can hold, with room for backlogs.
+    event_window_hours: float = 14 * 24.0
+    # Addresses or CIDR ranges of proxies in front of the app whose X-Forwarded-For entries
+    # are believed (TRUSTED_PROXIES, comma separated; none by default).
+    trusted_proxies: tuple[str, ...] = ()
 
     @classmethod
     def from_environment(cls) -> Settings:
@@ -238,6 +264,8 @@ class Settings:
             replay_deliveries_per_hour=int(
                 os.environ.get("REPLAY_DELIVERIES_PER_HOUR", str(cls.replay_deliveries_per_hour))
             ),
+            event_window_hours=float(os.environ.get("EVENT_TIME_WINDOW_HOURS", str(14 * 24))),
+            trusted_proxies=_networks(os.environ.get("TRUSTED_PROXIES", ""), "TRUSTED_PROXIES"),
         )
         if delays := os.environ.get("DELIVERY_RETRY_DELAYS"):  # for demos and tests: "1,1,1,1,1"
             settings = replace(settings, retry_delays_seconds=tuple(map(float, delays.split(","))))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from shared.errors import InvalidField
@@ -14,17 +14,28 @@ if TYPE_CHECKING:
 
 DEFAULT_WINDOW = timedelta(hours=24)
 MAX_WINDOW = timedelta(days=14)
-EARLIEST = datetime(1970, 1, 2, tzinfo=UTC)  # what the log's keys can hold, with a day spare
-LATEST = datetime(2286, 1, 1, tzinfo=UTC)
+CLOCK_GRACE = timedelta(days=1)  # clients' clocks differ from ours
 
 
-def window(query: StatsQuery, now: datetime) -> tuple[datetime, datetime]:
+def check_times(now: datetime, retention_days: int, **times: datetime | None) -> None:
+    """A query's date-times (by their API names) lie within the retention, with a day of
+    grace for clocks, and at most a day ahead: before it the log holds nothing, and far
+    dates break the arithmetic of the log's keys. InvalidField (a 400) naming the first
+    that does not."""
+    earliest = now - timedelta(days=retention_days) - CLOCK_GRACE
+    for name, at in times.items():
+        if at is not None and not earliest <= at <= now + CLOCK_GRACE:
+            raise InvalidField(
+                name, f"must be within the last {retention_days} days (and at most a day ahead)"
+            )
+
+
+def window(query: StatsQuery, now: datetime, retention_days: int) -> tuple[datetime, datetime]:
     """[since, until) of a stats request: the last 24 hours unless it says, at most 14 days."""
+    check_times(now, retention_days, Since=query.since, Until=query.until)
     until = query.until or now
     since = query.since or until - DEFAULT_WINDOW
-    for name, at in (("Since", since), ("Until", until)):
-        if not EARLIEST <= at <= LATEST:
-            raise InvalidField(name, "must be between 1970 and 2286")
+    check_times(now, retention_days, Since=since)
     if since >= until:
         raise InvalidField("Since", "must be before Until")
     if until - since > MAX_WINDOW:
@@ -43,11 +54,11 @@ def hour_stats(hour: int, counts: HourCounts) -> HourStats:
 
 
 async def delivery_stats(
-    log: MessageLog, partition: str, query: StatsQuery, now: datetime
+    log: MessageLog, partition: str, query: StatsQuery, now: datetime, retention_days: int = 14
 ) -> DeliveryStats:
     """Every hour from the one holding `since` to the one before `until`, oldest first; an
     hour without deliveries has zero counts and no latency."""
-    since, until = window(query, now)
+    since, until = window(query, now, retention_days)
     counted = await log.hourly(partition, since, until)
     first, last = hour_of(millis(since)), hour_of(millis(until) - 1)
     return DeliveryStats(

@@ -150,17 +150,19 @@ async def test_verify_false_saves_without_sending_and_inactive_connections_are_n
     assert await nothing_arrives(cs, unique_queue)
 
 
-async def test_a_transient_failure_saves_the_connection_as_degraded(
+async def test_a_namespace_that_gives_no_answer_of_its_own_is_unreachable_and_not_saved(
     api: Api, servicebus_emulator_factory: Callable[..., Emulator], unique_queue: str
 ) -> None:
     busy = servicebus_emulator_factory()
-    busy.refuse_sends(600)
-    status, created = await api.call("POST", PATH, connection(busy.connection_string, unique_queue))
-    assert status == 200, created
-    health = created["Health"]
-    assert health["Status"] == "Degraded" and health["ConsecutiveFailures"] == 1
-    assert health["LastError"]["Category"] == "Transient"
-    assert await health_of(api, created["Uid"]) == health
+    busy.refuse_sends(600)  # a Transient failure, as a timeout or a closed port would be
+    status, problem = await api.call("POST", PATH, connection(busy.connection_string, unique_queue))
+    assert status == 400, problem
+    assert problem["errors"] == {
+        "ServiceBusConnectionString": ["the namespace could not be reached"]
+    }
+    assert await api.call("GET", PATH) == (200, [])
+    status, saved = await api.call("POST", UNVERIFIED, connection(busy.connection_string, "q"))
+    assert status == 200 and saved["Health"]["Status"] == "Healthy"  # ?verify=false saves
 
 
 # ------------------------------------------------------------- health and suspension

@@ -79,7 +79,8 @@ async def test_another_accounts_ids_are_not_found(
 ) -> None:
     other, ids, connection = owner
     path = IDS.sub(lambda m: ids[m.group(1)], route)
-    bodies = {"PUT": connection, "POST": replay_body(services) if "replay" in route else None}
+    posted = {"replay": replay_body(services), "confirm": {"Code": "ABCDE-FGHJK"}}
+    bodies = {"PUT": connection, "POST": posted.get(route.rsplit("/", 1)[-1])}
     sent = bodies.get(method)
     status, problem = await api.call(method, path, sent)
     assert status == 404, problem

@@ -6,26 +6,19 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from ipaddress import ip_address
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
-from azure.core.credentials import AccessToken
 from azure.core.messaging import CloudEvent
 from azure.servicebus import NEXT_AVAILABLE_SESSION, ServiceBusReceiveMode
 from azure.servicebus.aio import ServiceBusClient
 from azure.storage.blob.aio import ContainerClient
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
 from local.azurite import ACCOUNT as AZURITE_ACCOUNT
@@ -44,7 +37,9 @@ from shared.models import (
 )
 from shared.services import Services
 from shared.settings import DEFAULT_CLOUDEVENTS_SOURCE, IsolationSettings
+from tests.entra import MintingCredential
 from tests.factories import NOW, PATH, ROOT, UNVERIFIED, a_connection, an_event, body, connect
+from tests.network import write_self_signed
 from tests.plugins.app import Api
 from tests.servicebus_helpers import body_of, receive
 
@@ -327,47 +322,6 @@ async def test_the_javascript_sdk_reads_sessions_and_cloud_events_the_same_way(
         assert message["timeToLive"] == 2 * 3600 * 1000
 
 
-class MintingCredential:
-    """Entra ID's stand-in (nothing real can run here): an async token credential that mints
-    RS256 JWTs signed by a test issuer's key, for `audience` or the scope's resource."""
-
-    def __init__(self, key: rsa.RSAPrivateKey, audience: str | None = None) -> None:
-        self.key, self.audience = key, audience
-        self.tenants: list[str] = []
-
-    def for_tenant(self, tenant_id: str) -> MintingCredential:
-        self.tenants.append(tenant_id)
-        return self
-
-    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        now = int(time.time())
-        audience = self.audience or scopes[0].removesuffix(".default").rstrip("/")
-        tenant = self.tenants[-1]
-        claims = {
-            "aud": audience,
-            "iss": f"https://sts.windows.net/{tenant}/",
-            "tid": tenant,
-            "iat": now,
-            "nbf": now,
-            "exp": now + 3600,
-        }
-        return AccessToken(jwt.encode(claims, self.key, algorithm="RS256"), now + 3600)
-
-    async def close(self) -> None:
-        return None
-
-    async def __aenter__(self) -> MintingCredential:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-
-@pytest.fixture(scope="module")
-def issuer_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
 async def entra_delivery(
     services: Services,
     account: str,
@@ -387,6 +341,7 @@ async def entra_delivery(
         FullyQualifiedNamespace=f"127.0.0.1:{emulator.port}",
         TenantId=tenant,
         QueueName=queue,
+        Confirmed=True,  # its owner posted the code back (tests/test_ownership.py)
         **changes,
     )
     await services.connections.add(account, connection, NOW)
@@ -474,34 +429,6 @@ def azurite_with_oauth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tup
         yield f"https://127.0.0.1:{azurite.blob_port}/{AZURITE_ACCOUNT}", cert
     finally:
         azurite.stop()
-
-
-def write_self_signed(cert_path: Path, key_path: Path) -> None:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
 
 
 async def test_an_entra_id_connection_offloads_a_large_event_with_a_token(

@@ -4,7 +4,6 @@ nothing about what listens on a host."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -23,6 +22,7 @@ from shared.models import MessageStatus
 from shared.services import Services
 from shared.settings import Settings, StorageTarget
 from tests.factories import PATH, SB, STORAGE, UNVERIFIED, an_event, body, connect
+from tests.network import Listener, Resolver, listening
 from tests.plugins.app import Api
 
 KEY = "SharedAccessKeyName=send;SharedAccessKey=S3CRETKEY="
@@ -130,18 +130,6 @@ def test_a_mistyped_part_is_named_by_position_not_echoed() -> None:
 # ------------------------------------------------------------------ connect time
 
 
-class Resolver:
-    """A DNS we control: every name resolves to the given addresses."""
-
-    def __init__(self, *addresses: str) -> None:
-        self.addresses = list(addresses)
-        self.asked: list[str] = []
-
-    async def __call__(self, host: str, port: int) -> list[str]:
-        self.asked.append(host)
-        return self.addresses
-
-
 INWARD = [
     "127.0.0.1",
     "10.1.2.3",
@@ -164,47 +152,33 @@ INWARD = [
 
 @pytest.mark.parametrize("address", INWARD)
 async def test_a_name_resolving_inward_is_refused_at_connect_time(address: str) -> None:
-    guard = ConnectGuard(allow_local=False, resolve=Resolver("20.50.1.1", address))
+    guard = ConnectGuard(allow_local=False, resolve=Resolver(["20.50.1.1", address]))
     with pytest.raises(EndpointRefused):
-        await guard.check_service_bus(SB)
+        await guard.addresses("contoso.servicebus.windows.net", 5671)
     with pytest.raises(EndpointRefused):
-        await guard.check_blob(STORAGE)
+        guard.check_literal(address)
 
 
 async def test_a_public_address_passes_and_local_development_skips_the_check() -> None:
-    resolver = Resolver("20.50.1.1", "2603:1030::1")
-    await ConnectGuard(allow_local=False, resolve=resolver).check_service_bus(SB)
-    await ConnectGuard(allow_local=False, resolve=resolver).check_blob(STORAGE)
-    assert resolver.asked == ["contoso.servicebus.windows.net", "contoso.blob.core.windows.net"]
+    resolver = Resolver(["20.50.1.1", "2603:1030::1"])
+    guard = ConnectGuard(allow_local=False, resolve=resolver)
+    assert await guard.addresses("contoso.servicebus.windows.net", 5671) == [
+        "20.50.1.1",
+        "2603:1030::1",
+    ]
+    assert await guard.addresses("20.50.1.2", 443) == ["20.50.1.2"]  # a literal: no lookup
+    assert resolver.asked == ["contoso.servicebus.windows.net"]
     inward = Resolver("127.0.0.1")
-    await ConnectGuard(allow_local=True, resolve=inward).check_service_bus(SB)
-    assert inward.asked == []
+    assert await ConnectGuard(allow_local=True, resolve=inward).addresses("x.test", 1) == [
+        "127.0.0.1"
+    ]  # resolved once and connected to, not checked
     assert is_public("20.50.1.1") and not is_public("::ffff:192.168.0.1")
-
-
-class Listener:
-    """A TCP server we control on loopback, recording what each connection sent."""
-
-    def __init__(self) -> None:
-        self.received: list[bytes] = []
-        self.port = 0
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            self.received.append(await asyncio.wait_for(reader.read(1024), 2))
-        except TimeoutError:
-            self.received.append(b"")
-        writer.close()
 
 
 @pytest.fixture
 async def listener() -> AsyncIterator[Listener]:
-    found = Listener()
-    server = await asyncio.start_server(found.handle, "127.0.0.1", 0)
-    found.port = server.sockets[0].getsockname()[1]
-    yield found
-    server.close()
-    await server.wait_closed()
+    async with listening() as found:
+        yield found
 
 
 async def test_a_delivery_to_a_name_resolving_inward_fails_as_configuration_with_no_byte_sent(

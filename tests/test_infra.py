@@ -479,6 +479,7 @@ def test_storage_holds_the_queues_tables_and_containers_the_app_uses(storage: Te
         "portalsessions",
         "connectionhealth",
         "replays",
+        "ownership",
     ]
     assert storage.loop_items("containers") == ["message-bodies", "app-package"]
 

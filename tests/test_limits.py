@@ -105,7 +105,7 @@ async def test_a_listing_cannot_reach_deeper_than_the_bound(api: Api) -> None:
 
 
 async def test_an_event_over_the_limit_is_refused_before_it_is_queued(services: Services) -> None:
-    store = EventStore(services.events._bodies, max_bytes=1000)
+    store = EventStore(services.events.bodies, max_bytes=1000)
     small = new_event("acct", "Employee.Created", NOW, data="x" * 800)
     assert await store.to_payload(small)
     large = new_event("acct", "Employee.Created", NOW, data="x" * 1000)
@@ -119,7 +119,7 @@ async def test_a_stored_event_over_the_limit_is_malformed(services: Services) ->
     assert set(pointer) == {"EventBlob"}
     assert (await services.events.from_payload(pointer)).event_id == large.event_id
     with pytest.raises(MalformedEvent):
-        await EventStore(services.events._bodies, max_bytes=50_000).from_payload(pointer)
+        await EventStore(services.events.bodies, max_bytes=50_000).from_payload(pointer)
 
 
 def test_event_publish_refuses_an_event_over_the_limit(

@@ -356,3 +356,41 @@ async def test_resume_ends_a_suspension_shown_on_the_page(
     _, connection = await api.call("GET", f"{PATH}/{uid}")
     assert connection["Health"]["Status"] != "Suspended"
     await portal.check("connection-resumed")
+
+
+async def test_an_unconfirmed_entra_id_connection_is_confirmed_with_its_code(
+    portal: Portal, api: Api, services: Services, account: str
+) -> None:
+    """The code's journey (the verification message carrying it, over the API) is tested in
+    tests/test_ownership.py; here the connection and its code are stored as a save leaves
+    them (Entra ID cannot run here)."""
+    from shared.ownership import destination
+    from tests.factories import a_connection
+
+    entra = a_connection(
+        Title="Entra",
+        ServiceBusConnectionString=None,
+        Authentication="EntraId",
+        FullyQualifiedNamespace="contoso.servicebus.windows.net",
+        TenantId=str(uuid.uuid4()),
+    )
+    now = services.clock()
+    stored = await services.connections.add(account, entra, now)
+    await services.ownership.keep_code(account, stored.uid, destination(entra), "ABCDE-FGHJK", now)
+    await portal.open(f"/connections/{stored.uid}")
+    await portal.heading("Confirm this connection").wait_for()
+    await portal.open("/")
+    await portal.page.get_by_role("row").filter(has_text="Entra (unconfirmed)").wait_for()
+    await portal.open(f"/connections/{stored.uid}")
+    code = portal.page.get_by_label("Confirmation code")
+    await code.fill("WRONG-CODE1")
+    await portal.button("Confirm").click()
+    await expect(portal.page.locator("#e-Code")).not_to_have_text("")
+    assert await code.get_attribute("aria-invalid") == "true"
+    await portal.check("connection-unconfirmed")
+    await code.fill("abcde-fghjk")
+    await portal.button("Confirm").click()
+    await portal.page.get_by_text("Confirmed.", exact=True).wait_for()
+    assert await portal.button("Confirm").count() == 0
+    _, connection = await api.call("GET", f"{PATH}/{stored.uid}")
+    assert connection["Confirmed"] is True

@@ -39,6 +39,7 @@ var tableNames = [
   'portalsessions'
   'connectionhealth'
   'replays'
+  'ownership'
 ]
 var queueNames = [
   'system-events'

@@ -20,6 +20,15 @@ def _join_repeated(pairs: Iterable[tuple[str, str]], lower: bool = False) -> dic
     return joined
 
 
+def _forwarded_for(request: web.BaseRequest) -> list[tuple[str, str]]:
+    """The request's headers as a front end passes them on: the connection's address in
+    `Client-IP` (whatever the client sent there, as App Service's front end overwrites it)
+    and appended to `X-Forwarded-For` (shared/api/ratelimit.py reads them)."""
+    sent = [(k, v) for k, v in request.headers.items() if k.lower() != "client-ip"]
+    peer = request.remote or ""
+    return [*sent, ("X-Forwarded-For", peer), ("Client-IP", peer)]
+
+
 async def to_function_request(
     request: web.BaseRequest, route_params: dict[str, str]
 ) -> func.HttpRequest:
@@ -27,7 +36,7 @@ async def to_function_request(
     return func.HttpRequest(
         method=request.method,
         url=str(request.url),
-        headers=_join_repeated(request.headers.items(), lower=True),
+        headers=_join_repeated(_forwarded_for(request), lower=True),
         params=_join_repeated(request.query.items()),
         route_params=route_params,
         body=await request.read(),

@@ -57,8 +57,10 @@ async def get_connection(call: Call) -> Connection:
 )
 async def create_connection(call: Call) -> Connection:
     """Create a connection; without Uid a new one is made. An existing Uid is a 409. An
-    active connection is verified first (a message sent): a Configuration failure is a 400
-    and nothing is saved."""
+    active connection is verified first (a message sent): a failure is a 400 and nothing is
+    saved. An Entra ID connection names a tenant consented through this account's link, and
+    is saved unconfirmed: its verification message carries the code to confirm it with."""
+    from shared.api.ownership import check_tenant, confirmation_code, keep_code
     from shared.api.verification import health_after_save, with_health
     from shared.models import Connection
     from shared.storage.connections import StoredConnection
@@ -78,9 +80,12 @@ async def create_connection(call: Call) -> Connection:
     if sent.uid and await services.connections.exists(call.account, sent.uid):
         raise ApiError(409, "Conflict", f"connection {sent.uid} exists already")  # unverified
     connection = Connection(**{**dict(sent), "uid": sent.uid or uuid.uuid4()})
+    await check_tenant(services, call.account, connection)
     unsaved = StoredConnection(call.account, connection, "")
-    health = await health_after_save(services, unsaved, call.query.verify, None)
+    code = confirmation_code(connection, call.query.verify)
+    health = await health_after_save(services, unsaved, call.query.verify, None, code)
     stored = await services.connections.add(call.account, connection, services.clock())
+    await keep_code(services, stored, code)
     if health is not None:
         await services.health.put(call.account, connection.uid, health)
     return with_health(stored, health, services.clock())
@@ -98,7 +103,9 @@ async def create_connection(call: Call) -> Connection:
 async def replace_connection(call: Call) -> Connection:
     """Replace a connection by Uid. Connection strings that still hold *** keep their secret.
     An active connection is verified first, with the stored secrets where *** was sent; a
-    verified save ends a suspension."""
+    verified save ends a suspension. An Entra ID connection stays confirmed only while it
+    sends where it was confirmed for; else its verification carries a new code."""
+    from shared.api.ownership import check_tenant, confirmation_code, keep_code
     from shared.api.verification import health_after_save, with_health
     from shared.models import Connection
 
@@ -112,10 +119,13 @@ async def replace_connection(call: Call) -> Connection:
             {"Uid": ["Field required"]},
         )
     connection = Connection(**dict(sent))
+    await check_tenant(services, call.account, connection)
     complete = await services.connections.with_stored_secrets(call.account, connection)
     previous = await services.health.get(call.account, connection.uid)
-    health = await health_after_save(services, complete, call.query.verify, previous)
+    code = confirmation_code(complete.connection, call.query.verify)
+    health = await health_after_save(services, complete, call.query.verify, previous, code)
     stored = await services.connections.replace(call.account, connection, services.clock())
+    await keep_code(services, stored, code)
     if health is not None:
         await services.health.put(call.account, connection.uid, health)
     return with_health(stored, health or previous, services.clock())
@@ -148,3 +158,4 @@ async def delete_connection(call: Call) -> None:
     uid = parse_uid(call.route["uid"], "connection")
     await services.connections.delete(call.account, uid, services.clock())
     await services.health.delete(call.account, uid)
+    await services.ownership.forget_code(call.account, uid)

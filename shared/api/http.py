@@ -260,10 +260,13 @@ def limiter_of(settings: "Settings") -> "RateLimiter":
     return rate_limiter
 
 
-def client_of(req: func.HttpRequest) -> str:
-    """The caller's address as the nearest proxy saw it (Azure's front end appends it)."""
-    forwarded = (req.headers.get("x-forwarded-for") or "").split(",")[-1].strip()
-    return forwarded.rsplit(":", 1)[0] if forwarded.count(":") == 1 else forwarded
+def client_of(req: func.HttpRequest, settings: "Settings") -> str:
+    """The caller's address, as the platform's front end saw it, or as trusted proxies
+    (TRUSTED_PROXIES) in front of it vouch (shared/api/ratelimit.py)."""
+    from shared.api.ratelimit import client_address
+
+    forwarded = req.headers.get("x-forwarded-for") or ""
+    return client_address(forwarded, settings.trusted_proxies, req.headers.get("client-ip"))
 
 
 def too_many(wait: float) -> func.HttpResponse:
@@ -298,7 +301,7 @@ async def authenticate(req: func.HttpRequest, services: "Services", spec: Endpoi
     (a synchronizer token: another site can send the cookie but cannot read the token).
     """
     limiter = limiter_of(services.settings)
-    client = client_of(req)
+    client = client_of(req, services.settings)
     if wait := limiter.failed_keys.waiting(client):  # no table read for a known offender
         return too_many(wait)
     authorization = req.headers.get("authorization")
@@ -322,8 +325,10 @@ async def authenticate(req: func.HttpRequest, services: "Services", spec: Endpoi
 
 
 async def invoke(handler: Handler, req: func.HttpRequest, spec: Endpoint) -> func.HttpResponse:
-    call = Call(account="", route=dict(req.route_params), request=req)
-    if not spec.public:  # public routes take no body and no query
+    if spec.public:  # public routes take no body
+        query = parse_query(req, spec.query) if spec.query else None
+        call = Call(account="", route=dict(req.route_params), query=query, request=req)
+    else:
         from shared.services import get_services
 
         services = await get_services()

@@ -38,8 +38,12 @@ async def connection_of(
 async def list_messages(call: Call) -> MessagePage:
     """A page of the connection's messages, newest first; TotalHits counts all matches. With
     undelivered=true: the deliveries not delivered, each as its latest attempt, oldest first."""
+    from shared.stats import check_times
+
     services = await get_services()
     stored = await connection_of(call, services)
+    retention = services.settings.retention_days
+    check_times(services.clock(), retention, Since=call.query.since, Until=call.query.until)
     return await services.messages.page(stored.log_partition, call.query)
 
 
@@ -135,7 +139,11 @@ async def delivery_stats(call: Call) -> DeliveryStats:
     services = await get_services()
     stored = await connection_of(call, services, "uid")
     return await delivery_stats(
-        services.messages, stored.log_partition, call.query, services.clock()
+        services.messages,
+        stored.log_partition,
+        call.query,
+        services.clock(),
+        services.settings.retention_days,
     )
 
 

@@ -113,7 +113,7 @@ async def sign_in(call: Call) -> func.HttpResponse:
     """Start a portal session from a one-time code (body) or an API key (header)."""
     assert call.request is not None
     req, services = call.request, await get_services()
-    limiter, client = limiter_of(services.settings), client_of(req)
+    limiter, client = limiter_of(services.settings), client_of(req, services.settings)
     if wait := limiter.failed_keys.waiting(client):
         return too_many(wait)
     account = await proven_account(req, services)

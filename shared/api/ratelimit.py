@@ -8,10 +8,12 @@ first, so a flood of random keys or addresses cannot fill it.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from shared.settings import Limits
@@ -68,7 +70,8 @@ class Buckets:
 
 
 class RateLimiter:
-    """The three limits of the API: all requests and sends per key, unknown keys per client."""
+    """The limits of the API: all requests and sends per key, unknown keys per client, and
+    verifications (a message sent on save) per account."""
 
     def __init__(self, limits: Limits, clock: Callable[[], float] = time.monotonic) -> None:
         self.requests = Buckets(limits.requests_per_second, limits.request_burst, clock)
@@ -78,6 +81,9 @@ class RateLimiter:
             limits.failed_keys_per_minute,
             clock,
             most=limits.failed_key_clients,
+        )
+        self.verifications = Buckets(
+            limits.verifications_per_minute / 60, limits.verifications_per_minute, clock
         )
 
     def request(self, key: str, sends: bool) -> float:
@@ -90,3 +96,43 @@ class RateLimiter:
 
 def retry_after(seconds: float) -> str:
     return str(max(1, math.ceil(seconds)))
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@functools.cache
+def proxy_networks(trusted: Sequence[str]) -> tuple[Network, ...]:
+    """TRUSTED_PROXIES as networks (an address alone is a network of one)."""
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in trusted)
+
+
+def client_address(forwarded: str, trusted: Sequence[str] = (), peer: str | None = None) -> str:
+    """Whom a request came from: `peer`, the address the platform's front end saw (its
+    `Client-IP` header: App Service's front end sets it and overwrites any a client sends;
+    the local host does the same), else the rightmost `X-Forwarded-For` entry. When that is
+    a trusted proxy (TRUSTED_PROXIES), the entries it vouches for are read from the right,
+    up to the first one no trusted proxy wrote. Entries a client wrote itself are never
+    believed, so rotating them changes nothing."""
+    hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+    hops += [peer.strip()] if peer and peer.strip() else []
+    networks = proxy_networks(tuple(trusted))
+    for hop in reversed(hops):
+        address = _address(hop)
+        if not any(_within(address, network) for network in networks):
+            return address
+    return _address(hops[0]) if hops else ""
+
+
+def _address(hop: str) -> str:
+    """An entry without its port (`1.2.3.4:5678`, `[2001:db8::1]:443`)."""
+    if hop.startswith("["):
+        return hop[1:].partition("]")[0]
+    return hop.rsplit(":", 1)[0] if hop.count(":") == 1 else hop
+
+
+def _within(address: str, network: Network) -> bool:
+    try:
+        return ipaddress.ip_address(address) in network
+    except ValueError:  # not an address: no proxy of ours wrote it
+        return False

@@ -2,7 +2,9 @@
 
 The upload runs under the delivery attempt's deadline (the dispatcher's); the clients get
 short timeouts and one SDK retry, since our own retry schedule is the retry. A client whose
-upload failed or was cut off is thrown away, never reused half-way.
+upload failed or was cut off is thrown away, never reused half-way. Clients are built from
+our parser's parts (URL and credential), and their HTTP connections resolve through the
+guard: aiohttp connects only to addresses it checked, keeping the name for TLS.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ MAX_CACHED_CONTAINERS = 200
 CONNECTION_TIMEOUT_SECONDS = 5  # the SDK's defaults (20 s, 60 s, 10 retries) took 327 s
 RETRIES = 1
 CLOSE_SECONDS = 10.0
+# Options of the HTTP transport (ours, built with the guard's resolver), not of the client.
+_TRANSPORT_OPTIONS = frozenset({"connection_timeout", "read_timeout", "connection_verify"})
 
 
 @dataclass(frozen=True)
@@ -84,8 +88,6 @@ class ClaimCheckStore:
         from azure.core.exceptions import ResourceNotFoundError
         from azure.storage.blob import ContentSettings
 
-        endpoint = f"BlobEndpoint={identity.account_url}" if identity else connection_string
-        await self._guard.check_blob(endpoint or "")
         client = self._container(connection_string, container, identity)
         settings = ContentSettings(content_type="application/json")
         try:
@@ -112,20 +114,37 @@ class ClaimCheckStore:
 
         key = _key(connection_string, container, identity)
         client = self._containers.get(key)
-        if client is None and identity is not None:
-            client = self._containers[key] = ContainerClient(
-                identity.account_url, container, credential=identity.credential, **self._options
-            )
         if client is None:
-            connstrings.check_storage(connection_string)  # refused: the customer's to fix
-            client = self._containers[key] = ContainerClient.from_connection_string(
-                connection_string, container, **self._options
+            if identity is not None:
+                url, credential = identity.account_url, identity.credential
+            else:  # our parser's parts; a string it refuses is the customer's to fix
+                parsed = connstrings.storage(connection_string)
+                url, credential = parsed.blob_url, parsed.credential
+            self._guard.check_literal(connstrings.url_host(url)[0])
+            client = self._containers[key] = ContainerClient(
+                url, container, credential=credential, **self._client_options()
             )
             if len(self._containers) > MAX_CACHED_CONTAINERS:
                 _, oldest = self._containers.popitem(last=False)
                 asyncio.get_running_loop().create_task(oldest.close())
         self._containers.move_to_end(key)
         return client
+
+    def _client_options(self) -> dict[str, Any]:
+        """The client's options, with a transport whose connections go through the guard."""
+        import aiohttp
+        from azure.core.pipeline.transport import AioHttpTransport
+
+        options = {k: v for k, v in self._options.items() if k not in _TRANSPORT_OPTIONS}
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(resolver=self._guard.http_resolver()),
+            auto_decompress=False,  # as azure-core makes its own sessions
+        )
+        transport_options = {k: v for k, v in self._options.items() if k in _TRANSPORT_OPTIONS}
+        return {
+            **options,
+            "transport": AioHttpTransport(session=session, session_owner=True, **transport_options),
+        }
 
     async def close(self) -> None:
         clients, self._containers = list(self._containers.values()), OrderedDict()

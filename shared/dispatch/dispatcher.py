@@ -57,6 +57,12 @@ SUSPENDED_ERROR = DeliveryError(
     message="not sent: the connection is suspended after failing for a long time; fix and "
     "save it (PUT) or resume it, then replay these messages",
 )
+UNCONFIRMED_ERROR = DeliveryError(
+    category=ErrorCategory.SUSPENDED,
+    type="ConnectionUnconfirmed",
+    message="not sent: the connection's owner has not confirmed it yet (POST .../confirm with "
+    "the code of its verification message); replay these messages once it is confirmed",
+)
 # A retry stored again after a stop (see `_restore_retry`) comes this long after the one that
 # may exist, which then makes its attempt first and leaves the second nothing to do.
 RESTORED_RETRY_LAG_SECONDS = 5.0
@@ -212,7 +218,10 @@ class Dispatcher:
         if before is None:
             before = await self.recorder.delivery(stored, message.message_id)
         attempt = Attempt(origin, (metadata.attempt if metadata else 1) + 1, parent=m.uid)
-        sent = await self.publisher.publish(stored, message, record.subject)
+        if held := await self._held_back(stored, suspension=False):
+            sent = Sent(message, self.clock(), 0, held)
+        else:
+            sent = await self.publisher.publish(stored, message, record.subject)
         return await self._record(stored, sent, record, attempt, before)
 
     async def send_unrecorded(self, stored: StoredConnection, message: outgoing.Outgoing) -> None:
@@ -291,12 +300,19 @@ class Dispatcher:
         with slot:
             return await self.deliver(event, stored, attempt, slot, before)
 
-    async def _held_back(self, stored: StoredConnection) -> DeliveryError | None:
+    async def _held_back(
+        self, stored: StoredConnection, suspension: bool = True
+    ) -> DeliveryError | None:
         """Why a connection's deliveries are kept, not sent, if they are: the one place that
-        decides it (a suspended connection)."""
-        if self.health is not None and await self.health.suspended(stored.account, stored.uid):
+        decides it. A suspended connection (not for a re-send, which a customer asks for), or
+        an Entra ID connection its owner has not confirmed (issue 23)."""
+        if (
+            suspension
+            and self.health is not None
+            and await self.health.suspended(stored.account, stored.uid)
+        ):
             return SUSPENDED_ERROR
-        return None
+        return None if stored.connection.confirmed else UNCONFIRMED_ERROR
 
     async def _record(
         self,

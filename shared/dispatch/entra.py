@@ -35,9 +35,12 @@ class EntraTarget:
         return ":" not in self.namespace
 
     @property
-    def endpoint(self) -> str:
-        """As a connection string names it, for the connect-time guard."""
-        return f"Endpoint=sb://{self.namespace}/"
+    def host(self) -> str:
+        return self.namespace.rpartition(":")[0] if ":" in self.namespace else self.namespace
+
+    @property
+    def port(self) -> int:
+        return int(self.namespace.rpartition(":")[2]) if ":" in self.namespace else 5671
 
 
 class TenantCredentials:

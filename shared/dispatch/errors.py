@@ -44,11 +44,22 @@ SESSION_REQUIRED = (
 
 
 def _refined(error: BaseException) -> BaseException:
-    """A plain ServiceBusError that says the queue requires sessions becomes SessionRequired."""
-    from azure.servicebus.exceptions import ServiceBusError
+    """A plain ServiceBusError that says the queue requires sessions becomes SessionRequired;
+    a refused token reported as a connection error becomes the authentication error it is
+    (the SDK does that whenever a client connects to a given address, as ours do: see
+    ConnectGuard)."""
+    from azure.servicebus._pyamqp.error import AuthenticationException
+    from azure.servicebus.exceptions import (
+        ServiceBusAuthenticationError,
+        ServiceBusConnectionError,
+        ServiceBusError,
+    )
 
     if type(error) is ServiceBusError and "SessionId was not set" in str(error):
         return SessionRequired(SESSION_REQUIRED)
+    inner = getattr(error, "inner_exception", None)
+    if isinstance(error, ServiceBusConnectionError) and isinstance(inner, AuthenticationException):
+        return ServiceBusAuthenticationError(message=str(error), error=inner)
     return error
 
 

@@ -102,31 +102,38 @@ class QueueSender:
         return until is not None and asyncio.get_running_loop().time() > until + self.stuck_after
 
     async def _open(self) -> Any:
-        if self._sender is None and self._entra is not None:
-            from azure.servicebus.aio import ServiceBusClient
-
-            target, credentials = self._entra
-            await self._guard.check_service_bus(target.endpoint)
-            self._client = ServiceBusClient(
-                target.namespace,
-                credentials(target.tenant_id),
-                retry_total=1,
-                retry_backoff_factor=0.5,
-                use_tls=target.use_tls,
-            )
-            self._sender = self._client.get_queue_sender(self._queue)
         if self._sender is None:
-            from azure.servicebus.aio import ServiceBusClient
-
-            # Our parser first: a string it refuses is the customer's (ConnectionStringError),
-            # whatever the SDK would make of it.
-            connstrings.check_service_bus(self._connection_string)
-            await self._guard.check_service_bus(self._connection_string)
-            self._client = ServiceBusClient.from_connection_string(
-                self._connection_string, retry_total=1, retry_backoff_factor=0.5
-            )
+            self._client = await self._new_client()
             self._sender = self._client.get_queue_sender(self._queue)
         return self._sender
+
+    async def _new_client(self) -> Any:
+        """A client built from checked parts (our parser's, never the SDK's reading of the
+        raw string), connected to the address the guard checked; the name stays the AMQP
+        host name, the token's audience and the TLS server name."""
+        from azure.servicebus import TransportType
+        from azure.servicebus.aio import ServiceBusClient
+
+        if self._entra is not None:
+            target, credentials = self._entra
+            host, port, use_tls = target.host, target.port, target.use_tls
+            namespace, credential = target.namespace, credentials(target.tenant_id)
+        else:  # a string our parser refuses is the customer's to fix (ConnectionStringError)
+            parsed = connstrings.service_bus(self._connection_string)
+            host, port, use_tls = parsed.host, parsed.port, parsed.use_tls
+            namespace, credential = parsed.namespace, parsed.credential()
+        address = (await self._guard.addresses(host, port))[0]
+        pinned = f"[{address}]" if ":" in address else address  # IPv6 in a URL
+        return ServiceBusClient(
+            namespace,
+            credential,
+            retry_total=1,
+            retry_backoff_factor=0.5,
+            use_tls=use_tls,
+            custom_endpoint_address=f"sb://{pinned}:{port}",
+            transport_type=TransportType.Amqp,
+            ssl_context=self._guard.tls_context(host) if use_tls else None,
+        )
 
     async def close(self) -> None:
         client, self._client, self._sender = self._client, None, None

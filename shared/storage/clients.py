@@ -22,6 +22,7 @@ HEALTH_TABLE = "connectionhealth"  # one small row per connection (issue 15)
 SYSTEM_EVENTS_QUEUE = "system-events"
 RETRY_QUEUE = "delivery-retries"
 REPLAYS_TABLE = "replays"
+OWNERSHIP_TABLE = "ownership"  # Entra ID confirmation codes and consented tenants (issue 23)
 REPLAY_QUEUE = "replays"
 POISON_SUFFIX = "-poison"  # where the Functions host moves what keeps failing
 BODIES_CONTAINER = "message-bodies"

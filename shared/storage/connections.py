@@ -22,6 +22,7 @@ from shared import connstrings
 from shared.crypto import KeyRing
 from shared.errors import Conflict, InvalidField, NotFound
 from shared.models import Connection, EventSettings
+from shared.ownership import confirmed_after_change, destination
 
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient
@@ -55,7 +56,7 @@ class StoredConnection:
 
     def masked(self) -> Connection:
         def mask(value: str | None) -> str | None:
-            return value and connstrings.mask(connstrings.parse_any(value))
+            return value and connstrings.masked(value)
 
         c = self.connection
         return c.model_copy(
@@ -174,6 +175,29 @@ class ConnectionRepository:
                 await asyncio.sleep(random.uniform(0, 0.02))
         raise Conflict(f"connection {connection.uid} keeps changing; try again")
 
+    async def confirm(self, account: str, uid: UUID, confirmed_for: str) -> StoredConnection:
+        """Mark a connection confirmed, if it still sends where the code was issued for
+        (InvalidField naming Code otherwise); conditional on what was read."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError
+        from azure.data.tables import UpdateMode
+
+        entity = await self._get_entity(account, uid)
+        current = self._from_entity(entity)
+        if destination(current.connection) != confirmed_for:
+            raise InvalidField("Code", "the connection changed since the code was sent")
+        try:
+            await self._table.update_entity(
+                {"PartitionKey": account, "RowKey": str(uid), "Confirmed": True},
+                mode=UpdateMode.MERGE,
+                etag=entity.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except ResourceModifiedError:
+            raise Conflict(f"connection {uid} changed meanwhile; try again") from None
+        confirmed = current.connection.model_copy(update={"confirmed": True})
+        return StoredConnection(account, confirmed, current.log_partition, current.updated_at)
+
     async def delete(self, account: str, uid: UUID, now: datetime) -> None:
         from azure.core.exceptions import ResourceNotFoundError
 
@@ -220,6 +244,7 @@ class ConnectionRepository:
             ),
             "LogPartition": stored.log_partition,
             "UpdatedAt": stored.updated_at,
+            "Confirmed": c.confirmed,  # issue 23: an Entra ID connection's owner confirmed it
             # The delivery options (issue 16) in one column; absent means every default.
             "DeliveryOptions": json.dumps(c.model_dump(mode="json", include=OPTION_FIELDS)),
         }
@@ -254,6 +279,9 @@ class ConnectionRepository:
         )
         if options := entity.get("DeliveryOptions"):
             connection = connection.model_copy(update=_options(json.loads(options)))
+        # Saved before confirmations existed: an Entra ID connection is unconfirmed then.
+        confirmed = entity.get("Confirmed", connection.authentication != "EntraId")
+        connection = connection.model_copy(update={"confirmed": confirmed})
         return StoredConnection(
             account, connection, entity["LogPartition"], entity.get("UpdatedAt")
         )
@@ -272,8 +300,11 @@ def _options(stored: dict[str, Any]) -> dict[str, Any]:
 
 
 def _with_secrets_of(sent: Connection, stored: Connection) -> Connection:
+    """`sent` with the stored secrets where it says `***`, and confirmed only if it was and
+    still sends where it was confirmed for."""
     return sent.model_copy(
         update={
+            "confirmed": confirmed_after_change(stored, sent),
             "service_bus_connection_string": _restore(
                 "ServiceBusConnectionString",
                 sent.service_bus_connection_string,

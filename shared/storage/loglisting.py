@@ -12,7 +12,9 @@ the same few reads whatever the log's size.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +37,8 @@ from shared.storage.logcounts import (
 
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient
+
+log = logging.getLogger("shared.storage")
 
 # Rows of a minute a page may read and drop to find its first row, rather than reading keys.
 SKIP_BY_READING = 100
@@ -173,13 +177,64 @@ async def _nth_key(table: TableClient, w: Window, minute: Span, n: int) -> str:
 
 
 async def _read(table: TableClient, w: Window, start: str, size: int) -> list[Any]:
-    """Up to `size` rows from RowKey `start` to the window's end."""
-    got: list[Any] = []
-    async for page in _rows(table, w, (start, w.keys()[1]), results_per_page=size).by_page():
-        got += [e async for e in page]
-        if len(got) >= size:
-            break
-    return got[:size]
+    """Up to `size` rows from RowKey `start` to the window's end (see `tolerant`)."""
+
+    async def read(select: list[str] | None) -> list[Any]:
+        got: list[Any] = []
+        rows = _rows(table, w, (start, w.keys()[1]), results_per_page=size, select=select)
+        async for page in rows.by_page():
+            got += [e async for e in page]
+            if len(got) >= size:
+                break
+        return got[:size]
+
+    return await tolerant(read, table, w.partition)
+
+
+class Unreadable:
+    """Records that could not be read back, in this process: skipped, never a 500 (e.g. a
+    date the Tables SDK writes but cannot parse, stored before events were bounded)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def skipped(self, count: int, partition: str) -> None:
+        if count:
+            self.count += count
+            log.warning(
+                "%d unreadable record(s) skipped in log partition %s (%d in this process)",
+                count,
+                partition,
+                self.count,
+                extra={"UnreadableRecords": self.count},
+            )
+
+
+unreadable = Unreadable()
+
+
+async def tolerant(
+    read: Callable[[list[str] | None], Awaitable[list[Any]]], table: TableClient, partition: str
+) -> list[Any]:
+    """`read(select)`'s rows. When one cannot be parsed (the SDK parses a page at once: one
+    bad row fails it all), each is read alone and a bad one keeps its place as its RowKey
+    only, so that pages still start where the counts say; reading it as a record fails, and
+    MessageLog skips and counts it."""
+    try:
+        return await read(None)
+    except ValueError:
+        keys = [row["RowKey"] for row in await read(["RowKey"])]
+    rows = await asyncio.gather(*(_point(table, partition, key) for key in keys))
+    return [row or {"RowKey": key} for key, row in zip(keys, rows, strict=True)]
+
+
+async def _point(table: TableClient, partition: str, key: str) -> Any:
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        return await table.get_entity(partition, key)
+    except (ValueError, ResourceNotFoundError):  # unreadable, or purged meanwhile
+        return None
 
 
 async def purged_before(table: TableClient, partition: str) -> int | None:

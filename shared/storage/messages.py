@@ -167,8 +167,9 @@ class MessageLog:
         if not found.stored:
             raise NotFound(f"no delivery {message_id}")
         entities = await self.deliveries.records(partition, found.records)
-        records = await asyncio.gather(*(self._from_entity(e) for e in entities))
-        return DeliveryView(**found.status().model_dump(), messages=[r.message for r in records])
+        records = await self._records(partition, entities)
+        messages = [r.message for r in records if r]
+        return DeliveryView(**found.status().model_dump(), messages=messages)
 
     async def get(self, partition: str, uid: UUID) -> LoggedMessage:
         from azure.core.exceptions import ResourceNotFoundError
@@ -191,16 +192,19 @@ class MessageLog:
             millis(query.until) if query.until else None,
         )
         total, entities = await loglisting.page(self._table, window, query.page, query.page_size)
-        records = await asyncio.gather(*(self._from_entity(e) for e in entities))
-        return MessagePage(messages=[r.message for r in records], page=query.page, total_hits=total)
+        records = await self._records(partition, entities)
+        return MessagePage(
+            messages=[r.message for r in records if r], page=query.page, total_hits=total
+        )
 
     async def _undelivered_page(self, partition: str, query: MessageQuery) -> MessagePage:
         after, upto = await self._undelivered_window(partition, query.since, query.until)
         total, rows = await self.deliveries.page(
             partition, after, upto, query.page, query.page_size
         )
-        records = await asyncio.gather(*(self._from_entity(e) for e in rows))
-        return MessagePage(messages=[r.message for r in records], page=query.page, total_hits=total)
+        records = await self._records(partition, rows)
+        messages = [r.message for r in records if r]
+        return MessagePage(messages=messages, page=query.page, total_hits=total)
 
     async def _undelivered_window(
         self, partition: str, since: datetime | None, until: datetime | None
@@ -224,13 +228,14 @@ class MessageLog:
 
     async def undelivered(
         self, partition: str, cursor: str, until: datetime, size: int
-    ) -> list[tuple[str, LoggedMessage, Delivery]]:
+    ) -> list[tuple[str, LoggedMessage | None, Delivery]]:
         """Up to `size` deliveries not delivered, oldest first, after `cursor` (a `u_` RowKey,
         or `undelivered_cursor(since)`) and first attempted at or before `until`: each with
-        its cursor (its `u_` RowKey), its latest attempt and its state as that row holds it."""
+        its cursor (its `u_` RowKey), its latest attempt (None: unreadable) and its state as that
+        row holds it."""
         keys = (cursor + "~", deliveries.undelivered_end(until))
         rows = await self.deliveries.first(partition, keys, size)
-        records = await asyncio.gather(*(self._from_entity(e) for e in rows))
+        records = await self._records(partition, rows)
         return [
             (e["RowKey"], r, deliveries.delivery_of(e)) for e, r in zip(rows, records, strict=True)
         ]
@@ -271,10 +276,11 @@ class MessageLog:
 
     async def oldest(
         self, partition: str, only_failed: bool, cursor: str, until: datetime, size: int
-    ) -> list[tuple[str, LoggedMessage]]:
+    ) -> list[tuple[str, LoggedMessage | None]]:
         """Up to `size` records (or failed ones) after `cursor` and at or before `until`,
         oldest first, each with its cursor. A cursor is a record's RowKey (what comes after
-        it is newer), or `row_key_bound(since)` to start with the records after `since`."""
+        it is newer), or `row_key_bound(since)` to start with the records after `since`. A
+        record that cannot be read is None (skipped, counted in a log line)."""
         prefix = FAILURE if only_failed else ""
         at = MAX_MILLIS - int(cursor[:13])
         rows: list[Any] = []
@@ -291,7 +297,7 @@ class MessageLog:
         if not rows:
             w = self._replay_window(partition, only_failed, at, millis(until))
             rows = await loglisting.oldest(self._table, w, size)
-        records = await asyncio.gather(*(self._from_entity(e) for e in rows))
+        records = await self._records(partition, rows)
         return [(e["RowKey"][len(prefix) :], r) for e, r in zip(rows, records, strict=True)]
 
     async def hourly(
@@ -337,6 +343,19 @@ class MessageLog:
             await self.bodies.upload_blob(blob_name, m.message_body.encode(), overwrite=True)
             entity["BodyBlob"] = blob_name
         return entity
+
+    async def _records(self, partition: str, entities: Sequence[Any]) -> list[LoggedMessage | None]:
+        """The entities as records; None for one that cannot be read (counted, logged)."""
+
+        async def record(entity: Any) -> LoggedMessage | None:
+            try:
+                return await self._from_entity(entity)
+            except (KeyError, ValueError):  # a missing or malformed property
+                return None
+
+        found = await asyncio.gather(*map(record, entities))
+        loglisting.unreadable.skipped(found.count(None), partition)
+        return found
 
     async def _from_entity(self, entity: Any) -> LoggedMessage:
         body = entity.get("MessageBody")
@@ -441,17 +460,22 @@ class MessageLog:
     async def _first_rows(
         self, partition: str, start: str, end: str, select: list[str] | None, limit: int
     ) -> list[Any]:
-        pages = self._table.query_entities(
-            "PartitionKey eq @pk and RowKey ge @start and RowKey lt @end",
-            parameters={"pk": partition, "start": start, "end": end},
-            select=select,
-            results_per_page=limit,
-        ).by_page()
-        async for page in pages:  # the service may answer an empty page with a continuation
-            rows = [e async for e in page]
-            if rows:
-                return rows
-        return []
+        async def read(chosen: list[str] | None) -> list[Any]:
+            pages = self._table.query_entities(
+                "PartitionKey eq @pk and RowKey ge @start and RowKey lt @end",
+                parameters={"pk": partition, "start": start, "end": end},
+                select=chosen,
+                results_per_page=limit,
+            ).by_page()
+            async for page in pages:  # the service may answer an empty page with a continuation
+                rows = [e async for e in page]
+                if rows:
+                    return rows
+            return []
+
+        if select is not None:  # chosen columns parse (keys, texts)
+            return await read(select)
+        return await loglisting.tolerant(read, self._table, partition)
 
     async def delete_records(self, partition: str, row_keys: Sequence[str]) -> int:
         """Delete up to 100 records of one partition in one transaction; returns how many this

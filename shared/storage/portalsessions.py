@@ -110,14 +110,10 @@ class PortalSessionRepository:
 
     async def delete_expired(self, now: datetime) -> int:
         """Remove codes never redeemed and sessions never ended, once expired (the purge);
-        how many went. The table holds the sign-ins of a day at most: one filtered scan."""
-        rows = self._table.query_entities(
-            "ExpiresAt le @now", parameters={"now": now}, select=["PartitionKey", "RowKey"]
-        )
-        expired = [(row["PartitionKey"], row["RowKey"]) async for row in rows]
-        for partition, row_key in expired:
-            await self._table.delete_entity(partition, row_key)
-        return len(expired)
+        how many went. The table holds the sign-ins of a day at most."""
+        from shared.storage import delete_expired
+
+        return await delete_expired(self._table, now)
 
     async def end(self, token: str) -> None:
         from azure.core.exceptions import ResourceNotFoundError

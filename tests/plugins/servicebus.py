@@ -53,6 +53,15 @@ def servicebus_connection_string(request: pytest.FixtureRequest) -> str:
     return emulator.connection_string
 
 
+@pytest.fixture(scope="session")
+def issuer_key() -> Any:
+    """The signing key of a test token issuer (Entra ID's stand-in): emulators made with
+    `jwt_issuer_key=issuer_key.public_key()` accept tokens it signed (tests/entra.py)."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
 @pytest.fixture
 def unique_queue() -> str:
     """A queue name no other test uses (the session emulator creates it on first use)."""

@@ -88,7 +88,8 @@ async function listPage() {
   const r = await call("GET", API);
   if (!r.ok) return show("Connections", h("p", { class: "error" }, problemText(r.data)));
   const rows = r.data.map((c) => h("tr", {},
-    h("td", {}, h("a", { href: `#/connections/${c.Uid}` }, c.Title || c.Uid)),
+    h("td", {}, h("a", { href: `#/connections/${c.Uid}` }, c.Title || c.Uid),
+      c.Confirmed === false ? h("span", { class: "Unconfirmed" }, " (unconfirmed)") : null),
     h("td", {}, c.QueueName), h("td", {}, c.Active ? "Yes" : "No"),
     h("td", { class: healthOf(c) }, healthOf(c))));
   show("Connections",
@@ -123,6 +124,7 @@ function settingsForm(connection) {
 function readForm(connection, form) {
   const body = { ...connection };
   delete body.Health; // read-only
+  delete body.Confirmed;
   for (const [n] of FIELDS) {
     const v = form.elements[n].value.trim();
     body[n] = n === "EnabledEvents" ? v.split(",").map((s) => s.trim()).filter(Boolean) : v || null;
@@ -158,9 +160,34 @@ async function connectionPage(uid) {
   show(c.Title || "Connection",
     c.Health ? h("p", {}, "Health: ", h("span", { class: healthOf(c) }, healthOf(c)),
       c.Health.LastError ? ` — ${c.Health.LastError.Message}` : "") : null,
+    c.Confirmed === false ? confirmForm(uid) : null,
     actions, h("h2", {}, "Settings"),
     h("p", { class: "note" }, "Secrets are shown as ***; leave *** in place to keep a stored secret."),
     settingsForm(c), replayForm(uid), h("h2", {}, "Deliveries per hour, last 14 days"), await chart(uid));
+}
+
+// An Entra ID connection delivers nothing until its owner enters the code that its
+// verification message carried to the queue (proof that the queue is theirs).
+function confirmForm(uid) {
+  const code = h("input", { id: "f-Code", name: "Code", type: "text", autocomplete: "one-time-code",
+    "aria-describedby": "e-Code", spellcheck: "false" });
+  const form = h("form", { onsubmit: (e) => { e.preventDefault(); confirmCode(uid, form, code.value.trim()); } },
+    h("h2", {}, "Confirm this connection"),
+    h("p", { class: "Unconfirmed" }, "Unconfirmed: nothing is delivered until you enter its code."),
+    h("p", {}, "The verification message (event key System.ConnectionVerified) that arrived on the queue " +
+      "carries the code in its Data, as ConfirmationCode. Events meanwhile are kept: replay them once confirmed."),
+    h("label", { for: "f-Code" }, "Confirmation code"), code, h("p", { id: "e-Code", class: "error" }),
+    h("button", { type: "submit" }, "Confirm"));
+  return form;
+}
+
+async function confirmCode(uid, form, code) {
+  const r = await call("POST", `${API}/${uid}/confirm`, { Code: code });
+  if (r.ok) { await route(); say("Confirmed."); return; }
+  const errors = (r.data && r.data.errors && r.data.errors.Code) || [problemText(r.data)];
+  form.querySelector("#e-Code").textContent = errors.join(" ");
+  form.querySelector("#f-Code").setAttribute("aria-invalid", "true");
+  say("Not confirmed.");
 }
 
 async function sendTest(uid) {
