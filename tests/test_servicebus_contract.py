@@ -111,13 +111,13 @@ def tag() -> str:
 async def take(receiver: ServiceBusReceiver, *message_ids: str, wait: float = 10) -> Any:
     """Receive until the messages `message_ids` (the one, or a dict of them by id). Others,
     left by earlier runs, are taken too (and completed, in PEEK_LOCK)."""
-    wanted, found = set(message_ids), {}
+    wanted, found = set(message_ids), dict[str, Any]()
     deadline = time.monotonic() + wait
     while wanted - set(found) and time.monotonic() < deadline:
         for message in await receiver.receive_messages(max_message_count=20, max_wait_time=1):
             if message.message_id in wanted:
                 found[message.message_id] = message
-            elif receiver.receive_mode != RECEIVE_AND_DELETE:
+            elif message.lock_token is not None:  # PEEK_LOCK
                 await receiver.complete_message(message)
     assert set(found) == wanted, f"{sorted(wanted - set(found))} never arrived"
     return found[message_ids[0]] if len(message_ids) == 1 else found
