@@ -1,8 +1,10 @@
 """Command line: `python -m shared.cli apikey create|list|revoke`, `event publish`, `purge`,
 `poison replay`, `portal link`.
 
-Reads the same settings as the app (the environment, else local.settings.json, else the
-sample's local defaults). The result a script wants is printed alone on the last line.
+Reads the same settings as the app: the environment, else local.settings.json, else the
+sample's local defaults; when the environment names the app's storage (an operator's shell
+pointed at Azure), the environment only. The result a script wants is printed alone on the
+last line.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from shared.poison import REPLAYABLE, Replayed, replay
 from shared.reindex import reindex
 from shared.retention import purge
 from shared.services import Services
-from shared.settings import Settings, load_local_settings
+from shared.settings import Settings, SettingsError, load_command_line_settings
 from shared.storage.clients import POISON_SUFFIX
 
 Command = Callable[[Services, argparse.Namespace], Awaitable[int]]
@@ -237,10 +239,10 @@ async def _run(command: Command, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    load_local_settings()
+    load_command_line_settings()
     try:
         return asyncio.run(_run(args.run, args))
-    except ValueError as e:  # bad input, including pydantic's ValidationError
+    except (ValueError, SettingsError) as e:  # bad input (pydantic's ValidationError too)
         print(f"error: {e}", file=sys.stderr)
         return 2
 
