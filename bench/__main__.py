@@ -36,6 +36,7 @@ BENCHMARKS = {
     "portal": "bench.bench_portal",
     "isolation": "bench.bench_isolation",
     "replay": "bench.bench_replay",
+    "publish": "bench.bench_publish",
     # Written by someone else: run when present (see `purge_results`).
     "purge": "bench.bench_purge",
 }

@@ -1,5 +1,5 @@
 """Command line: `python -m shared.cli apikey create|list|revoke`, `event publish`, `purge`,
-`poison replay`, `portal link`.
+`poison replay`, `portal link`, `log reindex`, `backup export|restore`.
 
 Reads the same settings as the app: the environment, else local.settings.json, else the
 sample's local defaults; when the environment names the app's storage (an operator's shell
@@ -24,6 +24,7 @@ from shared.reindex import reindex
 from shared.retention import purge
 from shared.services import Services
 from shared.settings import Settings, SettingsError, load_command_line_settings
+from shared.storage import clients
 from shared.storage.clients import POISON_SUFFIX
 
 Command = Callable[[Services, argparse.Namespace], Awaitable[int]]
@@ -136,6 +137,19 @@ async def reindex_command(services: Services, args: argparse.Namespace) -> int:
     return 0
 
 
+async def backup_command(services: Services, args: argparse.Namespace) -> int:
+    """`backup export|restore DIR [--table T ...]`: the entities written or read, last."""
+    from shared import backup
+
+    tables = tuple(args.table or backup.DEFAULT_TABLES)
+    run = backup.export if args.action == "export" else backup.restore
+    counts = await run(services.storage, Path(args.folder), tables)
+    for table, count in counts.items():
+        print(f"{args.action} {table}: {count} entities ({args.folder}/{table}.jsonl)")
+    print(sum(counts.values()))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m shared.cli", description=__doc__)
     groups = root.add_subparsers(dest="group", required=True)
@@ -227,6 +241,22 @@ def _add_operator_commands(groups: Groups) -> None:
     )
     reindex.add_argument("--connection", type=UUID, help="one connection's Uid (default: all)")
     reindex.set_defaults(run=reindex_command)
+
+    backing_up = groups.add_parser("backup", help="connections and API keys, to files and back")
+    actions = backing_up.add_subparsers(dest="action", required=True)
+    for action, text in (
+        ("export", "write each table to FOLDER/<table>.jsonl"),
+        ("restore", "upsert the entities of FOLDER/<table>.jsonl (idempotent)"),
+    ):
+        command = actions.add_parser(action, help=text + "; prints the entities last")
+        command.add_argument("folder", metavar="FOLDER")
+        command.add_argument(
+            "--table",
+            action="append",
+            choices=(clients.CONNECTIONS_TABLE, clients.API_KEYS_TABLE),
+            help="a table (repeatable; default: connections and apikeys)",
+        )
+        command.set_defaults(run=backup_command)
 
 
 async def _run(command: Command, args: argparse.Namespace) -> int:
