@@ -19,7 +19,8 @@
 # the group does not exist yet), BASE_NAME (sbevents), ENCRYPTION_KEYS, ALERT_EMAIL,
 # OPERATOR_PRINCIPAL_ID / OPERATOR_PRINCIPAL_TYPE (default: you, from `az ad signed-in-user`),
 # PUBLISHER_PRINCIPAL_ID / PUBLISHER_PRINCIPAL_TYPE (the platform that publishes events: may
-# send to the system-events queue(s) only; default: none, ServicePrincipal), HEALTH_TRIES (30), HEALTH_DELAY_SECONDS (10), DEPLOY_YES=1 (no question after what-if).
+# send to the system-events queue(s) only; default: none, ServicePrincipal), PAUSE_TRIGGERS=1
+# (queue and timer functions paused, to drain before an upgrade), HEALTH_TRIES (30), HEALTH_DELAY_SECONDS (10), DEPLOY_YES=1 (no question after what-if).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -131,7 +132,8 @@ fi
 params="$scratch/parameters.json"
 RING="$ring" OPERATOR="$operator_id" OPERATOR_TYPE="$operator_type" BASE="$BASE_NAME" \
   EMAIL="${ALERT_EMAIL:-}" PUBLISHER="${PUBLISHER_PRINCIPAL_ID:-}" \
-  PUBLISHER_TYPE="${PUBLISHER_PRINCIPAL_TYPE:-ServicePrincipal}" python3 -I -c '
+  PUBLISHER_TYPE="${PUBLISHER_PRINCIPAL_TYPE:-ServicePrincipal}" \
+  PAUSE="${PAUSE_TRIGGERS:-}" python3 -I -c '
 import json, os
 values = {
     "baseName": os.environ["BASE"],
@@ -141,6 +143,7 @@ values = {
     "publisherPrincipalId": os.environ["PUBLISHER"],
     "publisherPrincipalType": os.environ["PUBLISHER_TYPE"],
     "alertEmail": os.environ["EMAIL"],
+    "pauseTriggers": os.environ["PAUSE"] == "1",
 }
 print(json.dumps({"parameters": {k: {"value": v} for k, v in values.items()}}))' >"$params"
 template=(--resource-group "$RG" --name "$DEPLOYMENT" --template-file "$ROOT/infra/main.bicep"

@@ -85,6 +85,9 @@ param publisherPrincipalId string = ''
 ])
 param publisherPrincipalType string = 'ServicePrincipal'
 
+@description('Pause the queue and timer functions, to drain before an upgrade (docs/DEPLOYMENT.md, "Upgrading without losing events"): the API still answers; events wait in their queues until a deployment without it.')
+param pauseTriggers bool = false
+
 @description('App settings of the app, by name, as text (README, Settings): a name left out keeps the app\'s default (appSettingDefaults below). Set them here or in main.parameters.json, never by hand in the portal: every deployment replaces all app settings.')
 param appSettings object = {}
 
@@ -119,6 +122,15 @@ var names = {
   identity: 'id-${baseName}-${token}'
 }
 var deploymentContainerName = 'app-package'
+
+// The app's queue and timer functions (shared/triggers.py), as the Functions host names them
+// in the settings that disable one (tests/test_infra.py compares them with the app).
+var pausedTriggers = {
+  'AzureWebJobs.dispatch_system_event.Disabled': 'true'
+  'AzureWebJobs.retry_delivery.Disabled': 'true'
+  'AzureWebJobs.replay_records.Disabled': 'true'
+  'AzureWebJobs.purge_old_messages.Disabled': 'true'
+}
 
 // This cloud's host suffixes (public, US Gov, China, ...), for the endpoint rule; Azure names
 // Service Bus after Storage: core.windows.net, servicebus.windows.net.
@@ -274,7 +286,7 @@ module functionApp 'modules/functionapp.bicep' = {
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     zoneRedundant: zoneRedundant
-    appSettings: union(appSettingDefaults, appSettings)
+    appSettings: union(appSettingDefaults, pauseTriggers ? pausedTriggers : {}, appSettings)
   }
   // The site starts (and its Key Vault reference resolves) only after the identity holds
   // its roles and the key ring exists.

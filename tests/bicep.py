@@ -145,7 +145,7 @@ class Template:
             return self._function(
                 expr["function"]["type"], expr["function"].get("parameters") or {}
             )
-        return {key: self.eval(value) for key, value in expr.items()}
+        return {_key(key): self.eval(value) for key, value in expr.items()}
 
     def _string(self, text: str) -> Any:
         # pycep gives identifiers and string literals alike as str: an identifier is a
@@ -197,6 +197,10 @@ class Template:
                     continue
                 parts.append(str(tail))
                 return self.path_value(parts)
+        if kind == "conditional":
+            condition = self.eval(operands["condition"])
+            if isinstance(condition, bool):
+                return self.eval(operands["true_value" if condition else "false_value"])
         if kind == "add":
             left, right = self.eval(operands["operand_1"]), self.eval(operands["operand_2"])
             if type(left) is type(right) and isinstance(left, (int, str)):
@@ -206,6 +210,13 @@ class Template:
             if isinstance(value, int):
                 return -value
         return Unresolved(kind)
+
+
+def _key(key: str) -> str:
+    """An object key as Bicep means it: `'a.b'` quoted for its dots is `a.b`; an interpolated
+    key (`'${identityId}'`) stays as written."""
+    quoted = len(key) > 1 and key[0] == key[-1] == "'"
+    return key[1:-1] if quoted and "${" not in key else key
 
 
 def _names(accessor: Any) -> list[str]:

@@ -303,6 +303,13 @@ def test_the_publishing_principal_is_passed_to_the_template(deployer: Deployer) 
     parameters = run.only("az deployment group create")["parameters"]
     assert parameters["publisherPrincipalId"] == "22222222-platform"
     assert parameters["publisherPrincipalType"] == "ServicePrincipal"
+    assert parameters["pauseTriggers"] is False
+
+
+def test_triggers_are_paused_for_an_upgrade_on_request(deployer: Deployer) -> None:
+    run = deployer.run(ENCRYPTION_KEYS=new_ring(), PAUSE_TRIGGERS="1")
+    assert run.code == 0, run.stderr
+    assert run.only("az deployment group create")["parameters"]["pauseTriggers"] is True
 
 
 def test_a_ring_that_drops_a_stored_key_is_refused(deployer: Deployer) -> None:

@@ -459,6 +459,21 @@ def test_the_publisher_may_send_to_the_system_events_queues_and_nothing_else(
             assert "publisherPrincipal" not in json.dumps(module), symbol
 
 
+def test_pausing_disables_every_queue_and_timer_function_of_the_app() -> None:
+    import function_app
+
+    triggers = {f.get_function_name(): f.get_trigger() for f in function_app.app.get_functions()}
+    triggered = {n for n, t in triggers.items() if t and t.get_dict_repr()["type"] != "httpTrigger"}
+    assert triggered  # the dispatcher, retries, replays and the purge
+    paused = app_settings(Template(INFRA / "main.bicep", {"pauseTriggers": True}))
+    disabled = {
+        n.split(".")[1] for n, v in paused.items() if n.endswith(".Disabled") and v == "true"
+    }
+    assert disabled == triggered
+    running = app_settings(Template(INFRA / "main.bicep"))
+    assert not [name for name in running if name.endswith(".Disabled")]
+
+
 def test_flex_consumption_scales_to_at_least_40_instances(main: Template, app: Template) -> None:
     for template, name in ((main, "maximumInstanceCount"), (app, "maximumInstanceCount")):
         decorators = template.section("parameters")[name]["decorators"]
@@ -536,7 +551,7 @@ def test_health_is_checked_from_outside_with_an_alert(main: Template, alerts: Te
     assert test["properties"]["Frequency"] == Unresolved("multiply")  # minutes * 60
     alert = alerts.resource("healthAlert")
     criteria = alert["properties"]["criteria"]
-    assert criteria["'odata.type'"] == "Microsoft.Azure.Monitor.WebtestLocationAvailabilityCriteria"
+    assert criteria["odata.type"] == "Microsoft.Azure.Monitor.WebtestLocationAvailabilityCriteria"
     assert criteria["webTestId"] == Unresolved("healthTest.id")
 
 
