@@ -324,6 +324,22 @@ def test_storage_holds_the_queues_tables_and_containers_the_app_uses(storage: Te
     assert storage.loop_items("containers") == ["message-bodies", "app-package"]
 
 
+def test_storage_and_the_guide_hold_every_table_and_queue_the_code_names(
+    storage: Template,
+) -> None:
+    from shared.storage import clients
+
+    names = vars(clients).items()
+    tables = {value for name, value in names if name.endswith("_TABLE")}
+    queues = {value for name, value in names if name.endswith("_QUEUE")}
+    poison = {queue + clients.POISON_SUFFIX for queue in queues}
+    assert set(storage.loop_items("tables")) == tables
+    assert set(storage.loop_items("queues")) == queues | poison
+    guide = (INFRA.parent / "docs" / "DEPLOYMENT.md").read_text()
+    for name in sorted(tables | queues | poison | {clients.BODIES_CONTAINER}):
+        assert f"`{name}`" in guide, f"docs/DEPLOYMENT.md does not list {name}"
+
+
 def lifecycle_rule(storage: Template) -> dict[str, Any]:
     (rule,) = storage.resource("lifecycle")["properties"]["policy"]["rules"]
     assert isinstance(rule, dict)
