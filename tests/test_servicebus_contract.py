@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import os
 import re
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -47,6 +45,7 @@ from azure.servicebus.exceptions import (
 )
 
 from local.servicebus import Emulator
+from tests.servicebus_helpers import run_javascript
 
 ROOT = Path(__file__).resolve().parent.parent
 CONNECTION_STRING_VARIABLE = "SERVICEBUS_CONTRACT_CONNECTION_STRING"
@@ -123,19 +122,23 @@ async def take(receiver: ServiceBusReceiver, *message_ids: str, wait: float = 10
     return found[message_ids[0]] if len(message_ids) == 1 else found
 
 
+def next_session(sb: ServiceBusClient, wait: float) -> ServiceBusReceiver:
+    """A receiver of the next available session, waiting for one at most `wait` seconds."""
+    return sb.get_queue_receiver(
+        SESSION_QUEUE,
+        session_id=NEXT_AVAILABLE_SESSION,
+        receive_mode=RECEIVE_AND_DELETE,
+        max_wait_time=wait,
+    )
+
+
 async def drain_sessions(target: Target) -> None:
     """Take every session that holds messages until none is left: asking for the next one
     then times out (after a second: without retries, which would wait again)."""
     async with target.client(retry_total=0) as sb:
         with pytest.raises(OperationTimeoutError):  # the loop ends by raising it
             for _ in range(100):
-                receiver = sb.get_queue_receiver(
-                    SESSION_QUEUE,
-                    session_id=NEXT_AVAILABLE_SESSION,
-                    receive_mode=RECEIVE_AND_DELETE,
-                    max_wait_time=1,
-                )
-                async with receiver:
+                async with next_session(sb, wait=1) as receiver:
                     while await receiver.receive_messages(max_message_count=100, max_wait_time=1):
                         pass
 
@@ -145,17 +148,8 @@ def attach_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 async def javascript(target: Target, queue: str, action: str, wait_ms: int = 10_000) -> Any:
-    script = str(ROOT / "tests" / "js" / "contract.mjs")
-    run = await asyncio.to_thread(
-        subprocess.run,
-        ["node", script, target.connection_string, queue, action, str(wait_ms)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    return json.loads(run.stdout)
+    cs = target.connection_string
+    return await run_javascript("contract.mjs", cs, queue, action, str(wait_ms))
 
 
 # --- sending and receiving ---------------------------------------------------------------
@@ -267,13 +261,7 @@ async def test_the_next_available_session_is_named_on_attach(
         await sender.send_messages(ServiceBusMessage("one", session_id=session))
     with caplog.at_level(logging.WARNING):
         for _ in range(100):  # sessions left by earlier runs come first
-            receiver = sb.get_queue_receiver(
-                SESSION_QUEUE,
-                session_id=NEXT_AVAILABLE_SESSION,
-                receive_mode=RECEIVE_AND_DELETE,
-                max_wait_time=5,
-            )
-            async with receiver:
+            async with next_session(sb, wait=5) as receiver:
                 assert receiver.session.session_id != NEXT_AVAILABLE_SESSION
                 assert receiver.session.locked_until_utc is not None
                 assert receiver.session.locked_until_utc > datetime.now(UTC)
@@ -303,12 +291,7 @@ async def test_a_receiver_waits_for_the_next_session_to_have_messages(
 ) -> None:
     await drain_sessions(target)
     session = tag()
-    receiver = sb.get_queue_receiver(
-        SESSION_QUEUE,
-        session_id=NEXT_AVAILABLE_SESSION,
-        receive_mode=RECEIVE_AND_DELETE,
-        max_wait_time=60,
-    )
+    receiver = next_session(sb, wait=60)
     with caplog.at_level(logging.WARNING):
         opening = asyncio.create_task(receiver.__aenter__())
         await target.until_waiting(SESSION_QUEUE)
