@@ -11,11 +11,11 @@ callers (`Services.publish`, `python -m shared.cli event publish`) go through it
     from shared.events import new_event
     from shared.publisher import EventPublisher
 
-    async with DefaultAzureCredential() as credential, EventPublisher.for_account(
-        "https://<account>.queue.core.windows.net", credential
-    ) as publisher:
-        event = new_event("acme", "Order.Shipped", datetime.now(UTC), "orders/42", {"Id": 42})
-        await publisher.publish(event)
+    async with (
+        DefaultAzureCredential() as credential,
+        EventPublisher.for_account("https://<account>.queue.core.windows.net", credential) as p,
+    ):
+        await p.publish(new_event("acme", "Order.Shipped", datetime.now(UTC), "orders/42"))
 
 - **Batching.** A Storage queue takes one message per request, so `publish(*events)` sends
   many at once over one connection pool, at most `concurrency` requests in flight.
