@@ -149,31 +149,36 @@ class EventPublisher:
             await self._close()
 
     async def publish(self, *events: SystemEvent) -> list[str]:
-        """Publish `events`, `concurrency` at a time; their EventIds. PublishError when some
-        could not be (after retries); those before it in the list are not held back."""
+        """Publish `events`, `concurrency` at a time; their EventIds. An event refused as it is
+        (EventTooLarge) stops the call before anything is sent. PublishError when some could
+        not be sent (after retries); the others were."""
+        messages = [await self.message(event) for event in events]
         room = asyncio.Semaphore(self.concurrency)
 
-        async def one(event: SystemEvent) -> BaseException | None:
+        async def one(event: SystemEvent, message: str) -> BaseException | None:
             async with room:
                 try:
-                    await self.send(event)
+                    await self.send(queue_for(event), message)
                 except Exception as e:  # collected, so one failure never hides the others
                     return e
                 return None
 
-        outcomes = await asyncio.gather(*(one(e) for e in events))
+        outcomes = await asyncio.gather(*map(one, events, messages))
         failed = {e.event_id: error for e, error in zip(events, outcomes, strict=True) if error}
         published = [e.event_id for e in events if e.event_id not in failed]
         if failed:
             raise PublishError(published, failed)
         return published
 
-    async def send(self, event: SystemEvent) -> None:
-        """One event on its queue, tried again while the failure may pass. An event too
-        large (EventTooLarge) fails at once, before any request."""
+    async def message(self, event: SystemEvent) -> str:
+        """The queue message of `event`, as the Functions host reads it: base64 of its JSON
+        (or of a pointer to the blob holding it). EventTooLarge when it cannot be sent."""
         text = json.dumps(await self.events.to_payload(event), separators=(",", ":"))
-        message = encode_queue_message(text.encode())
-        queue = await self.queue(queue_for(event))
+        return encode_queue_message(text.encode())
+
+    async def send(self, queue_name: str, message: str) -> None:
+        """One message on its queue, tried again while the failure may pass."""
+        queue = await self.queue(queue_name)
         for attempt in range(1, self.retry.attempts + 1):
             try:
                 await queue.send_message(message)

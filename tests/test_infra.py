@@ -477,8 +477,10 @@ def test_the_publisher_may_send_to_the_system_events_queues_and_nothing_else(
 
 def test_pausing_disables_every_queue_and_timer_function_of_the_app() -> None:
     import function_app
+    from local.host.config import indexed_functions
 
-    triggers = {f.get_function_name(): f.get_trigger() for f in function_app.app.get_functions()}
+    functions = indexed_functions(function_app.app)
+    triggers = {f.get_function_name(): f.get_trigger() for f in functions}
     triggered = {n for n, t in triggers.items() if t and t.get_dict_repr()["type"] != "httpTrigger"}
     assert triggered  # the dispatcher, retries, replays and the purge
     paused = app_settings(Template(INFRA / "main.bicep", {"pauseTriggers": True}))

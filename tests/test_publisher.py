@@ -177,17 +177,17 @@ async def test_a_failure_retrying_cannot_help_fails_at_once_and_spares_the_other
     assert refused.value.published == [e.event_id for e in batch if e.event_id != lost]
 
 
-async def test_an_event_over_48_kb_needs_the_blob_container(
-    storage_connection_string: str, account: str
-) -> None:
-    # The platform's principal may only send to the queue: no blob, so no large event.
+async def test_an_event_over_48_kb_needs_the_blob_container(account: str) -> None:
+    # The platform's principal may only send to the queue: no blob, so no large event, and
+    # a batch holding one is refused before anything of it is sent.
+    (small,) = events(account, 1)
     (large,) = events(account, 1, Text="x" * INLINE_LIMIT)
     requests: list[str] = []
 
     async def queue(name: str) -> QueueClient:
         requests.append(name)
-        raise AssertionError("no request for an event refused before sending")
+        raise AssertionError("no request for a batch refused before sending")
 
     with pytest.raises(EventTooLarge, match="blob container"):
-        await EventPublisher(queue).send(large)
+        await EventPublisher(queue).publish(small, large)
     assert requests == []
