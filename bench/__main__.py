@@ -39,6 +39,8 @@ BENCHMARKS = {
     "portal": "bench.bench_portal",
     "isolation": "bench.bench_isolation",
     "replay": "bench.bench_replay",
+    "publish": "bench.bench_publish",
+    "faults": "bench.bench_faults",
     # Written by someone else: run when present (see `purge_results`).
     "purge": "bench.bench_purge",
 }
@@ -53,6 +55,8 @@ SMOKE: dict[str, list[str] | None] = {
     "portal": ["--records", "100", "--runs", "1"],
     "isolation": ["--events", "10"],
     "replay": ["--records", "100"],
+    "publish": ["--events", "50"],
+    "faults": None,  # tests/test_fault_run.py
     "purge": ["--records", "200", "--partitions", "2", "--rounds", "2"],
 }
 

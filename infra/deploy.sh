@@ -18,7 +18,9 @@
 # Settings (environment): RESOURCE_GROUP (rg-sbevents), LOCATION (the group's, required when
 # the group does not exist yet), BASE_NAME (sbevents), ENCRYPTION_KEYS, ALERT_EMAIL,
 # OPERATOR_PRINCIPAL_ID / OPERATOR_PRINCIPAL_TYPE (default: you, from `az ad signed-in-user`),
-# HEALTH_TRIES (30), HEALTH_DELAY_SECONDS (10), DEPLOY_YES=1 (no question after what-if).
+# PUBLISHER_PRINCIPAL_ID / PUBLISHER_PRINCIPAL_TYPE (the platform that publishes events: may
+# send to the system-events queue(s) only; default: none, ServicePrincipal), PAUSE_TRIGGERS=1
+# (queue and timer functions paused, to drain before an upgrade), HEALTH_TRIES (30), HEALTH_DELAY_SECONDS (10), DEPLOY_YES=1 (no question after what-if).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -129,14 +131,19 @@ fi
 
 params="$scratch/parameters.json"
 RING="$ring" OPERATOR="$operator_id" OPERATOR_TYPE="$operator_type" BASE="$BASE_NAME" \
-  EMAIL="${ALERT_EMAIL:-}" python3 -I -c '
+  EMAIL="${ALERT_EMAIL:-}" PUBLISHER="${PUBLISHER_PRINCIPAL_ID:-}" \
+  PUBLISHER_TYPE="${PUBLISHER_PRINCIPAL_TYPE:-ServicePrincipal}" \
+  PAUSE="${PAUSE_TRIGGERS:-}" python3 -I -c '
 import json, os
 values = {
     "baseName": os.environ["BASE"],
     "encryptionKeys": os.environ["RING"],
     "operatorPrincipalId": os.environ["OPERATOR"],
     "operatorPrincipalType": os.environ["OPERATOR_TYPE"],
+    "publisherPrincipalId": os.environ["PUBLISHER"],
+    "publisherPrincipalType": os.environ["PUBLISHER_TYPE"],
     "alertEmail": os.environ["EMAIL"],
+    "pauseTriggers": os.environ["PAUSE"] == "1",
 }
 print(json.dumps({"parameters": {k: {"value": v} for k, v in values.items()}}))' >"$params"
 template=(--resource-group "$RG" --name "$DEPLOYMENT" --template-file "$ROOT/infra/main.bicep"
@@ -186,7 +193,7 @@ Deployed and healthy.
 API: $url
 
 Next, make the first API key (as the operator; needs make install once):
-  export AzureWebJobsStorage="" AzureWebJobsStorage__accountName="$storage"
+  export AzureWebJobsStorage__accountName="$storage"   # the command line then reads no local file
   export ENCRYPTION_KEYS="\$(az keyvault secret show --vault-name "$kv" --name $SECRET --query value -o tsv)"
   .venv/bin/python -m shared.cli apikey create --account <account>
 EOF

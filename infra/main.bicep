@@ -39,8 +39,8 @@ param messageRetentionDays int = 14
 ])
 param storageSku string = 'Standard_LRS'
 
-@description('Most instances the function app may scale out to.')
-@minValue(1)
+@description('Most instances the function app may scale out to; Flex Consumption takes 40 to 1000.')
+@minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
@@ -52,7 +52,7 @@ param maximumInstanceCount int = 40
 ])
 param instanceMemoryMB int = 2048
 
-@description('Spread function app instances over availability zones; only where the region offers it for Flex Consumption.')
+@description('Spread function app instances over availability zones; only where the region offers it for Flex Consumption. The platform then keeps at least 2 always-ready instances per scale group (5 groups here: 10 instances of instanceMemoryMB), billed around the clock (docs/DEPLOYMENT.md, Cost).')
 param zoneRedundant bool = false
 
 @description('Days Log Analytics keeps logs and telemetry.')
@@ -73,6 +73,23 @@ param operatorPrincipalId string = ''
   'ServicePrincipal'
 ])
 param operatorPrincipalType string = 'User'
+
+@description('Optional object id of the principal of the platform that raises system events (shared/publisher.py): gets Storage Queue Data Message Sender on the system-events queue(s) only. Empty: none.')
+param publisherPrincipalId string = ''
+
+@description('Kind of principal publisherPrincipalId is.')
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+param publisherPrincipalType string = 'ServicePrincipal'
+
+@description('Pause the queue and timer functions, to drain before an upgrade (docs/DEPLOYMENT.md, "Upgrading without losing events"): the API still answers; events wait in their queues until a deployment without it.')
+param pauseTriggers bool = false
+
+@description('App settings of the app, by name, as text (README, Settings): a name left out keeps the app\'s default (appSettingDefaults below). Set them here or in main.parameters.json, never by hand in the portal: every deployment replaces all app settings.')
+param appSettings object = {}
 
 @description('Email address that receives the alerts. Empty: the alerts fire (visible in the portal) but notify no one.')
 param alertEmail string = ''
@@ -105,6 +122,63 @@ var names = {
   identity: 'id-${baseName}-${token}'
 }
 var deploymentContainerName = 'app-package'
+
+// The app's queue and timer functions (shared/triggers.py), as the Functions host names them
+// in the settings that disable one (tests/test_infra.py compares them with the app).
+var pausedTriggers = {
+  'AzureWebJobs.dispatch_system_event.Disabled': 'true'
+  'AzureWebJobs.retry_delivery.Disabled': 'true'
+  'AzureWebJobs.replay_records.Disabled': 'true'
+  'AzureWebJobs.purge_old_messages.Disabled': 'true'
+}
+
+// This cloud's host suffixes (public, US Gov, China, ...), for the endpoint rule; Azure names
+// Service Bus after Storage: core.windows.net, servicebus.windows.net.
+var storageSuffix = environment().suffixes.storage
+var serviceBusSuffix = replace(storageSuffix, 'core.', 'servicebus.')
+
+// Every setting the app reads, with the app's own default (tests/test_infra_settings.py
+// compares them with the code): a deployment keeps them, and appSettings overrides any.
+// MESSAGE_RETENTION_DAYS (messageRetentionDays), ENCRYPTION_KEYS (Key Vault) and the
+// storage identity settings are set in functionapp.bicep.
+var appSettingDefaults = {
+  DELIVERY_RETRY_DELAYS: '30,120,600,3600,21600'
+  DELIVERY_ATTEMPT_TIMEOUT_SECONDS: '30'
+  DELIVERY_MAX_IN_FLIGHT_PER_CONNECTION: '64'
+  DELIVERY_MAX_IN_FLIGHT_PER_ACCOUNT: '32'
+  DELIVERY_BULKHEAD_WAIT_SECONDS: '0.3'
+  DELIVERY_BULKHEAD_SLOW_SECONDS: '2'
+  DELIVERY_BUSY_DEFER_SECONDS: '1'
+  CIRCUIT_BREAKER_FAILURES: '5'
+  CIRCUIT_BREAKER_COOL_DOWN_SECONDS: '30'
+  CONNECTION_VERIFY_SECONDS: '10'
+  HEALTH_FLUSH_SECONDS: '15'
+  SUSPEND_AFTER_SECONDS: '259200'
+  REPLAY_RECORDS_PER_SECOND: '50'
+  REPLAY_DELIVERIES_PER_HOUR: '50000'
+  EVENT_TIME_WINDOW_HOURS: '336'
+  // Empty: no proxy in front of the app is trusted to name the client (docs/API.md, "Security").
+  TRUSTED_PROXIES: ''
+  LIMIT_BODY_BYTES: '65536'
+  LIMIT_CONNECTIONS_PER_ACCOUNT: '100'
+  LIMIT_REQUESTS_PER_SECOND: '20'
+  LIMIT_REQUEST_BURST: '100'
+  LIMIT_SENDS_PER_SECOND: '1'
+  LIMIT_SEND_BURST: '10'
+  LIMIT_FAILED_KEYS_PER_MINUTE: '10'
+  LIMIT_FAILED_KEY_CLIENTS: '10000'
+  LIMIT_EVENT_BYTES: '1048576'
+  LIMIT_VERIFICATIONS_PER_MINUTE: '10'
+  CLOUDEVENTS_SOURCE: '/servicebus-event-delivery'
+  // Empty: https://<the app's host name> (WEBSITE_HOSTNAME).
+  PORTAL_BASE_URL: ''
+  // Empty: no connection may use Authentication EntraId (docs/API.md, "Entra ID instead of keys").
+  ENTRA_APP_CLIENT_ID: ''
+  // The app's own identity; unset, the app would ask for a system-assigned one it does not have.
+  ENTRA_IDENTITY_CLIENT_ID: identity.outputs.clientId
+  SERVICEBUS_SUFFIXES: serviceBusSuffix
+  STORAGE_SUFFIXES: storageSuffix
+}
 var encryptionKeysSecretName = 'encryption-keys'
 
 // Built-in role definition ids.
@@ -116,6 +190,7 @@ var roles = {
   keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
   keyVaultSecretsOfficer: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
+  storageQueueDataMessageSender: 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'
 }
 
 module monitoring 'modules/monitoring.bicep' = {
@@ -206,6 +281,8 @@ module functionApp 'modules/functionapp.bicep' = {
     tags: tags
     storageAccountName: storage.outputs.name
     storageBlobEndpoint: storage.outputs.blobEndpoint
+    storageQueueEndpoint: storage.outputs.queueEndpoint
+    storageTableEndpoint: storage.outputs.tableEndpoint
     deploymentContainerName: deploymentContainerName
     appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
     identityId: identity.outputs.id
@@ -215,6 +292,7 @@ module functionApp 'modules/functionapp.bicep' = {
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     zoneRedundant: zoneRedundant
+    appSettings: union(appSettingDefaults, pauseTriggers ? pausedTriggers : {}, appSettings)
   }
   // The site starts (and its Key Vault reference resolves) only after the identity holds
   // its roles and the key ring exists.
@@ -243,6 +321,18 @@ module operatorAccess 'modules/role-assignments.bicep' = if (!empty(operatorPrin
     keyVaultRoleIds: [
       roles.keyVaultSecretsOfficer
     ]
+  }
+}
+
+// The platform that raises events: it may send to the system-events queue(s), nothing else.
+module publisherAccess 'modules/publisher-access.bicep' = if (!empty(publisherPrincipalId)) {
+  name: 'publisher-access'
+  params: {
+    principalId: publisherPrincipalId
+    principalType: publisherPrincipalType
+    storageAccountName: storage.outputs.name
+    queueNames: storage.outputs.systemEventQueues
+    roleId: roles.storageQueueDataMessageSender
   }
 }
 

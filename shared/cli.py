@@ -1,8 +1,10 @@
 """Command line: `python -m shared.cli apikey create|list|revoke`, `event publish`, `purge`,
-`poison replay`, `portal link`.
+`poison replay`, `portal link`, `log reindex`, `backup export|restore`.
 
-Reads the same settings as the app (the environment, else local.settings.json, else the
-sample's local defaults). The result a script wants is printed alone on the last line.
+Reads the same settings as the app: the environment, else local.settings.json, else the
+sample's local defaults; when the environment names the app's storage (an operator's shell
+pointed at Azure), the environment only. The result a script wants is printed alone on the
+last line.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from shared.poison import REPLAYABLE, Replayed, replay
 from shared.reindex import reindex
 from shared.retention import purge
 from shared.services import Services
-from shared.settings import Settings, load_local_settings
+from shared.settings import Settings, SettingsError, load_command_line_settings
+from shared.storage import clients
 from shared.storage.clients import POISON_SUFFIX
 
 Command = Callable[[Services, argparse.Namespace], Awaitable[int]]
@@ -134,6 +137,19 @@ async def reindex_command(services: Services, args: argparse.Namespace) -> int:
     return 0
 
 
+async def backup_command(services: Services, args: argparse.Namespace) -> int:
+    """`backup export|restore DIR [--table T ...]`: the entities written or read, last."""
+    from shared import backup
+
+    tables = tuple(args.table or backup.DEFAULT_TABLES)
+    run = backup.export if args.action == "export" else backup.restore
+    counts = await run(services.storage, Path(args.folder), tables)
+    for table, count in counts.items():
+        print(f"{args.action} {table}: {count} entities ({args.folder}/{table}.jsonl)")
+    print(sum(counts.values()))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m shared.cli", description=__doc__)
     groups = root.add_subparsers(dest="group", required=True)
@@ -226,6 +242,22 @@ def _add_operator_commands(groups: Groups) -> None:
     reindex.add_argument("--connection", type=UUID, help="one connection's Uid (default: all)")
     reindex.set_defaults(run=reindex_command)
 
+    backing_up = groups.add_parser("backup", help="connections and API keys, to files and back")
+    actions = backing_up.add_subparsers(dest="action", required=True)
+    for action, text in (
+        ("export", "write each table to FOLDER/<table>.jsonl"),
+        ("restore", "upsert the entities of FOLDER/<table>.jsonl (idempotent)"),
+    ):
+        command = actions.add_parser(action, help=text + "; prints the entities last")
+        command.add_argument("folder", metavar="FOLDER")
+        command.add_argument(
+            "--table",
+            action="append",
+            choices=(clients.CONNECTIONS_TABLE, clients.API_KEYS_TABLE),
+            help="a table (repeatable; default: connections, apikeys and ownership)",
+        )
+        command.set_defaults(run=backup_command)
+
 
 async def _run(command: Command, args: argparse.Namespace) -> int:
     services = await Services.open(Settings.from_environment())
@@ -237,10 +269,10 @@ async def _run(command: Command, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    load_local_settings()
+    load_command_line_settings()
     try:
         return asyncio.run(_run(args.run, args))
-    except ValueError as e:  # bad input, including pydantic's ValidationError
+    except (ValueError, SettingsError) as e:  # bad input (pydantic's ValidationError too)
         print(f"error: {e}", file=sys.stderr)
         return 2
 

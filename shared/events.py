@@ -21,7 +21,6 @@ from shared.settings import Limits
 
 if TYPE_CHECKING:
     from azure.storage.blob.aio import ContainerClient
-    from azure.storage.queue.aio import QueueClient
 
 INLINE_LIMIT = 48 * 1024  # raw bytes; base64 makes 64 KB of it
 EVENTS_PREFIX = "events/"
@@ -43,13 +42,15 @@ DEFAULT_WINDOW = timedelta(days=14)
 
 
 class EventStore:
-    """Turns events into queue message payloads and back, offloading large ones to blobs.
-    An event read back must lie within `window` of the clock's now, either way: what lies
-    further is a mistake or an attack (a date the log cannot hold), never worth a retry."""
+    """Turns events into queue message payloads and back, offloading large ones to blobs
+    (`bodies`: the app's `message-bodies` container; without it events stay under 48 KB, as
+    for a publisher that may only send to the queue). An event read back must lie within
+    `window` of the clock's now, either way: what lies further is a mistake or an attack (a
+    date the log cannot hold), never worth a retry."""
 
     def __init__(
         self,
-        bodies: ContainerClient,
+        bodies: ContainerClient | None,
         max_bytes: int = Limits.event_bytes,
         clock: Clock = system_clock,
         window: timedelta = DEFAULT_WINDOW,
@@ -67,20 +68,20 @@ class EventStore:
             raise EventTooLarge(f"the event is {len(raw)} bytes; at most {self.max_bytes}")
         if len(raw) <= INLINE_LIMIT:
             return text
+        if self.bodies is None:
+            raise EventTooLarge(
+                f"the event is {len(raw)} bytes; over {INLINE_LIMIT} it goes through the app's "
+                "blob container, which this publisher was not given"
+            )
         # Named by the event: its retries point at the same blob instead of adding copies.
         name = f"{EVENTS_PREFIX}{event.account_id}/{event.event_id}.json"
         await self.bodies.upload_blob(name, raw, overwrite=True)
         return {"EventBlob": name}
 
-    async def publish(self, queue: QueueClient, event: SystemEvent) -> None:
-        """Put an event on a queue (`system-events`), as the platform does."""
-        payload = json.dumps(await self.to_payload(event), separators=(",", ":"))
-        await queue.send_message(encode_queue_message(payload.encode()))
-
     async def from_payload(self, payload: Any) -> SystemEvent:
         if isinstance(payload, dict) and set(payload) == {"EventBlob"}:
             name = str(payload["EventBlob"])
-            if not name.startswith(EVENTS_PREFIX):
+            if not name.startswith(EVENTS_PREFIX) or self.bodies is None:
                 raise MalformedEvent("EventBlob must name a stored event")
             stream = await self.bodies.download_blob(name)
             if (stream.size or 0) > self.max_bytes:

@@ -143,11 +143,12 @@ class Services:
             ),
         )
 
-    async def publish(self, event: SystemEvent) -> None:
-        """Put an event on the `system-events` queue, as the platform does."""
-        from shared.storage import clients
+    async def publish(self, *events: SystemEvent) -> list[str]:
+        """Put events on the system-events queue(s) as the platform does (shared/publisher.py),
+        making the queue where it is missing; their EventIds."""
+        from shared.publisher import EventPublisher
 
-        await self.events.publish(await self.storage.queue(clients.SYSTEM_EVENTS_QUEUE), event)
+        return await EventPublisher(self.storage.queue, self.events).publish(*events)
 
     async def close(self) -> None:
         if self._dispatcher is not None:

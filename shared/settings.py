@@ -13,12 +13,19 @@ from typing import Any, TypeVar
 ROOT = Path(__file__).resolve().parent.parent
 STORAGE_SETTING = "AzureWebJobsStorage"
 SAMPLE_SETTINGS = "local.settings.sample.json"
+# What App Service leaves as a setting's value when it cannot resolve the reference.
+UNRESOLVED_REFERENCES = ("@Microsoft.KeyVault(", "@Microsoft.AppConfiguration(")
+
+
+class SettingsError(RuntimeError):
+    """An app setting the app cannot start with; the message names it, never its value."""
 
 
 def load_local_settings(
     path: Path | None = None, environ: MutableMapping[str, str] | None = None
 ) -> dict[str, Any]:
-    """Put the `Values` of local.settings.json (else the sample) into the environment.
+    """Put the `Values` of local.settings.json (else the sample) into the environment: the
+    local runner's settings (`make run`, the local host).
 
     What the environment already sets wins, as with Core Tools. Returns the whole file
     (empty when there is none).
@@ -35,6 +42,41 @@ def load_local_settings(
     if path:
         raise FileNotFoundError(path)
     return {}
+
+
+def load_command_line_settings(environ: MutableMapping[str, str] | None = None) -> dict[str, Any]:
+    """The command line's settings: the local runner's (`load_local_settings`), so that it
+    reaches what `make run` started, unless the environment names the app's storage itself
+    (an operator's shell pointed at Azure). Then nothing comes from those files: their
+    values (ALLOW_LOCAL_ENDPOINTS=true, the development key ring, Azurite) are the local
+    stack's. Returns what was applied (empty when nothing was)."""
+    environ = os.environ if environ is None else environ
+    if names_own_storage(environ):
+        logging.getLogger(__name__).info("Settings from the environment only")
+        return {}
+    return load_local_settings(environ=environ)
+
+
+def names_own_storage(environ: Mapping[str, str]) -> bool:
+    """The environment says where the app's storage is: `AzureWebJobsStorage` or any of
+    its identity settings (`AzureWebJobsStorage__accountName`, ...)."""
+    prefix = f"{STORAGE_SETTING}__"
+    return any(v for n, v in environ.items() if n == STORAGE_SETTING or n.startswith(prefix))
+
+
+def refuse_unresolved_references(environ: Mapping[str, str] | None = None) -> None:
+    """Stop, naming the setting, when App Service could not resolve a Key Vault (or App
+    Configuration) reference and left its text as the value: the app's identity cannot read
+    the secret (yet). Without this the app would fail later on a value that is not one."""
+    environ = os.environ if environ is None else environ
+    names = sorted(n for n, v in environ.items() if v.lstrip().startswith(UNRESOLVED_REFERENCES))
+    if names:
+        raise SettingsError(
+            f"app setting {', '.join(names)} holds an unresolved reference: the app's identity "
+            "could not read the secret. See the reference's status on the app's Environment "
+            "variables page, grant the role, then refresh the references "
+            "(docs/DEPLOYMENT.md, Troubleshooting)"
+        )
 
 
 @dataclass(frozen=True)
@@ -68,7 +110,7 @@ class StorageTarget:
             table_url=env.get(prefix + "tableServiceUri"),
         )
         if not (target.account_name or (target.blob_url and target.queue_url and target.table_url)):
-            raise RuntimeError(
+            raise SettingsError(
                 f"app setting {setting} (connection string) or {prefix}accountName is required"
             )
         return target
@@ -245,9 +287,10 @@ class Settings:
 
     @classmethod
     def from_environment(cls) -> Settings:
+        refuse_unresolved_references()
         keys = os.environ.get("ENCRYPTION_KEYS", "")
         if not keys:
-            raise RuntimeError("app setting ENCRYPTION_KEYS is required (see README)")
+            raise SettingsError("app setting ENCRYPTION_KEYS is required (see README)")
         settings = cls(
             storage=StorageTarget.from_environment(),
             encryption_keys=keys,

@@ -1,8 +1,13 @@
-"""Reading what a subscriber receives, through the official SDK."""
+"""Reading what a subscriber receives, through the official SDKs (Python, and JavaScript
+scripts under tests/js)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import subprocess
 import time
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -58,3 +63,21 @@ async def nothing_arrives(connection_string: str, queue: str, wait: float = 1.5)
 
 def body_of(message: Any) -> bytes:
     return b"".join(message.body)
+
+
+JS = Path(__file__).resolve().parent / "js"
+
+
+async def run_javascript(script: str, *args: str) -> Any:
+    """Run tests/js/<script> with node (the npm packages of package.json) and return the JSON
+    it prints; it must exit 0."""
+    run = await asyncio.to_thread(
+        subprocess.run,
+        ["node", str(JS / script), *args],
+        cwd=JS.parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    return json.loads(run.stdout)

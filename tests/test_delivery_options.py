@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -38,10 +37,10 @@ from shared.models import (
 from shared.services import Services
 from shared.settings import DEFAULT_CLOUDEVENTS_SOURCE, IsolationSettings
 from tests.entra import MintingCredential
-from tests.factories import NOW, PATH, ROOT, UNVERIFIED, a_connection, an_event, body, connect
+from tests.factories import NOW, PATH, UNVERIFIED, a_connection, an_event, body, connect
 from tests.network import write_self_signed
 from tests.plugins.app import Api
-from tests.servicebus_helpers import body_of, receive
+from tests.servicebus_helpers import body_of, receive, run_javascript
 
 SUBJECTS = 50
 EVENTS = 1_000
@@ -277,17 +276,8 @@ async def test_options_round_trip_and_default_to_todays_behaviour(api: Api) -> N
 
 async def js_receive(cs: str, queue: str, count: int, sessions: int | None = None) -> Any:
     """What the JavaScript SDK (@azure/service-bus, package.json) receives, as JSON."""
-    args = ["node", str(ROOT / "tests" / "js" / "receive.mjs"), cs, queue, str(count)]
-    run = await asyncio.to_thread(
-        subprocess.run,
-        [*args, *([str(sessions)] if sessions else [])],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    return json.loads(run.stdout)
+    args = [cs, queue, str(count), *([str(sessions)] if sessions else [])]
+    return await run_javascript("receive.mjs", *args)
 
 
 async def test_the_javascript_sdk_reads_sessions_and_cloud_events_the_same_way(

@@ -232,6 +232,7 @@ def test_first_deployment_checks_then_what_if_create_publish_and_waits_for_healt
     assert what_if["args"][3:] == create["args"][3 : len(what_if["args"])]  # the same deployment
     assert create["parameters"]["encryptionKeys"] == ring
     assert create["parameters"]["operatorPrincipalId"] == "11111111-operator"
+    assert create["parameters"]["publisherPrincipalId"] == ""  # none unless given
     assert create["parameters"]["storageSku"] == "Standard_LRS"  # from main.parameters.json
     assert what_if["parameters"] == create["parameters"]
     assert run.only("func publish")["args"] == [
@@ -294,6 +295,21 @@ def test_a_second_run_passes_the_stored_ring_back_and_updates_in_place(
     ]
     assert again.only("az deployment group create")["parameters"]["encryptionKeys"] == ring
     assert "the one stored in kv-sbevents-abc (unchanged)" in again.stdout
+
+
+def test_the_publishing_principal_is_passed_to_the_template(deployer: Deployer) -> None:
+    run = deployer.run(ENCRYPTION_KEYS=new_ring(), PUBLISHER_PRINCIPAL_ID="22222222-platform")
+    assert run.code == 0, run.stderr
+    parameters = run.only("az deployment group create")["parameters"]
+    assert parameters["publisherPrincipalId"] == "22222222-platform"
+    assert parameters["publisherPrincipalType"] == "ServicePrincipal"
+    assert parameters["pauseTriggers"] is False
+
+
+def test_triggers_are_paused_for_an_upgrade_on_request(deployer: Deployer) -> None:
+    run = deployer.run(ENCRYPTION_KEYS=new_ring(), PAUSE_TRIGGERS="1")
+    assert run.code == 0, run.stderr
+    assert run.only("az deployment group create")["parameters"]["pauseTriggers"] is True
 
 
 def test_a_ring_that_drops_a_stored_key_is_refused(deployer: Deployer) -> None:

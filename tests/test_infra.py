@@ -1,26 +1,22 @@
 """The Bicep in infra/: every file parses, checkov passes, and what the app relies on holds.
 
 No Bicep compiler and no Azure are available here, so the facts are read from
-pycep-parser's tree. `Template` follows parameters (their defaults unless given),
-variables and module outputs far enough to see, for example, that the lifecycle rule
-deletes message bodies 15 days after they were written when the deployment keeps
-messages for 14. Values only Azure knows (a resource's endpoint, a uniqueString) stay
-`Unresolved`, shown as `<what>`.
+pycep-parser's tree, evaluated by `tests.bicep.Template` as far as can be known before
+deployment. The app settings are checked against the code in tests/test_infra_settings.py.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import sys
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from infra import check
+from tests.bicep import ResourceRef, Template, Unresolved, app_settings, body
 
 INFRA = check.INFRA
 
@@ -32,6 +28,7 @@ ROLE_IDS = {
     "Key Vault Secrets User": "4633458b-17de-408a-b874-0445c86b69e6",
     "Key Vault Secrets Officer": "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
     "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
+    "Storage Queue Data Message Sender": "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a",
 }
 
 # App settings a Flex Consumption app must not carry (the platform owns them).
@@ -46,165 +43,6 @@ FLEX_DEPRECATED_SETTINGS = {
     "SCM_DO_BUILD_DURING_DEPLOYMENT",
     "ENABLE_ORYX_BUILD",
 }
-
-IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
-INTERPOLATION = re.compile(r"\$\{([^}]*)\}")
-
-
-@dataclass(frozen=True)
-class Unresolved:
-    """A value known only at deployment time (a resource property, a function result)."""
-
-    text: str
-
-    def __str__(self) -> str:
-        return f"<{self.text}>"
-
-
-@dataclass(frozen=True)
-class ResourceRef:
-    template: Template
-    symbol: str
-
-
-def body(declaration: dict[str, Any]) -> dict[str, Any]:
-    """The object of a resource or module, inside any `if (...)` or `[for ...]` wrapper."""
-    config: dict[str, Any] = declaration["config"]
-    while "config" in config and ("condition" in config or "loop_type" in config):
-        config = config["config"]
-    return config
-
-
-class Template:
-    """One Bicep file with parameter values: those given, else the file's defaults."""
-
-    def __init__(self, path: Path, params: dict[str, Any] | None = None) -> None:
-        self.path = path
-        self.tree = check.parse(path)
-        self.given = params or {}
-        self._modules: dict[str, Template] = {}
-
-    def __repr__(self) -> str:
-        return f"Template({self.path.name})"
-
-    def section(self, name: str) -> dict[str, Any]:
-        return self.tree.get(name) or {}
-
-    def param(self, name: str) -> Any:
-        if name in self.given:
-            return self.given[name]
-        default = self.section("parameters")[name].get("default")
-        return Unresolved(name) if default is None else self.eval(default)
-
-    def lookup(self, name: str) -> Any:
-        if name in self.section("parameters"):
-            return self.param(name)
-        if name in self.section("variables"):
-            return self.eval(self.section("variables")[name]["value"])
-        if name in self.section("modules"):
-            return self.module(name)
-        if name in self.section("resources"):
-            return ResourceRef(self, name)
-        raise KeyError(f"{name} is not declared in {self.path.name}")
-
-    def module(self, symbol: str) -> Template:
-        if symbol not in self._modules:
-            declaration = self.section("modules")[symbol]
-            params = {k: self.eval(v) for k, v in body(declaration).get("params", {}).items()}
-            path = self.path.parent / declaration["detail"]["path"]
-            self._modules[symbol] = Template(path, params)
-        return self._modules[symbol]
-
-    def output(self, name: str) -> Any:
-        return self.eval(self.section("outputs")[name]["value"])
-
-    def resource(self, symbol: str) -> dict[str, Any]:
-        value = self.eval(body(self.section("resources")[symbol]))
-        assert isinstance(value, dict)
-        return value
-
-    def loop_items(self, symbol: str) -> Any:
-        loop = self.section("resources")[symbol]["config"]["loop_type"]["detail"]
-        return self.lookup(loop["array_name"])
-
-    def path_value(self, parts: list[str]) -> Any:
-        value = self.lookup(parts[0])
-        rest = parts[1:]
-        while rest:
-            if isinstance(value, Template) and rest[0] == "outputs" and len(rest) > 1:
-                value, rest = value.output(rest[1]), rest[2:]
-            elif isinstance(value, ResourceRef) and rest == ["name"]:
-                return value.template.resource(value.symbol)["name"]
-            elif isinstance(value, dict) and rest[0] in value:
-                value, rest = value[rest[0]], rest[1:]
-            else:
-                return Unresolved(".".join(parts))
-        return value
-
-    def eval(self, expr: Any) -> Any:
-        if isinstance(expr, str):
-            return self._string(expr)
-        if isinstance(expr, list):
-            return [self.eval(item) for item in expr]
-        if not isinstance(expr, dict):
-            return expr  # int, bool, None
-        if "operator" in expr:
-            return self._operator(expr["operator"])
-        if "function" in expr:
-            return self._function(expr["function"]["type"], expr["function"]["parameters"])
-        return {key: self.eval(value) for key, value in expr.items()}
-
-    def _string(self, text: str) -> Any:
-        # pycep gives identifiers and string literals alike as str: an identifier is a
-        # name this file declares; a literal is anything else.
-        if IDENTIFIER.fullmatch(text):
-            try:
-                return self.path_value(text.split("."))
-            except KeyError:
-                return text
-        pieces = INTERPOLATION.split(text)
-        if len(pieces) == 1:
-            return text
-        out = []
-        for i, piece in enumerate(pieces):
-            if i % 2 == 0:
-                out.append(piece)
-            else:
-                value = self.path_value(piece.split(".")) if IDENTIFIER.fullmatch(piece) else None
-                out.append(str(value) if value is not None else str(Unresolved(piece)))
-        return "".join(out)
-
-    def _function(self, name: str, parameters: dict[str, Any]) -> Any:
-        args = [self.eval(value) for value in parameters.values() if value is not None]
-        if name == "string" and not isinstance(args[0], Unresolved):
-            return str(args[0]).lower() if isinstance(args[0], bool) else str(args[0])
-        # Unknown here (uniqueString, resourceGroup(), ...): keep the call, arguments
-        # evaluated, so two values are equal only when they come from the same call.
-        return Unresolved(f"{name}({', '.join(str(arg) for arg in args)})")
-
-    def _operator(self, operator: dict[str, Any]) -> Any:
-        kind, operands = operator["type"], operator["operands"]
-        if kind == "property_accessor":
-            parts: list[str] = []
-            while True:
-                head, tail = operands["operand_1"], operands["operand_2"]
-                if not isinstance(head, str):
-                    return Unresolved("property of a function result")
-                parts.append(head)
-                if isinstance(tail, dict) and tail.get("operator", {}).get("type") == kind:
-                    operands = tail["operator"]["operands"]
-                    continue
-                parts.append(str(tail))
-                return self.path_value(parts)
-        if kind == "add":
-            left, right = self.eval(operands["operand_1"]), self.eval(operands["operand_2"])
-            if type(left) is type(right) and isinstance(left, (int, str)):
-                return left + right
-        if kind == "minus":
-            value = self.eval(operands["integer_value"])
-            if isinstance(value, int):
-                return -value
-        return Unresolved(kind)
 
 
 @pytest.fixture(scope="module")
@@ -223,9 +61,8 @@ def site(app: Template) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def settings(site: dict[str, Any]) -> dict[str, Any]:
-    pairs = site["properties"]["siteConfig"]["appSettings"]
-    return {pair["name"]: pair["value"] for pair in pairs}
+def settings(main: Template) -> dict[str, Any]:
+    return app_settings(main)
 
 
 @pytest.fixture(scope="module")
@@ -364,6 +201,10 @@ def test_app_settings_use_identity_and_key_vault(
     assert settings["AzureWebJobsStorage__accountName"] == storage.output("name")
     assert settings["AzureWebJobsStorage__credential"] == "managedidentity"
     assert settings["AzureWebJobsStorage__clientId"] == CLIENT_ID
+    # The service URIs as this cloud names them (the account name alone means core.windows.net).
+    for service in ("blob", "queue", "table"):
+        endpoint = f"<account.properties.primaryEndpoints.{service}>"
+        assert settings[f"AzureWebJobsStorage__{service}ServiceUri"] == Unresolved(endpoint[1:-1])
     assert settings["MESSAGE_RETENTION_DAYS"] == "14"
     assert "APPLICATIONINSIGHTS_CONNECTION_STRING" in settings
     assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == (
@@ -484,6 +325,22 @@ def test_storage_holds_the_queues_tables_and_containers_the_app_uses(storage: Te
     assert storage.loop_items("containers") == ["message-bodies", "app-package"]
 
 
+def test_storage_and_the_guide_hold_every_table_and_queue_the_code_names(
+    storage: Template,
+) -> None:
+    from shared.storage import clients
+
+    names = vars(clients).items()
+    tables = {value for name, value in names if name.endswith("_TABLE")}
+    queues = {value for name, value in names if name.endswith("_QUEUE")}
+    poison = {queue + clients.POISON_SUFFIX for queue in queues}
+    assert set(storage.loop_items("tables")) == tables
+    assert set(storage.loop_items("queues")) == queues | poison
+    guide = (INFRA.parent / "docs" / "DEPLOYMENT.md").read_text()
+    for name in sorted(tables | queues | poison | {clients.BODIES_CONTAINER}):
+        assert f"`{name}`" in guide, f"docs/DEPLOYMENT.md does not list {name}"
+
+
 def lifecycle_rule(storage: Template) -> dict[str, Any]:
     (rule,) = storage.resource("lifecycle")["properties"]["policy"]["rules"]
     assert isinstance(rule, dict)
@@ -521,7 +378,8 @@ def test_key_vault_uses_rbac_soft_delete_and_purge_protection(main: Template) ->
 
 def granted(module: Template, param: str) -> set[str]:
     names = {guid: name for name, guid in ROLE_IDS.items()}
-    return {names.get(guid, guid) for guid in module.given.get(param, [])}
+    given = module.given.get(param, [])
+    return {names.get(guid, guid) for guid in ([given] if isinstance(given, str) else given)}
 
 
 def test_app_identity_gets_exactly_the_roles_it_needs(main: Template) -> None:
@@ -557,6 +415,89 @@ def test_role_assignments_are_scoped_to_the_resources() -> None:
         ("appInsightsRoles", "appInsights"),
     ]:
         assert roles.resource(symbol)["scope"] == ResourceRef(roles, scope)
+
+
+def role_assignments() -> list[tuple[Path, str, dict[str, Any]]]:
+    return [
+        (path, symbol, resource)
+        for path in check.bicep_files()
+        for symbol, resource in (check.parse(path).get("resources") or {}).items()
+        if resource["type"] == "Microsoft.Authorization/roleAssignments"
+    ]
+
+
+def test_role_assignment_names_come_from_scope_principal_and_role() -> None:
+    """The same name on every deployment: a deployment updates its assignments, never adds
+    a second. RoleAssignmentExists then only means one made outside the template
+    (docs/DEPLOYMENT.md, Troubleshooting)."""
+    assert len(role_assignments()) == 4
+    for path, symbol, resource in role_assignments():
+        config = body(resource)
+        name = config["name"]["function"]
+        assert name["type"] == "guid", (path.name, symbol)
+        scope_id, *rest = name["parameters"].values()
+        accessor = {"operator": {"type": "property_accessor", "operands": {}}}
+        accessor["operator"]["operands"] = {"operand_1": config["scope"], "operand_2": "id"}
+        assert scope_id == accessor, (path.name, symbol)
+        assert rest == ["principalId", "roleId"], (path.name, symbol)
+    for path in check.bicep_files():
+        assert "newGuid" not in path.read_text(), path
+
+
+def test_the_publisher_may_send_to_the_system_events_queues_and_nothing_else(
+    main: Template, storage: Template
+) -> None:
+    import shared.publisher
+
+    assert "condition" in main.section("modules")["publisherAccess"]["config"]
+    access = Template(INFRA / "main.bicep", {"publisherPrincipalId": "platform"}).module(
+        "publisherAccess"
+    )
+    assert access.given["principalId"] == "platform"
+    assert access.given["principalType"] == "ServicePrincipal"
+    assert granted(access, "roleId") == {"Storage Queue Data Message Sender"}
+    # Each queue the code publishes to, as the storage module makes them; scoped to it.
+    queues = storage.output("systemEventQueues")
+    assert access.given["queueNames"] == queues == list(shared.publisher.SYSTEM_EVENT_QUEUES)
+    assert access.loop_items("senders") == queues
+    existing = access.section("resources")["queues"]
+    assert existing["type"] == "Microsoft.Storage/storageAccounts/queueServices/queues"
+    assert existing["existing"] is True
+    scope = body(access.section("resources")["senders"])["scope"]
+    assert scope == {
+        "operator": {
+            "type": "index_accessor",
+            "operands": {"operand_1": "queues", "operand_2": "i"},
+        }
+    }
+    # No other module names the publisher: it holds no other role.
+    for symbol, module in main.section("modules").items():
+        if symbol != "publisherAccess":
+            assert "publisherPrincipal" not in json.dumps(module), symbol
+
+
+def test_pausing_disables_every_queue_and_timer_function_of_the_app() -> None:
+    import function_app
+    from local.host.config import indexed_functions
+
+    functions = indexed_functions(function_app.app)
+    triggers = {f.get_function_name(): f.get_trigger() for f in functions}
+    triggered = {n for n, t in triggers.items() if t and t.get_dict_repr()["type"] != "httpTrigger"}
+    assert triggered  # the dispatcher, retries, replays and the purge
+    paused = app_settings(Template(INFRA / "main.bicep", {"pauseTriggers": True}))
+    disabled = {
+        n.split(".")[1] for n, v in paused.items() if n.endswith(".Disabled") and v == "true"
+    }
+    assert disabled == triggered
+    running = app_settings(Template(INFRA / "main.bicep"))
+    assert not [name for name in running if name.endswith(".Disabled")]
+
+
+def test_flex_consumption_scales_to_at_least_40_instances(main: Template, app: Template) -> None:
+    for template, name in ((main, "maximumInstanceCount"), (app, "maximumInstanceCount")):
+        decorators = template.section("parameters")[name]["decorators"]
+        assert {"type": "min_value", "argument": 40} in decorators, template
+    assert main.param("maximumInstanceCount") == 40
 
 
 # --- parameters and API versions ------------------------------------------------------
@@ -629,7 +570,7 @@ def test_health_is_checked_from_outside_with_an_alert(main: Template, alerts: Te
     assert test["properties"]["Frequency"] == Unresolved("multiply")  # minutes * 60
     alert = alerts.resource("healthAlert")
     criteria = alert["properties"]["criteria"]
-    assert criteria["'odata.type'"] == "Microsoft.Azure.Monitor.WebtestLocationAvailabilityCriteria"
+    assert criteria["odata.type"] == "Microsoft.Azure.Monitor.WebtestLocationAvailabilityCriteria"
     assert criteria["webTestId"] == Unresolved("healthTest.id")
 
 

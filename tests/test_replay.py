@@ -282,8 +282,10 @@ async def test_a_replay_of_10000_records_survives_a_killed_host(
     async with aiohttp.ClientSession(second.url, headers={"Authorization": key}) as session:
         replay = await finished(Api(session), stored.uid, started["ReplayId"], timeout=120)
     assert replay["Done"]
-    assert replay["Sent"] + replay["Failed"] == replay["Matched"] == 10_000
-    assert replay["Failed"] == 0
+    # the chunk cut off by the kill: what it delivered is no longer undelivered, so the run
+    # that takes over skips it (at most a chunk); everything else is sent once
+    assert replay["Sent"] + replay["Failed"] + replay["Skipped"] == replay["Matched"] == 10_000
+    assert replay["Failed"] == 0 and replay["Skipped"] <= 100
 
     async with Subscriber(cs, unique_queue) as subscriber:
         while emulator.message_count(unique_queue):

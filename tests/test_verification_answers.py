@@ -49,7 +49,8 @@ async def strict(services: Services, black_hole: BlackHole) -> AsyncIterator[Ser
     dispatcher = await services.new_dispatcher(
         isolation=IsolationSettings(attempt_timeout_seconds=5)
     )
-    dispatcher.senders, dispatcher.claims = SenderPool(guard=guard), ClaimCheckStore(guard)
+    publisher = dispatcher.publisher
+    publisher.senders, publisher.claims = SenderPool(guard=guard), ClaimCheckStore(guard)
     settings = replace(services.settings, verify_seconds=BUDGET)
     yield replace(services, settings=settings, _dispatcher=dispatcher)
     await dispatcher.close()

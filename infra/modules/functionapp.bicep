@@ -10,6 +10,8 @@ param tags object
 
 param storageAccountName string
 param storageBlobEndpoint string
+param storageQueueEndpoint string
+param storageTableEndpoint string
 param deploymentContainerName string
 param appInsightsConnectionString string
 
@@ -24,8 +26,8 @@ param encryptionKeysSecretUri string
 
 param messageRetentionDays int
 
-@description('Most instances the app may scale out to.')
-@minValue(1)
+@description('Most instances the app may scale out to (Flex Consumption: 40 to 1000).')
+@minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int
 
@@ -39,6 +41,17 @@ param instanceMemoryMB int
 
 @description('Spread instances over availability zones (only where the region offers it for Flex Consumption).')
 param zoneRedundant bool
+
+@description('The app\'s own settings by name, as text (main.bicep: its defaults, then overrides).')
+param appSettings object
+
+// After the fixed settings below; items() orders them by name.
+var tuningSettings = [
+  for setting in items(appSettings): {
+    name: setting.key
+    value: setting.value
+  }
+]
 
 resource plan 'Microsoft.Web/serverfarms@2025-03-01' = {
   name: planName
@@ -83,10 +96,24 @@ resource app 'Microsoft.Web/sites@2025-03-01' = {
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
       http20Enabled: true
-      appSettings: [
+      appSettings: concat([
         {
           name: 'AzureWebJobsStorage__accountName'
           value: storageAccountName
+        }
+        {
+          // The service URIs as this cloud names them: the host and the app use them before
+          // the account name, which alone would mean the public cloud's core.windows.net.
+          name: 'AzureWebJobsStorage__blobServiceUri'
+          value: storageBlobEndpoint
+        }
+        {
+          name: 'AzureWebJobsStorage__queueServiceUri'
+          value: storageQueueEndpoint
+        }
+        {
+          name: 'AzureWebJobsStorage__tableServiceUri'
+          value: storageTableEndpoint
         }
         {
           name: 'AzureWebJobsStorage__credential'
@@ -126,7 +153,7 @@ resource app 'Microsoft.Web/sites@2025-03-01' = {
           name: 'PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME'
           value: 'shared'
         }
-      ]
+      ], tuningSettings)
     }
     functionAppConfig: {
       deployment: {

@@ -41,14 +41,18 @@ var tableNames = [
   'replays'
   'ownership'
 ]
-var queueNames = [
+// Where the platform publishes system events (shared/publisher.py picks the queue of each
+// event; spreading events over several queues adds their names here).
+var systemEventQueues = [
   'system-events'
+]
+var queueNames = concat(systemEventQueues, [
   'system-events-poison'
   'delivery-retries'
   'delivery-retries-poison'
   'replays'
   'replays-poison'
-]
+])
 var messageBodiesContainer = 'message-bodies'
 var containerNames = [
   messageBodiesContainer
@@ -194,3 +198,6 @@ resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2025-06
 output name string = account.name
 output id string = account.id
 output blobEndpoint string = account.properties.primaryEndpoints.blob
+output queueEndpoint string = account.properties.primaryEndpoints.queue
+output tableEndpoint string = account.properties.primaryEndpoints.table
+output systemEventQueues array = systemEventQueues

@@ -34,7 +34,9 @@ The AMQP flow, as the SDK drives it:
    ServiceBusAuthenticationError) and `status-description`. Entity links on a
    connection without an accepted token are refused (amqp:unauthorized-access).
 3. Sending: the client attaches a sender to an entity (a topic name behaves as a queue;
-   in strict mode an unknown one is refused with amqp:not-found). Our attach carries
+   in strict mode an unknown one is refused with amqp:not-found and Service Bus's words,
+   "could not be found", by which the JavaScript SDK tells MessagingEntityNotFound from
+   other not-found errors). Our attach carries
    `max-message-size`, which `create_message_batch()` reads. A transfer is Accepted
    once stored, or Rejected with an error that carries an info map (without one the SDK
    hangs): amqp:link:message-size-exceeded, com.microsoft:server-busy, and on a
@@ -54,14 +56,20 @@ The AMQP flow, as the SDK drives it:
    `com.microsoft:session-filter` (a session id, or null for the next session with
    messages that no one holds); our attach names the session and its lock
    (`com.microsoft:locked-until-utc`), and the link gets only that session's messages, in
-   order. A second receiver for a held session: com.microsoft:session-cannot-be-locked;
-   none free: com.microsoft:timeout; no filter: amqp:not-allowed.
+   order. A second receiver for a held session: com.microsoft:session-cannot-be-locked.
+   Asking for the next session while none is free, the attach waits (unanswered, as
+   Service Bus leaves it) until a session gets messages or is let go, for at most the
+   link's `com.microsoft:timeout` property (ms; both SDKs send their wait in it; 60 s
+   without), then com.microsoft:timeout. No filter on a session-enabled queue, or a
+   filter on another: amqp:not-allowed with Service Bus's words.
 5. `$management` (request/response as for CBS, with `statusCode`): renew-lock,
-   update-disposition (settling by lock token, e.g. after a reconnect), peek-message.
+   update-disposition (settling by lock token, e.g. after a reconnect), peek-message,
+   renew-session-lock.
 
-Left out: session state and session lock renewal, subscriptions and filters, scheduled
-messages, receiving deferred messages, transactions, duplicate detection, entity
-management.
+Left out: session state, subscriptions and filters, scheduled messages, receiving
+deferred messages, transactions, duplicate detection, entity management.
+`tests/test_servicebus_contract.py` runs the same checks against this emulator and, given
+a connection string, against a real namespace.
 
 One module per part: `codec` (the AMQP encoding done by hand), `store` (queues, locks, dead
 letters, sessions), `journal` (the queues on disk), `sessions` (session filter and lock on

@@ -25,10 +25,12 @@ from local.servicebus.codec import StoredMessage, split_transfer
 from local.servicebus.nodes import (
     LOCK_LOST,
     MGMT_SUFFIX,
+    NOT_ALLOWED,
     NOT_FOUND,
     check_jwt_token,
     check_sas_token,
     management_reply,
+    not_found_text,
 )
 from local.servicebus.reactor import (
     LinkState,
@@ -39,12 +41,14 @@ from local.servicebus.reactor import (
     link_state,
 )
 from local.servicebus.sessions import (
-    LOCKED_UNTIL,
     NO_SESSION_ID,
     SESSION_FILTER,
-    datetime_offset,
+    SESSIONFUL_RECEIVER_REFUSED,
+    SESSIONFUL_RECEIVER_REQUIRED,
+    SessionWaiters,
+    attach_to_session,
     read_filters,
-    write_session_filter,
+    session_wait_seconds,
 )
 from local.servicebus.store import Entity, Lock
 
@@ -70,6 +74,7 @@ class Broker(Handler):
         self.container: Container | None = None
         self.acceptor: Any = None
         self.connections: set[Connection] = set()
+        self.session_waiters = SessionWaiters()
 
     @guarded
     def call(self, fn: Callable[[], None]) -> None:
@@ -117,10 +122,14 @@ class Broker(Handler):
         """The connection ended. Its locks stay until they expire, as in Service Bus: the
         SDK may still settle them through $management once reconnected."""
         self.connections.discard(conn)
+        self.session_waiters.forget_connection(conn)
         for entity in self.store.entities():
             entity.consumers = [c for c in entity.consumers if c.connection != conn]
-            for link in [h for h in entity.session_holders.values() if h.connection == conn]:
+            held = [h for h in entity.session_holders.values() if h.connection == conn]
+            for link in held:
                 entity.release(link)
+            if held:
+                self._pump(entity)  # the sessions it held may go to receivers waiting
 
     # -- links --------------------------------------------------------------------------
 
@@ -148,7 +157,7 @@ class Broker(Handler):
             return self._refuse(link, "amqp:unauthorized-access", "Put a token on $cbs first.")
         entity = self.store.find(node, create=not self.store.strict)
         if entity is None:
-            return self._refuse(link, NOT_FOUND, f"The messaging entity '{node}' was not found.")
+            return self._refuse(link, NOT_FOUND, not_found_text(node))
         if link.is_receiver:  # the client sends to us
             if entity.dead_letters is None:
                 return self._refuse(link, "amqp:not-allowed", "Cannot send to a dead-letter queue.")
@@ -160,40 +169,50 @@ class Broker(Handler):
             link.open()
             link.flow(CREDIT)
         else:  # the client receives from us
-            peek_lock = link.remote_snd_settle_mode != Link.SND_SETTLED
-            link.sb = LinkState(entity.name, entity, peek_lock)
-            if entity.requires_session and not self._hold_session(link, entity):
-                return None
-            link.snd_settle_mode = link.remote_snd_settle_mode
-            link.rcv_settle_mode = link.remote_rcv_settle_mode
-            link.open()
-            entity.consumers.append(link)
+            self._open_receiver(link, entity)
 
-    def _hold_session(self, link: Link, entity: Entity) -> bool:
-        """A receiver of a session-enabled queue holds the session its filter names, or the
-        next one with messages (filter value null), as Service Bus lets it; else refused."""
+    def _open_receiver(self, link: Link, entity: Entity) -> None:
+        """A receiving link, held back or refused as Service Bus would: a session-enabled
+        queue only takes session receivers, and only those; a receiver asking for the next
+        available session while none is free waits for one."""
+        link.sb = LinkState(entity.name, entity, link.remote_snd_settle_mode != Link.SND_SETTLED)
+        link.snd_settle_mode = link.remote_snd_settle_mode
+        link.rcv_settle_mode = link.remote_rcv_settle_mode
         filters = read_filters(link.remote_source.filter)
+        if SESSION_FILTER in filters and not entity.requires_session:
+            return self._refuse(link, NOT_ALLOWED, SESSIONFUL_RECEIVER_REFUSED)
+        if not entity.requires_session:
+            link.open()
+            return entity.consumers.append(link)
         if SESSION_FILTER not in filters:
-            text = "It is not possible for an entity that requires sessions to create a "
-            self._refuse(link, "amqp:not-allowed", text + "non-sessionful message receiver.")
-            return False
+            return self._refuse(link, NOT_ALLOWED, SESSIONFUL_RECEIVER_REQUIRED)
         wanted = filters[SESSION_FILTER]
         if wanted is None:
             session = entity.free_session(link)
             if session is None:
-                self._refuse(link, "com.microsoft:timeout", "No session is available.")
-                return False
+                return self._wait_for_session(link, entity)
         elif entity.session_holders.setdefault(str(wanted), link) is not link:
             text = f"The requested session '{wanted}' cannot be locked."
-            self._refuse(link, "com.microsoft:session-cannot-be-locked", text)
-            return False
+            return self._refuse(link, "com.microsoft:session-cannot-be-locked", text)
         else:
             session = str(wanted)
+        self._attach_session(link, entity, session)
+
+    def _attach_session(self, link: Link, entity: Entity, session: str) -> None:
         cast(LinkState, link.sb).session = session
-        write_session_filter(link.source.filter, session)
-        until = time.time() + self.emulator.lock_duration
-        link.properties = {symbol(LOCKED_UNTIL): datetime_offset(until)}
-        return True
+        attach_to_session(link, session, self.emulator.lock_duration)
+        link.open()
+        entity.consumers.append(link)
+
+    def _wait_for_session(self, link: Link, entity: Entity) -> None:
+        self.session_waiters.add(link, entity)
+
+        def give_up() -> None:
+            if self.session_waiters.waiting(link):
+                self.session_waiters.forget(link)
+                self._refuse(link, "com.microsoft:timeout", "No session is available.")
+
+        self.schedule(session_wait_seconds(link), give_up)
 
     def _refuse(self, link: Link, name: str, description: str) -> None:
         # As Service Bus does: attach without the terminus asked for, then detach with the
@@ -206,10 +225,12 @@ class Broker(Handler):
     @guarded
     def on_link_remote_close(self, event: Any) -> None:
         state = link_state(event.link)
+        self.session_waiters.forget(event.link)  # it stopped waiting
         if state and state.entity and event.link in state.entity.consumers:
             state.entity.consumers.remove(event.link)
         if state and state.entity:
             state.entity.release(event.link)
+            self._pump(state.entity)  # its session may go to a receiver waiting
         event.link.close()
 
     @guarded
@@ -281,7 +302,10 @@ class Broker(Handler):
     # -- the client receives ------------------------------------------------------------
 
     def _pump(self, entity: Entity) -> None:
-        """Give available messages to the entity's receivers, as far as their credit goes."""
+        """Give available messages to the entity's receivers, as far as their credit goes
+        (and free sessions to receivers waiting for one)."""
+        for waiter, held in self.session_waiters.grant(entity):
+            self._attach_session(waiter, entity, held)
         now = time.time()
         for link in entity.consumers:
             session = cast(LinkState, link.sb).session
@@ -397,12 +421,13 @@ class Broker(Handler):
             fields = {"status-code": 401 if why else 202, "status-description": why or "Accepted"}
             reply = Message(properties=fields)
         else:
-            entity = self.store.find(node.removesuffix(MGMT_SUFFIX), create=not self.store.strict)
+            name = node.removesuffix(MGMT_SUFFIX)
+            entity = self.store.find(name, create=not self.store.strict)
             body = request.body if isinstance(request.body, dict) else {}
             properties: dict[Any, Any] = request.properties or {}
             operation = str(properties.get("operation"))
             duration = self.emulator.lock_duration
-            reply = management_reply(entity, operation, body, duration, self._settle)
+            reply = management_reply(name, entity, operation, body, duration, self._settle)
         reply.correlation_id = request.id
         out = conn.reply_links.get(node)
         if out is None:

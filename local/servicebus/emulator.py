@@ -175,6 +175,14 @@ class Emulator:
         entity = self.store.find(queue, create=False)
         return entity.count() if entity else 0
 
+    def waiting_for_session(self, queue: str) -> int:
+        """Receivers of a session-enabled queue whose attach waits for a session to free."""
+        entity, counted = self.store.find(queue, create=False), [0]
+        if entity is not None and self._broker is not None:
+            broker = self._broker
+            self._in_reactor(lambda: counted.__setitem__(0, broker.session_waiters.count(entity)))
+        return counted[0]
+
 
 def _control(emulator: Emulator, lines: Iterator[str]) -> None:
     """The standard input commands of the module docstring."""

@@ -24,9 +24,20 @@ from local.servicebus.store import Entity
 
 MGMT_SUFFIX = "/$management"
 NOT_FOUND = "amqp:not-found"
+NOT_ALLOWED = "amqp:not-allowed"
 LOCK_LOST = "com.microsoft:message-lock-lost"
+SESSION_LOCK_LOST = "com.microsoft:session-lock-lost"
 # Broker._settle: apply an outcome to a locked message; False when its lock is gone.
 Settle = Callable[[Entity, bytes, int, bool, tuple[str, str]], bool]
+
+
+def not_found_text(entity: str) -> str:
+    """Service Bus's words for an unknown entity. The JavaScript SDK tells
+    MessagingEntityNotFound from other amqp:not-found errors by them ("could not be found")."""
+    return (
+        f"The messaging entity '{entity}' could not be found. "
+        "To know more visit https://aka.ms/sbResourceMgrExceptions."
+    )
 
 
 def check_sas_token(token: str, key: str, now: float) -> tuple[int, str]:
@@ -73,6 +84,7 @@ def check_jwt_token(token: str, issuer_key: Any, now: float) -> tuple[int, str]:
 
 
 def management_reply(
+    name: str,
     entity: Entity | None,
     operation: str,
     body: dict[Any, Any],
@@ -80,7 +92,7 @@ def management_reply(
     settle: Settle,
 ) -> Message:
     """The answer to a `<queue>/$management` request: renew-lock, update-disposition,
-    peek-message."""
+    peek-message, renew-session-lock."""
 
     def answer(code: int, text: str, value: Any = None, condition: str = "") -> Message:
         fields: dict[str, Any] = {"statusCode": code, "statusDescription": text}
@@ -89,7 +101,13 @@ def management_reply(
         return Message(properties=fields, body=value)
 
     if entity is None:
-        return answer(404, "The messaging entity was not found.", None, NOT_FOUND)
+        return answer(404, not_found_text(name), None, NOT_FOUND)
+    if operation == "com.microsoft:renew-session-lock":
+        session = str(body.get("session-id"))
+        if session not in entity.session_holders:  # its receiver has gone
+            return answer(410, "The session lock was lost.", None, SESSION_LOCK_LOST)
+        expiration = timestamp(int((time.time() + lock_duration) * 1000))
+        return answer(200, "OK", {"expiration": expiration})
     tokens = body.get("lock-tokens")
     tokens = [t.bytes_le for t in (tokens.elements if isinstance(tokens, Array) else [])]
     lost = answer(410, "The lock on the message was lost.", None, LOCK_LOST)

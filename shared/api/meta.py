@@ -11,6 +11,7 @@ import azure.functions as func
 from shared import catalog
 from shared.api.http import ApiError, Call, endpoint
 from shared.services import get_services
+from shared.settings import SettingsError
 
 if TYPE_CHECKING:
     from shared.models import CatalogEntry, Health
@@ -44,6 +45,9 @@ async def health(call: Call) -> Health:
     try:
         services = await get_services()
         await services.storage.tables.get_service_properties()
+    except SettingsError as e:  # names the setting, never its value: for the log
+        log.error("health check: %s", e)
+        raise ApiError(503, "Unhealthy", "the app's settings are incomplete") from None
     except Exception as e:  # the reason goes to the log only: it may name hosts or settings
         log.warning("health check: storage does not answer: %s", type(e).__name__)
         raise ApiError(503, "Unhealthy", "the app's storage does not answer") from None
