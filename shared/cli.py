@@ -117,7 +117,7 @@ async def purge_command(services: Services, args: argparse.Namespace) -> int:
     return 0
 
 
-async def replay_command(services: Services, args: argparse.Namespace) -> int:
+async def poison_replay_command(services: Services, args: argparse.Namespace) -> int:
     """`poison replay [--queue Q]`: how many went back alone on the last line."""
     total = Replayed()
     for queue in [args.queue] if args.queue else REPLAYABLE:
@@ -229,7 +229,7 @@ def _add_operator_commands(groups: Groups) -> None:
         "prints how many were sent back alone on the last line",
     )
     replaying.add_argument("--queue", choices=REPLAYABLE, help="one queue (default: all)")
-    replaying.set_defaults(run=replay_command)
+    replaying.set_defaults(run=poison_replay_command)
 
     log = groups.add_parser("log", help="the message log").add_subparsers(
         dest="action", required=True

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from shared.storage.apikeys import ApiKeyRepository
     from shared.storage.clients import StorageClients
     from shared.storage.connections import ConnectionRepository
-    from shared.storage.health import HealthRepository
+    from shared.storage.healthrows import HealthRepository
     from shared.storage.messages import MessageLog
     from shared.storage.ownership import OwnershipRepository
     from shared.storage.portalsessions import PortalSessionRepository
@@ -54,7 +54,7 @@ class Services:
         from shared.storage import clients
         from shared.storage.apikeys import ApiKeyRepository
         from shared.storage.connections import ConnectionRepository
-        from shared.storage.health import HealthRepository
+        from shared.storage.healthrows import HealthRepository
         from shared.storage.messages import MessageLog
         from shared.storage.ownership import OwnershipRepository
         from shared.storage.portalsessions import PortalSessionRepository
@@ -108,7 +108,7 @@ class Services:
         # the cold start of HTTP-only workers.
         from shared.dispatch.claimcheck import ClaimCheckStore
         from shared.dispatch.dispatcher import Dispatcher
-        from shared.dispatch.health import HealthTracker
+        from shared.dispatch.healthtracker import HealthTracker
         from shared.dispatch.isolation import Isolation
         from shared.dispatch.retries import RetryScheduler
         from shared.dispatch.servicebus import SenderPool

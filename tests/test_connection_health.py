@@ -20,13 +20,13 @@ import pytest
 
 from local.servicebus import Emulator
 from shared.dispatch.dispatcher import Dispatcher
-from shared.dispatch.health import HealthTracker
+from shared.dispatch.healthtracker import HealthTracker
 from shared.dispatch.retries import RetryScheduler
 from shared.health import HealthState, Outcomes, merge
 from shared.models import DeliveryError, ErrorCategory, HealthStatus, MessageQuery, MessageStatus
 from shared.services import Services
 from shared.storage.clients import HEALTH_TABLE
-from shared.storage.health import HealthRepository
+from shared.storage.healthrows import HealthRepository
 from tests.factories import PATH, UNVERIFIED, an_event
 from tests.plugins.app import Api
 from tests.servicebus_helpers import body_of, nothing_arrives, receive

@@ -22,7 +22,7 @@ from shared.reindex import PROGRESS, reindex_partition
 from shared.services import Services
 from shared.stats import delivery_stats
 from shared.storage import transactions
-from shared.storage.logcounts import Slots, bucket, logged_at, millis, percentile
+from shared.storage.logcounts import CounterSlots, bucket, logged_at, millis, percentile
 from shared.storage.messages import LoggedMessage, MessageLog
 from tests.factories import a_connection, a_record
 from tests.plugins.localhost import ROOT
@@ -316,7 +316,7 @@ async def test_large_failed_records_are_split_into_transactions_that_fit(
 
 
 def test_idle_slots_are_forgotten_past_a_number_of_partitions() -> None:
-    slots = Slots("w")
+    slots = CounterSlots("w")
     slots.MAX_PARTITIONS = 2
     a = slots.take("p1")
     slots.give_back("p1", a)

@@ -38,7 +38,7 @@ async def health_after_save(
     A verified save ends a suspension and starts the health over; an unverified save of a
     new connection starts it Healthy; an unverified PUT leaves it."""
     from shared.api.ratelimit import retry_after
-    from shared.dispatch.verify import verify as send_verification
+    from shared.dispatch.probe import verify as send_verification
 
     now = services.clock()
     if not verify or not stored.connection.active:

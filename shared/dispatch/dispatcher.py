@@ -24,7 +24,7 @@ from shared.clock import Clock
 from shared.deliveries import Delivery, Origin
 from shared.dispatch import outgoing
 from shared.dispatch.claimcheck import ClaimCheckStore
-from shared.dispatch.health import HealthTracker
+from shared.dispatch.healthtracker import HealthTracker
 from shared.dispatch.isolation import Isolation, Slot
 from shared.dispatch.publisher import Publisher, Sent
 from shared.dispatch.readcache import SharedReads

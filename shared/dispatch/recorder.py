@@ -21,7 +21,7 @@ from shared.clock import Clock, uuid7
 from shared.deliveries import Delivery, DeliveryWrite, Origin
 from shared.dispatch import summary
 from shared.dispatch.coalesce import Coalescer
-from shared.dispatch.health import HealthTracker
+from shared.dispatch.healthtracker import HealthTracker
 from shared.dispatch.publisher import Sent
 from shared.models import Message, MessageStatus, RequestMetadata, SystemEvent
 from shared.storage.messages import LoggedMessage, row_key

@@ -161,7 +161,7 @@ def count_records(entities: Iterable[dict[str, Any]], at_ms: Any) -> dict[int, H
 
 
 @dataclass
-class Slot:
+class CounterSlot:
     """One writer's counter rows in one partition, and its totals of the recent hours."""
 
     name: str
@@ -180,7 +180,7 @@ class Slot:
             self.complete = False
 
 
-class Slots:
+class CounterSlots:
     """The slots of one writer: a partition written by several tasks at once gets a slot per
     task, so no two transactions ever race on one counter row."""
 
@@ -188,17 +188,17 @@ class Slots:
 
     def __init__(self, writer: str | None = None) -> None:
         self.writer = writer or secrets.token_hex(5)
-        self._free: dict[str, list[Slot]] = {}
+        self._free: dict[str, list[CounterSlot]] = {}
         self._made = 0
 
-    def take(self, partition: str) -> Slot:
+    def take(self, partition: str) -> CounterSlot:
         free = self._free.get(partition)
         if free:
             return free.pop()
         self._made += 1
-        return Slot(f"{self.writer}{self._made:04d}")
+        return CounterSlot(f"{self.writer}{self._made:04d}")
 
-    def give_back(self, partition: str, slot: Slot) -> None:
+    def give_back(self, partition: str, slot: CounterSlot) -> None:
         if len(self._free) >= self.MAX_PARTITIONS and partition not in self._free:
             self._free.clear()  # forget idle slots now and then: new ones get new rows
         self._free.setdefault(partition, []).append(slot)

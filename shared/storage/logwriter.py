@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 from shared.storage import transactions
 from shared.storage.logcounts import (
     FAILURE,
+    CounterSlot,
+    CounterSlots,
     HourCounts,
-    Slot,
-    Slots,
     count_records,
     counter_key,
     hour_of,
@@ -50,7 +50,7 @@ def _size(entity: dict[str, Any]) -> int:
 class CountingWriter:
     def __init__(self, table: TableClient, writer: str | None, submit: Submit) -> None:
         self._table = table
-        self._slots = Slots(writer)
+        self._slots = CounterSlots(writer)
         self._submit = submit
         # RowKeys of records whose transaction got no answer, by partition.
         self._uncertain: dict[str, set[str]] = {}
@@ -68,7 +68,7 @@ class CountingWriter:
         return outcomes
 
     async def _commit_or_split(
-        self, partition: str, slot: Slot, group: list[Item]
+        self, partition: str, slot: CounterSlot, group: list[Item]
     ) -> list[BaseException | None]:
         try:
             await self._commit(partition, slot, group)
@@ -115,7 +115,7 @@ class CountingWriter:
             keys |= touched
         return [*groups, group] if group else groups
 
-    async def _commit(self, partition: str, slot: Slot, items: list[Item]) -> None:
+    async def _commit(self, partition: str, slot: CounterSlot, items: list[Item]) -> None:
         """One transaction: the records, copies of the failed ones, what goes with each, and
         the slot's new totals for their hours. Totals advance in memory only once the service
         said yes."""
@@ -168,7 +168,7 @@ class CountingWriter:
         written = {e["RowKey"] async for e in rows}
         return [e for e in group if e["RowKey"] not in written]
 
-    async def _stored(self, partition: str, slot: Slot, hour: int) -> HourCounts:
+    async def _stored(self, partition: str, slot: CounterSlot, hour: int) -> HourCounts:
         from azure.core.exceptions import ResourceNotFoundError
 
         try:

@@ -15,7 +15,7 @@ from shared.clock import Clock
 from shared.dispatch.readcache import SharedReads
 from shared.health import HealthState, Outcomes, merge
 from shared.models import DeliveryError, HealthStatus
-from shared.storage.health import HealthRepository
+from shared.storage.healthrows import HealthRepository
 
 log = logging.getLogger("shared.dispatch")
 
