@@ -49,7 +49,7 @@ from bench.common import (
     unique,
 )
 from local.azurite import ROOT, Azurite
-from local.host import QueueOptions, load_host_json
+from local.host.config import QueueOptions, load_host_json
 from shared.dispatch.dispatcher import Dispatcher
 from shared.events import new_event
 from shared.models import MessageStatus, RequestMetadata, SystemEvent

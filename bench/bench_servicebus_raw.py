@@ -27,7 +27,7 @@ from azure.servicebus.aio import ServiceBusClient as AsyncServiceBusClient
 
 from bench.common import EVENT_BODY, EVENT_KEY
 from local.process import start_emulator_process
-from local.servicebus import Emulator
+from local.servicebus.emulator import Emulator
 
 
 def _message(i: int) -> ServiceBusMessage:

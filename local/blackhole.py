@@ -10,7 +10,7 @@ import socket
 import threading
 
 from local.azurite import ACCOUNT, ACCOUNT_KEY
-from local.servicebus import DEFAULT_KEY, KEY_NAME
+from local.servicebus.emulator import DEFAULT_KEY, KEY_NAME
 
 
 class BlackHole:

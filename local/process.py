@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from local.azurite import ROOT, free_port
-from local.servicebus import DEFAULT_KEY, KEY_NAME
+from local.servicebus.emulator import DEFAULT_KEY, KEY_NAME
 
 
 @dataclass

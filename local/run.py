@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from local.azurite import start_azurite, wait_for_port
-from local.host import main as serve_app
+from local.host.runner import main as serve_app
 from shared.settings import ROOT, load_local_settings
 
 AZURITE_PORTS = (10000, 10001, 10002)  # blob, queue, table: what UseDevelopmentStorage means

@@ -185,7 +185,7 @@ async def test_catalog_openapi_and_health(api: Api, api_host: str) -> None:
 
 def test_openapi_covers_every_http_function_of_the_app() -> None:
     import function_app
-    from local.host import indexed_functions
+    from local.host.config import indexed_functions
     from shared.api import openapi
     from shared.api.http import ENDPOINTS
 

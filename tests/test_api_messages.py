@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from local.servicebus import Emulator
+from local.servicebus.emulator import Emulator
 from shared.events import new_event
 from shared.services import Services
 from shared.storage.clients import SYSTEM_EVENTS_QUEUE

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from azure.storage.blob.aio import ContainerClient
 
-from local.servicebus import Emulator
+from local.servicebus.emulator import Emulator
 from shared.events import encode_queue_message, new_event
 from shared.services import Services
 from shared.storage.clients import POISON_SUFFIX, SYSTEM_EVENTS_QUEUE

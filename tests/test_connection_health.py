@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from local.servicebus import Emulator
+from local.servicebus.emulator import Emulator
 from shared.dispatch.dispatcher import Dispatcher
 from shared.dispatch.healthtracker import HealthTracker
 from shared.dispatch.retries import RetryScheduler

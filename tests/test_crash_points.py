@@ -27,7 +27,7 @@ import pytest
 
 from local.azurite import start_azurite
 from local.process import HostProcess
-from local.servicebus import Emulator
+from local.servicebus.emulator import Emulator
 from shared import failpoints, replay
 from shared.crypto import KeyRing
 from shared.events import new_event

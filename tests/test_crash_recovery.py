@@ -5,7 +5,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 
-from local.servicebus import Emulator
+from local.servicebus.emulator import Emulator
 from shared.events import new_event
 from shared.services import Services
 from tests.factories import a_connection

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from local.servicebus import Emulator
+from local.servicebus.emulator import Emulator
 from shared.deliveries import MAX_RECORDS, Delivery, Origin
 from shared.dispatch.claimcheck import ClaimCheckStore
 from shared.dispatch.dispatcher import Dispatcher, IncompleteDispatch

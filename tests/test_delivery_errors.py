@@ -16,7 +16,7 @@ import pytest
 from azure.core import exceptions as core
 from azure.servicebus import exceptions as sb
 
-from local.servicebus import Emulator
+from local.servicebus.emulator import Emulator
 from shared.clock import system_clock
 from shared.connstrings import ConnectionStringError
 from shared.dispatch import errors

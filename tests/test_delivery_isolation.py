@@ -17,7 +17,7 @@ import pytest
 from azure.storage.queue.aio import QueueClient
 
 from local.blackhole import BlackHole
-from local.servicebus import Emulator
+from local.servicebus.emulator import Emulator
 from shared.dispatch.claimcheck import ClaimCheckStore
 from shared.dispatch.dispatcher import Dispatcher
 from shared.dispatch.isolation import BreakerState, Isolation

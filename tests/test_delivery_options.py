@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from local.azurite import ACCOUNT as AZURITE_ACCOUNT
 from local.azurite import start_azurite
-from local.servicebus import Emulator
+from local.servicebus.emulator import Emulator
 from shared.dispatch.dispatcher import Dispatcher
 from shared.endpoints import EndpointRule
 from shared.events import new_event

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from azure.storage.blob.aio import ContainerClient
 
-from local.host import QueueOptions, load_host_json
-from local.servicebus import Emulator
+from local.host.config import QueueOptions, load_host_json
+from local.servicebus.emulator import Emulator
 from shared.dispatch.dispatcher import Dispatcher
 from shared.dispatch.outgoing import message_id
 from shared.events import DeliveryRetry

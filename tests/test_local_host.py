@@ -22,17 +22,12 @@ from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import AsyncHTTPPolicy
 from azure.storage.queue.aio import QueueClient
 
-from local.host import (
-    FunctionInvoker,
-    LocalHost,
-    QueueListener,
-    QueueOptions,
-    Route,
-    Router,
-    RouteTemplate,
-    TimerTrigger,
-    resolve_setting_references,
-)
+from local.host.config import QueueOptions, resolve_setting_references
+from local.host.invoke import FunctionInvoker
+from local.host.queues import QueueListener
+from local.host.routes import Route, Router, RouteTemplate
+from local.host.server import LocalHost
+from local.host.timers import TimerTrigger
 from local.ncrontab import CronSchedule, IntervalSchedule, parse_schedule
 from shared.settings import load_local_settings
 from tests.apps import sample_app

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from local.servicebus import Emulator
+from local.servicebus.emulator import Emulator
 from shared.api.connections import create_connection, replace_connection
 from shared.api.messages import retry_message
 from shared.dispatch.dispatcher import Dispatcher

@@ -19,7 +19,7 @@ from azure.storage.queue.aio import QueueClient
 
 from local.azurite import Azurite, free_port, start_azurite
 from local.azurite import connection_string as azurite_connection_string
-from local.servicebus import Emulator
+from local.servicebus.emulator import Emulator
 from shared import publisher as publishing
 from shared.clock import system_clock
 from shared.events import INLINE_LIMIT, EventTooLarge, new_event

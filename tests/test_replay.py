@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from local.servicebus import Emulator
+from local.servicebus.emulator import Emulator
 from shared.deliveries import Origin
 from shared.dispatch.dispatcher import Attempt, Dispatcher
 from shared.events import new_event

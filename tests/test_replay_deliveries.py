@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from local.servicebus import Emulator
+from local.servicebus.emulator import Emulator
 from shared import replay
 from shared.errors import Conflict, OverBudget
 from shared.events import new_event

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from local.servicebus import Emulator
+from local.servicebus.emulator import Emulator
 from tests.factories import PATH, UNVERIFIED, body
 from tests.plugins.app import Api
 

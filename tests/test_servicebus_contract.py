@@ -44,7 +44,7 @@ from azure.servicebus.exceptions import (
     ServiceBusError,
 )
 
-from local.servicebus import Emulator
+from local.servicebus.emulator import Emulator
 from tests.servicebus_helpers import run_javascript
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -34,7 +34,7 @@ from azure.servicebus.exceptions import (
     ServiceBusServerBusyError,
 )
 
-from local.servicebus import DEFAULT_MAX_MESSAGE_SIZE, Emulator
+from local.servicebus.emulator import DEFAULT_MAX_MESSAGE_SIZE, Emulator
 
 Factory = Callable[..., Emulator]
 RECEIVE_AND_DELETE = ServiceBusReceiveMode.RECEIVE_AND_DELETE

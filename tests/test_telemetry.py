@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from local.servicebus import Emulator
+from local.servicebus.emulator import Emulator
 from shared.clock import system_clock
 from shared.dispatch import summary
 from shared.dispatch.claimcheck import ClaimCheckStore

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from local.blackhole import BlackHole
-from local.servicebus import Emulator
+from local.servicebus.emulator import Emulator
 from shared.events import new_event
 from shared.models import MessageQuery, MessageStatus
 from shared.services import Services

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from local.blackhole import BlackHole
-from local.servicebus import Emulator
+from local.servicebus.emulator import Emulator
 from shared.api import http
 from shared.api.http import ApiError
 from shared.api.ratelimit import RateLimiter

@@ -12,43 +12,7 @@ One module per part: `config` (host.json, app settings, loading the app), `invok
 function), `routes` (route templates and order), `http` (requests and responses), `queues`
 (queue triggers), `timers`, `server` (the LocalHost that ties them together) and `runner`
 (the command line).
+
+The package itself imports nothing: each caller imports the module it needs, so that
+importing one part never runs the others (tests/test_code_shape.py: no import cycle).
 """
-
-from local.host.config import (
-    DEFAULT_STORAGE_SETTING,
-    QueueOptions,
-    indexed_functions,
-    load_app,
-    load_host_json,
-    resolve_setting_references,
-    route_prefix,
-)
-from local.host.invoke import FunctionInvoker, InvocationContext
-from local.host.queues import DEFAULT_MESSAGE_LEASE, QueueListener
-from local.host.routes import Route, Router, RouteTemplate, compare_routes, route_constraint
-from local.host.runner import main
-from local.host.server import LocalHost, serve
-from local.host.timers import TimerTrigger
-
-__all__ = [
-    "DEFAULT_MESSAGE_LEASE",
-    "DEFAULT_STORAGE_SETTING",
-    "FunctionInvoker",
-    "InvocationContext",
-    "LocalHost",
-    "QueueListener",
-    "QueueOptions",
-    "Route",
-    "RouteTemplate",
-    "Router",
-    "TimerTrigger",
-    "compare_routes",
-    "indexed_functions",
-    "load_app",
-    "load_host_json",
-    "main",
-    "resolve_setting_references",
-    "route_constraint",
-    "route_prefix",
-    "serve",
-]

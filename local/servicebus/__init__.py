@@ -76,14 +76,7 @@ letters, sessions), `journal` (the queues on disk), `sessions` (session filter a
 the wire), `nodes` (`$cbs` and `$management` requests), `reactor` (glue for proton's
 reactor), `broker` (the AMQP peer) and `emulator` (the container in a thread, faults, the
 command line).
+
+The package itself imports nothing: each caller imports the module it needs, so that
+importing one part never runs the others (tests/test_code_shape.py: no import cycle).
 """
-
-from local.servicebus.emulator import (
-    DEFAULT_KEY,
-    DEFAULT_MAX_MESSAGE_SIZE,
-    KEY_NAME,
-    Emulator,
-    main,
-)
-
-__all__ = ["DEFAULT_KEY", "DEFAULT_MAX_MESSAGE_SIZE", "KEY_NAME", "Emulator", "main"]

@@ -81,7 +81,7 @@ async def api_key(services: Services, account: str) -> str:
 def api_host(app_environment: dict[str, str], storage_connection_string: str) -> Iterator[str]:
     """function_app served over real HTTP by the local host, triggers and all; its URL."""
     import function_app
-    from local.host import load_host_json
+    from local.host.config import load_host_json
     from tests.plugins.localhost import ROOT, start_threaded_host
 
     host = start_threaded_host(

@@ -22,7 +22,8 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from local.host import LocalHost, load_host_json
+from local.host.config import load_host_json
+from local.host.server import LocalHost
 from local.process import HostProcess, start_host_process
 
 ROOT = Path(__file__).resolve().parents[2]

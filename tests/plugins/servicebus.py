@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from local.servicebus import Emulator
+from local.servicebus.emulator import Emulator
 
 CONNECTION_STRING_VARIABLE = "SERVICEBUS_CONNECTION_STRING"
 
