@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from azure.servicebus.exceptions import ServiceBusAuthenticationError, ServiceBusConnectionError
 
 from local.blackhole import BlackHole
 from local.servicebus.emulator import Emulator
@@ -38,14 +39,6 @@ class Clock:
         return self.now
 
 
-class ServiceBusConnectionError(Exception):
-    """Stands in for the SDK's class of that name (the breaker goes by class names)."""
-
-
-class ServiceBusAuthenticationError(Exception):
-    """Stands in for the SDK's: the endpoint answered, with a refusal."""
-
-
 async def test_a_deadline_cuts_off_what_runs_inside_and_says_timeout() -> None:
     deadline = Deadline(0.05)
     with pytest.raises(DeliveryTimeout, match=r"within 0\.05 s"):
@@ -68,7 +61,7 @@ def test_the_breaker_opens_after_k_failures_and_lets_one_probe_after_the_cool_do
         assert breaker.admit()
         breaker.record(DeliveryTimeout("slow"))
     assert breaker.state == BreakerState.CLOSED
-    breaker.record(ServiceBusConnectionError("refused"))
+    breaker.record(ServiceBusConnectionError(message="refused"))
     assert breaker.state == BreakerState.OPEN
     assert not breaker.admit()
     assert "next probe in 30 s" in str(breaker.open_error())
@@ -104,7 +97,7 @@ def test_a_probe_that_never_reports_is_replaced_after_another_cool_down() -> Non
 def test_an_answer_from_the_endpoint_even_a_refusal_resets_the_count() -> None:
     breaker = Breaker(failures=2, cool_down=10, clock=Clock())
     breaker.record(DeliveryTimeout("slow"))
-    breaker.record(ServiceBusAuthenticationError("bad key"))
+    breaker.record(ServiceBusAuthenticationError(message="bad key"))
     breaker.record(DeliveryTimeout("slow"))
     assert breaker.state == BreakerState.CLOSED
     breaker.record(asyncio.CancelledError())  # our own shutdown: says nothing

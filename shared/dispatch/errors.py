@@ -48,16 +48,24 @@ def _refined(error: BaseException) -> BaseException:
     a refused token reported as a connection error becomes the authentication error it is
     (the SDK does that whenever a client connects to a given address, as ours do: see
     ConnectGuard)."""
-    from azure.servicebus._pyamqp.error import AuthenticationException
+    from azure.servicebus._pyamqp.error import (
+        AMQPException,
+        AuthenticationException,
+        ErrorCondition,
+    )
     from azure.servicebus.exceptions import (
         ServiceBusAuthenticationError,
         ServiceBusConnectionError,
         ServiceBusError,
     )
 
-    if type(error) is ServiceBusError and "SessionId was not set" in str(error):
-        return SessionRequired(SESSION_REQUIRED)
     inner = getattr(error, "inner_exception", None)
+    # On a send link Service Bus answers amqp:not-allowed only for a session-enabled queue
+    # and no SessionId; azure-servicebus 7.15 raises it as a plain ServiceBusError wrapping
+    # the AMQP error (tests/test_delivery_options.py sends one through the emulator).
+    not_allowed = isinstance(inner, AMQPException) and inner.condition == ErrorCondition.NotAllowed
+    if type(error) is ServiceBusError and not_allowed:
+        return SessionRequired(SESSION_REQUIRED)
     if isinstance(error, ServiceBusConnectionError) and isinstance(inner, AuthenticationException):
         return ServiceBusAuthenticationError(message=str(error), error=inner)
     return error

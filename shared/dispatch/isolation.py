@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -28,18 +29,6 @@ from uuid import UUID
 
 from shared.dispatch.bulkhead import Bulkhead, Patience, Progress, Slot
 from shared.settings import IsolationSettings
-
-# Errors that say the endpoint did not answer (by class name, any level of the hierarchy),
-# as opposed to an answer we did not like (auth, not found, busy, too large).
-_UNREACHABLE = {
-    "ServiceBusConnectionError",
-    "ServiceBusCommunicationError",
-    "OperationTimeoutError",
-    "ServiceRequestError",
-    "ServiceResponseError",
-    "ConnectionError",
-    "OSError",
-}
 
 
 class IsolationFailure(Exception):
@@ -60,7 +49,24 @@ def unreachable(error: BaseException) -> bool:
     """Whether an attempt's error counts against the endpoint in its breaker."""
     if isinstance(error, DeliveryTimeout):
         return True
-    return bool({cls.__name__ for cls in type(error).__mro__} & _UNREACHABLE)
+    return isinstance(error, _unreachable_types())
+
+
+@functools.cache
+def _unreachable_types() -> tuple[type[BaseException], ...]:
+    """Errors that say the endpoint did not answer, as opposed to an answer we did not like
+    (auth, not found, busy, too large). Imported on first use: cold start."""
+    from azure.core import exceptions as core
+    from azure.servicebus import exceptions as sb
+
+    return (
+        sb.ServiceBusConnectionError,
+        sb.ServiceBusCommunicationError,
+        sb.OperationTimeoutError,
+        core.ServiceRequestError,
+        core.ServiceResponseError,
+        OSError,  # ConnectionError and TimeoutError are OSErrors
+    )
 
 
 class Deadline:
