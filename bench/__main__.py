@@ -27,6 +27,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from bench import summary
 from bench.common import RESULTS_VARIABLE, ROOT, Result, header, machine
 
 # name -> module; the order they run in (quick ones first).
@@ -138,7 +139,15 @@ def main() -> int:
     modes.add_argument("--quick", action="store_true", help="every benchmark's quick mode")
     modes.add_argument("--smoke", action="store_true", help="tiny numbers: checks, no figures")
     parser.add_argument("--only", help=f"comma-separated, of: {', '.join(BENCHMARKS)}")
+    parser.add_argument(
+        "--summary",
+        action="store_true",
+        help="rewrite docs/BENCHMARKS.md's table from the last run",
+    )
     args = parser.parse_args()
+    if args.summary:
+        summary.rewrite(summary.DOC, json.loads(summary.LAST_RUN.read_text()))
+        return 0
     names = args.only.split(",") if args.only else list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
@@ -164,6 +173,9 @@ def main() -> int:
                     for result in purge_results(output):
                         out.write(json.dumps(asdict(result)) + "\n")
         results = load_results(results_file)
+    if mode != "smoke":  # smoke figures mean nothing: never a summary's source
+        command = " ".join(["python -m bench", *sys.argv[1:]])
+        summary.save(summary.LAST_RUN, command, machine(), results)
 
     print(f"\n== summary ({mode}, "
           f"{time.monotonic() - started:.0f} s): {machine()}")  # fmt: skip

@@ -198,3 +198,13 @@ def test_openapi_covers_every_http_function_of_the_app() -> None:
         if trigger["type"] == "httpTrigger" and trigger["route"] not in unlisted:
             for method in trigger["methods"]:
                 assert str(method).split(".")[-1].lower() in paths["/" + trigger["route"]]
+
+
+def test_openapi_names_integer_enum_values() -> None:
+    # Without names a client generator writes MessageStatus.VALUE_1 / VALUE_2 (issue 26).
+    import function_app  # noqa: F401  (registers the routes the document describes)
+    from shared.api import openapi
+
+    status = openapi.document()["components"]["schemas"]["MessageStatus"]
+    assert status["enum"] == [1, 2]
+    assert status["x-enum-varnames"] == ["SUCCEEDED", "FAILED"]

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from shared.api.http import ENDPOINTS, JSON_TYPES, Endpoint, model
+from shared.models import MessageStatus
 
 VERSION = "1.0.0"
 _REF = "#/components/schemas/{model}"
@@ -24,6 +25,14 @@ _ERROR_TITLES = {
     429: "Too many requests (see Retry-After)",
     503: "Storage does not answer",
 }
+# Integer enums a client generator would otherwise name VALUE_1, VALUE_2 (issue 26).
+_NAMED_ENUMS = (MessageStatus,)
+
+
+def _name_enum_values(components: dict[str, Any]) -> None:
+    for enum in _NAMED_ENUMS:
+        if (schema := components.get(enum.__name__)) is not None:
+            schema["x-enum-varnames"] = [enum(v).name for v in schema["enum"]]
 
 
 def _models(endpoints: list[Endpoint]) -> list[type[BaseModel]]:
@@ -94,6 +103,7 @@ def document() -> dict[str, Any]:
         ref_template=_REF,
     )
     components = schemas.get("$defs", {})
+    _name_enum_values(components)
     paths: dict[str, dict[str, Any]] = {}
     for e in endpoints:
         paths.setdefault("/" + e.route, {})[e.method.lower()] = _operation(e, components)
