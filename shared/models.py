@@ -512,7 +512,10 @@ class Message(ApiModel):
     event_key: str
     event_timestamp: Timestamp
     request_timestamp: Timestamp = Field(description="When the send began.")
-    message_body: str = Field(description="The body sent to Service Bus, as text.")
+    message_body: str | None = Field(
+        description="The body sent to Service Bus, as text; null in a listing with "
+        "includeBody=false."
+    )
     elapsed_milliseconds: int
     request_metadata: str = Field(description="JSON object as text: QueueName, MessageId, ...")
     status: MessageStatus = Field(description="1 Succeeded, 2 Failed.")
@@ -620,6 +623,9 @@ class MessageQuery(ApiModel):
         1, ge=1, le=MAX_LISTED, description=f"Page * PageSize is at most {MAX_LISTED}."
     )
     page_size: int = Field(100, ge=1, le=500)
+    include_body: bool = Field(
+        True, description="False: each message's MessageBody is null (no body is read)."
+    )
 
     @field_validator("page_size")
     @classmethod

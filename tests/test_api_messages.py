@@ -119,6 +119,7 @@ async def test_a_test_delivery_that_fails_is_returned_as_failed(
         {"pageSize": "ten"},
         {"since": "last week"},
         {"onlyFailed": "maybe"},
+        {"includeBody": "maybe"},
     ],
 )
 async def test_bad_listing_parameters_are_400(
@@ -170,6 +171,20 @@ async def test_listing_since_only_failed_and_paging(
     assert [m["Uid"] for m in only_failed["Messages"]] == [failed["Uid"]]
     since = await messages(api, uid, 1, since=failed["RequestTimestamp"].replace("Z", "+00:00"))
     assert since["TotalHits"] == 0  # `since` is exclusive: nothing after the newest
+
+
+async def test_a_listing_without_bodies_has_the_same_messages_with_null_bodies(
+    api: Api, servicebus_emulator: Emulator, unique_queue: str
+) -> None:
+    uid = (await create(api, servicebus_emulator.connection_string, unique_queue))["Uid"]
+    for _ in range(2):
+        await api.call("POST", f"{PATH}/{uid}/test")
+    whole = await messages(api, uid, 2)
+    bare = await messages(api, uid, 2, includeBody="false")
+    assert all(m["MessageBody"] for m in whole["Messages"])  # the default keeps the bodies
+    assert [m["MessageBody"] for m in bare["Messages"]] == [None, None]
+    without = [{**m, "MessageBody": None} for m in whole["Messages"]]
+    assert (bare["Messages"], bare["TotalHits"]) == (without, whole["TotalHits"])
 
 
 async def test_a_malformed_event_goes_to_the_poison_queue_with_a_log_line(

@@ -102,7 +102,7 @@ async def test_an_entra_id_connection_delivers_nothing_until_its_owner_confirms(
     [kept] = await namespace.dispatcher.dispatch(an_event(account))  # kept, not sent
     error = json.loads(kept.message.request_metadata)["Error"]
     assert (error["Category"], error["Type"]) == ("Suspended", "ConnectionUnconfirmed")
-    assert json.loads(kept.message.message_body)["Data"] == an_event(account).data  # whole
+    assert json.loads(kept.message.message_body or "")["Data"] == an_event(account).data  # whole
     route = {"connectionUid": str(uid), "messageUid": str(kept.message.uid)}
     status, resent = await in_process(retry_message, api_key, route=route)
     assert status == 200 and resent["Status"] == MessageStatus.FAILED  # a re-send is kept too

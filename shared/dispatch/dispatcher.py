@@ -202,7 +202,7 @@ class Dispatcher:
         m = record.message
         metadata = RequestMetadata.from_text(m.request_metadata)
         message = outgoing.Outgoing(
-            body=m.message_body.encode(),
+            body=(m.message_body or "").encode(),  # a record read whole: never None
             message_id=metadata.message_id
             if metadata
             else outgoing.message_id(record.account, record.event_id, stored.uid),

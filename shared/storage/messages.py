@@ -192,7 +192,7 @@ class MessageLog:
             millis(query.until) if query.until else None,
         )
         total, entities = await loglisting.page(self._table, window, query.page, query.page_size)
-        records = await self._records(partition, entities)
+        records = await self._records(partition, entities, query.include_body)
         return MessagePage(
             messages=[r.message for r in records if r], page=query.page, total_hits=total
         )
@@ -202,7 +202,7 @@ class MessageLog:
         total, rows = await self.deliveries.page(
             partition, after, upto, query.page, query.page_size
         )
-        records = await self._records(partition, rows)
+        records = await self._records(partition, rows, query.include_body)
         messages = [r.message for r in records if r]
         return MessagePage(messages=messages, page=query.page, total_hits=total)
 
@@ -337,20 +337,23 @@ class MessageLog:
             entity["ParentServiceBusMessageUid"] = str(m.parent_service_bus_message_uid)
         if record.subject is not None:
             entity["Subject"] = record.subject
-        if len(m.message_body) <= MAX_PROPERTY_CHARS:
-            entity["MessageBody"] = m.message_body
+        body = m.message_body or ""  # a record to write always has its body
+        if len(body) <= MAX_PROPERTY_CHARS:
+            entity["MessageBody"] = body
         else:
             blob_name = f"{partition}/{key}"
-            await self.bodies.upload_blob(blob_name, m.message_body.encode(), overwrite=True)
+            await self.bodies.upload_blob(blob_name, body.encode(), overwrite=True)
             entity["BodyBlob"] = blob_name
         return entity
 
-    async def _records(self, partition: str, entities: Sequence[Any]) -> list[LoggedMessage | None]:
+    async def _records(
+        self, partition: str, entities: Sequence[Any], with_body: bool = True
+    ) -> list[LoggedMessage | None]:
         """The entities as records; None for one that cannot be read (counted, logged)."""
 
         async def record(entity: Any) -> LoggedMessage | None:
             try:
-                return await self._from_entity(entity)
+                return await self._from_entity(entity, with_body)
             except (KeyError, ValueError):  # a missing or malformed property
                 return None
 
@@ -358,9 +361,9 @@ class MessageLog:
         loglisting.unreadable.skipped(found.count(None), partition)
         return found
 
-    async def _from_entity(self, entity: Any) -> LoggedMessage:
-        body = entity.get("MessageBody")
-        if body is None and entity.get("BodyBlob"):
+    async def _from_entity(self, entity: Any, with_body: bool = True) -> LoggedMessage:
+        body = (entity.get("MessageBody") or "") if with_body else None
+        if with_body and not body and entity.get("BodyBlob"):
             stream = await self.bodies.download_blob(entity["BodyBlob"])
             body = (await stream.readall()).decode()
         parent = entity.get("ParentServiceBusMessageUid")
@@ -371,7 +374,7 @@ class MessageLog:
             event_key=entity["EventKey"],
             event_timestamp=entity["EventTimestamp"],
             request_timestamp=entity["RequestTimestamp"],
-            message_body=body or "",
+            message_body=body,
             elapsed_milliseconds=entity["ElapsedMilliseconds"],
             request_metadata=entity["RequestMetadata"],
             status=MessageStatus(entity["Status"]),
