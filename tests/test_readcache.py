@@ -31,10 +31,8 @@ def test_keeps_at_most_max_keys_dropping_the_least_recently_used() -> None:
 
 
 def test_a_caller_waiting_on_an_evicted_read_still_gets_its_answer() -> None:
-    gate = asyncio.Event
-
     async def scenario() -> None:
-        opened = gate()
+        opened = asyncio.Event()
 
         async def read(key: int) -> int:
             if key == 1:

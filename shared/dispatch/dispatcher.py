@@ -22,7 +22,7 @@ from uuid import UUID
 
 from shared.clock import Clock
 from shared.deliveries import Delivery, Origin
-from shared.dispatch import outgoing
+from shared.dispatch import outgoing, summary
 from shared.dispatch.claimcheck import ClaimCheckStore
 from shared.dispatch.healthtracker import HealthTracker
 from shared.dispatch.isolation import Isolation, Slot
@@ -97,6 +97,7 @@ class Dispatcher:
         self.publisher = Publisher(senders, claims, isolation, clock)
         self.recorder = Recorder(records, clock, health)
         self._connections = SharedReads(connections.for_account, connection_cache_seconds)
+        summary.deliveries.watch("connections", self._connections.stats)
 
     # ------------------------------------------------------------ entry points
 
