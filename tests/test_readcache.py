@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from shared.dispatch.readcache import SharedReads
+from shared.dispatch.servicebus import SenderPool
 
 
 def test_keeps_at_most_max_keys_dropping_the_least_recently_used() -> None:
@@ -47,3 +48,18 @@ def test_a_caller_waiting_on_an_evicted_read_still_gets_its_answer() -> None:
         assert await waiting == 1
 
     asyncio.run(scenario())
+
+
+async def test_the_sender_pool_keeps_at_most_its_cap_and_counts_hits() -> None:
+    """Senders are made, not connected, until they send: no Service Bus is needed here."""
+    pool = SenderPool(max_senders=2)
+    first = pool.get("Endpoint=sb://127.0.0.1:1/;SharedAccessKeyName=k;SharedAccessKey=a", "q")
+    assert (
+        pool.get("Endpoint=sb://127.0.0.1:1/;SharedAccessKeyName=k;SharedAccessKey=a", "q") is first
+    )
+    for n in range(2, 5):
+        pool.get(f"Endpoint=sb://127.0.0.1:{n}/;SharedAccessKeyName=k;SharedAccessKey=a", "q")
+    assert len(pool) == 2
+    assert pool.stats() == {"size": 2, "hits": 1, "misses": 4}
+    assert pool.stats() == {"size": 2, "hits": 0, "misses": 0}
+    await pool.close()

@@ -98,6 +98,7 @@ class Dispatcher:
         self.recorder = Recorder(records, clock, health)
         self._connections = SharedReads(connections.for_account, connection_cache_seconds)
         summary.deliveries.watch("connections", self._connections.stats)
+        summary.deliveries.watch("senders", senders.stats)
 
     # ------------------------------------------------------------ entry points
 
