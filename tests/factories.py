@@ -17,6 +17,7 @@ from typing import Any
 
 from shared.clock import uuid7
 from shared.deliveries import Delivery
+from shared.errors import NotFound
 from shared.events import new_event
 from shared.models import (
     Connection,
@@ -190,11 +191,19 @@ class MemoryConnections:
 
     def __init__(self, *stored: StoredConnection) -> None:
         self.stored = list(stored)
-        self.reads = 0
+        self.reads = 0  # of an account's partition
+        self.point_reads = 0  # of one connection
 
     async def for_account(self, account: str) -> list[StoredConnection]:
         self.reads += 1
         return [s for s in self.stored if s.account == account]
+
+    async def get(self, account: str, uid: uuid.UUID) -> StoredConnection:
+        self.point_reads += 1
+        found = [s for s in self.stored if s.account == account and s.uid == uid]
+        if not found:
+            raise NotFound(f"no connection {uid}")
+        return found[0]
 
 
 class MemoryRecords:

@@ -26,7 +26,7 @@ from shared.dispatch.errors import INTERNAL_ERROR, TooLarge, classify
 from shared.dispatch.outgoing import Outgoing
 from shared.dispatch.retries import RetryScheduler
 from shared.dispatch.servicebus import SenderPool
-from shared.events import new_event
+from shared.events import DeliveryRetry, new_event
 from shared.models import (
     DeliveryError,
     ErrorCategory,
@@ -262,3 +262,21 @@ async def test_a_delivery_logs_its_outcome_with_fields(
     assert fields == expected
     assert "ErrorCategory" not in line.__dict__
     assert line.__dict__["ElapsedMilliseconds"] == record.message.elapsed_milliseconds
+
+
+async def test_a_retry_point_reads_its_connection_not_the_account(
+    retries: RetryScheduler,
+) -> None:
+    bad = "Endpoint=sb://x.example/;SharedAccessKeyName=s;SharedAccessKey=k;Z=1"  # not sent
+    connection = a_connection().model_copy(update={"service_bus_connection_string": bad})
+    others = [stored(a_connection()) for _ in range(3)]  # the same account's other connections
+    connections = MemoryConnections(stored(connection), *others)
+    dispatcher, _ = dispatcher_of(connections, retries)
+    event = an_event()
+    retry = DeliveryRetry(event=event.to_json(), connection_uid=connection.uid, attempt=2)
+    record = await dispatcher.retry(retry, event)
+    gone = retry.model_copy(update={"connection_uid": uuid.uuid4()})
+    assert await dispatcher.retry(gone, event) is None  # dropped: the connection is gone
+    await dispatcher.close()
+    assert record is not None and record.message.connection_uid == connection.uid
+    assert (connections.point_reads, connections.reads) == (2, 0)

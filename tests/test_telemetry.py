@@ -322,3 +322,23 @@ def test_loading_the_app_imports_no_telemetry_package() -> None:
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert found.stdout.strip() == "[]"
+
+
+def test_each_window_logs_the_size_and_hits_of_the_watched_caches(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    counted = DeliverySummary(clock, interval_seconds=60)
+    counted.watch("connections", lambda: {"size": 3, "hits": 9, "misses": 1})
+    caplog.set_level(logging.INFO, logger="shared.dispatch")
+    counted.flush()
+    assert [r for r in caplog.records if "Cache" in vars(r)] == []  # nothing counted, no line
+    counted.add(uuid.uuid4(), 5, None)
+    counted.flush()
+    [line] = [r for r in caplog.records if "Cache" in vars(r)]
+    assert {k: vars(line)[k] for k in ("Cache", "CacheSize", "CacheHits", "CacheMisses")} == {
+        "Cache": "connections",
+        "CacheSize": 3,
+        "CacheHits": 9,
+        "CacheMisses": 1,
+    }

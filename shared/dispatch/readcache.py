@@ -4,33 +4,60 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
 
+# Keys kept at most: an account's connections are a few KB each, so 10,000 accounts stay in
+# tens of MB whatever the number of accounts a process meets (issue 25: unbounded, a million
+# connections ran out of memory).
+MAX_KEYS = 10_000
+
 
 class SharedReads(Generic[K, V]):
     """`get(key)` answers from a read at most `seconds` old; a read under way is shared, and a
-    failed one is not kept (the next caller reads again)."""
+    failed one is not kept (the next caller reads again). At most `max_keys` keys are kept: the
+    least recently used goes first (a caller already waiting on it still gets its answer)."""
 
-    def __init__(self, read: Callable[[K], Awaitable[V]], seconds: float) -> None:
+    def __init__(
+        self, read: Callable[[K], Awaitable[V]], seconds: float, max_keys: int = MAX_KEYS
+    ) -> None:
         self._read = read
         self.seconds = seconds
-        self._kept: dict[K, tuple[float, asyncio.Future[V]]] = {}
+        self.max_keys = max_keys
+        self._kept: OrderedDict[K, tuple[float, asyncio.Future[V]]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._kept)
 
     async def get(self, key: K, fresh: bool = False) -> V:
         """`fresh`: read now, whatever is kept."""
         now = time.monotonic()
         kept = self._kept.get(key)
         if fresh or kept is None or (kept[1].done() and (kept[0] <= now or _failed(kept[1]))):
+            self.misses += 1
             kept = self._kept[key] = (now + self.seconds, asyncio.ensure_future(self._read(key)))
+            if len(self._kept) > self.max_keys:
+                self._kept.popitem(last=False)
+        else:
+            self.hits += 1
+        self._kept.move_to_end(key)
         return await asyncio.shield(kept[1])
 
     def forget(self, key: K) -> None:
         """The next `get(key)` reads again."""
         self._kept.pop(key, None)
+
+    def stats(self) -> dict[str, int]:
+        """Size and counts since the last call, for the periodic stats line; resets the counts."""
+        counted = {"size": len(self._kept), "hits": self.hits, "misses": self.misses}
+        self.hits = self.misses = 0
+        return counted
 
 
 def _failed(future: asyncio.Future[V]) -> bool:

@@ -251,6 +251,7 @@ class SenderPool:
         self._guard = guard
         self.credentials = credentials or TenantCredentials.from_environment()
         self._make = make  # tests give a sender that misbehaves
+        self.hits = self.misses = 0  # since the last stats(): the summary line logs them
         # The SDK loads now (about 0.3 s), not inside the first delivery's attempt, where the
         # loop standing still would look to the bulkheads like a destination that never answers.
         import azure.servicebus.aio  # noqa: F401
@@ -265,10 +266,13 @@ class SenderPool:
             close_in_background(sender.close, CLOSE_SECONDS)
             sender = None
         if sender is None:
+            self.misses += 1
             self._evict()
             with_token = (entra, self.credentials) if entra else None
             sender = self._make(connection_string, queue, self._guard, with_token)
             self._senders[key] = sender
+        else:
+            self.hits += 1
         self._senders.move_to_end(key)
         return sender
 
@@ -285,6 +289,12 @@ class SenderPool:
 
     def __len__(self) -> int:
         return len(self._senders)
+
+    def stats(self) -> dict[str, int]:
+        """Size and counts since the last call, for the summary's stats line."""
+        counted = {"size": len(self._senders), "hits": self.hits, "misses": self.misses}
+        self.hits = self.misses = 0
+        return counted
 
     async def close(self) -> None:
         senders, self._senders = list(self._senders.values()), OrderedDict()

@@ -47,6 +47,12 @@ class DeliverySummary:
         self._counts: dict[UUID, _Counts] = {}
         self._opened: float | None = None  # when the current window started
         self._timer: asyncio.TimerHandle | None = None
+        # Caches whose size and hit counts go in each window's stats line, by name.
+        self._caches: dict[str, Callable[[], dict[str, int]]] = {}
+
+    def watch(self, name: str, stats: Callable[[], dict[str, int]]) -> None:
+        """Log `stats()` (size, hits, misses since the last call) with each window."""
+        self._caches[name] = stats
 
     def add(self, connection_uid: UUID, elapsed_milliseconds: int, failure: str | None) -> None:
         """One attempt: `failure` is its error category, None when it was delivered."""
@@ -72,6 +78,8 @@ class DeliverySummary:
         seconds = round(self.clock() - opened) if opened is not None else 0
         for connection_uid, counts in counted.items():
             _log_summary(connection_uid, counts, seconds)
+        for name, stats in self._caches.items() if counted else ():  # a quiet process: no line
+            _log_cache(name, stats(), seconds)
 
     def _flush_when_over(self) -> None:
         """So that the last window of a burst is logged without waiting for the next delivery
@@ -107,6 +115,11 @@ def _log_summary(connection_uid: UUID, counts: _Counts, seconds: int) -> None:
         fields["ElapsedMillisecondsP95"],
         extra=fields,
     )
+
+
+def _log_cache(name: str, stats: dict[str, int], seconds: int) -> None:
+    fields = {"Cache": name, **{f"Cache{k.capitalize()}": v for k, v in stats.items()}}
+    log.info("cache %s over %d s: %s", name, seconds, stats, extra=fields)
 
 
 # The process's one summary: the dispatcher's outcome path feeds it.
