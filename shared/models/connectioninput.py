@@ -12,6 +12,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
@@ -279,23 +280,19 @@ class ConnectionInput(ApiModel):
         _entra_id_field(value, info)
         return value
 
-    @field_validator("time_to_live", mode="before")
+    @field_validator("time_to_live", mode="wrap")
     @classmethod
-    def _duration(cls, value: Any) -> Any:
+    def _time_to_live(cls, value: Any, parse: ValidatorFunctionWrapHandler) -> timedelta | None:
         # ISO 8601 text in JSON, which the strict parsing of a body refuses for a timedelta
         if isinstance(value, str):
             try:
-                return TypeAdapter(timedelta).validate_python(value)
+                value = TypeAdapter(timedelta).validate_python(value)
             except ValidationError:
                 raise ValueError("an ISO 8601 duration such as PT1H is expected") from None
-        return value
-
-    @field_validator("time_to_live")
-    @classmethod
-    def _time_to_live(cls, value: timedelta | None) -> timedelta | None:
-        if value is not None and not MIN_TIME_TO_LIVE <= value <= MAX_TIME_TO_LIVE:
+        ttl: timedelta | None = parse(value)
+        if ttl is not None and not MIN_TIME_TO_LIVE <= ttl <= MAX_TIME_TO_LIVE:
             raise ValueError("must be from PT1M (1 minute) to P14D (14 days)")
-        return value
+        return ttl
 
     @field_validator("application_properties")
     @classmethod
