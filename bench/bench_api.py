@@ -46,7 +46,7 @@ from bench.common import (
     report,
     unique,
 )
-from shared.models import MessageStatus
+from shared.models.records import MessageStatus
 from shared.services import Services
 from shared.storage import clients
 from shared.storage.connections import StoredConnection

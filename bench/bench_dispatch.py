@@ -52,7 +52,8 @@ from local.azurite import ROOT, Azurite
 from local.host.config import QueueOptions, load_host_json
 from shared.dispatch.dispatcher import Dispatcher
 from shared.events import new_event
-from shared.models import MessageStatus, RequestMetadata, SystemEvent
+from shared.models.events import SystemEvent
+from shared.models.records import MessageStatus, RequestMetadata
 from shared.services import Services
 from shared.storage import clients
 from shared.storage.connections import StoredConnection

@@ -50,7 +50,7 @@ from bench.common import (
     unique,
 )
 from shared.events import encode_queue_message
-from shared.models import SystemEvent
+from shared.models.events import SystemEvent
 from shared.services import Services
 
 PUBLISHERS = 32

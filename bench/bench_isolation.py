@@ -45,7 +45,7 @@ from bench.common import (
 )
 from local.blackhole import BlackHole
 from shared.events import new_event
-from shared.models import SystemEvent
+from shared.models.events import SystemEvent
 from shared.services import Services
 from shared.storage import clients
 from tests.factories import a_connection

@@ -33,7 +33,8 @@ from bench.common import (
     unique,
 )
 from shared import replay
-from shared.models import MessageStatus, ReplayRequest
+from shared.models.records import MessageStatus
+from shared.models.replays import ReplayRequest
 from shared.services import Services
 from tests.factories import a_connection, a_record, log_records
 

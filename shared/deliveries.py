@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
-from shared.models import DeliveryState, DeliveryStatus
+from shared.models.records import DeliveryState, DeliveryStatus
 
 # RowKeys of attempts a delivery remembers: its first and the latest ones. Automatic attempts
 # are 6 at most; only many re-sends of one delivery go past it (the middle ones then keep

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from shared.clock import Clock, system_clock
-from shared.models import ApiModel, SystemEvent
+from shared.models.base import ApiModel
+from shared.models.events import SystemEvent
 from shared.settings import Limits
 
 if TYPE_CHECKING:

@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from shared.models import ConnectionHealth, DeliveryError, ErrorCategory, HealthStatus
+from shared.models.connection import ConnectionHealth, HealthStatus
+from shared.models.records import DeliveryError, ErrorCategory
 
 
 @dataclass(frozen=True)

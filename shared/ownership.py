@@ -27,7 +27,7 @@ import secrets
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
-from shared.models import Connection
+from shared.models.connection import Connection
 
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I to misread
 CODE_LENGTH = 10  # 50 bits, shown as XXXXX-XXXXX

@@ -44,7 +44,7 @@ from shared.storage.clients import SYSTEM_EVENTS_QUEUE
 if TYPE_CHECKING:
     from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
-    from shared.models import SystemEvent
+    from shared.models.events import SystemEvent
 
 # Every queue events are published to (infra/modules/storage.bicep, systemEventQueues).
 SYSTEM_EVENT_QUEUES = (SYSTEM_EVENTS_QUEUE,)

@@ -46,7 +46,8 @@ from shared import catalog
 from shared.deliveries import Delivery, Origin
 from shared.errors import Conflict, InvalidField, NotFound, OverBudget
 from shared.failpoints import failpoint
-from shared.models import MessageStatus, ReplayRequest, ReplayStarted
+from shared.models.records import MessageStatus
+from shared.models.replays import ReplayRequest, ReplayStarted
 from shared.storage.clients import REPLAY_QUEUE
 from shared.storage.deliveries import undelivered_cursor
 from shared.storage.messages import LoggedMessage, row_key_bound

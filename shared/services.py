@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from shared.dispatch.dispatcher import Dispatcher
     from shared.dispatch.entra import CredentialFactory
     from shared.events import EventStore
-    from shared.models import SystemEvent
+    from shared.models.events import SystemEvent
     from shared.ownership import ConsentStates
     from shared.storage.apikeys import ApiKeyRepository
     from shared.storage.clients import StorageClients

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from shared.errors import InvalidField
-from shared.models import DeliveryStats, HourStats, StatsQuery
+from shared.models.records import DeliveryStats, HourStats, StatsQuery
 from shared.storage.logcounts import HOUR_MS, HourCounts, hour_of, millis, percentile, utc_hour
 
 if TYPE_CHECKING:

@@ -19,15 +19,15 @@ from shared.clock import uuid7
 from shared.deliveries import Delivery
 from shared.errors import NotFound
 from shared.events import new_event
-from shared.models import (
-    Connection,
+from shared.models.connection import Connection
+from shared.models.events import SystemEvent
+from shared.models.records import (
     DeliveryError,
     ErrorCategory,
     Message,
     MessageQuery,
     MessageStatus,
     RequestMetadata,
-    SystemEvent,
 )
 from shared.services import Services
 from shared.storage.apikeys import ApiKeyRepository

@@ -35,7 +35,7 @@ from local.process import EmulatorProcess, HostProcess, start_emulator_process, 
 from shared.crypto import KeyRing
 from shared.dispatch import outgoing
 from shared.events import new_event
-from shared.models import SystemEvent
+from shared.models.events import SystemEvent
 from shared.services import Services
 from shared.settings import Settings, StorageTarget
 from shared.storage.clients import REPLAY_QUEUE, RETRY_QUEUE, SYSTEM_EVENTS_QUEUE

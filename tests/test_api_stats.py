@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from shared.models import MessageStatus
+from shared.models.records import MessageStatus
 from shared.services import Services
 from tests.factories import a_connection, a_record
 from tests.plugins.app import Api

@@ -23,7 +23,8 @@ from shared.dispatch.dispatcher import Dispatcher
 from shared.dispatch.healthtracker import HealthTracker
 from shared.dispatch.retries import RetryScheduler
 from shared.health import HealthState, Outcomes, merge
-from shared.models import DeliveryError, ErrorCategory, HealthStatus, MessageQuery, MessageStatus
+from shared.models.connection import HealthStatus
+from shared.models.records import DeliveryError, ErrorCategory, MessageQuery, MessageStatus
 from shared.services import Services
 from shared.storage.clients import HEALTH_TABLE
 from shared.storage.healthrows import HealthRepository

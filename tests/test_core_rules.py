@@ -10,7 +10,9 @@ from pydantic import ValidationError
 from shared import catalog, connstrings
 from shared.clock import uuid7, uuid7_millis
 from shared.crypto import KeyRing
-from shared.models import ConnectionInput, MessageQuery, error_map
+from shared.models.base import error_map
+from shared.models.connectioninput import ConnectionInput
+from shared.models.records import MessageQuery
 from shared.storage.messages import row_key, row_key_bound
 
 SB = "Endpoint=sb://contoso.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=abc="

@@ -32,7 +32,7 @@ from shared import failpoints, replay
 from shared.crypto import KeyRing
 from shared.events import new_event
 from shared.failpoints import CRASH_EXIT_CODE, POINTS, FailPointError, failpoint
-from shared.models import ReplayRequest
+from shared.models.replays import ReplayRequest
 from shared.services import Services
 from shared.storage.clients import SYSTEM_EVENTS_QUEUE
 from shared.storage.replays import ReplayRow

@@ -24,7 +24,8 @@ from shared.dispatch.recorder import DeliveryLog
 from shared.dispatch.retries import RetryScheduler
 from shared.dispatch.servicebus import SenderPool
 from shared.events import DeliveryRetry
-from shared.models import DeliveryState, MessageQuery, MessageStatus, SystemEvent
+from shared.models.events import SystemEvent
+from shared.models.records import DeliveryState, MessageQuery, MessageStatus
 from shared.services import Services
 from shared.storage.messages import LoggedMessage
 from tests.factories import connect, records_of

@@ -27,13 +27,8 @@ from shared.dispatch.outgoing import Outgoing
 from shared.dispatch.retries import RetryScheduler
 from shared.dispatch.servicebus import SenderPool
 from shared.events import DeliveryRetry, new_event
-from shared.models import (
-    DeliveryError,
-    ErrorCategory,
-    MessageStatus,
-    RequestMetadata,
-    SystemEvent,
-)
+from shared.models.events import SystemEvent
+from shared.models.records import DeliveryError, ErrorCategory, MessageStatus, RequestMetadata
 from shared.services import Services
 from shared.storage.messages import LoggedMessage
 from tests.factories import NOW, MemoryConnections, MemoryRecords, a_connection, stored

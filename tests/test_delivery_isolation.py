@@ -25,7 +25,7 @@ from shared.dispatch.retries import RetryScheduler
 from shared.dispatch.servicebus import SenderPool
 from shared.endpoints import ConnectGuard
 from shared.events import DeliveryRetry
-from shared.models import MessageStatus
+from shared.models.records import MessageStatus
 from shared.services import Services
 from shared.settings import IsolationSettings
 from shared.storage.messages import LoggedMessage

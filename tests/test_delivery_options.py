@@ -26,14 +26,10 @@ from local.servicebus.emulator import Emulator
 from shared.dispatch.dispatcher import Dispatcher
 from shared.endpoints import EndpointRule
 from shared.events import new_event
-from shared.models import (
-    CLOUDEVENTS_PREFIX,
-    ConnectionInput,
-    MessageStatus,
-    RequestMetadata,
-    SystemEvent,
-    error_map,
-)
+from shared.models.base import error_map
+from shared.models.connectioninput import CLOUDEVENTS_PREFIX, ConnectionInput
+from shared.models.events import SystemEvent
+from shared.models.records import MessageStatus, RequestMetadata
 from shared.services import Services
 from shared.settings import DEFAULT_CLOUDEVENTS_SOURCE, IsolationSettings
 from tests.entra import MintingCredential

@@ -18,7 +18,8 @@ from local.servicebus.emulator import Emulator
 from shared.dispatch.dispatcher import Dispatcher
 from shared.dispatch.outgoing import message_id
 from shared.events import DeliveryRetry
-from shared.models import MessageQuery, MessageStatus, SystemEvent
+from shared.models.events import SystemEvent
+from shared.models.records import MessageQuery, MessageStatus
 from shared.services import Services
 from shared.storage.clients import RETRY_QUEUE
 from shared.storage.connections import StoredConnection

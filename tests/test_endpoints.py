@@ -18,7 +18,7 @@ from shared.dispatch.errors import classify
 from shared.dispatch.isolation import Deadline
 from shared.dispatch.servicebus import QueueSender, SenderPool
 from shared.endpoints import ConnectGuard, EndpointRefused, is_public, public_message
-from shared.models import MessageStatus
+from shared.models.records import MessageStatus
 from shared.services import Services
 from shared.settings import Settings, StorageTarget
 from tests.factories import PATH, SB, STORAGE, UNVERIFIED, an_event, body, connect

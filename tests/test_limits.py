@@ -16,7 +16,7 @@ import pytest
 from shared.api import http
 from shared.api.ratelimit import Buckets, RateLimiter
 from shared.events import EventStore, EventTooLarge, MalformedEvent, new_event
-from shared.models import Connection
+from shared.models.connection import Connection
 from shared.services import Services
 from shared.settings import Limits
 from tests.factories import NOW, PATH, UNVERIFIED, body, cli

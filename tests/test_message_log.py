@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from shared.models import MessageQuery, MessageStatus, StatsQuery
+from shared.models.records import MessageQuery, MessageStatus, StatsQuery
 from shared.reindex import PROGRESS, reindex_partition
 from shared.services import Services
 from shared.stats import delivery_stats

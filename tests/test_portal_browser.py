@@ -24,7 +24,7 @@ import pytest
 from shared.api.http import SESSION_COOKIE
 from shared.events import new_event
 from shared.health import HealthState
-from shared.models import HealthStatus
+from shared.models.connection import HealthStatus
 from shared.portal import sign_in_link
 from shared.services import Services
 from tests.browser import find_chromium, serious_violations

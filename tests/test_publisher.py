@@ -23,7 +23,7 @@ from local.servicebus.emulator import Emulator
 from shared import publisher as publishing
 from shared.clock import system_clock
 from shared.events import INLINE_LIMIT, EventTooLarge, new_event
-from shared.models import SystemEvent
+from shared.models.events import SystemEvent
 from shared.publisher import EventPublisher, PublishError, RetryPolicy
 from shared.services import Services
 from shared.storage.clients import SYSTEM_EVENTS_QUEUE

@@ -20,7 +20,7 @@ from local.servicebus.emulator import Emulator
 from shared.deliveries import Origin
 from shared.dispatch.dispatcher import Attempt, Dispatcher
 from shared.events import new_event
-from shared.models import MessageStatus, RequestMetadata
+from shared.models.records import MessageStatus, RequestMetadata
 from shared.services import Services
 from shared.storage.clients import POISON_SUFFIX, REPLAY_QUEUE
 from shared.storage.connections import StoredConnection

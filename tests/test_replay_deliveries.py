@@ -20,7 +20,8 @@ from local.servicebus.emulator import Emulator
 from shared import replay
 from shared.errors import Conflict, OverBudget
 from shared.events import new_event
-from shared.models import MessageStatus, ReplayRequest
+from shared.models.records import MessageStatus
+from shared.models.replays import ReplayRequest
 from shared.services import Services
 from tests.factories import PATH, SB, a_record, connect
 from tests.plugins.app import Api

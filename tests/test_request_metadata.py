@@ -1,7 +1,7 @@
 """A record's RequestMetadata: one model, and the JSON text on the wire exactly as it was
 (same keys, same order, same spacing, absent keys left out)."""
 
-from shared.models import DeliveryError, ErrorCategory, RequestMetadata
+from shared.models.records import DeliveryError, ErrorCategory, RequestMetadata
 
 
 def test_a_successful_delivery_keeps_five_keys_in_this_order() -> None:

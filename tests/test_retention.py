@@ -18,7 +18,7 @@ from shared.cli import parse_instant, purge_command
 from shared.crypto import KeyRing
 from shared.errors import NotFound
 from shared.events import EventStore, new_event
-from shared.models import MessageQuery, MessageStatus
+from shared.models.records import MessageQuery, MessageStatus
 from shared.retention import TOMBSTONE_GRACE, PurgeResult, purge
 from shared.services import Services
 from shared.storage.connections import ConnectionRepository, StoredConnection

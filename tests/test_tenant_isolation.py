@@ -24,7 +24,7 @@ from typing import Any
 from local.blackhole import BlackHole
 from local.servicebus.emulator import Emulator
 from shared.events import new_event
-from shared.models import MessageQuery, MessageStatus
+from shared.models.records import MessageQuery, MessageStatus
 from shared.services import Services
 from shared.storage.connections import StoredConnection
 from tests.factories import connect

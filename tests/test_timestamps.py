@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from shared.events import EventStore, MalformedEvent, new_event
-from shared.models import MessageStatus
+from shared.models.records import MessageStatus
 from shared.services import Services
 from shared.storage.clients import POISON_SUFFIX, SYSTEM_EVENTS_QUEUE
 from shared.storage.messages import LoggedMessage

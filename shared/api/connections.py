@@ -12,7 +12,8 @@ from shared.api.http import ApiError, Call, endpoint, parse_uid
 from shared.services import get_services
 
 if TYPE_CHECKING:
-    from shared.models import Connection, ConnectionInput
+    from shared.models.connection import Connection
+    from shared.models.connectioninput import ConnectionInput
 
 bp = func.Blueprint()
 COLLECTION = "v1/azureservicebusconnections"
@@ -62,7 +63,7 @@ async def create_connection(call: Call) -> Connection:
     is saved unconfirmed: its verification message carries the code to confirm it with."""
     from shared.api.ownership import check_tenant, confirmation_code, keep_code
     from shared.api.verification import health_after_save, with_health
-    from shared.models import Connection
+    from shared.models.connection import Connection
     from shared.storage.connections import StoredConnection
 
     services = await get_services()
@@ -107,7 +108,7 @@ async def replace_connection(call: Call) -> Connection:
     sends where it was confirmed for; else its verification carries a new code."""
     from shared.api.ownership import check_tenant, confirmation_code, keep_code
     from shared.api.verification import health_after_save, with_health
-    from shared.models import Connection
+    from shared.models.connection import Connection
 
     services = await get_services()
     sent: ConnectionInput = call.body
@@ -136,7 +137,7 @@ async def resume_connection(call: Call) -> Connection:
     """End a suspension: events are sent again (those kept meanwhile can be replayed)."""
     from shared.api.verification import with_health
     from shared.health import HealthState
-    from shared.models import HealthStatus
+    from shared.models.connection import HealthStatus
 
     services = await get_services()
     uid = parse_uid(call.route["uid"], "connection")

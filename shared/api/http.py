@@ -36,9 +36,10 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 def model(name: str) -> "type[BaseModel]":
     """A model of shared.models by name."""
-    from shared import models
+    from shared.models import connection, connectioninput, events, meta, records, replays
 
-    found: type[BaseModel] = getattr(models, name)
+    modules = (connection, connectioninput, events, meta, records, replays)
+    found: type[BaseModel] = next(getattr(m, name) for m in modules if hasattr(m, name))
     return found
 
 
@@ -70,7 +71,7 @@ class ApiError(Exception):
 
 
 def validation_error(error: "ValidationError") -> ApiError:
-    from shared.models import error_map
+    from shared.models.base import error_map
 
     for item in error.errors(include_url=False):
         if item["type"] == "json_invalid":
@@ -166,7 +167,7 @@ class Endpoint:
     method: str
     route: str
     summary: str
-    body: str | None  # model names in shared.models
+    body: str | None  # model names in shared.models.*
     query: str | None
     returns: str | None
     many: bool  # returns a JSON array of `returns`

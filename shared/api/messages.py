@@ -11,14 +11,8 @@ from shared.catalog import TEST_EVENT_KEY
 from shared.services import Services, get_services
 
 if TYPE_CHECKING:
-    from shared.models import (
-        Delivery,
-        DeliveryStats,
-        Message,
-        MessagePage,
-        Replay,
-        ReplayStarted,
-    )
+    from shared.models.records import Delivery, DeliveryStats, Message, MessagePage
+    from shared.models.replays import Replay, ReplayStarted
     from shared.storage.connections import StoredConnection
 
 bp = func.Blueprint()

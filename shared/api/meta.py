@@ -14,7 +14,8 @@ from shared.services import get_services
 from shared.settings import SettingsError
 
 if TYPE_CHECKING:
-    from shared.models import CatalogEntry, Health
+    from shared.models.events import CatalogEntry
+    from shared.models.meta import Health
 
 bp = func.Blueprint()
 log = logging.getLogger("shared.api")
@@ -23,7 +24,7 @@ log = logging.getLogger("shared.api")
 @endpoint(bp, "GET", "v1/events", returns="CatalogEntry", many=True)
 async def list_events(call: Call) -> list[CatalogEntry]:
     """The event catalog: the keys a connection can enable."""
-    from shared.models import CatalogEntry
+    from shared.models.events import CatalogEntry
 
     return [CatalogEntry(event_key=k, description=d) for k, d in catalog.catalog().items()]
 
@@ -40,7 +41,7 @@ async def openapi_document(call: Call) -> func.HttpResponse:
 async def health(call: Call) -> Health:
     """200 when the app's storage answers (no API key needed)."""
     from shared.api import openapi
-    from shared.models import Health
+    from shared.models.meta import Health
 
     try:
         services = await get_services()

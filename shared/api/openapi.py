@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from shared.api.http import ENDPOINTS, JSON_TYPES, Endpoint, model
-from shared.models import MessageStatus
+from shared.models.records import MessageStatus
 
 VERSION = "1.0.0"
 _REF = "#/components/schemas/{model}"

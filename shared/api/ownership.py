@@ -13,7 +13,7 @@ from shared.api.http import ApiError, Call, endpoint, parse_uid
 from shared.services import Services, get_services
 
 if TYPE_CHECKING:
-    from shared.models import Connection, ConsentLink, TenantConsented
+    from shared.models.connection import Connection, ConsentLink, TenantConsented
     from shared.storage.connections import StoredConnection
 
 bp = func.Blueprint()
@@ -55,7 +55,7 @@ async def consent_link(call: Call) -> ConsentLink:
     """The link an administrator of the tenant opens to grant the app's Entra ID application
     consent; its signed state binds the tenant to this account once consent is granted."""
     from shared.dispatch.entra import APP_CLIENT_ID_SETTING
-    from shared.models import ConsentLink
+    from shared.models.connection import ConsentLink
     from shared.ownership import CONSENT_PATH, STATE_LIFETIME, consent_url
     from shared.portal import base_url
 
@@ -83,7 +83,7 @@ async def consent_granted(call: Call) -> TenantConsented:
     binds the tenant to the account that asked (no API key: the state is the proof)."""
     from uuid import UUID
 
-    from shared.models import TenantConsented
+    from shared.models.connection import TenantConsented
     from shared.ownership import InvalidState
 
     services = await get_services()

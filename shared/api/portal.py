@@ -27,7 +27,7 @@ from shared.portal import STATIC
 from shared.services import Services, get_services
 
 if TYPE_CHECKING:
-    from shared.models import PortalSessionInfo
+    from shared.models.meta import PortalSessionInfo
     from shared.storage.portalsessions import PortalSession
 
 bp = func.Blueprint()
@@ -92,7 +92,7 @@ def session_response(info: PortalSessionInfo, cookie: str) -> func.HttpResponse:
 
 
 def info_of(session: PortalSession) -> PortalSessionInfo:
-    from shared.models import PortalSessionInfo
+    from shared.models.meta import PortalSessionInfo
 
     return PortalSessionInfo(
         account=session.account, expires_at=session.expires_at, csrf_token=session.csrf_token
@@ -128,7 +128,7 @@ async def sign_in(call: Call) -> func.HttpResponse:
 @endpoint(bp, "GET", "portal/session", returns="PortalSessionInfo", listed=False)
 async def session_info(call: Call) -> PortalSessionInfo:
     """The caller's account and, with the session cookie, the session's CSRF token."""
-    from shared.models import PortalSessionInfo
+    from shared.models.meta import PortalSessionInfo
 
     assert call.request is not None
     services = await get_services()

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from shared.api.http import ApiError, limiter_of
 from shared.health import HealthState, Outcomes, merge
-from shared.models import Connection
+from shared.models.connection import Connection
 
 if TYPE_CHECKING:
     from shared.services import Services

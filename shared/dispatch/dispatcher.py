@@ -34,7 +34,8 @@ from shared.dispatch.servicebus import SenderPool
 from shared.errors import NotFound
 from shared.events import DeliveryRetry
 from shared.failpoints import failpoint
-from shared.models import DeliveryError, ErrorCategory, RequestMetadata, SystemEvent
+from shared.models.events import SystemEvent
+from shared.models.records import DeliveryError, ErrorCategory, RequestMetadata
 from shared.settings import IsolationSettings
 from shared.storage.messages import LoggedMessage
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from shared.connstrings import ConnectionStringError
 from shared.dispatch.isolation import IsolationFailure
 from shared.endpoints import EndpointRefused, public_message
-from shared.models import DeliveryError, ErrorCategory
+from shared.models.records import DeliveryError, ErrorCategory
 
 log = logging.getLogger("shared.dispatch")
 

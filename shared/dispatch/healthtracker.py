@@ -14,7 +14,8 @@ from uuid import UUID
 from shared.clock import Clock
 from shared.dispatch.readcache import SharedReads
 from shared.health import HealthState, Outcomes, merge
-from shared.models import DeliveryError, HealthStatus
+from shared.models.connection import HealthStatus
+from shared.models.records import DeliveryError
 from shared.storage.healthrows import HealthRepository
 
 log = logging.getLogger("shared.dispatch")

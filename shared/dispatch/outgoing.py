@@ -11,11 +11,13 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from shared.models import CLOUDEVENTS_PREFIX, SystemEvent, iso_utc
+from shared.models.base import iso_utc
+from shared.models.connectioninput import CLOUDEVENTS_PREFIX
+from shared.models.events import SystemEvent
 from shared.settings import cloudevents_source
 
 if TYPE_CHECKING:
-    from shared.models import ConnectionInput
+    from shared.models.connectioninput import ConnectionInput
 
 SCHEMA_VERSION = 1
 CONTENT_TYPE = "application/json"

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 from shared.dispatch import outgoing
 from shared.dispatch.errors import classify
 from shared.events import new_event
-from shared.models import Connection, DeliveryError, ErrorCategory
+from shared.models.connection import Connection
+from shared.models.records import DeliveryError, ErrorCategory
 
 if TYPE_CHECKING:
     from shared.dispatch.dispatcher import Dispatcher

@@ -23,7 +23,8 @@ from shared.dispatch.isolation import Deadline, Isolation, Slot
 from shared.dispatch.servicebus import QueueSender, SenderPool
 from shared.endpoints import blob_endpoint
 from shared.failpoints import failpoint
-from shared.models import Connection, DeliveryError
+from shared.models.connection import Connection
+from shared.models.records import DeliveryError
 
 if TYPE_CHECKING:
     from shared.storage.connections import StoredConnection

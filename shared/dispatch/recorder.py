@@ -23,7 +23,8 @@ from shared.dispatch import summary
 from shared.dispatch.coalesce import Coalescer
 from shared.dispatch.healthtracker import HealthTracker
 from shared.dispatch.publisher import Sent
-from shared.models import Message, MessageStatus, RequestMetadata, SystemEvent
+from shared.models.events import SystemEvent
+from shared.models.records import Message, MessageStatus, RequestMetadata
 from shared.storage.messages import LoggedMessage, row_key
 from shared.storage.transactions import TransactionError
 

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from shared.events import DeliveryRetry, EventStore, encode_queue_message
-from shared.models import DeliveryError, ErrorCategory, SystemEvent
+from shared.models.events import SystemEvent
+from shared.models.records import DeliveryError, ErrorCategory
 
 if TYPE_CHECKING:
     from azure.storage.queue.aio import QueueClient

@@ -21,7 +21,8 @@ from uuid import UUID
 from shared import connstrings
 from shared.crypto import KeyRing
 from shared.errors import Conflict, InvalidField, NotFound
-from shared.models import Connection, EventSettings
+from shared.models.connection import Connection
+from shared.models.connectioninput import EventSettings
 from shared.ownership import confirmed_after_change, destination
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.deliveries import Delivery, DeliveryWrite
-from shared.models import DeliveryState, DeliveryStatus, RequestMetadata
+from shared.models.records import DeliveryState, DeliveryStatus, RequestMetadata
 from shared.storage import loglisting, transactions
 from shared.storage.logcounts import FAILURE, MAX_MILLIS, RECORDS_END, millis
 

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from shared.health import HealthState
-from shared.models import DeliveryError, HealthStatus
+from shared.models.connection import HealthStatus
+from shared.models.records import DeliveryError
 
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient

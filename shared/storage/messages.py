@@ -42,16 +42,8 @@ from uuid import UUID
 from shared.clock import uuid7_millis
 from shared.deliveries import Delivery, DeliveryWrite
 from shared.errors import NotFound
-from shared.models import (
-    Delivery as DeliveryView,
-)
-from shared.models import (
-    Message,
-    MessagePage,
-    MessageQuery,
-    MessageStatus,
-    RequestMetadata,
-)
+from shared.models.records import Delivery as DeliveryView
+from shared.models.records import Message, MessagePage, MessageQuery, MessageStatus, RequestMetadata
 from shared.storage import deliveries, loglisting, transactions
 from shared.storage.logcounts import (
     COUNTER,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from shared.errors import NotFound
-from shared.models import Replay
+from shared.models.replays import Replay
 
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient
