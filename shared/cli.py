@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from shared.poison import REPLAYABLE, Replayed, replay
-from shared.reindex import reindex
-from shared.retention import purge
+from shared.service.poison import REPLAYABLE, Replayed, replay
+from shared.service.reindex import reindex
+from shared.service.retention import purge
 from shared.services import Services
 from shared.settings import Settings, SettingsError, load_command_line_settings
 from shared.storage import clients
@@ -139,7 +139,7 @@ async def reindex_command(services: Services, args: argparse.Namespace) -> int:
 
 async def backup_command(services: Services, args: argparse.Namespace) -> int:
     """`backup export|restore DIR [--table T ...]`: the entities written or read, last."""
-    from shared import backup
+    from shared.service import backup
 
     tables = tuple(args.table or backup.DEFAULT_TABLES)
     run = backup.export if args.action == "export" else backup.restore

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from shared.dispatch.entra import CredentialFactory
     from shared.events import EventStore
     from shared.models import SystemEvent
-    from shared.ownership import ConsentStates
+    from shared.service.ownership import ConsentStates
     from shared.storage.apikeys import ApiKeyRepository
     from shared.storage.clients import StorageClients
     from shared.storage.connections import ConnectionRepository
@@ -50,7 +50,7 @@ class Services:
         # and cryptography and the repositories are not needed to index the app (cold start).
         from shared.crypto import KeyRing
         from shared.events import EventStore
-        from shared.ownership import ConsentStates
+        from shared.service.ownership import ConsentStates
         from shared.storage import clients
         from shared.storage.apikeys import ApiKeyRepository
         from shared.storage.connections import ConnectionRepository

@@ -17,10 +17,10 @@ import aiohttp
 import pytest
 
 from local.servicebus import Emulator
-from shared import replay
 from shared.errors import Conflict, OverBudget
 from shared.events import new_event
 from shared.models import MessageStatus, ReplayRequest
+from shared.service import replays as replay
 from shared.services import Services
 from tests.factories import PATH, SB, a_record, connect
 from tests.plugins.app import Api

@@ -21,7 +21,7 @@ COLLECTION = "v1/azureservicebusconnections"
 @endpoint(bp, "GET", COLLECTION, returns="Connection", many=True)
 async def list_connections(call: Call) -> list[Connection]:
     """List the account's connections (secrets shown as ***), each with its Health."""
-    from shared.api.verification import with_health
+    from shared.service.verification import with_health
 
     services = await get_services()
     health = await services.health.for_account(call.account)
@@ -35,7 +35,7 @@ async def list_connections(call: Call) -> list[Connection]:
 @endpoint(bp, "GET", COLLECTION + "/{uid}", returns="Connection", errors=(404,))
 async def get_connection(call: Call) -> Connection:
     """Get one connection (secrets shown as ***), with its Health."""
-    from shared.api.verification import with_health
+    from shared.service.verification import with_health
 
     services = await get_services()
     uid = parse_uid(call.route["uid"], "connection")
@@ -61,8 +61,8 @@ async def create_connection(call: Call) -> Connection:
     saved. An Entra ID connection names a tenant consented through this account's link, and
     is saved unconfirmed: its verification message carries the code to confirm it with."""
     from shared.api.ownership import check_tenant, confirmation_code, keep_code
-    from shared.api.verification import health_after_save, with_health
     from shared.models import Connection
+    from shared.service.verification import health_after_save, with_health
     from shared.storage.connections import StoredConnection
 
     services = await get_services()
@@ -106,8 +106,8 @@ async def replace_connection(call: Call) -> Connection:
     verified save ends a suspension. An Entra ID connection stays confirmed only while it
     sends where it was confirmed for; else its verification carries a new code."""
     from shared.api.ownership import check_tenant, confirmation_code, keep_code
-    from shared.api.verification import health_after_save, with_health
     from shared.models import Connection
+    from shared.service.verification import health_after_save, with_health
 
     services = await get_services()
     sent: ConnectionInput = call.body
@@ -134,9 +134,9 @@ async def replace_connection(call: Call) -> Connection:
 @endpoint(bp, "POST", COLLECTION + "/{uid}/resume", returns="Connection", errors=(404,))
 async def resume_connection(call: Call) -> Connection:
     """End a suspension: events are sent again (those kept meanwhile can be replayed)."""
-    from shared.api.verification import with_health
     from shared.health import HealthState
     from shared.models import HealthStatus
+    from shared.service.verification import with_health
 
     services = await get_services()
     uid = parse_uid(call.route["uid"], "connection")

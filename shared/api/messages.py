@@ -38,7 +38,7 @@ async def connection_of(
 async def list_messages(call: Call) -> MessagePage:
     """A page of the connection's messages, newest first; TotalHits counts all matches. With
     undelivered=true: the deliveries not delivered, each as its latest attempt, oldest first."""
-    from shared.stats import check_times
+    from shared.service.stats import check_times
 
     services = await get_services()
     stored = await connection_of(call, services)
@@ -99,7 +99,7 @@ async def replay_messages(call: Call) -> ReplayStarted:
     once as a re-send of its latest record (same MessageId, IsRetry, Parent); 202 at once with
     the replay's id and how many deliveries match. 409 (with the running ReplayId) while
     another replay of the connection runs; 429 past the account's replays per hour."""
-    from shared.replay import start
+    from shared.service.replays import start
 
     services = await get_services()
     stored = await connection_of(call, services, "uid")
@@ -134,7 +134,7 @@ async def delivery_stats(call: Call) -> DeliveryStats:
 
     Served from the counters kept as the log is written. Default window: the last 24 hours;
     at most 14 days."""
-    from shared.stats import delivery_stats
+    from shared.service.stats import delivery_stats
 
     services = await get_services()
     stored = await connection_of(call, services, "uid")

@@ -1,4 +1,4 @@
-"""Proof of ownership for Entra ID connections (shared/ownership.py): the admin-consent link
+"""Proof of ownership for Entra ID connections (shared/service/ownership.py): the admin-consent link
 with a signed state, Entra ID's redirect after consent, and the confirmation code; plus what
 saving a connection asks of its owner."""
 
@@ -33,8 +33,8 @@ async def confirm_connection(call: Call) -> Connection:
     """Confirm an Entra ID connection with the one-time code of its verification message:
     deliveries start (those kept meanwhile can be replayed). A connection that needs no code,
     or is confirmed already, is answered as it is."""
-    from shared.api.verification import with_health
-    from shared.ownership import destination, needs_code
+    from shared.service.ownership import destination, needs_code
+    from shared.service.verification import with_health
 
     services = await get_services()
     uid = parse_uid(call.route["uid"], "connection")
@@ -56,8 +56,8 @@ async def consent_link(call: Call) -> ConsentLink:
     consent; its signed state binds the tenant to this account once consent is granted."""
     from shared.dispatch.entra import APP_CLIENT_ID_SETTING
     from shared.models import ConsentLink
-    from shared.ownership import CONSENT_PATH, STATE_LIFETIME, consent_url
     from shared.portal import base_url
+    from shared.service.ownership import CONSENT_PATH, STATE_LIFETIME, consent_url
 
     client_id = os.environ.get(APP_CLIENT_ID_SETTING)
     if not client_id:  # this deployment offers no Entra ID connections
@@ -84,7 +84,7 @@ async def consent_granted(call: Call) -> TenantConsented:
     from uuid import UUID
 
     from shared.models import TenantConsented
-    from shared.ownership import InvalidState
+    from shared.service.ownership import InvalidState
 
     services = await get_services()
     sent = call.query
@@ -120,7 +120,7 @@ async def check_tenant(services: Services, account: str, connection: Connection)
 
 def confirmation_code(connection: Connection, verify: bool) -> str | None:
     """The code a save's verification message carries, when the connection needs one."""
-    from shared.ownership import needs_code, new_code
+    from shared.service.ownership import needs_code, new_code
 
     verifies = verify and connection.active
     return new_code() if verifies and needs_code(connection) else None
@@ -128,7 +128,7 @@ def confirmation_code(connection: Connection, verify: bool) -> str | None:
 
 async def keep_code(services: Services, stored: StoredConnection, code: str | None) -> None:
     """Once saved: the code the verification message carried, kept as its HMAC."""
-    from shared.ownership import destination
+    from shared.service.ownership import destination
 
     if code is not None:
         where = destination(stored.connection)

@@ -22,7 +22,7 @@ from shared import connstrings
 from shared.crypto import KeyRing
 from shared.errors import Conflict, InvalidField, NotFound
 from shared.models import Connection, EventSettings
-from shared.ownership import confirmed_after_change, destination
+from shared.service.ownership import confirmed_after_change, destination
 
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient
