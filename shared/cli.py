@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from shared.catalog import known_key
 from shared.service.poison import REPLAYABLE, Replayed, replay
 from shared.service.reindex import reindex
 from shared.service.retention import purge
@@ -87,6 +88,15 @@ def event_data(value: str) -> Any:
         raise argparse.ArgumentTypeError(f"{source} is not UTF-8 text: {e.reason}") from None
     except json.JSONDecodeError as e:
         raise argparse.ArgumentTypeError(f"{source} is not JSON: {e}") from None
+
+
+def event_key(value: str) -> str:
+    """`--key` as the API checks event keys: the catalog's, in its spelling (before any storage
+    is touched)."""
+    try:
+        return known_key(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 async def event_publish(services: Services, args: argparse.Namespace) -> int:
@@ -182,7 +192,9 @@ def _add_tenant_commands(groups: Groups) -> None:
     )
     publish = event.add_parser("publish", help="raise an event; prints its EventId last")
     publish.add_argument("--account", required=True)
-    publish.add_argument("--key", required=True, help="EventKey, e.g. Employee.Created")
+    publish.add_argument(
+        "--key", required=True, type=event_key, help="EventKey, e.g. Employee.Created"
+    )
     publish.add_argument("--subject")
     publish.add_argument(
         "--data",
@@ -260,6 +272,7 @@ def _add_operator_commands(groups: Groups) -> None:
 
 
 async def _run(command: Command, args: argparse.Namespace) -> int:
+    # Ctrl-C cancels this task: the finally closes the clients (no "Unclosed client session")
     services = await Services.open(Settings.from_environment())
     try:
         return await command(services, args)
@@ -272,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     load_command_line_settings()
     try:
         return asyncio.run(_run(args.run, args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     except (ValueError, SettingsError) as e:  # bad input (pydantic's ValidationError too)
         print(f"error: {e}", file=sys.stderr)
         return 2
