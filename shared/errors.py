@@ -41,3 +41,15 @@ class VerificationFailed(Exception):
             "(send ?verify=false to save without the check)"
         )
         self.names, self.reason = names, reason
+
+
+class Invalid(ValueError):
+    """Input that fails a product rule: `errors` maps each property to blame to its reasons."""
+
+    def __init__(self, detail: str, errors: dict[str, list[str]]) -> None:
+        super().__init__(detail)
+        self.errors = errors
+
+
+class LimitReached(Exception):
+    """The account holds as many of a thing as it may."""

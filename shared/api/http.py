@@ -15,7 +15,15 @@ from uuid import UUID
 
 import azure.functions as func
 
-from shared.errors import Conflict, InvalidField, NotFound, OverBudget, VerificationFailed
+from shared.errors import (
+    Conflict,
+    Invalid,
+    InvalidField,
+    LimitReached,
+    NotFound,
+    OverBudget,
+    VerificationFailed,
+)
 
 if TYPE_CHECKING:
     from pydantic import BaseModel, ValidationError
@@ -159,6 +167,8 @@ PROBLEMS: dict[type[Exception], Callable[[Any], ApiError]] = {
         409, "Conflict", str(e) or None, extensions={k: str(v) for k, v in e.extensions.items()}
     ),
     OverBudget: over_budget,
+    LimitReached: lambda e: ApiError(409, "Limit reached", str(e)),
+    Invalid: lambda e: ApiError(400, "Validation failed", str(e), e.errors),
     InvalidField: lambda e: ApiError(400, "Validation failed", str(e), {e.field: [e.message]}),
     VerificationFailed: lambda e: ApiError(
         400, "Verification failed", str(e), {e.names: [e.reason]}
@@ -219,6 +229,7 @@ class Call:
     body: Any = None
     query: Any = None
     request: func.HttpRequest | None = None  # for the few handlers that read headers
+    services: Services = None  # type: ignore[assignment]  # injected; None on public routes
 
 
 def endpoint(
@@ -369,6 +380,7 @@ async def invoke(handler: Handler, req: func.HttpRequest, spec: Endpoint) -> fun
             body=parse_body(req, spec.body, services.settings) if spec.body else None,
             query=parse_query(req, spec.query) if spec.query else None,
             request=req,
+            services=services,
         )
     try:
         result = await handler(call)

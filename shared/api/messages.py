@@ -8,7 +8,7 @@ import azure.functions as func
 
 from shared.api.http import Call, endpoint, parse_uid
 from shared.catalog import TEST_EVENT_KEY
-from shared.services import Services, get_services
+from shared.services import Services
 
 if TYPE_CHECKING:
     from shared.models import (
@@ -40,7 +40,7 @@ async def list_messages(call: Call) -> MessagePage:
     undelivered=true: the deliveries not delivered, each as its latest attempt, oldest first."""
     from shared.service.stats import check_times
 
-    services = await get_services()
+    services = call.services
     stored = await connection_of(call, services)
     retention = services.settings.retention_days
     check_times(services.clock(), retention, Since=call.query.since, Until=call.query.until)
@@ -50,7 +50,7 @@ async def list_messages(call: Call) -> MessagePage:
 @endpoint(bp, "GET", CONNECTION + "/messages/{messageUid}", returns="Message", errors=(404,))
 async def get_message(call: Call) -> Message:
     """One message (delivery attempt) of the connection."""
-    services = await get_services()
+    services = call.services
     stored = await connection_of(call, services)
     uid = parse_uid(call.route["messageUid"], "message")
     return (await services.messages.get(stored.log_partition, uid)).message
@@ -60,7 +60,7 @@ async def get_message(call: Call) -> Message:
 async def get_delivery(call: Call) -> Delivery:
     """One delivery (its event to this connection, by the message_id its messages carry): its
     state and every attempt, oldest first."""
-    services = await get_services()
+    services = call.services
     stored = await connection_of(call, services)
     message_id = str(parse_uid(call.route["messageId"], "delivery"))
     return await services.messages.attempts(stored.log_partition, message_id)
@@ -76,7 +76,7 @@ async def get_delivery(call: Call) -> Delivery:
 )
 async def retry_message(call: Call) -> Message:
     """Send the message again now, from its stored body; 200 with the new record."""
-    services = await get_services()
+    services = call.services
     stored = await connection_of(call, services)
     uid = parse_uid(call.route["messageUid"], "message")
     record = await services.messages.get(stored.log_partition, uid)
@@ -101,7 +101,7 @@ async def replay_messages(call: Call) -> ReplayStarted:
     another replay of the connection runs; 429 past the account's replays per hour."""
     from shared.service.replays import start
 
-    services = await get_services()
+    services = call.services
     stored = await connection_of(call, services, "uid")
     return await start(services, stored, call.body, services.clock())
 
@@ -115,7 +115,7 @@ async def replay_messages(call: Call) -> ReplayStarted:
 )
 async def get_replay(call: Call) -> Replay:
     """A replay's progress: done when Sent + Failed = Matched."""
-    services = await get_services()
+    services = call.services
     stored = await connection_of(call, services, "uid")
     replay_id = parse_uid(call.route["replayId"], "replay")
     return (await services.replays.get(stored.log_partition, replay_id)).view()
@@ -136,7 +136,7 @@ async def delivery_stats(call: Call) -> DeliveryStats:
     at most 14 days."""
     from shared.service.stats import delivery_stats
 
-    services = await get_services()
+    services = call.services
     stored = await connection_of(call, services, "uid")
     return await delivery_stats(
         services.messages,
@@ -162,7 +162,7 @@ async def test_connection(call: Call) -> Message:
     from shared.dispatch.recorder import Attempt
     from shared.events import new_event
 
-    services = await get_services()
+    services = call.services
     stored = await connection_of(call, services, "uid")
     event = new_event(
         call.account,
