@@ -229,7 +229,7 @@ class Call:
     body: Any = None
     query: Any = None
     request: func.HttpRequest | None = None  # for the few handlers that read headers
-    services: Services = None  # type: ignore[assignment]  # injected; None on public routes
+    services: "Services" = None  # type: ignore[assignment]  # injected; None on public routes
 
 
 def endpoint(

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 import azure.functions as func
 
 from shared.api.http import Call, endpoint, parse_uid
-from shared.catalog import TEST_EVENT_KEY
 from shared.services import Services
 
 if TYPE_CHECKING:
@@ -158,18 +157,6 @@ async def delivery_stats(call: Call) -> DeliveryStats:
 async def test_connection(call: Call) -> Message:
     """Deliver a System.Test event to this connection now; 200 with the record, whatever
     its Status (a failed test is not retried)."""
-    from shared.deliveries import Origin
-    from shared.dispatch.recorder import Attempt
-    from shared.events import new_event
+    from shared.service.messages import send_test
 
-    services = call.services
-    stored = await connection_of(call, services, "uid")
-    event = new_event(
-        call.account,
-        TEST_EVENT_KEY,
-        services.clock(),
-        subject=f"connections/{stored.uid}/test",
-        data={"Message": "A test event from the event delivery service."},
-    )
-    dispatcher = await services.dispatcher()
-    return (await dispatcher.deliver(event, stored, Attempt(Origin.TEST))).message
+    return await send_test(call.services, await connection_of(call, call.services, "uid"))

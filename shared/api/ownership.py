@@ -4,7 +4,6 @@ saving a connection asks of its owner."""
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 import azure.functions as func
@@ -43,19 +42,9 @@ async def confirm_connection(call: Call) -> Connection:
 async def consent_link(call: Call) -> ConsentLink:
     """The link an administrator of the tenant opens to grant the app's Entra ID application
     consent; its signed state binds the tenant to this account once consent is granted."""
-    from shared.dispatch.entra import APP_CLIENT_ID_SETTING
-    from shared.models import ConsentLink
-    from shared.portal import base_url
-    from shared.service.ownership import CONSENT_PATH, STATE_LIFETIME, consent_url
+    from shared.service.ownership import consent_link as link
 
-    client_id = os.environ.get(APP_CLIENT_ID_SETTING)
-    if not client_id:  # this deployment offers no Entra ID connections
-        raise ApiError(404, "Not found", "this service has no Entra ID application")
-    services = call.services
-    now, tenant = services.clock(), str(call.query.tenant_id)
-    state = services.consent_states.sign(call.account, tenant, now)
-    url = consent_url(tenant, client_id, f"{base_url()}/{CONSENT_PATH}", state)
-    return ConsentLink(consent_url=url, expires_at=now + STATE_LIFETIME)
+    return link(call.services, call.account, str(call.query.tenant_id))
 
 
 @endpoint(
