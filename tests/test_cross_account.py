@@ -4,6 +4,7 @@ the day it is added."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -58,6 +59,7 @@ async def owner(
         assert status == 200
         ids = {"uid": connection["Uid"], "connectionUid": connection["Uid"]}
         ids["messageUid"] = record["Uid"]
+        ids["messageId"] = json.loads(record["RequestMetadata"])["MessageId"]
         replay = f"{PATH}/{connection['Uid']}/messages/replay"
         status, started = await other.call("POST", replay, replay_body(services))
         assert status == 202, started

@@ -142,13 +142,14 @@ async def test_a_black_hole_tenant_does_not_stall_another(
     )
     assert ratio <= 2 * SLACK
 
-    # Nothing of X's is lost: each of its 200 events was tried ATTEMPTS times, each attempt
-    # Failed as Timeout or CircuitOpen within the deadline, and retried on schedule.
+    # Nothing of X's is lost: each of its 200 events was tried at least ATTEMPTS times, each
+    # attempt Failed as Timeout or CircuitOpen within the deadline, and retried on schedule
+    # (an attempt the open breaker short-circuited is never the last: those go on, below).
     every_attempt = set(range(1, ATTEMPTS + 1))
 
     def all_tried(records: list[dict[str, Any]]) -> bool:
         by_event = attempts_by_event(records)
-        return len(by_event) == 200 and all(a == every_attempt for a in by_event.values())
+        return len(by_event) == 200 and all(every_attempt <= a for a in by_event.values())
 
     records = await records_of(services, x_stored, all_tried)
     assert all_tried(records)

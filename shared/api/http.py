@@ -70,7 +70,7 @@ class ApiError(Exception):
         )
         body = {**problem.model_dump(mode="json", exclude_none=True), **self.extensions}
         return func.HttpResponse(
-            json.dumps(body),
+            json.dumps(body, separators=(",", ":")),
             status_code=self.status,
             mimetype="application/problem+json",
             headers={**self.headers, **(headers or {})},

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.deliveries import Delivery, DeliveryWrite
 from shared.models import DeliveryState, DeliveryStatus, RequestMetadata
-from shared.storage import transactions
+from shared.storage import loglisting, transactions
 from shared.storage.logcounts import FAILURE, MAX_MILLIS, RECORDS_END, millis
 
 if TYPE_CHECKING:
@@ -232,13 +232,19 @@ class DeliveryRows:
         return found
 
     async def first(self, partition: str, keys: tuple[str, str], size: int) -> list[Any]:
-        """Up to `size` rows from the start of [start, end)."""
-        got: list[Any] = []
-        async for page in self._rows(partition, keys, results_per_page=size).by_page():
-            got += [e async for e in page]
-            if len(got) >= size:
-                break
-        return got[:size]
+        """Up to `size` rows from the start of [start, end); one that cannot be parsed keeps
+        its place as its RowKey only (`loglisting.tolerant`)."""
+
+        async def read(select: list[str] | None) -> list[Any]:
+            got: list[Any] = []
+            rows = self._rows(partition, keys, results_per_page=size, select=select)
+            async for page in rows.by_page():
+                got += [e async for e in page]
+                if len(got) >= size:
+                    break
+            return got[:size]
+
+        return await loglisting.tolerant(read, self._table, partition)
 
     async def records(self, partition: str, keys: Sequence[str]) -> list[Any]:
         """The records with these RowKeys that are still there, in that order."""

@@ -228,7 +228,7 @@ class MessageLog:
 
     async def undelivered(
         self, partition: str, cursor: str, until: datetime, size: int
-    ) -> list[tuple[str, LoggedMessage | None, Delivery]]:
+    ) -> list[tuple[str, LoggedMessage | None, Delivery | None]]:
         """Up to `size` deliveries not delivered, oldest first, after `cursor` (a `u_` RowKey,
         or `undelivered_cursor(since)`) and first attempted at or before `until`: each with
         its cursor (its `u_` RowKey), its latest attempt (None: unreadable) and its state as that
@@ -237,7 +237,8 @@ class MessageLog:
         rows = await self.deliveries.first(partition, keys, size)
         records = await self._records(partition, rows)
         return [
-            (e["RowKey"], r, deliveries.delivery_of(e)) for e, r in zip(rows, records, strict=True)
+            (e["RowKey"], r, deliveries.delivery_of(e) if r else None)
+            for e, r in zip(rows, records, strict=True)
         ]
 
     # ---- replays
