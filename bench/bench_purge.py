@@ -5,7 +5,7 @@
 Starts its own Azurite (in memory). Each round writes the same old records twice, into fresh
 connections' log partitions: once for the raw baseline (query the RowKeys of each partition,
 delete them 100 to a transaction, partitions worked as many at once as the purge works them),
-once for `shared.retention.purge`; rounds alternate which goes first. It prints each round's
+once for `shared.service.retention.purge`; rounds alternate which goes first. It prints each round's
 rates and CPU per record (this process and Azurite), then the best rates and their ratio
 purge/raw (target >= 80%). The absolute rates depend on the machine and on Azurite's single
 Node.js thread; on a shared machine, CPU per record is the steadier comparison.
@@ -29,7 +29,7 @@ from pathlib import Path
 from bench.common import EVENT_BODY, EVENT_KEY
 from local.azurite import Azurite, start_azurite
 from shared.crypto import KeyRing
-from shared.retention import PARALLEL_PARTITIONS, purge
+from shared.service.retention import PARALLEL_PARTITIONS, purge
 from shared.services import Services
 from shared.settings import Settings, StorageTarget
 from shared.storage.logcounts import RECORDS_END

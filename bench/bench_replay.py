@@ -4,7 +4,7 @@
 
 Starts Azurite (in memory) and the Service Bus emulator (in a process of its own). Ours: N
 Failed records are written to a connection's log (not timed), then a replay of them is asked
-for and run to its end in this process, unpaced (`shared.replay.start` and `run`, the
+for and run to its end in this process, unpaced (`shared.service.replays.start` and `run`, the
 function the `replays` queue trigger calls): each record read back from the log by chunks,
 sent again by `Dispatcher.resend`, its new record written, the replay's row advanced per
 chunk. The raw baseline (bench_dispatch's) sends N messages with the SDK in batches of 100
@@ -32,9 +32,9 @@ from bench.common import (
     servicebus_emulator,
     unique,
 )
-from shared import replay
 from shared.models.records import MessageStatus
 from shared.models.replays import ReplayRequest
+from shared.service import replays as replay
 from shared.services import Services
 from tests.factories import a_connection, a_record, log_records
 

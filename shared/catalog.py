@@ -7,6 +7,7 @@ from functools import cache
 from pathlib import Path
 
 TEST_EVENT_KEY = "System.Test"
+UNKNOWN_ENTRY = "not an event key or pattern of the catalog"
 
 
 @cache
@@ -38,6 +39,15 @@ def canonical_entry(value: str) -> str | None:
         hits = {key[: len(prefix)] for key in catalog() if key.lower().startswith(prefix)}
         return f"{hits.pop()}*" if len(hits) == 1 else None
     return by_lower.get(value.lower())
+
+
+def known_key(value: str) -> str:
+    """The catalog's spelling of one event key (not a pattern) in any case; ValueError naming
+    EventKey, in the API's words, otherwise."""
+    canonical = canonical_entry(value)
+    if canonical is None or is_pattern(canonical):
+        raise ValueError(f"EventKey: {UNKNOWN_ENTRY}")
+    return canonical
 
 
 def most_specific(patterns: list[str], event_key: str) -> str | None:

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from shared.poison import REPLAYABLE, Replayed, replay
-from shared.reindex import reindex
-from shared.retention import purge
+from shared.catalog import known_key
+from shared.service.poison import REPLAYABLE, Replayed, replay
+from shared.service.reindex import reindex
+from shared.service.retention import purge
 from shared.services import Services
 from shared.settings import Settings, SettingsError, load_command_line_settings
 from shared.storage import clients
@@ -89,6 +90,15 @@ def event_data(value: str) -> Any:
         raise argparse.ArgumentTypeError(f"{source} is not JSON: {e}") from None
 
 
+def event_key(value: str) -> str:
+    """`--key` as the API checks event keys: the catalog's, in its spelling (before any storage
+    is touched)."""
+    try:
+        return known_key(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 async def event_publish(services: Services, args: argparse.Namespace) -> int:
     from shared.events import new_event
 
@@ -139,7 +149,7 @@ async def reindex_command(services: Services, args: argparse.Namespace) -> int:
 
 async def backup_command(services: Services, args: argparse.Namespace) -> int:
     """`backup export|restore DIR [--table T ...]`: the entities written or read, last."""
-    from shared import backup
+    from shared.service import backup
 
     tables = tuple(args.table or backup.DEFAULT_TABLES)
     run = backup.export if args.action == "export" else backup.restore
@@ -182,7 +192,9 @@ def _add_tenant_commands(groups: Groups) -> None:
     )
     publish = event.add_parser("publish", help="raise an event; prints its EventId last")
     publish.add_argument("--account", required=True)
-    publish.add_argument("--key", required=True, help="EventKey, e.g. Employee.Created")
+    publish.add_argument(
+        "--key", required=True, type=event_key, help="EventKey, e.g. Employee.Created"
+    )
     publish.add_argument("--subject")
     publish.add_argument(
         "--data",
@@ -260,6 +272,7 @@ def _add_operator_commands(groups: Groups) -> None:
 
 
 async def _run(command: Command, args: argparse.Namespace) -> int:
+    # Ctrl-C cancels this task: the finally closes the clients (no "Unclosed client session")
     services = await Services.open(Settings.from_environment())
     try:
         return await command(services, args)
@@ -272,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     load_command_line_settings()
     try:
         return asyncio.run(_run(args.run, args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     except (ValueError, SettingsError) as e:  # bad input (pydantic's ValidationError too)
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -29,3 +29,27 @@ class InvalidField(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+class VerificationFailed(Exception):
+    """A connection's verification message could not be delivered: `names` is the property
+    to blame (the connection string, the queue...), `reason` what the service said."""
+
+    def __init__(self, names: str, reason: str) -> None:
+        super().__init__(
+            f"the verification message could not be delivered: {reason} "
+            "(send ?verify=false to save without the check)"
+        )
+        self.names, self.reason = names, reason
+
+
+class Invalid(ValueError):
+    """Input that fails a product rule: `errors` maps each property to blame to its reasons."""
+
+    def __init__(self, detail: str, errors: dict[str, list[str]]) -> None:
+        super().__init__(detail)
+        self.errors = errors
+
+
+class LimitReached(Exception):
+    """The account holds as many of a thing as it may."""

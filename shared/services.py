@@ -12,11 +12,12 @@ from shared.clock import Clock, system_clock
 from shared.settings import IsolationSettings, Settings
 
 if TYPE_CHECKING:
+    from shared.crypto import KeyRing
     from shared.dispatch.dispatcher import Dispatcher
     from shared.dispatch.entra import CredentialFactory
     from shared.events import EventStore
     from shared.models.events import SystemEvent
-    from shared.ownership import ConsentStates
+    from shared.service.ownership import ConsentStates
     from shared.storage.apikeys import ApiKeyRepository
     from shared.storage.clients import StorageClients
     from shared.storage.connections import ConnectionRepository
@@ -49,8 +50,21 @@ class Services:
         # Imported on first use, not with this module: the API modules import it at start-up,
         # and cryptography and the repositories are not needed to index the app (cold start).
         from shared.crypto import KeyRing
+        from shared.storage import clients
+
+        storage = clients.StorageClients(settings.storage)
+        try:
+            return await cls._made(settings, storage, KeyRing(settings.encryption_keys), clock)
+        except BaseException:  # cancelled (Ctrl-C) or failed: close what was opened
+            await storage.close()
+            raise
+
+    @classmethod
+    async def _made(
+        cls, settings: Settings, storage: StorageClients, keys: KeyRing, clock: Clock
+    ) -> Services:
         from shared.events import EventStore
-        from shared.ownership import ConsentStates
+        from shared.service.ownership import ConsentStates
         from shared.storage import clients
         from shared.storage.apikeys import ApiKeyRepository
         from shared.storage.connections import ConnectionRepository
@@ -60,8 +74,6 @@ class Services:
         from shared.storage.portalsessions import PortalSessionRepository
         from shared.storage.replays import ReplayRepository
 
-        storage = clients.StorageClients(settings.storage)
-        keys = KeyRing(settings.encryption_keys)
         bodies = await storage.container(clients.BODIES_CONTAINER)
         return cls(
             settings=settings,

@@ -57,9 +57,10 @@ async def retry_delivery(msg: func.QueueMessage) -> None:
 
 @bp.queue_trigger(arg_name="msg", queue_name=REPLAY_QUEUE, connection="AzureWebJobsStorage")
 async def replay_records(msg: func.QueueMessage) -> None:
-    """One run of a bulk replay (shared/replay.py): a failure leaves its counts as they were
-    and the host tries the message again, up to `maxDequeueCount`, then `replays-poison`."""
-    from shared.replay import MalformedReplay, run
+    """One run of a bulk replay (shared/service/replays.py): a failure leaves its counts as
+    they were and the host tries the message again, up to `maxDequeueCount`, then
+    `replays-poison`."""
+    from shared.service.replays import MalformedReplay, run
 
     services = await get_services()
     try:
@@ -72,7 +73,7 @@ async def replay_records(msg: func.QueueMessage) -> None:
 async def purge_old_messages(timer: func.TimerRequest) -> None:
     """Hourly: records, their stored bodies and event payloads older than the retention go.
     A run stops after its time budget (240 s); the next one continues."""
-    from shared.retention import purge
+    from shared.service.retention import purge
 
     services = await get_services()
     await purge(services, services.clock())  # logs its own summary

@@ -194,3 +194,22 @@ def test_a_long_function_needs_a_reason() -> None:
     assert long_functions(short + long_, longest=5) == [("long_", 9)]
     reasoned = f"# long: one table, read top to bottom\n@decorated\n{long_}"
     assert long_functions(reasoned, longest=5) == []
+
+
+# The HTTP layer's own parts (routing, OpenAPI, rate limits) may reach lower; route modules
+# (those with a Blueprint) parse, call a service, shape the answer: no storage, no dispatch.
+BELOW_THE_SERVICES = ("shared.storage", "shared.dispatch")
+
+
+def reaches_below_the_services(graph: Mapping[str, set[str]]) -> dict[str, set[str]]:
+    routes = [n for n, p in modules().items() if "Blueprint()" in p.read_text()]
+    return {
+        name: below
+        for name in routes
+        if name.startswith("shared.api.")
+        and (below := {m for m in graph[name] if m.startswith(BELOW_THE_SERVICES)})
+    }
+
+
+def test_http_route_modules_reach_storage_and_dispatch_only_through_services() -> None:
+    assert reaches_below_the_services(import_graph()) == {}

@@ -28,11 +28,12 @@ import pytest
 from local.azurite import start_azurite
 from local.process import HostProcess
 from local.servicebus.emulator import Emulator
-from shared import failpoints, replay
+from shared import failpoints
 from shared.crypto import KeyRing
 from shared.events import new_event
 from shared.failpoints import CRASH_EXIT_CODE, POINTS, FailPointError, failpoint
 from shared.models.replays import ReplayRequest
+from shared.service import replays as replay
 from shared.services import Services
 from shared.storage.clients import SYSTEM_EVENTS_QUEUE
 from shared.storage.replays import ReplayRow

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from shared.models.records import MessageQuery, MessageStatus, StatsQuery
-from shared.reindex import PROGRESS, reindex_partition
+from shared.service.reindex import PROGRESS, reindex_partition
+from shared.service.stats import delivery_stats
 from shared.services import Services
-from shared.stats import delivery_stats
 from shared.storage import transactions
 from shared.storage.logcounts import CounterSlots, bucket, logged_at, millis, percentile
 from shared.storage.messages import LoggedMessage, MessageLog

@@ -23,7 +23,7 @@ from shared.api.connections import create_connection, replace_connection
 from shared.api.messages import retry_message
 from shared.dispatch.dispatcher import Dispatcher
 from shared.models.records import MessageStatus
-from shared.ownership import CODE_LIFETIME, CODE_TRIES, ConsentStates, InvalidState
+from shared.service.ownership import CODE_LIFETIME, CODE_TRIES, ConsentStates, InvalidState
 from shared.services import Services
 from tests.entra import MintingCredential, app_dispatcher, consent, in_process
 from tests.factories import PATH, UNVERIFIED, an_event, body

@@ -364,7 +364,7 @@ async def test_an_unconfirmed_entra_id_connection_is_confirmed_with_its_code(
     """The code's journey (the verification message carrying it, over the API) is tested in
     tests/test_ownership.py; here the connection and its code are stored as a save leaves
     them (Entra ID cannot run here)."""
-    from shared.ownership import destination
+    from shared.service.ownership import destination
     from tests.factories import a_connection
 
     entra = a_connection(

@@ -17,11 +17,11 @@ import aiohttp
 import pytest
 
 from local.servicebus.emulator import Emulator
-from shared import replay
 from shared.errors import Conflict, OverBudget
 from shared.events import new_event
 from shared.models.records import MessageStatus
 from shared.models.replays import ReplayRequest
+from shared.service import replays as replay
 from shared.services import Services
 from tests.factories import PATH, SB, a_record, connect
 from tests.plugins.app import Api

@@ -19,7 +19,7 @@ from shared.crypto import KeyRing
 from shared.errors import NotFound
 from shared.events import EventStore, new_event
 from shared.models.records import MessageQuery, MessageStatus
-from shared.retention import TOMBSTONE_GRACE, PurgeResult, purge
+from shared.service.retention import TOMBSTONE_GRACE, PurgeResult, purge
 from shared.services import Services
 from shared.storage.connections import ConnectionRepository, StoredConnection
 from shared.storage.messages import MAX_PROPERTY_CHARS, LoggedMessage, MessageLog, row_key

@@ -17,10 +17,10 @@ from local.servicebus.emulator import Emulator
 from shared.api import http
 from shared.api.http import ApiError
 from shared.api.ratelimit import RateLimiter
-from shared.api.verification import health_after_save, no_sooner_than
 from shared.dispatch.claimcheck import ClaimCheckStore
 from shared.dispatch.servicebus import SenderPool
 from shared.endpoints import ConnectGuard
+from shared.service.verification import health_after_save, no_sooner_than
 from shared.services import Services
 from shared.settings import IsolationSettings, Limits
 from tests.factories import PATH, UNVERIFIED, a_connection, body, stored

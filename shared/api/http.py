@@ -15,7 +15,15 @@ from uuid import UUID
 
 import azure.functions as func
 
-from shared.errors import Conflict, InvalidField, NotFound, OverBudget
+from shared.errors import (
+    Conflict,
+    Invalid,
+    InvalidField,
+    LimitReached,
+    NotFound,
+    OverBudget,
+    VerificationFailed,
+)
 
 if TYPE_CHECKING:
     from pydantic import BaseModel, ValidationError
@@ -146,6 +154,36 @@ def parse_query(req: func.HttpRequest, name: str) -> Any:
         raise validation_error(e) from None
 
 
+def over_budget(e: OverBudget) -> ApiError:
+    from shared.api.ratelimit import retry_after
+
+    headers = {"Retry-After": retry_after(e.retry_after)}
+    return ApiError(429, "Too many requests", str(e), headers=headers)
+
+
+# The one table from a domain error (shared/errors.py) to its problem+json answer.
+PROBLEMS: dict[type[Exception], Callable[[Any], ApiError]] = {
+    NotFound: lambda e: ApiError(404, "Not found", str(e) or None),
+    Conflict: lambda e: ApiError(
+        409, "Conflict", str(e) or None, extensions={k: str(v) for k, v in e.extensions.items()}
+    ),
+    OverBudget: over_budget,
+    LimitReached: lambda e: ApiError(409, "Limit reached", str(e)),
+    Invalid: lambda e: ApiError(400, "Validation failed", str(e), e.errors),
+    InvalidField: lambda e: ApiError(400, "Validation failed", str(e), {e.field: [e.message]}),
+    VerificationFailed: lambda e: ApiError(
+        400, "Verification failed", str(e), {e.names: [e.reason]}
+    ),
+}
+DOMAIN_ERRORS = tuple(PROBLEMS)
+
+
+def problem_of(error: Exception) -> ApiError:
+    """The problem answer of a domain error: the entry of its class or nearest base."""
+    kind = next(k for k in type(error).__mro__ if k in PROBLEMS)
+    return PROBLEMS[kind](error)
+
+
 def parse_uid(value: str, what: str) -> UUID:
     try:
         return UUID(value)
@@ -192,6 +230,7 @@ class Call:
     body: Any = None
     query: Any = None
     request: func.HttpRequest | None = None  # for the few handlers that read headers
+    services: "Services" = None  # type: ignore[assignment]  # injected; None on public routes
 
 
 def endpoint(
@@ -342,21 +381,12 @@ async def invoke(handler: Handler, req: func.HttpRequest, spec: Endpoint) -> fun
             body=parse_body(req, spec.body, services.settings) if spec.body else None,
             query=parse_query(req, spec.query) if spec.query else None,
             request=req,
+            services=services,
         )
     try:
         result = await handler(call)
-    except NotFound as e:
-        raise ApiError(404, "Not found", str(e) or None) from None
-    except Conflict as e:
-        extensions = {k: str(v) for k, v in e.extensions.items()}
-        raise ApiError(409, "Conflict", str(e) or None, extensions=extensions) from None
-    except OverBudget as e:
-        from shared.api.ratelimit import retry_after
-
-        headers = {"Retry-After": retry_after(e.retry_after)}
-        raise ApiError(429, "Too many requests", str(e), headers=headers) from None
-    except InvalidField as e:
-        raise ApiError(400, "Validation failed", str(e), {e.field: [e.message]}) from None
+    except DOMAIN_ERRORS as e:
+        raise problem_of(e) from None
     if isinstance(result, func.HttpResponse):
         return result
     if result is None:

@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING
 import azure.functions as func
 
 from shared.api.http import Call, endpoint, parse_uid
-from shared.catalog import TEST_EVENT_KEY
-from shared.services import Services, get_services
+from shared.services import Services
 
 if TYPE_CHECKING:
     from shared.models.records import Delivery, DeliveryStats, Message, MessagePage
@@ -32,9 +31,9 @@ async def connection_of(
 async def list_messages(call: Call) -> MessagePage:
     """A page of the connection's messages, newest first; TotalHits counts all matches. With
     undelivered=true: the deliveries not delivered, each as its latest attempt, oldest first."""
-    from shared.stats import check_times
+    from shared.service.stats import check_times
 
-    services = await get_services()
+    services = call.services
     stored = await connection_of(call, services)
     retention = services.settings.retention_days
     check_times(services.clock(), retention, Since=call.query.since, Until=call.query.until)
@@ -44,7 +43,7 @@ async def list_messages(call: Call) -> MessagePage:
 @endpoint(bp, "GET", CONNECTION + "/messages/{messageUid}", returns="Message", errors=(404,))
 async def get_message(call: Call) -> Message:
     """One message (delivery attempt) of the connection."""
-    services = await get_services()
+    services = call.services
     stored = await connection_of(call, services)
     uid = parse_uid(call.route["messageUid"], "message")
     return (await services.messages.get(stored.log_partition, uid)).message
@@ -54,7 +53,7 @@ async def get_message(call: Call) -> Message:
 async def get_delivery(call: Call) -> Delivery:
     """One delivery (its event to this connection, by the message_id its messages carry): its
     state and every attempt, oldest first."""
-    services = await get_services()
+    services = call.services
     stored = await connection_of(call, services)
     message_id = str(parse_uid(call.route["messageId"], "delivery"))
     return await services.messages.attempts(stored.log_partition, message_id)
@@ -70,7 +69,7 @@ async def get_delivery(call: Call) -> Delivery:
 )
 async def retry_message(call: Call) -> Message:
     """Send the message again now, from its stored body; 200 with the new record."""
-    services = await get_services()
+    services = call.services
     stored = await connection_of(call, services)
     uid = parse_uid(call.route["messageUid"], "message")
     record = await services.messages.get(stored.log_partition, uid)
@@ -93,9 +92,9 @@ async def replay_messages(call: Call) -> ReplayStarted:
     once as a re-send of its latest record (same MessageId, IsRetry, Parent); 202 at once with
     the replay's id and how many deliveries match. 409 (with the running ReplayId) while
     another replay of the connection runs; 429 past the account's replays per hour."""
-    from shared.replay import start
+    from shared.service.replays import start
 
-    services = await get_services()
+    services = call.services
     stored = await connection_of(call, services, "uid")
     return await start(services, stored, call.body, services.clock())
 
@@ -109,7 +108,7 @@ async def replay_messages(call: Call) -> ReplayStarted:
 )
 async def get_replay(call: Call) -> Replay:
     """A replay's progress: done when Sent + Failed = Matched."""
-    services = await get_services()
+    services = call.services
     stored = await connection_of(call, services, "uid")
     replay_id = parse_uid(call.route["replayId"], "replay")
     return (await services.replays.get(stored.log_partition, replay_id)).view()
@@ -128,9 +127,9 @@ async def delivery_stats(call: Call) -> DeliveryStats:
 
     Served from the counters kept as the log is written. Default window: the last 24 hours;
     at most 14 days."""
-    from shared.stats import delivery_stats
+    from shared.service.stats import delivery_stats
 
-    services = await get_services()
+    services = call.services
     stored = await connection_of(call, services, "uid")
     return await delivery_stats(
         services.messages,
@@ -152,18 +151,6 @@ async def delivery_stats(call: Call) -> DeliveryStats:
 async def test_connection(call: Call) -> Message:
     """Deliver a System.Test event to this connection now; 200 with the record, whatever
     its Status (a failed test is not retried)."""
-    from shared.deliveries import Origin
-    from shared.dispatch.recorder import Attempt
-    from shared.events import new_event
+    from shared.service.messages import send_test
 
-    services = await get_services()
-    stored = await connection_of(call, services, "uid")
-    event = new_event(
-        call.account,
-        TEST_EVENT_KEY,
-        services.clock(),
-        subject=f"connections/{stored.uid}/test",
-        data={"Message": "A test event from the event delivery service."},
-    )
-    dispatcher = await services.dispatcher()
-    return (await dispatcher.deliver(event, stored, Attempt(Origin.TEST))).message
+    return await send_test(call.services, await connection_of(call, call.services, "uid"))

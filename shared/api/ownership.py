@@ -1,24 +1,21 @@
-"""Proof of ownership for Entra ID connections (shared/ownership.py): the admin-consent link
+"""Proof of ownership for Entra ID connections (shared/service/ownership.py): the admin-consent link
 with a signed state, Entra ID's redirect after consent, and the confirmation code; plus what
 saving a connection asks of its owner."""
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 import azure.functions as func
 
 from shared.api.http import ApiError, Call, endpoint, parse_uid
-from shared.services import Services, get_services
+from shared.services import get_services
 
 if TYPE_CHECKING:
     from shared.models.connection import Connection, ConsentLink, TenantConsented
-    from shared.storage.connections import StoredConnection
 
 bp = func.Blueprint()
 COLLECTION = "v1/azureservicebusconnections"
-WRONG_CODE = "the code is wrong, used up or expired: save the connection again for a new one"
 
 
 @endpoint(
@@ -33,19 +30,10 @@ async def confirm_connection(call: Call) -> Connection:
     """Confirm an Entra ID connection with the one-time code of its verification message:
     deliveries start (those kept meanwhile can be replayed). A connection that needs no code,
     or is confirmed already, is answered as it is."""
-    from shared.api.verification import with_health
-    from shared.ownership import destination, needs_code
+    from shared.service.connections import confirm
 
-    services = await get_services()
     uid = parse_uid(call.route["uid"], "connection")
-    stored = await services.connections.get(call.account, uid)
-    now = services.clock()
-    if needs_code(stored.connection):
-        where = destination(stored.connection)
-        if not await services.ownership.redeem(call.account, uid, where, call.body.code, now):
-            raise ApiError(400, "Validation failed", WRONG_CODE, {"Code": [WRONG_CODE]})
-        stored = await services.connections.confirm(call.account, uid, where)
-    return with_health(stored, await services.health.get(call.account, uid), now)
+    return await confirm(call.services, call.account, uid, call.body.code)
 
 
 @endpoint(
@@ -54,19 +42,9 @@ async def confirm_connection(call: Call) -> Connection:
 async def consent_link(call: Call) -> ConsentLink:
     """The link an administrator of the tenant opens to grant the app's Entra ID application
     consent; its signed state binds the tenant to this account once consent is granted."""
-    from shared.dispatch.entra import APP_CLIENT_ID_SETTING
-    from shared.models.connection import ConsentLink
-    from shared.ownership import CONSENT_PATH, STATE_LIFETIME, consent_url
-    from shared.portal import base_url
+    from shared.service.ownership import consent_link as link
 
-    client_id = os.environ.get(APP_CLIENT_ID_SETTING)
-    if not client_id:  # this deployment offers no Entra ID connections
-        raise ApiError(404, "Not found", "this service has no Entra ID application")
-    services = await get_services()
-    now, tenant = services.clock(), str(call.query.tenant_id)
-    state = services.consent_states.sign(call.account, tenant, now)
-    url = consent_url(tenant, client_id, f"{base_url()}/{CONSENT_PATH}", state)
-    return ConsentLink(consent_url=url, expires_at=now + STATE_LIFETIME)
+    return link(call.services, call.account, str(call.query.tenant_id))
 
 
 @endpoint(
@@ -84,7 +62,7 @@ async def consent_granted(call: Call) -> TenantConsented:
     from uuid import UUID
 
     from shared.models.connection import TenantConsented
-    from shared.ownership import InvalidState
+    from shared.service.ownership import InvalidState
 
     services = await get_services()
     sent = call.query
@@ -99,39 +77,3 @@ async def consent_granted(call: Call) -> TenantConsented:
         raise ApiError(400, "Validation failed", reason, {"state": [reason]}) from None
     await services.ownership.bind_tenant(account, str(tenant), services.clock())
     return TenantConsented(tenant_id=tenant, account=account)
-
-
-# ------------------------------------------------------------ what a save asks of the owner
-
-NOT_CONSENTED = (
-    "no administrator of this tenant has granted consent through this account's link "
-    "(GET /v1/entra/consent)"
-)
-
-
-async def check_tenant(services: Services, account: str, connection: Connection) -> None:
-    """An Entra ID connection names a tenant bound to the account by admin consent; before
-    anything is sent there (a 400 naming TenantId otherwise)."""
-    if connection.authentication != "EntraId":
-        return
-    if not await services.ownership.tenant_bound(account, str(connection.tenant_id)):
-        raise ApiError(400, "Validation failed", NOT_CONSENTED, {"TenantId": [NOT_CONSENTED]})
-
-
-def confirmation_code(connection: Connection, verify: bool) -> str | None:
-    """The code a save's verification message carries, when the connection needs one."""
-    from shared.ownership import needs_code, new_code
-
-    verifies = verify and connection.active
-    return new_code() if verifies and needs_code(connection) else None
-
-
-async def keep_code(services: Services, stored: StoredConnection, code: str | None) -> None:
-    """Once saved: the code the verification message carried, kept as its HMAC."""
-    from shared.ownership import destination
-
-    if code is not None:
-        where = destination(stored.connection)
-        await services.ownership.keep_code(
-            stored.account, stored.uid, where, code, services.clock()
-        )

@@ -131,7 +131,7 @@ async def session_info(call: Call) -> PortalSessionInfo:
     from shared.models.meta import PortalSessionInfo
 
     assert call.request is not None
-    services = await get_services()
+    services = call.services
     token = cookie_of(call.request, SESSION_COOKIE)
     session = await services.portal_sessions.get(token, services.clock())
     if session and not call.request.headers.get("authorization"):
@@ -143,7 +143,7 @@ async def session_info(call: Call) -> PortalSessionInfo:
 async def sign_out(call: Call) -> func.HttpResponse:
     """End the portal session at once, server-side, and clear its cookie."""
     assert call.request is not None
-    services = await get_services()
+    services = call.services
     if token := cookie_of(call.request, SESSION_COOKIE):
         await services.portal_sessions.end(token)
     return func.HttpResponse(

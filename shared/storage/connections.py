@@ -23,7 +23,7 @@ from shared.crypto import KeyRing
 from shared.errors import Conflict, InvalidField, NotFound
 from shared.models.connection import Connection
 from shared.models.connectioninput import EventSettings
-from shared.ownership import confirmed_after_change, destination
+from shared.service.ownership import confirmed_after_change, destination
 
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient

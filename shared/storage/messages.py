@@ -16,7 +16,7 @@ mix, so each query reads one range:
                                                    its state and its records' RowKeys
     p_purged                                       the purge's cutoff: readers ignore what
                                                    is older while a purge is deleting it
-    r_reindex                                      progress of `log reindex` (shared/reindex.py)
+    r_reindex                                      progress of `log reindex` (service/reindex.py)
     u_<first attempt millis>_<uid>                 undelivered index: while a delivery is not
       (oldest first)                               delivered, a copy of its latest record
 

@@ -1,5 +1,5 @@
 """The `ownership` table: one-time confirmation codes of Entra ID connections, and the Entra
-tenants bound to an account by admin consent (shared/ownership.py says why).
+tenants bound to an account by admin consent (shared/service/ownership.py says why).
 
 PartitionKey = account. RowKey `code_<connection uid>`: the code's HMAC (keyed by a key
 derived from ENCRYPTION_KEYS, bound to the account, the connection and its destination), its
@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 from uuid import UUID
 
-from shared.ownership import CODE_LIFETIME, CODE_TRIES, normalized
+from shared.service.ownership import CODE_LIFETIME, CODE_TRIES, normalized
 
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient

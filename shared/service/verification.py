@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from shared.api.http import ApiError, limiter_of
+from shared.errors import OverBudget, VerificationFailed
 from shared.health import HealthState, Outcomes, merge
 from shared.models.connection import Connection
 
@@ -31,25 +31,22 @@ async def health_after_save(
     previous: HealthState | None,
     code: str | None = None,
 ) -> HealthState | None:
-    """The health to store with the save (None: leave it); ApiError 400 when the
-    verification fails (then nothing may be saved), 429 past the account's rate of them.
+    """The health to store with the save (None: leave it); raises when the
+    verification fails (VerificationFailed: nothing may be saved), OverBudget past the
+    account's rate of them.
     `code` (an Entra ID connection's confirmation code) goes in the verification message.
 
     A verified save ends a suspension and starts the health over; an unverified save of a
     new connection starts it Healthy; an unverified PUT leaves it."""
-    from shared.api.ratelimit import retry_after
+    from shared.api.http import limiter_of
     from shared.dispatch.probe import verify as send_verification
 
     now = services.clock()
     if not verify or not stored.connection.active:
         return None if previous else HealthState.new(now)
     if wait := limiter_of(services.settings).verifications.take(stored.account):
-        raise ApiError(
-            429,
-            "Too many requests",
-            "too many verifications for this account; save with ?verify=false or try later",
-            headers={"Retry-After": retry_after(wait)},
-        )
+        detail = "too many verifications for this account; save with ?verify=false or try later"
+        raise OverBudget(detail, wait)
     started = time.monotonic()
     dispatcher = await services.dispatcher()
     budget = services.settings.verify_seconds
@@ -57,13 +54,7 @@ async def health_after_save(
     if verdict.error is not None:
         if verdict.unreachable:  # the same answer, at the same time, whatever the reason
             await no_sooner_than(started, budget)
-        raise ApiError(
-            400,
-            "Verification failed",
-            f"the verification message could not be delivered: {verdict.reason} "
-            "(send ?verify=false to save without the check)",
-            {verdict.names: [verdict.reason]},
-        )
+        raise VerificationFailed(verdict.names, verdict.reason)
     seen = Outcomes()
     seen.add(now, None)
     base = (previous or HealthState.new(now)).resumed(now)

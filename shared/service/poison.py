@@ -21,7 +21,7 @@ from shared.storage.clients import POISON_SUFFIX, REPLAY_QUEUE, RETRY_QUEUE, SYS
 if TYPE_CHECKING:
     from shared.services import Services
 
-log = logging.getLogger("shared.poison")
+log = logging.getLogger("shared.service.poison")
 REPLAYABLE = (SYSTEM_EVENTS_QUEUE, RETRY_QUEUE, REPLAY_QUEUE)
 HIDE_SECONDS = 600  # while a run looks at the queue, what it has seen stays out of its way
 PAGE = 32
@@ -35,7 +35,7 @@ class Replayed:
 
 def _check(services: Services, queue: str) -> Callable[[bytes], Awaitable[Any]]:
     """What the queue's trigger reads first: it raises for a message that can never work."""
-    from shared.replay import replay_of
+    from shared.service.replays import replay_of
 
     async def names_a_replay(payload: bytes) -> Any:
         return replay_of(payload)

@@ -14,7 +14,7 @@ A run deletes, in this order:
    (`d_`) they made, then the counter rows of those hours;
 3. once 1 and 2 are done: stored bodies older than the cutoff that are still there, and event
    payload blobs older than the retention (not rounded: no count depends on them);
-4. the rows of bulk replays asked for before the retention (shared/replay.py).
+4. the rows of bulk replays asked for before the retention (shared/service/replays.py).
 
 A failure copy goes before its record, and a record before its body, never after: a reader
 then finds a record with its body or no record at all. A run cut off between a transaction and

@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from shared.services import Services
     from shared.storage.connections import StoredConnection
 
-log = logging.getLogger("shared.replay")
+log = logging.getLogger("shared.service.replays")
 
 CHUNK = 100  # deliveries read, sent and counted at once (one counted step of the row)
 RUN_SECONDS = 60.0  # of one queue message; the next run continues

@@ -25,9 +25,14 @@ import hmac
 import json
 import secrets
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 from shared.models.connection import Connection
+
+if TYPE_CHECKING:
+    from shared.models.connection import ConsentLink
+    from shared.services import Services
 
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I to misread
 CODE_LENGTH = 10  # 50 bits, shown as XXXXX-XXXXX
@@ -114,3 +119,22 @@ def consent_url(tenant: str, client_id: str, redirect_uri: str, state: str) -> s
 
 def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def consent_link(services: Services, account: str, tenant: str) -> ConsentLink:
+    """The link an administrator of `tenant` opens to grant the app consent; its signed state
+    binds the tenant to `account` once granted. NotFound without an Entra ID application."""
+    import os
+
+    from shared.dispatch.entra import APP_CLIENT_ID_SETTING
+    from shared.errors import NotFound
+    from shared.models.connection import ConsentLink
+    from shared.portal import base_url
+
+    client_id = os.environ.get(APP_CLIENT_ID_SETTING)
+    if not client_id:  # this deployment offers no Entra ID connections
+        raise NotFound("this service has no Entra ID application")
+    now = services.clock()
+    state = services.consent_states.sign(account, tenant, now)
+    url = consent_url(tenant, client_id, f"{base_url()}/{CONSENT_PATH}", state)
+    return ConsentLink(consent_url=url, expires_at=now + STATE_LIFETIME)

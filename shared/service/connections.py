@@ -1,0 +1,170 @@
+"""Connections: list, get, create, replace, resume, delete and confirm, with the rules a save
+obeys (secrets not masked on create, the account's limit, the tenant's consent, verification
+first, the Entra ID confirmation code). Knows nothing of HTTP: raises shared/errors.py."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+from shared.errors import Conflict, Invalid, LimitReached
+from shared.service.verification import health_after_save, with_health
+
+if TYPE_CHECKING:
+    from shared.health import HealthState
+    from shared.models.connection import Connection
+    from shared.models.connectioninput import ConnectionInput
+    from shared.services import Services
+    from shared.storage.connections import StoredConnection
+
+WRONG_CODE = "the code is wrong, used up or expired: save the connection again for a new one"
+NOT_CONSENTED = (
+    "no administrator of this tenant has granted consent through this account's link "
+    "(GET /v1/entra/consent)"
+)
+
+
+async def list_all(services: Services, account: str) -> list[Connection]:
+    """The account's connections (secrets shown as ***), each with its Health."""
+    health = await services.health.for_account(account)
+    now = services.clock()
+    stored = await services.connections.for_account(account)
+    return [with_health(c, health.get(c.uid), now) for c in stored]
+
+
+async def get(services: Services, account: str, uid: UUID) -> Connection:
+    # Both rows at once (two tables: the health row's writes never touch the connection's etag).
+    stored, health = await asyncio.gather(
+        services.connections.get(account, uid), services.health.get(account, uid)
+    )
+    return with_health(stored, health, services.clock())
+
+
+async def create(
+    services: Services, account: str, sent: ConnectionInput, verify: bool
+) -> Connection:
+    """A new connection, verified first when active (nothing saved if that fails)."""
+    from shared.models.connection import Connection
+    from shared.storage.connections import StoredConnection
+
+    if masked := sent.fields_holding_mask():
+        reason = "send the secret itself; *** keeps a stored one on PUT"
+        raise Invalid(
+            "a new connection has no stored secret to keep", {name: [reason] for name in masked}
+        )
+    most = services.settings.limits.connections_per_account
+    if await services.connections.count(account) >= most:
+        raise LimitReached(f"an account has at most {most} connections")
+    if sent.uid and await services.connections.exists(account, sent.uid):
+        raise Conflict(f"connection {sent.uid} exists already")  # unverified
+    connection = Connection(**{**dict(sent), "uid": sent.uid or uuid.uuid4()})
+    await check_tenant(services, account, connection)
+    code = confirmation_code(connection, verify)
+    unsaved = StoredConnection(account, connection, "")
+    health = await health_after_save(services, unsaved, verify, None, code)
+    stored = await services.connections.add(account, connection, services.clock())
+    return await _kept(services, stored, code, health, None)
+
+
+async def replace(
+    services: Services, account: str, sent: ConnectionInput, verify: bool
+) -> Connection:
+    """A connection replaced by Uid; *** keeps a stored secret; a verified save resumes; an
+    Entra ID connection stays confirmed only while it sends where it was confirmed for."""
+    from shared.models.connection import Connection
+
+    if sent.uid is None:
+        raise Invalid("PUT needs the Uid of the connection", {"Uid": ["Field required"]})
+    connection = Connection(**dict(sent))
+    await check_tenant(services, account, connection)
+    complete = await services.connections.with_stored_secrets(account, connection)
+    previous = await services.health.get(account, connection.uid)
+    code = confirmation_code(complete.connection, verify)
+    health = await health_after_save(services, complete, verify, previous, code)
+    stored = await services.connections.replace(account, connection, services.clock())
+    return await _kept(services, stored, code, health, previous)
+
+
+async def _kept(
+    services: Services,
+    stored: StoredConnection,
+    code: str | None,
+    health: HealthState | None,
+    previous: HealthState | None,
+) -> Connection:
+    """After the write: the confirmation code and the health kept; the connection as shown."""
+    await keep_code(services, stored, code)
+    if health is not None:
+        await services.health.put(stored.account, stored.uid, health)
+    return with_health(stored, health or previous, services.clock())
+
+
+async def resume(services: Services, account: str, uid: UUID) -> Connection:
+    """End a suspension: events are sent again (those kept meanwhile can be replayed)."""
+    from shared.health import HealthState
+    from shared.models.connection import HealthStatus
+
+    stored = await services.connections.get(account, uid)
+    now = services.clock()
+
+    def resumed(state: HealthState | None) -> HealthState:
+        if state is None:
+            return HealthState.new(now)
+        return state.resumed(now) if state.status == HealthStatus.SUSPENDED else state
+
+    return with_health(stored, await services.health.update(account, uid, resumed), now)
+
+
+async def delete(services: Services, account: str, uid: UUID) -> None:
+    """Its message records become unreachable at once."""
+    await services.connections.delete(account, uid, services.clock())
+    await services.health.delete(account, uid)
+    await services.ownership.forget_code(account, uid)
+
+
+async def confirm(services: Services, account: str, uid: UUID, code: str) -> Connection:
+    """Confirm an Entra ID connection with its one-time code; one that needs none, or is
+    confirmed already, is answered as it is."""
+    from shared.service.ownership import destination, needs_code
+
+    stored = await services.connections.get(account, uid)
+    now = services.clock()
+    if needs_code(stored.connection):
+        where = destination(stored.connection)
+        if not await services.ownership.redeem(account, uid, where, code, now):
+            raise Invalid(WRONG_CODE, {"Code": [WRONG_CODE]})
+        stored = await services.connections.confirm(account, uid, where)
+    return with_health(stored, await services.health.get(account, uid), now)
+
+
+# ------------------------------------------------------------ what a save asks of the owner
+
+
+async def check_tenant(services: Services, account: str, connection: Connection) -> None:
+    """An Entra ID connection names a tenant bound to the account by admin consent; before
+    anything is sent there (Invalid naming TenantId otherwise)."""
+    if connection.authentication != "EntraId":
+        return
+    if not await services.ownership.tenant_bound(account, str(connection.tenant_id)):
+        raise Invalid(NOT_CONSENTED, {"TenantId": [NOT_CONSENTED]})
+
+
+def confirmation_code(connection: Connection, verify: bool) -> str | None:
+    """The code a save's verification message carries, when the connection needs one."""
+    from shared.service.ownership import needs_code, new_code
+
+    verifies = verify and connection.active
+    return new_code() if verifies and needs_code(connection) else None
+
+
+async def keep_code(services: Services, stored: StoredConnection, code: str | None) -> None:
+    """Once saved: the code the verification message carried, kept as its HMAC."""
+    from shared.service.ownership import destination
+
+    if code is not None:
+        where = destination(stored.connection)
+        await services.ownership.keep_code(
+            stored.account, stored.uid, where, code, services.clock()
+        )

@@ -1,0 +1,45 @@
+"""The one table from domain errors (shared/errors.py) to problem+json answers, without HTTP."""
+
+import json
+
+import pytest
+
+from shared import errors
+from shared.api.http import PROBLEMS, problem_of
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "title", "members"),
+    [
+        (errors.NotFound("no connection"), 404, "Not found", {}),
+        (errors.Conflict("runs already", replayId="r1"), 409, "Conflict", {"replayId": "r1"}),
+        (errors.LimitReached("at most 3"), 409, "Limit reached", {}),
+        (errors.InvalidField("Since", "too old"), 400, "Validation failed", {}),
+        (errors.Invalid("bad", {"Uid": ["Field required"]}), 400, "Validation failed", {}),
+        (errors.VerificationFailed("QueueName", "no such queue"), 400, "Verification failed", {}),
+        (errors.OverBudget("later", 2.5), 429, "Too many requests", {}),
+    ],
+)
+def test_each_domain_error_has_its_answer(
+    error: Exception, status: int, title: str, members: dict[str, str]
+) -> None:
+    answer = problem_of(error).response()
+    body = json.loads(answer.get_body())
+    assert (answer.status_code, body["title"]) == (status, title)
+    assert members.items() <= body.items()
+
+
+def test_field_errors_name_the_field() -> None:
+    body = json.loads(
+        problem_of(errors.VerificationFailed("QueueName", "gone")).response().get_body()
+    )
+    assert body["errors"] == {"QueueName": ["gone"]} and "?verify=false" in body["detail"]
+    over = problem_of(errors.OverBudget("later", 2.5)).response()
+    assert "Retry-After" in over.headers
+
+
+def test_every_domain_error_of_shared_errors_is_in_the_table() -> None:
+    domain = {
+        v for v in vars(errors).values() if isinstance(v, type) and v.__module__ == errors.__name__
+    }
+    assert domain == set(PROBLEMS)
