@@ -157,9 +157,9 @@ async def test_after_record(run: Run) -> None:
 
 async def test_before_complete(run: Run) -> None:
     # Every delivery of the event done and durable, the queue message not deleted: it comes
-    # back after the lease and all its deliveries are made again, under the same ids.
-    ledger = await run.crash_and_recover("before-complete")
-    assert ledger.duplicates >= 1
+    # back after the lease and finds each delivery with its outcome (the ledger: none missing,
+    # any copy under its delivery's id).
+    await run.crash_and_recover("before-complete")
 
 
 async def test_after_retry(run: Run) -> None:
@@ -180,7 +180,12 @@ async def test_after_defer(run: Run) -> None:
     # go back on the retry queue (same attempt, no record), and the host dies after one.
     emulator = run.emulator()
     emulator.delay_sends(400)
-    busy = {"DELIVERY_MAX_IN_FLIGHT_PER_CONNECTION": "1", "DELIVERY_BULKHEAD_WAIT_SECONDS": "0.05"}
+    # (both patiences short: a destination that answered waits DELIVERY_BULKHEAD_SLOW_SECONDS)
+    busy = {
+        "DELIVERY_MAX_IN_FLIGHT_PER_CONNECTION": "1",
+        "DELIVERY_BULKHEAD_WAIT_SECONDS": "0.05",
+        "DELIVERY_BULKHEAD_SLOW_SECONDS": "0.05",
+    }
     run.settings.update(busy)
     ledger = Ledger(await run.targets(emulator))
     await run.publish(ledger, EVENTS)
