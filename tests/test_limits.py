@@ -127,7 +127,9 @@ def test_event_publish_refuses_an_event_over_the_limit(
 ) -> None:
     data = json.dumps("x" * 2000)
     env = {**app_environment, "LIMIT_EVENT_BYTES": "1000"}
-    result = cli(env, "event", "publish", "--account", account, "--key", "X.Y", "--data", data)
+    result = cli(
+        env, "event", "publish", "--account", account, "--key", "Order.Created", "--data", data
+    )
     assert result.returncode == 2 and "at most 1000" in result.stderr
 
 

@@ -15,7 +15,7 @@ import pytest
 from local.blackhole import BlackHole
 from local.servicebus.emulator import Emulator
 from shared.api import http
-from shared.api.http import ApiError
+from shared.api.http import DOMAIN_ERRORS, problem_of
 from shared.api.ratelimit import RateLimiter
 from shared.dispatch.claimcheck import ClaimCheckStore
 from shared.dispatch.servicebus import SenderPool
@@ -70,8 +70,9 @@ async def answer_to(services: Services, account: str, **changes: Any) -> Any:
     connection = a_connection(**changes)
     try:
         health = await health_after_save(services, stored(connection, account), True, None)
-    except ApiError as e:
-        return (e.status, e.title, e.detail, e.errors)
+    except DOMAIN_ERRORS as e:  # what the HTTP layer answers for it
+        problem = problem_of(e)
+        return (problem.status, problem.title, problem.detail, problem.errors)
     assert health is not None
     return ("saved", health.status, health.last_error and health.last_error.type)
 
