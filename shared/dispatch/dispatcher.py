@@ -185,10 +185,7 @@ class Dispatcher:
             is_retry=attempt.number > 1,
             options=outgoing.DeliveryOptions.of(connection),
         )
-        if held := await self._held_back(stored):  # kept, not sent: a Failed record with
-            sent = Sent(message, self.clock(), 0, held)  # the full body, for a replay
-        else:
-            sent = await self.publisher.publish(stored, message, event.subject, slot)
+        sent = await self._send_unless_held(stored, message, event.subject, slot)
         return await self._record(stored, sent, event, attempt, before)
 
     async def resend(
@@ -220,10 +217,7 @@ class Dispatcher:
         if before is None:
             before = await self.recorder.delivery(stored, message.message_id)
         attempt = Attempt(origin, (metadata.attempt if metadata else 1) + 1, parent=m.uid)
-        if held := await self._held_back(stored, suspension=False):
-            sent = Sent(message, self.clock(), 0, held)
-        else:
-            sent = await self.publisher.publish(stored, message, record.subject)
+        sent = await self._send_unless_held(stored, message, record.subject, suspension=False)
         return await self._record(stored, sent, record, attempt, before)
 
     async def send_unrecorded(self, stored: StoredConnection, message: outgoing.Outgoing) -> None:
@@ -310,19 +304,30 @@ class Dispatcher:
         with slot:
             return await self.deliver(event, stored, attempt, slot, before)
 
-    async def _held_back(
-        self, stored: StoredConnection, suspension: bool = True
-    ) -> DeliveryError | None:
-        """Why a connection's deliveries are kept, not sent, if they are: the one place that
-        decides it. A suspended connection (not for a re-send, which a customer asks for), or
-        an Entra ID connection its owner has not confirmed (issue 23)."""
+    async def _send_unless_held(
+        self,
+        stored: StoredConnection,
+        message: outgoing.Outgoing,
+        subject: str | None,
+        slot: Slot | None = None,
+        suspension: bool = True,
+    ) -> Sent:
+        """Send, unless the connection's deliveries are kept (a Failed record with the full
+        body, for a replay): the one place that decides it. A suspended connection (not for a
+        re-send, which a customer asks for), or an Entra ID connection its owner has not
+        confirmed (issue 23)."""
+        held = None
         if (
             suspension
             and self.health is not None
             and await self.health.suspended(stored.account, stored.uid)
         ):
-            return SUSPENDED_ERROR
-        return None if stored.connection.confirmed else UNCONFIRMED_ERROR
+            held = SUSPENDED_ERROR
+        elif not stored.connection.confirmed:
+            held = UNCONFIRMED_ERROR
+        if held is not None:
+            return Sent(message, self.clock(), 0, held)
+        return await self.publisher.publish(stored, message, subject, slot)
 
     async def _record(
         self,
