@@ -187,6 +187,10 @@ async def test_the_consent_link_and_redirect_bind_a_tenant_only_with_a_valid_sta
     for query in refused:
         async with api.session.get("/v1/entra/consented", params=query) as answer:
             assert answer.status == 400, query
+    # The longest state the schema allows, 12 bytes a character encoded: answered by the app.
+    query = {"admin_consent": "True", "tenant": tenant, "state": "\U0010ffff" * 1000}
+    async with api.session.get("/v1/entra/consented", params=query) as answer:
+        assert answer.status == 400 and answer.content_type == "application/problem+json"
     assert not await services.ownership.tenant_bound(account, tenant)
     assert not await services.ownership.tenant_bound(account, other)
     query = {"admin_consent": "True", "tenant": tenant, "state": asked["state"]}

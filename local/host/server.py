@@ -34,6 +34,10 @@ log = logging.getLogger("local.host")
 
 # The Functions host accepts request bodies up to 100 MB; aiohttp's default is 1 MiB.
 MAX_REQUEST_BODY = 100 * 1024 * 1024
+# A request line or header this long is still parsed (aiohttp's default is 8190 bytes): the
+# API's longest valid URL, the consent callback's bounded parameters percent-encoded at 12
+# bytes a character, is about 16 KB, and must reach the app to be answered by its rules.
+MAX_LINE_BYTES = 64 * 1024
 
 
 def _plain(value: Any) -> Any:
@@ -206,7 +210,13 @@ class LocalHost:
                 message, payload, protocol, writer, task, loop, client_max_size=MAX_REQUEST_BODY
             )
 
-        server = web.Server(self._handle, request_factory=make_request, access_log=None)
+        server = web.Server(
+            self._handle,
+            request_factory=make_request,
+            access_log=None,
+            max_line_size=MAX_LINE_BYTES,
+            max_field_size=MAX_LINE_BYTES,
+        )
         self._runner = web.ServerRunner(server, shutdown_timeout=self._stop_timeout)
         await self._runner.setup()
         await web.TCPSite(self._runner, self._host, self._port).start()
