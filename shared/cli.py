@@ -1,5 +1,5 @@
 """Command line: `python -m shared.cli apikey create|list|revoke`, `event publish`, `purge`,
-`poison replay`, `portal link`, `log reindex`, `backup export|restore`.
+`poison replay`, `portal link`, `log reindex`, `health migrate`, `backup export|restore`.
 
 Reads the same settings as the app: the environment, else local.settings.json, else the
 sample's local defaults; when the environment names the app's storage (an operator's shell
@@ -147,6 +147,19 @@ async def reindex_command(services: Services, args: argparse.Namespace) -> int:
     return 0
 
 
+async def health_migrate_command(services: Services, args: argparse.Namespace) -> int:
+    """`health migrate`: the rows moved alone on the last line."""
+    from shared.service.healthmove import OLD_TABLE, migrate_health
+
+    done = await migrate_health(services)
+    print(
+        f"health migrate: {done.moved} rows of {OLD_TABLE} moved beside their connection, "
+        f"{done.kept} already there (newer), {done.orphans} of deleted connections dropped"
+    )
+    print(done.moved)
+    return 0
+
+
 async def backup_command(services: Services, args: argparse.Namespace) -> int:
     """`backup export|restore DIR [--table T ...]`: the entities written or read, last."""
     from shared.service import backup
@@ -253,6 +266,15 @@ def _add_operator_commands(groups: Groups) -> None:
     )
     reindex.add_argument("--connection", type=UUID, help="one connection's Uid (default: all)")
     reindex.set_defaults(run=reindex_command)
+
+    health = groups.add_parser("health", help="connections' health rows").add_subparsers(
+        dest="action", required=True
+    )
+    health.add_parser(
+        "migrate",
+        help="move health rows of an older version beside their connection (once, after "
+        "upgrading; idempotent); prints the rows moved alone on the last line",
+    ).set_defaults(run=health_migrate_command)
 
     backing_up = groups.add_parser("backup", help="connections and API keys, to files and back")
     actions = backing_up.add_subparsers(dest="action", required=True)

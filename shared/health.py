@@ -52,6 +52,17 @@ class HealthState:
         )
 
 
+def says_more(known: HealthState, new: HealthState) -> bool:
+    """Whether `new` tells a reader something `known` does not: another status or another kind
+    of last error. Counts and times alone wait for the heartbeat."""
+
+    def kind(state: HealthState) -> tuple[str, str] | None:
+        error = state.last_error
+        return None if error is None else (str(error.category), error.type)
+
+    return new.status != known.status or kind(new) != kind(known)
+
+
 def _later(a: datetime | None, b: datetime | None) -> datetime | None:
     return b if a is None else a if b is None else max(a, b)
 

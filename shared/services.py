@@ -90,7 +90,7 @@ class Services:
                 clock,
                 timedelta(hours=settings.event_window_hours),
             ),
-            health=HealthRepository(await storage.table(clients.HEALTH_TABLE)),
+            health=HealthRepository(await storage.table(clients.CONNECTIONS_TABLE)),
             replays=ReplayRepository(await storage.table(clients.REPLAYS_TABLE)),
             ownership=OwnershipRepository(
                 await storage.table(clients.OWNERSHIP_TABLE), keys.derived("confirmation codes")

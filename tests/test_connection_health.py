@@ -26,7 +26,7 @@ from shared.health import HealthState, Outcomes, merge
 from shared.models.connection import HealthStatus
 from shared.models.records import DeliveryError, ErrorCategory, MessageQuery, MessageStatus
 from shared.services import Services
-from shared.storage.clients import HEALTH_TABLE
+from shared.storage.clients import CONNECTIONS_TABLE
 from shared.storage.healthrows import HealthRepository
 from tests.factories import PATH, UNVERIFIED, an_event
 from tests.plugins.app import Api
@@ -305,7 +305,7 @@ async def test_many_outcomes_cost_one_write_per_flush(services: Services, accoun
             writes.append(uid)
             return await super().update(account, uid, change)
 
-    repository = Counting(await services.storage.table(HEALTH_TABLE))
+    repository = Counting(await services.storage.table(CONNECTIONS_TABLE))
     tracker = HealthTracker(
         repository, lambda: T0, flush_seconds=3600, suspend_after_seconds=60, cache_seconds=0
     )
@@ -323,7 +323,7 @@ async def test_many_outcomes_cost_one_write_per_flush(services: Services, accoun
 async def test_outcomes_are_written_by_the_timer_without_a_call(
     services: Services, account: str
 ) -> None:
-    repository = HealthRepository(await services.storage.table(HEALTH_TABLE))
+    repository = HealthRepository(await services.storage.table(CONNECTIONS_TABLE))
     tracker = HealthTracker(
         repository, lambda: T0, flush_seconds=0.1, suspend_after_seconds=60, cache_seconds=0
     )

@@ -318,7 +318,6 @@ def test_storage_holds_the_queues_tables_and_containers_the_app_uses(storage: Te
         "apikeys",
         "messages",
         "portalsessions",
-        "connectionhealth",
         "replays",
         "ownership",
     ]

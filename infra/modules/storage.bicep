@@ -37,7 +37,6 @@ var tableNames = [
   'apikeys'
   'messages'
   'portalsessions'
-  'connectionhealth'
   'replays'
   'ownership'
 ]

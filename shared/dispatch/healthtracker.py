@@ -1,24 +1,32 @@
 """Health from delivery outcomes, without a write per delivery: each process gathers the
-outcomes it sees per connection and merges them into the health row at most every
-`flush_seconds` (shared/health.py has the rule). It also answers, from a short cache, which
-of an account's connections are suspended, so the dispatcher keeps their events unsent."""
+outcomes it sees per connection and merges them into the health row (shared/health.py has the
+rule) when they change what the row says, at the next flush (every `flush_seconds`), and
+otherwise at most once a `heartbeat_seconds` per connection: a steady connection costs one
+write a minute, not one a flush. Whether the outcomes change anything is judged against the
+state this process last wrote (a bounded map); outcomes not yet written wait for the next
+flush. It also answers, from a short cache, which of an account's connections are suspended,
+so the dispatcher keeps their events unsent."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from uuid import UUID
 
 from shared.clock import Clock
 from shared.dispatch.readcache import SharedReads
-from shared.health import HealthState, Outcomes, merge
+from shared.health import HealthState, Outcomes, merge, says_more
 from shared.models.connection import HealthStatus
 from shared.models.records import DeliveryError
 from shared.storage.healthrows import HealthRepository
 
 log = logging.getLogger("shared.dispatch")
+
+HEARTBEAT_SECONDS = 60.0  # issue 25: at most one write a minute for a connection that is steady
+KNOWN_STATES = 10_000  # connections whose last written state is remembered (LRU; a miss writes)
 
 
 class HealthTracker:
@@ -31,6 +39,8 @@ class HealthTracker:
         suspend_after_seconds: float,
         cache_seconds: float,
         breaker_open: Callable[[UUID], bool] | None = None,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        known_states: int = KNOWN_STATES,
     ) -> None:
         """`breaker_open(connection_uid)`: whether this process's circuit breaker (issue 12)
         holds the connection's deliveries back; optional, so health does not depend on it."""
@@ -38,8 +48,13 @@ class HealthTracker:
         self.clock = clock
         self.flush_seconds = flush_seconds
         self.suspend_after = timedelta(seconds=suspend_after_seconds)
+        self.heartbeat = timedelta(seconds=heartbeat_seconds)
         self.breaker_open = breaker_open
+        self.known_states = known_states
+        self.writes = 0  # health rows written (a counter for logs and tests)
         self._pending: dict[tuple[str, UUID], Outcomes] = {}
+        # What this process last wrote for a connection, and when.
+        self._known: OrderedDict[tuple[str, UUID], tuple[HealthState, datetime]] = OrderedDict()
         self._timer: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Task[None] | None = None
         self._suspended = SharedReads(repository.suspended, cache_seconds)
@@ -57,20 +72,55 @@ class HealthTracker:
     def _start_flush(self) -> None:
         self._flushing = asyncio.ensure_future(self.flush())
 
-    async def flush(self) -> None:
-        """Merge what was seen into the health rows now (the timer calls it; so do close and
-        tests)."""
+    async def flush(self, everything: bool = False) -> None:
+        """Merge into the health rows the outcomes that change what they say, and those of
+        connections whose heartbeat is due; keep the others for a later flush (the timer calls
+        it; `everything`: write all now, as close does)."""
         if self._timer is not None:
             self._timer.cancel()
         pending, self._pending, self._timer = self._pending, {}, None
-        for (account, uid), seen in pending.items():
+        now = self.clock()
+        due: dict[tuple[str, UUID], Outcomes] = {}
+        for key, seen in pending.items():  # decided before any await: no observe interleaves
+            if seen.empty:
+                continue  # only outcomes that say nothing of the connection's health
+            if everything or self._due(key, seen, now):
+                due[key] = seen
+            else:
+                self._pending[key] = seen
+        if self._pending:
+            self._timer = asyncio.get_running_loop().call_later(
+                self.flush_seconds, self._start_flush
+            )
+        for (account, uid), seen in due.items():
             try:
                 state = await self.repository.update(account, uid, self._merging(uid, seen))
             except Exception:  # health is advisory: a failed write never fails a delivery
                 log.warning("writing the health of connection %s failed", uid, exc_info=True)
                 continue
+            self.writes += 1
+            self._remember((account, uid), state, now)
             if state.status == HealthStatus.SUSPENDED:
                 self._suspended.forget(account)  # read again: this process stops at once
+
+    def _due(self, key: tuple[str, UUID], seen: Outcomes, now: datetime) -> bool:
+        """Whether `seen` changes what the row says (judged against what this process last
+        wrote), or the connection's heartbeat is due."""
+        known = self._known.get(key)
+        if known is None:
+            return True
+        state, written_at = known
+        if state.status == HealthStatus.SUSPENDED:
+            return True  # deliveries again: a resume or a save ended it; merge with that
+        held_back = self.breaker_open is not None and self.breaker_open(key[1])
+        estimate = merge(state, seen, now, self.suspend_after, held_back)
+        return says_more(state, estimate) or now - written_at >= self.heartbeat
+
+    def _remember(self, key: tuple[str, UUID], state: HealthState, now: datetime) -> None:
+        self._known[key] = (state, now)
+        self._known.move_to_end(key)
+        while len(self._known) > self.known_states:
+            self._known.popitem(last=False)
 
     def _merging(self, uid: UUID, seen: Outcomes) -> Callable[[HealthState | None], HealthState]:
         held_back = self.breaker_open is not None and self.breaker_open(uid)
@@ -93,4 +143,4 @@ class HealthTracker:
     async def close(self) -> None:
         if self._flushing is not None:
             await self._flushing  # a write the timer started
-        await self.flush()
+        await self.flush(everything=True)

@@ -4,7 +4,6 @@ first, the Entra ID confirmation code). Knows nothing of HTTP: raises shared/err
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import TYPE_CHECKING
 from uuid import UUID
@@ -27,18 +26,15 @@ NOT_CONSENTED = (
 
 
 async def list_all(services: Services, account: str) -> list[Connection]:
-    """The account's connections (secrets shown as ***), each with its Health."""
-    health = await services.health.for_account(account)
+    """The account's connections (secrets shown as ***), each with its Health: one query."""
     now = services.clock()
-    stored = await services.connections.for_account(account)
-    return [with_health(c, health.get(c.uid), now) for c in stored]
+    stored = await services.connections.for_account_with_health(account)
+    return [with_health(c, health, now) for c, health in stored]
 
 
 async def get(services: Services, account: str, uid: UUID) -> Connection:
-    # Both rows at once (two tables: the health row's writes never touch the connection's etag).
-    stored, health = await asyncio.gather(
-        services.connections.get(account, uid), services.health.get(account, uid)
-    )
+    """One range query: the health row sorts right after its connection's."""
+    stored, health = await services.connections.read(account, uid)
     return with_health(stored, health, services.clock())
 
 
@@ -129,14 +125,14 @@ async def confirm(services: Services, account: str, uid: UUID, code: str) -> Con
     confirmed already, is answered as it is."""
     from shared.service.ownership import destination, needs_code
 
-    stored = await services.connections.get(account, uid)
+    stored, health = await services.connections.read(account, uid)
     now = services.clock()
     if needs_code(stored.connection):
         where = destination(stored.connection)
         if not await services.ownership.redeem(account, uid, where, code, now):
             raise Invalid(WRONG_CODE, {"Code": [WRONG_CODE]})
         stored = await services.connections.confirm(account, uid, where)
-    return with_health(stored, await services.health.get(account, uid), now)
+    return with_health(stored, health, now)
 
 
 # ------------------------------------------------------------ what a save asks of the owner

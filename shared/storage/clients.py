@@ -18,7 +18,6 @@ CONNECTIONS_TABLE = "connections"
 API_KEYS_TABLE = "apikeys"
 PORTAL_SESSIONS_TABLE = "portalsessions"
 MESSAGES_TABLE = "messages"
-HEALTH_TABLE = "connectionhealth"  # one small row per connection (issue 15)
 SYSTEM_EVENTS_QUEUE = "system-events"
 RETRY_QUEUE = "delivery-retries"
 REPLAYS_TABLE = "replays"

@@ -1,7 +1,9 @@
 """The `connections` table: PartitionKey = account, RowKey = connection Uid.
 
 Both connection strings are stored sealed (AES-GCM, see crypto.py), whole; the masked form
-the API shows is derived from them on read. `LogPartition` names the connection's partition
+the API shows is derived from them on read. Each connection's health row sorts right after
+it (shared/storage/healthrows.py): `read` and `for_account_with_health` take both in one
+query; the other reads skip health rows. `LogPartition` names the connection's partition
 of the message log: new for every connection made, so a deleted and re-made Uid never shows
 the old records. A deleted connection leaves a tombstone (PartitionKey `~deleted`) from which
 the purge removes its records.
@@ -24,9 +26,12 @@ from shared.errors import Conflict, InvalidField, NotFound
 from shared.models.connection import Connection
 from shared.models.connectioninput import EventSettings
 from shared.service.ownership import confirmed_after_change, destination
+from shared.storage.healthrows import HEALTH_SUFFIX, health_from_entity, is_health_row, uid_of
 
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient
+
+    from shared.health import HealthState
 
 TOMBSTONES = "~deleted"
 OPTION_FIELDS = {
@@ -76,19 +81,50 @@ class ConnectionRepository:
     # ----------------------------------------------------------- reads
 
     async def for_account(self, account: str) -> list[StoredConnection]:
+        return [c for c, _ in await self.for_account_with_health(account)]
+
+    async def for_account_with_health(
+        self, account: str
+    ) -> list[tuple[StoredConnection, HealthState | None]]:
+        """The account's connections, each with its health row if it has one: one query."""
         query = self._table.query_entities(
             "PartitionKey eq @account", parameters={"account": account}
         )
-        return [self._from_entity(e) async for e in query]
+        connections: dict[UUID, StoredConnection] = {}
+        health: dict[UUID, HealthState] = {}
+        async for e in query:
+            if is_health_row(e["RowKey"]):
+                health[uid_of(e["RowKey"])] = health_from_entity(e)
+            else:
+                connections[uid_of(e["RowKey"])] = self._from_entity(e)
+        return [(c, health.get(uid)) for uid, c in connections.items()]
 
     async def count(self, account: str) -> int:
         query = self._table.query_entities(
             "PartitionKey eq @account", parameters={"account": account}, select=["RowKey"]
         )
-        return len([e async for e in query])
+        return len([e async for e in query if not is_health_row(e["RowKey"])])
 
     async def get(self, account: str, uid: UUID) -> StoredConnection:
         return self._from_entity(await self._get_entity(account, uid))
+
+    async def read(self, account: str, uid: UUID) -> tuple[StoredConnection, HealthState | None]:
+        """A connection and its health row if it has one, in one range query (NotFound
+        without the connection): the two rows are neighbours."""
+        query = self._table.query_entities(
+            "PartitionKey eq @account and RowKey ge @uid and RowKey le @health",
+            parameters={"account": account, "uid": str(uid), "health": f"{uid}{HEALTH_SUFFIX}"},
+        )
+        stored: StoredConnection | None = None
+        health: HealthState | None = None
+        async for e in query:
+            if is_health_row(e["RowKey"]):
+                health = health_from_entity(e)
+            else:
+                stored = self._from_entity(e)
+        if stored is None:  # a health row alone: deleted meanwhile
+            raise NotFound(f"no connection {uid}")
+        return stored, health
 
     async def tombstones(self) -> list[dict[str, Any]]:
         query = self._table.query_entities(
@@ -103,7 +139,7 @@ class ConnectionRepository:
         query = self._table.query_entities(
             "PartitionKey ne @p", parameters={"p": TOMBSTONES}, select=["LogPartition"]
         )
-        return [e["LogPartition"] async for e in query]
+        return [e["LogPartition"] async for e in query if e.get("LogPartition")]  # not health
 
     async def log_partition_of(self, uid: UUID) -> str:
         """A live connection's log partition, whatever its account (for operators' commands)."""

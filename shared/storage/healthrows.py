@@ -1,6 +1,12 @@
-"""The `connectionhealth` table: PartitionKey = account, RowKey = connection Uid, one small
-row per connection. Its own table, so health writes never touch the connection row's etag
-that PUT relies on. A connection without a row is Healthy since it was saved."""
+"""Health rows, kept in the `connections` table beside their connection: PartitionKey =
+account, RowKey = `<connection Uid>~health`, which sorts right after the connection's own row
+(Uids are all 36 characters), so one range query reads a connection with its health and one
+partition query an account's connections with theirs. A separate entity, so health writes
+never touch the connection row's etag that PUT relies on. A connection without a row is
+Healthy since it was saved.
+
+Until `health migrate` (shared/service/healthmove.py) the rows of an older version are in the
+`connectionhealth` table (PartitionKey = account, RowKey = Uid): `legacy_entity` reads them."""
 
 from __future__ import annotations
 
@@ -20,9 +26,26 @@ if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient
 
 UPDATE_ATTEMPTS = 10
+HEALTH_SUFFIX = "~health"  # `~` sorts after every character of a Uid
+
+
+def health_key(uid: UUID) -> str:
+    return f"{uid}{HEALTH_SUFFIX}"
+
+
+def is_health_row(row_key: str) -> bool:
+    return row_key.endswith(HEALTH_SUFFIX)
+
+
+def uid_of(row_key: str) -> UUID:
+    """The connection Uid of a connection's row or of its health row."""
+    return UUID(row_key.removesuffix(HEALTH_SUFFIX))
 
 
 class HealthRepository:
+    """`table` is the connections table (shared/storage/connections.py reads both kinds of
+    row at once; this class writes health rows and reads them alone)."""
+
     def __init__(self, table: TableClient) -> None:
         self._table = table
 
@@ -30,26 +53,21 @@ class HealthRepository:
         """A query rather than a point read: most connections have no row, and the SDK's
         404 is an exception it takes longer to build than the answer."""
         query = self._table.query_entities(
-            "PartitionKey eq @account and RowKey eq @uid",
-            parameters={"account": account, "uid": str(uid)},
+            "PartitionKey eq @account and RowKey eq @key",
+            parameters={"account": account, "key": health_key(uid)},
         )
         async for entity in query:
-            return _from_entity(entity)
+            return health_from_entity(entity)
         return None
 
-    async def for_account(self, account: str) -> dict[UUID, HealthState]:
-        query = self._table.query_entities(
-            "PartitionKey eq @account", parameters={"account": account}
-        )
-        return {UUID(e["RowKey"]): _from_entity(e) async for e in query}
-
     async def suspended(self, account: str) -> set[UUID]:
+        """Only health rows have a Status."""
         query = self._table.query_entities(
             "PartitionKey eq @account and Status eq @s",
             parameters={"account": account, "s": str(HealthStatus.SUSPENDED)},
             select=["RowKey"],
         )
-        return {UUID(e["RowKey"]) async for e in query}
+        return {uid_of(e["RowKey"]) async for e in query}
 
     async def put(self, account: str, uid: UUID, state: HealthState) -> None:
         """Write `state` whatever is stored (a save or a resume decides it)."""
@@ -75,10 +93,10 @@ class HealthRepository:
 
         for _ in range(UPDATE_ATTEMPTS):
             try:
-                entity = await self._table.get_entity(account, str(uid))
+                entity = await self._table.get_entity(account, health_key(uid))
             except ResourceNotFoundError:
                 entity = None
-            state = change(_from_entity(entity) if entity else None)
+            state = change(health_from_entity(entity) if entity else None)
             new = _to_entity(account, uid, state)
             try:
                 if entity is None:
@@ -99,13 +117,13 @@ class HealthRepository:
         from azure.core.exceptions import ResourceNotFoundError
 
         with contextlib.suppress(ResourceNotFoundError):
-            await self._table.delete_entity(account, str(uid))
+            await self._table.delete_entity(account, health_key(uid))
 
 
 def _to_entity(account: str, uid: UUID, state: HealthState) -> dict[str, Any]:
     entity: dict[str, Any] = {
         "PartitionKey": account,
-        "RowKey": str(uid),
+        "RowKey": health_key(uid),
         "Status": str(state.status),
         "Since": state.since,
         "LastSuccessAt": state.last_success_at,
@@ -117,7 +135,8 @@ def _to_entity(account: str, uid: UUID, state: HealthState) -> dict[str, Any]:
     return {k: v for k, v in entity.items() if v is not None}
 
 
-def _from_entity(entity: Any) -> HealthState:
+def health_from_entity(entity: Any) -> HealthState:
+    """A health row as read (also a row of the older `connectionhealth` table)."""
     error = entity.get("LastError")
     return HealthState(
         status=HealthStatus(entity["Status"]),
