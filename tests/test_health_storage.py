@@ -99,6 +99,25 @@ async def test_a_health_write_leaves_the_connection_row_and_its_etag_alone(
     assert await services.health.get(account, stored.uid) is None  # gone with its connection
 
 
+async def test_a_row_read_again_unchanged_is_not_parsed_again_and_a_changed_one_is(
+    services: Services, account: str
+) -> None:
+    table = await services.storage.table(CONNECTIONS_TABLE)
+    repository = ConnectionRepository(table, KeyRing(services.settings.encryption_keys), 1)
+    first = await repository.add(account, a_connection(Title="one"), T0)
+    other = await repository.add(account, a_connection(), T0)
+    read = await repository.get(account, first.uid)
+    assert (await repository.get(account, first.uid)) is read  # kept, by its etag
+    assert (repository.parsed_hits, repository.parsed_misses) == (1, 1)
+    renamed = read.connection.model_copy(update={"title": "two"})
+    await repository.replace(account, renamed, T0)  # parses the row it replaces
+    assert (await repository.get(account, first.uid)).connection.title == "two"
+    await repository.get(account, other.uid)  # one row kept at most: the first goes
+    misses = repository.parsed_misses
+    await repository.get(account, first.uid)
+    assert repository.parsed_misses == misses + 1
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = T0

@@ -15,6 +15,7 @@ import asyncio
 import json
 import random
 import secrets
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,9 @@ OPTION_FIELDS = {
     "blob_service_uri",
 }
 REPLACE_ATTEMPTS = 10  # `~` sorts after every account name and is refused in one
+# Rows kept parsed, by etag: opening both secrets and building the model cost 84 us a row,
+# the largest part of our own CPU in a GET (docs/BENCHMARKS.md). A few KB each.
+PARSED_ROWS = 10_000
 
 
 @dataclass(frozen=True)
@@ -74,9 +78,13 @@ class StoredConnection:
 
 
 class ConnectionRepository:
-    def __init__(self, table: TableClient, keys: KeyRing) -> None:
+    def __init__(self, table: TableClient, keys: KeyRing, parsed_rows: int = PARSED_ROWS) -> None:
         self._table = table
         self._keys = keys
+        self.parsed_rows = parsed_rows
+        self.parsed_hits = self.parsed_misses = 0  # counters for logs and tests
+        # (account, Uid) -> (etag, the row parsed): a row read again unchanged is not reparsed
+        self._parsed: OrderedDict[tuple[str, str], tuple[str, StoredConnection]] = OrderedDict()
 
     # ----------------------------------------------------------- reads
 
@@ -296,6 +304,24 @@ class ConnectionRepository:
         return {k: v for k, v in entity.items() if v is not None}
 
     def _from_entity(self, entity: Any) -> StoredConnection:
+        """The row as a StoredConnection; parsed again only when its etag changed."""
+        key = (entity["PartitionKey"], entity["RowKey"])
+        etag = getattr(entity, "metadata", {}).get("etag")
+        kept = self._parsed.get(key)
+        if etag and kept is not None and kept[0] == etag:
+            self.parsed_hits += 1
+            self._parsed.move_to_end(key)
+            return kept[1]
+        self.parsed_misses += 1
+        stored = self._parse(entity)
+        if etag:
+            self._parsed[key] = (etag, stored)
+            self._parsed.move_to_end(key)
+            while len(self._parsed) > self.parsed_rows:
+                self._parsed.popitem(last=False)
+        return stored
+
+    def _parse(self, entity: Any) -> StoredConnection:
         account, uid = entity["PartitionKey"], entity["RowKey"]
         owner = f"{account}/{uid}"
         blob = entity.get("BlobContainerConnectionString")
