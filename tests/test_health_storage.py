@@ -24,7 +24,7 @@ from shared.services import Services
 from shared.storage.clients import CONNECTIONS_TABLE
 from shared.storage.connections import ConnectionRepository
 from shared.storage.healthrows import HealthRepository
-from tests.factories import a_connection
+from tests.factories import a_connection, cli
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 FAILURE = DeliveryError(category=ErrorCategory.TRANSIENT, type="ServiceBusError", message="m")
@@ -177,8 +177,9 @@ async def test_outcomes_that_say_nothing_of_health_write_nothing(
 
 
 async def test_health_migrate_moves_old_rows_keeps_newer_ones_and_drops_orphans(
-    services: Services, account: str
+    services: Services, account: str, app_environment: dict[str, str]
 ) -> None:
+    """The operator's command (a process) moves them; run again, it finds nothing."""
     from azure.data.tables import UpdateMode
 
     def old_row(uid: uuid.UUID, state: HealthState) -> dict[str, Any]:
@@ -207,8 +208,11 @@ async def test_health_migrate_moves_old_rows_keeps_newer_ones_and_drops_orphans(
     for uid, state in ((moved, failing), (newer, failing), (suspended, stopped), (orphan, failing)):
         await old.upsert_entity(old_row(uid, state), mode=UpdateMode.REPLACE)
 
-    done = await migrate_health(services)
-    assert (done.moved, done.kept, done.orphans) == (2, 1, 1)
+    command = cli(app_environment, "health", "migrate")
+    assert command.returncode == 0, command.stderr
+    assert "2 rows of connectionhealth moved" in command.stdout, command.stdout
+    assert "1 already there (newer), 1 of deleted connections dropped" in command.stdout
+    assert command.stdout.splitlines()[-1] == "2"
     assert await services.health.get(account, moved) == failing
     assert await services.health.get(account, newer) == healthy_now
     assert await services.health.get(account, suspended) == stopped  # only a resume ends it

@@ -2,9 +2,9 @@
 export DIR` and `backup restore DIR` (docs/DEPLOYMENT.md, "Backup and restore").
 
 The connections (their secrets stay sealed with the key ring: a backup is useless without
-the ring, which is backed up from Key Vault) and the API keys (only their hashes). The other
-tables are rebuilt by the app (health), short-lived (portal sessions, replays) or a 14-day
-log of what was delivered (messages): not worth restoring.
+the ring, which is backed up from Key Vault), with the health rows kept beside them, and the
+API keys (only their hashes). The other tables are short-lived (portal sessions, replays) or a
+14-day log of what was delivered (messages): not worth restoring.
 
 One JSON Lines file per table, an entity a line, every property with its Table type (`Edm.*`),
 so that a restore writes back exactly what was read. A restore upserts: run twice, or onto a

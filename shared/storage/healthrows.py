@@ -5,8 +5,8 @@ partition query an account's connections with theirs. A separate entity, so heal
 never touch the connection row's etag that PUT relies on. A connection without a row is
 Healthy since it was saved.
 
-Until `health migrate` (shared/service/healthmove.py) the rows of an older version are in the
-`connectionhealth` table (PartitionKey = account, RowKey = Uid): `legacy_entity` reads them."""
+The rows of an older version, in the table `connectionhealth` (RowKey = Uid), are not read:
+`health migrate` (shared/service/healthmove.py) moves them here once."""
 
 from __future__ import annotations
 
