@@ -27,6 +27,7 @@ from shared.errors import Conflict, InvalidField, NotFound
 from shared.models.connection import Connection
 from shared.models.connectioninput import EventSettings
 from shared.service.ownership import confirmed_after_change, destination
+from shared.storage import tablequery
 from shared.storage.healthrows import HEALTH_SUFFIX, health_from_entity, is_health_row, uid_of
 
 if TYPE_CHECKING:
@@ -95,12 +96,10 @@ class ConnectionRepository:
         self, account: str
     ) -> list[tuple[StoredConnection, HealthState | None]]:
         """The account's connections, each with its health row if it has one: one query."""
-        query = self._table.query_entities(
-            "PartitionKey eq @account", parameters={"account": account}
-        )
+        rows = tablequery.query(self._table, "PartitionKey eq @account", {"account": account})
         connections: dict[UUID, StoredConnection] = {}
         health: dict[UUID, HealthState] = {}
-        async for e in query:
+        async for e in rows:
             if is_health_row(e["RowKey"]):
                 health[uid_of(e["RowKey"])] = health_from_entity(e)
             else:
@@ -119,13 +118,14 @@ class ConnectionRepository:
     async def read(self, account: str, uid: UUID) -> tuple[StoredConnection, HealthState | None]:
         """A connection and its health row if it has one, in one range query (NotFound
         without the connection): the two rows are neighbours."""
-        query = self._table.query_entities(
+        rows = tablequery.query(
+            self._table,
             "PartitionKey eq @account and RowKey ge @uid and RowKey le @health",
-            parameters={"account": account, "uid": str(uid), "health": f"{uid}{HEALTH_SUFFIX}"},
+            {"account": account, "uid": str(uid), "health": f"{uid}{HEALTH_SUFFIX}"},
         )
         stored: StoredConnection | None = None
         health: HealthState | None = None
-        async for e in query:
+        async for e in rows:
             if is_health_row(e["RowKey"]):
                 health = health_from_entity(e)
             else:

@@ -1,0 +1,60 @@
+"""A table query sent through the table client's own pipeline, its answer parsed here.
+
+`TableClient.query_entities` builds each request with the generated client's serializer and
+reads each page with its deserializer and paging wrappers: measured here, 1.4-1.7 ms of CPU
+for a query answering one row, against 1.1-1.3 ms when the same request is sent with
+`send_request` and the JSON read with `json.loads` (1,000 queries on Azurite, 2026-12-03).
+On a GET of a connection that difference is about a sixth of the local host's CPU. The
+pipeline (authentication, retries, logging) is the client's; the URL and the reading are
+ours. As in shared/storage/transactions.py, the pipeline is reached through the private
+`TableClient._client` (the Tables SDK is pinned in requirements.txt), and each entity is made
+by the SDK's own converter, so what callers get is what `query_entities` gives: a
+`TableEntity` with its Edm types and its `metadata` (etag, timestamp).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+if TYPE_CHECKING:
+    from azure.data.tables import TableEntity
+    from azure.data.tables.aio import TableClient
+
+NEXT_KEYS = ("NextPartitionKey", "NextRowKey")  # continuation, as headers and query options
+
+
+async def query(
+    table: TableClient, query_filter: str, parameters: Mapping[str, Any], top: int | None = None
+) -> AsyncIterator[TableEntity]:
+    """The entities matching `query_filter` (`@name` replaced by its quoted parameter, as
+    `query_entities` does), every page of them; `top`: at most that many a page."""
+    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+    from azure.core.rest import HttpRequest
+    from azure.data.tables._deserialize import _convert_to_entity
+    from azure.data.tables._serialize import _parameter_filter_substitution
+
+    substituted = _parameter_filter_substitution(dict(parameters), query_filter)
+    url = f"{table.scheme}://{table._primary_hostname}/{table.table_name}()"
+    url += f"?$filter={quote(substituted, safe='')}" + (f"&$top={top}" if top else "")
+    headers = {
+        "x-ms-version": table.api_version,
+        "DataServiceVersion": "3.0",
+        "MaxDataServiceVersion": "3.0;NetFx",
+        "Accept": "application/json;odata=minimalmetadata",  # etags and Edm types
+    }
+    page = url
+    while True:
+        response = await table._client.send_request(HttpRequest("GET", page, headers=headers))
+        if response.status_code == 404:
+            raise ResourceNotFoundError(response=response)
+        if response.status_code != 200:
+            raise HttpResponseError(response=response)
+        for entity in json.loads(response.content)["value"]:
+            yield _convert_to_entity(entity)
+        following = [(k, response.headers.get(f"x-ms-continuation-{k}")) for k in NEXT_KEYS]
+        if not any(value for _, value in following):
+            return
+        page = url + "".join(f"&{k}={quote(v, safe='')}" for k, v in following if v)
