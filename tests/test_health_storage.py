@@ -219,3 +219,20 @@ async def test_health_migrate_moves_old_rows_keeps_newer_ones_and_drops_orphans(
     assert await services.health.get(account, orphan) is None
     assert [row async for row in old.list_entities()] == []
     assert (await migrate_health(services)).moved == 0  # once more: nothing left to move
+
+
+def test_the_get_profile_runs_and_names_our_code() -> None:
+    """bench/profile_api.py, with tiny numbers: the figures are not asserted (a shared
+    machine), only that it measures and that its call tree reaches our handler."""
+    import subprocess
+    import sys
+
+    from tests.factories import ROOT
+
+    command = [sys.executable, "-m", "bench.profile_api", "--requests", "40", "--clients", "2"]
+    done = subprocess.run(
+        [*command, "--profile"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "requests/s; CPU a request: host" in done.stdout
+    assert "LocalHost._handle" in done.stdout
