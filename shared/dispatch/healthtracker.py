@@ -26,6 +26,7 @@ from shared.storage.healthrows import HealthRepository
 log = logging.getLogger("shared.dispatch")
 
 HEARTBEAT_SECONDS = 60.0  # issue 25: at most one write a minute for a connection that is steady
+CARRIED_MIN_SECONDS = 1.0  # outcomes kept for a heartbeat are looked at again this soon at most
 KNOWN_STATES = 10_000  # connections whose last written state is remembered (LRU; a miss writes)
 
 
@@ -88,9 +89,9 @@ class HealthTracker:
                 due[key] = seen
             else:
                 self._pending[key] = seen
-        if self._pending:
+        if self._pending:  # looked at again next flush (not in a loop when flushes are 0 s)
             self._timer = asyncio.get_running_loop().call_later(
-                self.flush_seconds, self._start_flush
+                max(self.flush_seconds, CARRIED_MIN_SECONDS), self._start_flush
             )
         for (account, uid), seen in due.items():
             try:
