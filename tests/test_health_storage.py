@@ -163,6 +163,42 @@ async def test_a_steady_connection_writes_once_a_minute_and_a_change_at_the_next
     assert tracker.writes == 8
 
 
+async def test_after_a_suspension_or_once_forgotten_outcomes_are_written_at_once(
+    services: Services, account: str
+) -> None:
+    """Outcomes after a suspension this process wrote mean a resume or a save ended it
+    elsewhere; a connection pushed out of the bounded map of what was written is written
+    as one never seen."""
+    clock = Clock()
+    tracker = HealthTracker(
+        services.health,
+        clock,
+        flush_seconds=3600,
+        suspend_after_seconds=0,  # the first Configuration failure suspends
+        cache_seconds=0,
+        known_states=1,
+    )
+    suspended, other = uuid.uuid4(), uuid.uuid4()
+    config = DeliveryError(category=ErrorCategory.CONFIGURATION, type="T", message="m")
+    tracker.observe(account, suspended, T0, config)
+    await tracker.flush()
+    state = await services.health.get(account, suspended)
+    assert state is not None and state.status == HealthStatus.SUSPENDED
+    await services.health.put(account, suspended, state.resumed(T0))  # the owner resumes
+    tracker.observe(account, suspended, T0, None)
+    await tracker.flush()  # within the minute, yet written
+    assert tracker.writes == 2
+    state = await services.health.get(account, suspended)
+    assert state is not None and state.status == HealthStatus.HEALTHY
+
+    tracker.observe(account, other, T0, None)
+    await tracker.flush()  # `other` takes the one place: `suspended` is forgotten
+    tracker.observe(account, suspended, T0, None)
+    await tracker.flush()
+    assert tracker.writes == 4
+    await tracker.close()
+
+
 async def test_outcomes_that_say_nothing_of_health_write_nothing(
     services: Services, account: str
 ) -> None:
