@@ -33,6 +33,13 @@ def silent_storage() -> Iterator[tuple[socket.socket, dict[str, str]]]:
         yield listener, env
 
 
+def as_from_a_terminal() -> None:
+    """Ctrl-C as a shell delivers it: SIGINT neither ignored nor blocked, whatever the test
+    worker that starts the CLI inherited or set (a child keeps both across exec)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_ctrl_c_closes_the_clients_quietly(
     silent_storage: tuple[socket.socket, dict[str, str]],
 ) -> None:
@@ -40,16 +47,23 @@ def test_ctrl_c_closes_the_clients_quietly(
     command = subprocess.Popen(
         [sys.executable, "-m", "shared.cli", "apikey", "list", "--account", "a"],
         cwd=ROOT,
-        env={**os.environ, **env},
+        # PYTHONFAULTHANDLER: should it hang, SIGABRT prints where each thread waits.
+        env={**os.environ, **env, "PYTHONFAULTHANDLER": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=as_from_a_terminal,
     )
     listener.settimeout(60)
     connection, _ = listener.accept()  # the CLI is now waiting on storage: interrupt it
     with connection:
         command.send_signal(signal.SIGINT)
-        _, stderr = command.communicate(timeout=60)
+        try:
+            _, stderr = command.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            command.send_signal(signal.SIGABRT)
+            _, stderr = command.communicate()
+            pytest.fail(f"the CLI ignored Ctrl-C; where it waited:\n{stderr[-4000:]}")
     assert command.returncode == 130
     assert "Unclosed" not in stderr and "Traceback" not in stderr
     assert "interrupted" in stderr
