@@ -108,7 +108,8 @@ async def test_a_row_read_again_unchanged_is_not_parsed_again_and_a_changed_one_
     other = await repository.add(account, a_connection(), T0)
     read = await repository.get(account, first.uid)
     assert (await repository.get(account, first.uid)) is read  # kept, by its etag
-    assert (repository.parsed_hits, repository.parsed_misses) == (1, 1)
+    assert (await repository.read(account, first.uid))[0] is read  # the same etag as JSON
+    assert (repository.parsed_hits, repository.parsed_misses) == (2, 1)
     renamed = read.connection.model_copy(update={"title": "two"})
     await repository.replace(account, renamed, T0)  # parses the row it replaces
     assert (await repository.get(account, first.uid)).connection.title == "two"

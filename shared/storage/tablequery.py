@@ -32,9 +32,30 @@ async def query(
 ) -> AsyncIterator[TableEntity]:
     """The entities matching `query_filter` (`@name` replaced by its quoted parameter, as
     `query_entities` does), every page of them; `top`: at most that many a page."""
+    async for row in rows(table, query_filter, parameters, top):
+        yield entity(row)
+
+
+def entity(row: Mapping[str, Any]) -> TableEntity:
+    """A row as the service sent it (`rows`), as the SDK's entity."""
+    from azure.data.tables._deserialize import _convert_to_entity
+
+    return _convert_to_entity(row)
+
+
+def etag(row: Mapping[str, Any]) -> str | None:
+    """A row's etag as the service sent it, i.e. `entity(row).metadata["etag"]`."""
+    value = row.get("odata.etag")
+    return None if value is None else str(value)
+
+
+async def rows(
+    table: TableClient, query_filter: str, parameters: Mapping[str, Any], top: int | None = None
+) -> AsyncIterator[dict[str, Any]]:
+    """As `query`, each row as the service sent it (JSON with `odata.etag` and `@odata.type`
+    annotations), for a caller that converts only some of them (`entity`)."""
     from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
     from azure.core.rest import HttpRequest
-    from azure.data.tables._deserialize import _convert_to_entity
     from azure.data.tables._serialize import _parameter_filter_substitution
 
     substituted = _parameter_filter_substitution(dict(parameters), query_filter)
@@ -56,8 +77,8 @@ async def query(
             raise ResourceNotFoundError(response=response)
         if response.status_code != 200:
             raise HttpResponseError(response=response)
-        for entity in json.loads(response.content)["value"]:
-            yield _convert_to_entity(entity)
+        for row in json.loads(response.content)["value"]:
+            yield row
         following = [(k, response.headers.get(f"x-ms-continuation-{k}")) for k in NEXT_KEYS]
         if not any(value for _, value in following):
             return
