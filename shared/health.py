@@ -2,11 +2,13 @@
 the rule that merges those outcomes into the stored state (issue 15).
 
 Several processes deliver to one connection, and each writes what it saw at most every
-HEALTH_FLUSH_SECONDS. The merge rule: timestamps take the later value, failure counts add
-(a success seen by the writer starts them over), and the status follows the outcomes of the
-write that lands last, so the stored health is at most one flush interval behind the newest
-outcome anywhere (eventually consistent within a minute). Suspension is the exception: once
-Suspended, outcomes no longer change the state; only a verified save or a resume does.
+HEALTH_FLUSH_SECONDS when it changes what the row says (`says_more`), else once a minute
+(shared/dispatch/healthtracker.py). The merge rule: timestamps take the later value, failure
+counts add (a success seen by the writer starts them over), and the status follows the
+outcomes of the write that lands last, so the stored health is at most a minute and a flush
+interval behind the newest outcome anywhere (eventually consistent within 75 s). Suspension
+is the exception: once Suspended, outcomes no longer change the state; only a verified save
+or a resume does.
 """
 
 from __future__ import annotations
