@@ -273,3 +273,12 @@ def test_the_get_profile_runs_and_names_our_code() -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "requests/s; CPU a request: host" in done.stdout
     assert "LocalHost._handle" in done.stdout
+
+
+async def test_health_migrate_without_the_old_table_moves_nothing(
+    own_storage: tuple[str, Services],
+) -> None:
+    """A deployment made with this version has no `connectionhealth` table at all."""
+    _, services = own_storage
+    done = await migrate_health(services)
+    assert (done.moved, done.kept, done.orphans) == (0, 0, 0)
