@@ -4,14 +4,16 @@ in the log only."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
 
+from local.azurite import start_azurite
 from shared.errors import Unavailable
 from shared.service import readiness
 from shared.services import Services, get_services
-from shared.settings import Settings
+from shared.settings import Settings, StorageTarget
 
 
 async def test_healthy_when_storage_answers(app_environment: dict[str, str]) -> None:
@@ -35,14 +37,23 @@ async def test_incomplete_settings_are_unavailable_and_named_in_the_log_only(
 
 
 async def test_storage_that_does_not_answer_is_unavailable_without_its_address(
-    caplog: pytest.LogCaptureFixture,
+    app_environment: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    # A stand-in opener: a real refused port costs the Storage SDK's retries (tens of
-    # seconds); this raises what the SDK raises once they are spent.
-    async def refused() -> Services:
-        raise ConnectionRefusedError("connect to 10.1.2.3:10002 refused")
+    """An Azurite of the test's own, stopped: the SDK's retries end in about 5 s."""
+    azurite = start_azurite()
+    settings = dataclasses.replace(
+        Settings.from_environment(), storage=StorageTarget(azurite.connection_string)
+    )
+    services = await Services.open(settings)
+    azurite.stop()
 
-    with caplog.at_level(logging.WARNING), pytest.raises(Unavailable) as raised:
-        await readiness.check(refused)
+    async def open_services() -> Services:
+        return services
+
+    try:
+        with caplog.at_level(logging.WARNING), pytest.raises(Unavailable) as raised:
+            await readiness.check(open_services)
+    finally:
+        await services.close()
     assert str(raised.value) == "the app's storage does not answer"
-    assert "ConnectionRefusedError" in caplog.text and "10.1.2.3" not in caplog.text
+    assert "does not answer" in caplog.text and "127.0.0.1" not in caplog.text
