@@ -146,6 +146,8 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.summary:
+        if not summary.LAST_RUN.exists():
+            parser.error(f"no {summary.LAST_RUN.name}: run `make bench` first, it saves one")
         summary.rewrite(summary.DOC, json.loads(summary.LAST_RUN.read_text()))
         return 0
     names = args.only.split(",") if args.only else list(BENCHMARKS)

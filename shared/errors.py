@@ -31,6 +31,14 @@ class InvalidField(ValueError):
         self.message = message
 
 
+class ConsentNotGranted(InvalidField):
+    """Entra ID came back without an administrator's consent (refused, or no tenant named)."""
+
+
+class Unavailable(Exception):
+    """The app cannot serve: its settings are incomplete or its storage does not answer."""
+
+
 class VerificationFailed(Exception):
     """A connection's verification message could not be delivered: `names` is the property
     to blame (the connection string, the queue...), `reason` what the service said."""

@@ -33,3 +33,9 @@ def test_the_reference_lists_every_route_of_the_api() -> None:
     for path, operations in openapi.document()["paths"].items():
         for method in operations:
             assert f"`{method.upper()} {path}`" in reference, f"{method.upper()} {path}"
+
+
+def test_the_readme_stays_short() -> None:
+    """A newcomer reads it in five minutes (issue 24): design choices go to docs/DESIGN.md."""
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").count("\n")
+    assert lines < 200, f"README.md has {lines} lines: move detail to docs/"

@@ -204,3 +204,33 @@ async def test_a_connection_string_connection_needs_no_code(api: Api) -> None:
     assert status == 200 and created["Confirmed"] is True
     status, same = await api.call("POST", f"{PATH}/{created['Uid']}/confirm", {"Code": "ANY"})
     assert status == 200 and same["Confirmed"] is True
+
+
+async def test_consent_is_granted_only_with_a_valid_state_without_http(
+    services: Services, account: str
+) -> None:
+    """The redirect's rule (shared/service/ownership.py), called as the route calls it."""
+    from shared.errors import ConsentNotGranted, Invalid
+    from shared.models.connection import ConsentCallbackQuery
+    from shared.service.ownership import grant_consent
+
+    tenant, other = str(uuid.uuid4()), str(uuid.uuid4())
+    state = services.consent_states.sign(account, tenant, services.clock())
+
+    def sent(**fields: str) -> ConsentCallbackQuery:
+        return ConsentCallbackQuery(**{"admin_consent": "True", "state": state, **fields})
+
+    with pytest.raises(ConsentNotGranted) as refused:
+        await grant_consent(services, sent(tenant=tenant, error="access_denied"))
+    assert refused.value.field == "admin_consent"
+    with pytest.raises(ConsentNotGranted):
+        await grant_consent(services, sent())  # no tenant named
+    for bad in (sent(tenant=other), sent(tenant="not-a-tenant"), sent(tenant=tenant, state="x")):
+        with pytest.raises(Invalid) as invalid:
+            await grant_consent(services, bad)
+        assert list(invalid.value.errors) == ["state"]
+    assert not await services.ownership.tenant_bound(account, tenant)
+
+    granted = await grant_consent(services, sent(tenant=tenant))
+    assert (str(granted.tenant_id), granted.account) == (tenant, account)
+    assert await services.ownership.tenant_bound(account, tenant)

@@ -18,6 +18,8 @@ from shared.api.http import PROBLEMS, problem_of
         (errors.Invalid("bad", {"Uid": ["Field required"]}), 400, "Validation failed", {}),
         (errors.VerificationFailed("QueueName", "no such queue"), 400, "Verification failed", {}),
         (errors.OverBudget("later", 2.5), 429, "Too many requests", {}),
+        (errors.ConsentNotGranted("admin_consent", "refused"), 400, "Consent not granted", {}),
+        (errors.Unavailable("no storage"), 503, "Unhealthy", {}),
     ],
 )
 def test_each_domain_error_has_its_answer(
@@ -43,3 +45,17 @@ def test_every_domain_error_of_shared_errors_is_in_the_table() -> None:
         v for v in vars(errors).values() if isinstance(v, type) and v.__module__ == errors.__name__
     }
     assert domain == set(PROBLEMS)
+
+
+def test_a_connection_uid_is_read_under_either_public_route_name() -> None:
+    """`{uid}` (connections) and `{connectionUid}` (messages): one reader, one 404 when bad."""
+    import uuid
+
+    from shared.api.http import ApiError, Call, connection_uid
+
+    uid = uuid.uuid4()
+    assert connection_uid(Call("a", {"uid": str(uid)})) == uid
+    assert connection_uid(Call("a", {"connectionUid": str(uid), "messageUid": "x"})) == uid
+    with pytest.raises(ApiError) as bad:
+        connection_uid(Call("a", {"connectionUid": "not-a-uuid"}))
+    assert bad.value.status == 404

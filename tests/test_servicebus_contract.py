@@ -5,9 +5,9 @@ Every check runs twice: on `emulator` (a strict emulator of this module's own), 
 `azure` when SERVICEBUS_CONTRACT_CONNECTION_STRING names a namespace (skipped otherwise,
 saying so). That namespace needs a queue `contract` and a session-enabled queue
 `contract-sessions` (other names: SERVICEBUS_CONTRACT_QUEUE, SERVICEBUS_CONTRACT_SESSION_QUEUE)
-and a key that may send and listen; the README (Testing) shows the `az` commands. The checks
-tag their messages (unique ids and session ids) and drain what earlier runs left, so the
-queues can be reused.
+and a key that may send and listen; docs/DESIGN.md (How it is tested) shows the `az`
+commands. The checks tag their messages (unique ids and session ids) and drain what earlier
+runs left, so the queues can be reused.
 
 Both official SDKs are used where they differ: azure-servicebus (Python, aio) and
 @azure/service-bus (JavaScript, tests/js/contract.mjs).

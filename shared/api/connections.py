@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import azure.functions as func
 
-from shared.api.http import Call, endpoint, parse_uid
+from shared.api.http import Call, connection_uid, endpoint
 from shared.service import connections
 
 if TYPE_CHECKING:
@@ -25,8 +25,7 @@ async def list_connections(call: Call) -> list[Connection]:
 @endpoint(bp, "GET", COLLECTION + "/{uid}", returns="Connection", errors=(404,))
 async def get_connection(call: Call) -> Connection:
     """Get one connection (secrets shown as ***), with its Health."""
-    uid = parse_uid(call.route["uid"], "connection")
-    return await connections.get(call.services, call.account, uid)
+    return await connections.get(call.services, call.account, connection_uid(call))
 
 
 @endpoint(
@@ -66,12 +65,10 @@ async def replace_connection(call: Call) -> Connection:
 @endpoint(bp, "POST", COLLECTION + "/{uid}/resume", returns="Connection", errors=(404,))
 async def resume_connection(call: Call) -> Connection:
     """End a suspension: events are sent again (those kept meanwhile can be replayed)."""
-    uid = parse_uid(call.route["uid"], "connection")
-    return await connections.resume(call.services, call.account, uid)
+    return await connections.resume(call.services, call.account, connection_uid(call))
 
 
 @endpoint(bp, "DELETE", COLLECTION + "/{uid}", errors=(404,))
 async def delete_connection(call: Call) -> None:
     """Delete a connection; its message records become unreachable at once."""
-    uid = parse_uid(call.route["uid"], "connection")
-    await connections.delete(call.services, call.account, uid)
+    await connections.delete(call.services, call.account, connection_uid(call))

@@ -17,11 +17,13 @@ import azure.functions as func
 
 from shared.errors import (
     Conflict,
+    ConsentNotGranted,
     Invalid,
     InvalidField,
     LimitReached,
     NotFound,
     OverBudget,
+    Unavailable,
     VerificationFailed,
 )
 
@@ -171,6 +173,10 @@ PROBLEMS: dict[type[Exception], Callable[[Any], ApiError]] = {
     LimitReached: lambda e: ApiError(409, "Limit reached", str(e)),
     Invalid: lambda e: ApiError(400, "Validation failed", str(e), e.errors),
     InvalidField: lambda e: ApiError(400, "Validation failed", str(e), {e.field: [e.message]}),
+    ConsentNotGranted: lambda e: ApiError(
+        400, "Consent not granted", e.message, {e.field: [e.message]}
+    ),
+    Unavailable: lambda e: ApiError(503, "Unhealthy", str(e)),
     VerificationFailed: lambda e: ApiError(
         400, "Verification failed", str(e), {e.names: [e.reason]}
     ),
@@ -189,6 +195,18 @@ def parse_uid(value: str, what: str) -> UUID:
         return UUID(value)
     except ValueError:
         raise ApiError(404, "Not found", f"no {what} {value!r}") from None
+
+
+# The public routes name a connection's id `{uid}` (connections, ownership) or
+# `{connectionUid}` (messages, replays, stats), as the seed did; inside the code it is the
+# connection uid, read by this one function.
+CONNECTION_ROUTE_NAMES = ("uid", "connectionUid")
+
+
+def connection_uid(call: "Call") -> UUID:
+    """The connection's id in the route, whichever public name the route gives it."""
+    name = next(n for n in CONNECTION_ROUTE_NAMES if n in call.route)
+    return parse_uid(call.route[name], "connection")
 
 
 def to_json(result: Any) -> Any:

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import json
-import logging
 from typing import TYPE_CHECKING
 
 import azure.functions as func
 
 from shared import catalog
-from shared.api.http import ApiError, Call, endpoint
+from shared.api.http import Call, endpoint
+from shared.service import readiness
 from shared.services import get_services
-from shared.settings import SettingsError
 
 if TYPE_CHECKING:
     from shared.models.events import CatalogEntry
     from shared.models.meta import Health
 
 bp = func.Blueprint()
-log = logging.getLogger("shared.api")
 
 
 @endpoint(bp, "GET", "v1/events", returns="CatalogEntry", many=True)
@@ -43,13 +41,5 @@ async def health(call: Call) -> Health:
     from shared.api import openapi
     from shared.models.meta import Health
 
-    try:
-        services = await get_services()
-        await services.storage.tables.get_service_properties()
-    except SettingsError as e:  # names the setting, never its value: for the log
-        log.error("health check: %s", e)
-        raise ApiError(503, "Unhealthy", "the app's settings are incomplete") from None
-    except Exception as e:  # the reason goes to the log only: it may name hosts or settings
-        log.warning("health check: storage does not answer: %s", type(e).__name__)
-        raise ApiError(503, "Unhealthy", "the app's storage does not answer") from None
+    await readiness.check(get_services)
     return Health(status="Healthy", storage="Ok", version=openapi.VERSION)

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 import azure.functions as func
 
-from shared.api.http import ApiError, Call, endpoint, parse_uid
+from shared.api.http import Call, connection_uid, endpoint
+from shared.service import ownership
 from shared.services import get_services
 
 if TYPE_CHECKING:
@@ -32,8 +33,7 @@ async def confirm_connection(call: Call) -> Connection:
     or is confirmed already, is answered as it is."""
     from shared.service.connections import confirm
 
-    uid = parse_uid(call.route["uid"], "connection")
-    return await confirm(call.services, call.account, uid, call.body.code)
+    return await confirm(call.services, call.account, connection_uid(call), call.body.code)
 
 
 @endpoint(
@@ -42,9 +42,7 @@ async def confirm_connection(call: Call) -> Connection:
 async def consent_link(call: Call) -> ConsentLink:
     """The link an administrator of the tenant opens to grant the app's Entra ID application
     consent; its signed state binds the tenant to this account once consent is granted."""
-    from shared.service.ownership import consent_link as link
-
-    return link(call.services, call.account, str(call.query.tenant_id))
+    return ownership.consent_link(call.services, call.account, str(call.query.tenant_id))
 
 
 @endpoint(
@@ -59,21 +57,4 @@ async def consent_link(call: Call) -> ConsentLink:
 async def consent_granted(call: Call) -> TenantConsented:
     """Where Entra ID sends the administrator after consent: the link's state, checked,
     binds the tenant to the account that asked (no API key: the state is the proof)."""
-    from uuid import UUID
-
-    from shared.models.connection import TenantConsented
-    from shared.service.ownership import InvalidState
-
-    services = await get_services()
-    sent = call.query
-    if sent.error or (sent.admin_consent or "").lower() != "true" or not sent.tenant:
-        detail = "the administrator did not grant consent"
-        raise ApiError(400, "Consent not granted", detail, {"admin_consent": [detail]})
-    try:
-        tenant = UUID(sent.tenant)
-        account = services.consent_states.read(sent.state or "", str(tenant), services.clock())
-    except (InvalidState, ValueError) as e:
-        reason = str(e) if isinstance(e, InvalidState) else "not a tenant id"
-        raise ApiError(400, "Validation failed", reason, {"state": [reason]}) from None
-    await services.ownership.bind_tenant(account, str(tenant), services.clock())
-    return TenantConsented(tenant_id=tenant, account=account)
+    return await ownership.grant_consent(await get_services(), call.query)

@@ -31,7 +31,7 @@ from urllib.parse import urlencode
 from shared.models.connection import Connection
 
 if TYPE_CHECKING:
-    from shared.models.connection import ConsentLink
+    from shared.models.connection import ConsentCallbackQuery, ConsentLink, TenantConsented
     from shared.services import Services
 
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I to misread
@@ -138,3 +138,25 @@ def consent_link(services: Services, account: str, tenant: str) -> ConsentLink:
     state = services.consent_states.sign(account, tenant, now)
     url = consent_url(tenant, client_id, f"{base_url()}/{CONSENT_PATH}", state)
     return ConsentLink(consent_url=url, expires_at=now + STATE_LIFETIME)
+
+
+async def grant_consent(services: Services, sent: ConsentCallbackQuery) -> TenantConsented:
+    """Entra ID's redirect after an administrator's consent: the link's signed state, checked,
+    binds the tenant to the account that asked. ConsentNotGranted when the administrator did
+    not grant it; Invalid naming `state` when the state is not ours, has expired, or is for
+    another tenant, or the tenant is not a tenant id."""
+    from uuid import UUID
+
+    from shared.errors import ConsentNotGranted, Invalid
+    from shared.models.connection import TenantConsented
+
+    if sent.error or (sent.admin_consent or "").lower() != "true" or not sent.tenant:
+        raise ConsentNotGranted("admin_consent", "the administrator did not grant consent")
+    try:
+        tenant = UUID(sent.tenant)
+        account = services.consent_states.read(sent.state or "", str(tenant), services.clock())
+    except (InvalidState, ValueError) as e:  # InvalidState is a ValueError too
+        reason = str(e) if isinstance(e, InvalidState) else "not a tenant id"
+        raise Invalid(reason, {"state": [reason]}) from None
+    await services.ownership.bind_tenant(account, str(tenant), services.clock())
+    return TenantConsented(tenant_id=tenant, account=account)
