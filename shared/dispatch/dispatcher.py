@@ -198,9 +198,37 @@ class Dispatcher:
         """Send a logged message again, from its stored body, now: one more attempt at its
         delivery, not retried automatically (a pending retry of it still comes, and does
         nothing if this one delivered). `before`: its delivery as read, if it was."""
+        return (await self.resend_in_order(stored, [(record, before)], origin))[0]
+
+    async def resend_in_order(
+        self,
+        stored: StoredConnection,
+        records: list[tuple[LoggedMessage, Delivery | None]],
+        origin: Origin,
+    ) -> list[LoggedMessage]:
+        """Re-send several logged messages at once, arriving in the order given: the
+        deliveries not yet read are read first, so that no read's latency reorders the
+        sends (they queue on the connection's sender in the order they start)."""
+        messages = [self._again(stored, r) for r, _ in records]
+        befores = await asyncio.gather(
+            *(
+                _known(before) if before else self.recorder.delivery(stored, m.message_id)
+                for m, (_, before) in zip(messages, records, strict=True)
+            )
+        )
+        return await asyncio.gather(
+            *(
+                self._resend(stored, message, record, origin, before)
+                for message, (record, _), before in zip(messages, records, befores, strict=True)
+            )
+        )
+
+    def _again(self, stored: StoredConnection, record: LoggedMessage) -> outgoing.Outgoing:
+        """The message a re-send of a record sends: its stored body under its delivery's id,
+        with the connection's delivery options of today (not of then)."""
         m = record.message
         metadata = RequestMetadata.from_text(m.request_metadata)
-        message = outgoing.Outgoing(
+        return outgoing.Outgoing(
             body=(m.message_body or "").encode(),  # a record read whole: never None
             message_id=metadata.message_id
             if metadata
@@ -212,11 +240,20 @@ class Dispatcher:
             is_retry=True,
             blob_name=metadata.blob_name if metadata else None,
             subject=record.subject,
-            options=outgoing.DeliveryOptions.of(stored.connection),  # today's, not then's
+            options=outgoing.DeliveryOptions.of(stored.connection),
         )
-        if before is None:
-            before = await self.recorder.delivery(stored, message.message_id)
-        attempt = Attempt(origin, (metadata.attempt if metadata else 1) + 1, parent=m.uid)
+
+    async def _resend(
+        self,
+        stored: StoredConnection,
+        message: outgoing.Outgoing,
+        record: LoggedMessage,
+        origin: Origin,
+        before: Delivery,
+    ) -> LoggedMessage:
+        metadata = RequestMetadata.from_text(record.message.request_metadata)
+        number = (metadata.attempt if metadata else 1) + 1
+        attempt = Attempt(origin, number, parent=record.message.uid)
         sent = await self._send_unless_held(stored, message, record.subject, suspension=False)
         return await self._record(stored, sent, record, attempt, before)
 
@@ -360,3 +397,7 @@ class Dispatcher:
 
 def _message_id(event: SystemEvent, stored: StoredConnection) -> str:
     return outgoing.message_id(event.account_id, event.event_id, stored.uid)
+
+
+async def _known(delivery: Delivery) -> Delivery:
+    return delivery

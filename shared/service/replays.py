@@ -198,9 +198,7 @@ async def chunk(
         return done, 0
     wants = wanted(row.event_keys)
     chosen = [(r, d) for r, d in batch if wants is None or wants(r.message.event_key)]
-    resent = await asyncio.gather(
-        *(dispatcher.resend(stored, r, Origin.REPLAY, before=d) for r, d in chosen)
-    )
+    resent = await dispatcher.resend_in_order(stored, chosen, Origin.REPLAY)
     failpoint("replay-chunk-sent")
     failed = sum(1 for r in resent if r.message.status == MessageStatus.FAILED)
     sent = row.sent + len(resent) - failed
