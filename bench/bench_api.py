@@ -51,7 +51,7 @@ from shared.services import Services
 from shared.storage import clients
 from shared.storage.connections import StoredConnection
 from shared.storage.logcounts import FAILURE, RECORDS_END
-from shared.storage.messages import LoggedMessage, row_key, row_key_bound
+from shared.storage.logrecords import LoggedMessage, row_key, row_key_bound
 from shared.storage.transactions import MAX_OPERATIONS
 from tests.factories import a_connection, log_records
 

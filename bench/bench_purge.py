@@ -33,7 +33,7 @@ from shared.service.retention import PARALLEL_PARTITIONS, purge
 from shared.services import Services
 from shared.settings import Settings, StorageTarget
 from shared.storage.logcounts import RECORDS_END
-from shared.storage.messages import LoggedMessage, chunks, row_key_bound
+from shared.storage.logrecords import LoggedMessage, chunks, row_key_bound
 from tests.factories import a_connection, log_records
 
 NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)

@@ -33,7 +33,7 @@ from shared.services import Services
 from shared.storage.apikeys import ApiKeyRepository
 from shared.storage.clients import API_KEYS_TABLE
 from shared.storage.connections import StoredConnection
-from shared.storage.messages import LoggedMessage
+from shared.storage.logrecords import LoggedMessage
 from shared.storage.replays import ReplayRow
 
 # A connection string that parses; nothing listens there.

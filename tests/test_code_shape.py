@@ -19,9 +19,6 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("shared", "local")
 LONGEST_MODULE = 500  # lines
-# Long today, split by work under way (issue 24: 24b splits models, 25b the log's storage).
-# Exact: the test fails when one of them is split, so this list only shrinks.
-LONG_FOR_NOW = {"shared.storage.messages"}
 LONGEST = 60  # lines, def to last line; longer needs a `# long: <why>` comment
 LONG_MARK = "# long:"
 
@@ -136,7 +133,7 @@ def test_no_import_cycle(package: str) -> None:
 @pytest.mark.parametrize("package", PACKAGES)
 def test_no_module_is_long(package: str) -> None:
     found = set(long_modules(modules(package)))
-    assert found == (LONG_FOR_NOW if package == "shared" else set())
+    assert found == set()
 
 
 def test_no_function_in_shared_is_long_without_a_reason() -> None:

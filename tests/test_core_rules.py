@@ -13,7 +13,7 @@ from shared.crypto import KeyRing
 from shared.models.base import error_map
 from shared.models.connectioninput import ConnectionInput
 from shared.models.records import MessageQuery
-from shared.storage.messages import row_key, row_key_bound
+from shared.storage.logrecords import row_key, row_key_bound
 
 SB = "Endpoint=sb://contoso.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=abc="
 STORAGE = (

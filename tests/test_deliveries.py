@@ -27,7 +27,7 @@ from shared.events import DeliveryRetry
 from shared.models.events import SystemEvent
 from shared.models.records import DeliveryState, MessageQuery, MessageStatus
 from shared.services import Services
-from shared.storage.messages import LoggedMessage
+from shared.storage.logrecords import LoggedMessage
 from tests.factories import connect, records_of
 from tests.servicebus_helpers import Subscriber, nothing_arrives
 

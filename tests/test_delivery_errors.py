@@ -30,7 +30,7 @@ from shared.events import DeliveryRetry, new_event
 from shared.models.events import SystemEvent
 from shared.models.records import DeliveryError, ErrorCategory, MessageStatus, RequestMetadata
 from shared.services import Services
-from shared.storage.messages import LoggedMessage
+from shared.storage.logrecords import LoggedMessage
 from tests.factories import NOW, MemoryConnections, MemoryRecords, a_connection, stored
 
 CONFIGURATION, TRANSIENT, TOO_LARGE = (

@@ -28,7 +28,7 @@ from shared.events import DeliveryRetry
 from shared.models.records import MessageStatus
 from shared.services import Services
 from shared.settings import IsolationSettings
-from shared.storage.messages import LoggedMessage
+from shared.storage.logrecords import LoggedMessage
 from tests.factories import an_event, connect, records_of
 from tests.servicebus_helpers import receive
 

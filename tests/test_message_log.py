@@ -23,7 +23,8 @@ from shared.service.stats import delivery_stats
 from shared.services import Services
 from shared.storage import transactions
 from shared.storage.logcounts import CounterSlots, bucket, logged_at, millis, percentile
-from shared.storage.messages import LoggedMessage, MessageLog
+from shared.storage.logrecords import LoggedMessage
+from shared.storage.messages import MessageLog
 from tests.factories import a_connection, a_record
 from tests.plugins.localhost import ROOT
 

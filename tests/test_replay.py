@@ -24,7 +24,7 @@ from shared.models.records import MessageStatus, RequestMetadata
 from shared.services import Services
 from shared.storage.clients import POISON_SUFFIX, REPLAY_QUEUE
 from shared.storage.connections import StoredConnection
-from shared.storage.messages import LoggedMessage, row_key, row_key_bound
+from shared.storage.logrecords import LoggedMessage, row_key, row_key_bound
 from tests.factories import PATH, SB, a_record, body, connect, log_records
 from tests.plugins.app import Api
 from tests.plugins.localhost import HostProcess

@@ -22,7 +22,8 @@ from shared.models.records import MessageQuery, MessageStatus
 from shared.service.retention import TOMBSTONE_GRACE, PurgeResult, purge
 from shared.services import Services
 from shared.storage.connections import ConnectionRepository, StoredConnection
-from shared.storage.messages import MAX_PROPERTY_CHARS, LoggedMessage, MessageLog, row_key
+from shared.storage.logrecords import MAX_PROPERTY_CHARS, LoggedMessage, row_key
+from shared.storage.messages import MessageLog
 from shared.storage.portalsessions import PortalSessionRepository
 from shared.storage.replays import ReplayRepository
 from tests.factories import NOW, a_connection, a_record, a_replay

@@ -11,7 +11,7 @@ from shared.clock import uuid7
 from shared.errors import Conflict, InvalidField, NotFound
 from shared.models.records import MessageQuery, MessageStatus
 from shared.services import Services
-from shared.storage.messages import MAX_PROPERTY_CHARS
+from shared.storage.logrecords import MAX_PROPERTY_CHARS
 from tests.factories import NOW, SB, a_connection, a_record, uncached_api_keys
 
 

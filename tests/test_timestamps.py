@@ -20,7 +20,7 @@ from shared.events import EventStore, MalformedEvent, new_event
 from shared.models.records import MessageStatus
 from shared.services import Services
 from shared.storage.clients import POISON_SUFFIX, SYSTEM_EVENTS_QUEUE
-from shared.storage.messages import LoggedMessage
+from shared.storage.logrecords import LoggedMessage
 from tests.factories import PATH, a_connection, a_record, connect, records_of
 from tests.plugins.app import Api
 

@@ -37,7 +37,7 @@ from shared.failpoints import failpoint
 from shared.models.events import SystemEvent
 from shared.models.records import DeliveryError, ErrorCategory, RequestMetadata
 from shared.settings import IsolationSettings
-from shared.storage.messages import LoggedMessage
+from shared.storage.logrecords import LoggedMessage
 
 if TYPE_CHECKING:
     from shared.storage.connections import StoredConnection

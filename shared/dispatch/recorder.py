@@ -25,7 +25,7 @@ from shared.dispatch.healthtracker import HealthTracker
 from shared.dispatch.publisher import Sent
 from shared.models.events import SystemEvent
 from shared.models.records import Message, MessageStatus, RequestMetadata
-from shared.storage.messages import LoggedMessage, row_key
+from shared.storage.logrecords import LoggedMessage, row_key
 from shared.storage.transactions import TransactionError
 
 if TYPE_CHECKING:

@@ -50,7 +50,7 @@ from shared.models.records import MessageStatus
 from shared.models.replays import ReplayRequest, ReplayStarted
 from shared.storage.clients import REPLAY_QUEUE
 from shared.storage.deliveries import undelivered_cursor
-from shared.storage.messages import LoggedMessage, row_key_bound
+from shared.storage.logrecords import LoggedMessage, row_key_bound
 from shared.storage.replays import ReplayMoved, ReplayRow
 
 if TYPE_CHECKING:

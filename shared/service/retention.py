@@ -40,7 +40,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from shared.events import EVENTS_PREFIX
-from shared.storage.messages import chunks
+from shared.storage.logrecords import chunks
 
 if TYPE_CHECKING:
     from shared.services import Services

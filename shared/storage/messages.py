@@ -32,81 +32,27 @@ table property holds go to the app's own `message-bodies` container.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from shared.clock import uuid7_millis
-from shared.deliveries import Delivery, DeliveryWrite
+from shared.deliveries import Delivery
 from shared.errors import NotFound
 from shared.models.records import Delivery as DeliveryView
-from shared.models.records import Message, MessagePage, MessageQuery, MessageStatus, RequestMetadata
+from shared.models.records import MessagePage, MessageQuery
 from shared.storage import deliveries, loglisting, transactions
-from shared.storage.logcounts import (
-    COUNTER,
-    FAILURE,
-    HOUR_MS,
-    MAX_MILLIS,
-    PURGED,
-    RECORDS_END,
-    HourCounts,
-    hour_of,
-    inverted,
-    logged_at,
-    millis,
-)
+from shared.storage.logcounts import FAILURE, MAX_MILLIS, HourCounts, hour_of, logged_at, millis
+from shared.storage.logrecords import LoggedMessage, row_key
+from shared.storage.logretention import LogRetention
 from shared.storage.logwriter import CountingWriter, Submit
 
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient
     from azure.storage.blob.aio import ContainerClient
 
-MAX_PROPERTY_CHARS = 32_000  # a table string property holds 32 K UTF-16 characters
 
-
-def row_key(uid: UUID) -> str:
-    return f"{inverted(uuid7_millis(uid))}_{uid.hex}"
-
-
-def row_key_bound(at: datetime) -> str:
-    """RowKeys below this belong to messages after `at` (in whole milliseconds)."""
-    return inverted(millis(at))
-
-
-@dataclass(frozen=True)
-class LoggedMessage:
-    """A message record and what the log keeps beside it for re-sending; `delivery`, when it
-    is written, what it does to its delivery (None: the first attempt of a delivery of its
-    own, as its Status says: records written by tests and benchmarks)."""
-
-    message: Message
-    account: str
-    event_id: str
-    subject: str | None = None
-    delivery: DeliveryWrite | None = None
-
-    def delivery_write(self) -> DeliveryWrite:
-        if self.delivery is not None:
-            return self.delivery
-        m = self.message
-        metadata = RequestMetadata.from_text(m.request_metadata)
-        new = Delivery(metadata.message_id if metadata else str(m.uid))
-        failed = m.status == MessageStatus.FAILED
-        return DeliveryWrite(
-            new.after(row_key(m.uid), failed, metadata.attempt if metadata else 1, None)
-        )
-
-
-def chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
-    """Slices of at most one transaction's operations."""
-    size = transactions.MAX_OPERATIONS
-    return (items[i : i + size] for i in range(0, len(items), size))
-
-
-class MessageLog:
+class MessageLog(LogRetention):
     """`writer` names this writer's counter rows (random: a new one per process, so a
     restarted process never continues a row whose last write it cannot know); `submit`
     commits one transaction (tests wrap it to make one fail)."""
@@ -119,15 +65,9 @@ class MessageLog:
         writer: str | None = None,
         submit: Submit = transactions.submit_one,
     ) -> None:
-        self._table = table
-        self.bodies = bodies
+        super().__init__(table, bodies)
         self._writer = CountingWriter(table, writer, submit)
         self.deliveries = deliveries.DeliveryRows(table)
-
-    @property
-    def table(self) -> TableClient:
-        """The table client itself (benchmarks measure the SDK alone against it)."""
-        return self._table
 
     async def write(
         self, partition: str, records: Sequence[LoggedMessage]
@@ -300,238 +240,3 @@ class MessageLog:
         return await loglisting.hourly(
             self._table, partition, hour_of(millis(since)), hour_of(millis(until) - 1)
         )
-
-    # --------------------------------------------------------- mapping
-
-    async def entity(self, partition: str, record: LoggedMessage) -> dict[str, Any]:
-        m = record.message
-        key = row_key(m.uid)
-        write = record.delivery_write()
-        entity: dict[str, Any] = {
-            "PartitionKey": partition,
-            "RowKey": key,
-            "ConnectionUid": str(m.connection_uid),
-            "EventKey": m.event_key,
-            "EventTimestamp": m.event_timestamp,
-            "RequestTimestamp": m.request_timestamp,
-            "ElapsedMilliseconds": m.elapsed_milliseconds,
-            "RequestMetadata": m.request_metadata,
-            "Status": int(m.status),
-            "IsRetry": m.is_retry,
-            "Counted": True,  # by its writer's counter row (`log reindex` counts the others)
-            "Account": record.account,
-            "EventId": record.event_id,
-            "Delivery": deliveries.status_text(write.after),
-        }
-        if deliveries.opens(write):
-            entity["OpensDelivery"] = True  # the purge removes the delivery row with it
-        if m.parent_service_bus_message_uid:
-            entity["ParentServiceBusMessageUid"] = str(m.parent_service_bus_message_uid)
-        if record.subject is not None:
-            entity["Subject"] = record.subject
-        body = m.message_body or ""  # a record to write always has its body
-        if len(body) <= MAX_PROPERTY_CHARS:
-            entity["MessageBody"] = body
-        else:
-            blob_name = f"{partition}/{key}"
-            await self.bodies.upload_blob(blob_name, body.encode(), overwrite=True)
-            entity["BodyBlob"] = blob_name
-        return entity
-
-    async def _records(
-        self, partition: str, entities: Sequence[Any], with_body: bool = True
-    ) -> list[LoggedMessage | None]:
-        """The entities as records; None for one that cannot be read (counted, logged)."""
-
-        async def record(entity: Any) -> LoggedMessage | None:
-            try:
-                return await self._from_entity(entity, with_body)
-            except (KeyError, ValueError):  # a missing or malformed property
-                return None
-
-        found = await asyncio.gather(*map(record, entities))
-        loglisting.unreadable.skipped(found.count(None), partition)
-        return found
-
-    async def _from_entity(self, entity: Any, with_body: bool = True) -> LoggedMessage:
-        body = (entity.get("MessageBody") or "") if with_body else None
-        if with_body and not body and entity.get("BodyBlob"):
-            stream = await self.bodies.download_blob(entity["BodyBlob"])
-            body = (await stream.readall()).decode()
-        parent = entity.get("ParentServiceBusMessageUid")
-        message = Message(
-            # records, their failure copies, and `u_` copies (which name their record)
-            uid=UUID((entity.get("RecordKey") or entity["RowKey"])[-32:]),
-            connection_uid=UUID(entity["ConnectionUid"]),
-            event_key=entity["EventKey"],
-            event_timestamp=entity["EventTimestamp"],
-            request_timestamp=entity["RequestTimestamp"],
-            message_body=body,
-            elapsed_milliseconds=entity["ElapsedMilliseconds"],
-            request_metadata=entity["RequestMetadata"],
-            status=MessageStatus(entity["Status"]),
-            parent_service_bus_message_uid=UUID(parent) if parent else None,
-            is_retry=entity.get("IsRetry", False),
-            delivery=deliveries.status_of(entity),
-        )
-        return LoggedMessage(message, entity["Account"], entity["EventId"], entity.get("Subject"))
-
-    # ---- retention
-
-    async def old_records(
-        self, partition: str, before: datetime | None, limit: int = 1000
-    ) -> list[dict[str, Any]]:
-        """The first `limit` records older than `before` (all records when None): their RowKey,
-        BodyBlob, and `Delivery`: the RowKey of the delivery row the record made, if it made
-        one (it goes with the record: every attempt it had is at least as old, or gone soon).
-        Old records are at the end of the records' range, so this is one RowKey range; the
-        purge deletes what it gets and asks again, so it never holds a continuation."""
-        bound = row_key_bound(before) if before is not None else ""
-        select = ["RowKey", "BodyBlob", "OpensDelivery", "Delivery", "RequestMetadata", "Status"]
-        rows = await self._first_rows(partition, bound, RECORDS_END, select, limit)
-        return [
-            {
-                "RowKey": e["RowKey"],
-                "BodyBlob": e.get("BodyBlob"),
-                "Delivery": deliveries.delivery_key(deliveries.status_of(e).message_id)
-                if e.get("OpensDelivery")
-                else None,
-            }
-            for e in rows
-        ]
-
-    async def old_undelivered(
-        self, partition: str, before: datetime | None, limit: int = 1000
-    ) -> list[str]:
-        """RowKeys of the first `limit` `u_` rows of deliveries first attempted before `before`
-        (all when None)."""
-        start, end = deliveries.undelivered_range(None, None)
-        if before is not None:
-            end = deliveries.undelivered_range(None, millis(before) - 1)[1]
-        return [
-            e["RowKey"] for e in await self._first_rows(partition, start, end, ["RowKey"], limit)
-        ]
-
-    async def old_failure_copies(
-        self, partition: str, before: datetime | None, limit: int = 1000
-    ) -> list[str]:
-        """RowKeys of the first `limit` failure copies of records older than `before` (all
-        when None)."""
-        bound = row_key_bound(before) if before is not None else ""
-        end = FAILURE + RECORDS_END
-        return [
-            e["RowKey"]
-            for e in await self._first_rows(partition, FAILURE + bound, end, ["RowKey"], limit)
-        ]
-
-    async def old_counters(
-        self, partition: str, before: datetime | None, limit: int = 1000
-    ) -> list[str]:
-        """RowKeys of the first `limit` counter rows of hours that ended by `before`; when None,
-        every row that is neither a record nor a failure copy (counters, reindex progress)."""
-        if before is None:
-            start, end = RECORDS_END, "~"  # every prefix of the layout is below '~'
-        else:
-            start, end = COUNTER + inverted(millis(before) - HOUR_MS), COUNTER + RECORDS_END
-        return [
-            e["RowKey"] for e in await self._first_rows(partition, start, end, ["RowKey"], limit)
-        ]
-
-    async def anything_older(self, partition: str, before: datetime) -> bool:
-        """Whether the partition holds a record or counter row older than `before`."""
-        counters, records = await asyncio.gather(
-            self.old_counters(partition, before, limit=1),
-            self.old_records(partition, before, limit=1),
-        )
-        return bool(counters or records)
-
-    async def mark_purged(self, partition: str, before: datetime) -> None:
-        """Say that everything older than `before` is going (never lowering what was said):
-        from now on readers ignore it, so counts stay true while it is deleted."""
-        floor = await loglisting.purged_before(self._table, partition)
-        if floor is None or floor < millis(before):
-            entity = {"PartitionKey": partition, "RowKey": PURGED, "Before": before}
-            await self._table.upsert_entity(entity)
-
-    async def _first_rows(
-        self, partition: str, start: str, end: str, select: list[str] | None, limit: int
-    ) -> list[Any]:
-        async def read(chosen: list[str] | None) -> list[Any]:
-            pages = self._table.query_entities(
-                "PartitionKey eq @pk and RowKey ge @start and RowKey lt @end",
-                parameters={"pk": partition, "start": start, "end": end},
-                select=chosen,
-                results_per_page=limit,
-            ).by_page()
-            async for page in pages:  # the service may answer an empty page with a continuation
-                rows = [e async for e in page]
-                if rows:
-                    return rows
-            return []
-
-        if select is not None:  # chosen columns parse (keys, texts)
-            return await read(select)
-        return await loglisting.tolerant(read, self._table, partition)
-
-    async def delete_records(self, partition: str, row_keys: Sequence[str]) -> int:
-        """Delete up to 100 records of one partition in one transaction; returns how many this
-        call removed. When another purge removed some first, the transaction fails as a whole,
-        so the rest go one by one and the missing ones are skipped."""
-        if len(row_keys) > 1:
-            keys = [{"PartitionKey": partition, "RowKey": k} for k in row_keys]
-            try:
-                await transactions.submit(self._table, [("delete", k) for k in keys])
-                return len(keys)
-            except transactions.TransactionError as e:
-                if e.code != "ResourceNotFound":
-                    raise
-
-        # delete_entity takes a missing entity for success; the status of its response says
-        # who removed what when two purges meet. (Plain deletes, not one-entity transactions:
-        # more than twice as fast on Azurite.)
-        status: dict[str, int] = {}
-        gate = asyncio.Semaphore(16)
-
-        async def delete_one(key: str) -> None:
-            def record(response: Any) -> None:
-                status[key] = response.http_response.status_code
-
-            async with gate:
-                await self._table.delete_entity(partition, key, raw_response_hook=record)
-
-        await asyncio.gather(*(delete_one(k) for k in row_keys))
-        return sum(1 for code in status.values() if code == 204)
-
-    async def bodies_of(self, partition: str) -> list[str]:
-        """Names of every body stored for a partition (`_to_entity` names them `partition/key`)."""
-        names = self.bodies.list_blob_names(name_starts_with=f"{partition}/")
-        return [name async for name in names]
-
-    async def old_bodies(self, before: datetime) -> list[str]:
-        """Names of stored bodies of records older than `before`, in any partition: a name ends
-        with its record's RowKey, which carries the time. Other blobs of the container (event
-        payloads) do not have that shape and are left alone."""
-        bound = row_key_bound(before)
-        old = []
-        async for name in self.bodies.list_blob_names():
-            _, _, key = name.partition("/")
-            is_row_key = len(key) == 46 and key[13] == "_" and key[:13].isdigit()
-            if is_row_key and key >= bound:
-                old.append(name)
-        return old
-
-    async def delete_bodies(self, names: Iterable[str]) -> int:
-        """Delete stored bodies, a few at a time; returns how many this call removed."""
-        from azure.core.exceptions import ResourceNotFoundError
-
-        gate = asyncio.Semaphore(16)
-
-        async def delete_one(name: str) -> bool:
-            async with gate:
-                try:
-                    await self.bodies.delete_blob(name)
-                    return True
-                except ResourceNotFoundError:  # removed by another purge
-                    return False
-
-        return sum(await asyncio.gather(*(delete_one(n) for n in names)))
