@@ -234,6 +234,17 @@ async def phase(name: str, deliveries: int, work: Any) -> dict[str, Any]:
     }
 
 
+FAILED: collections.Counter[str] = collections.Counter()
+
+
+def errors(outcomes: Sequence[object]) -> None:
+    """Azurite under 100,000 connections sometimes resets a connection: such a delivery
+    fails as it would in Azure (its event comes back), counted and shown, not fatal."""
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            FAILED[type(outcome).__name__] += 1
+
+
 async def drain(services: Services, queue_name: str) -> list[bytes]:
     """What a queue holds, taken off it as the Functions host would (not counted: the host's
     reads are counted apart, per message)."""
@@ -256,7 +267,9 @@ async def paths(services: Services, stored: Sequence[Any], deliveries: int) -> l
         return new_event(s.account, "Employee.Created", NOW, data=data or {"n": n})
 
     async def dispatch(events: Sequence[Any]) -> None:
-        await asyncio.gather(*(dispatcher.dispatch(e) for e in events))
+        errors(
+            await asyncio.gather(*(dispatcher.dispatch(e) for e in events), return_exceptions=True)
+        )
 
     results = [
         await phase("first attempt", deliveries, lambda: dispatch([event(s, 0) for s in ok]))
@@ -277,7 +290,7 @@ async def paths(services: Services, stored: Sequence[Any], deliveries: int) -> l
             retried, event = await services.events.retry_from(body)
             await dispatcher.retry(retried, event)
 
-        await asyncio.gather(*(one(b) for b in scheduled))
+        errors(await asyncio.gather(*(one(b) for b in scheduled), return_exceptions=True))
 
     results.append(await phase("retry", len(scheduled), retry))
 
@@ -401,6 +414,7 @@ async def measure(connections: int, deliveries: int, records: int) -> dict[str, 
             measured = {
                 "connections": connections,
                 "seed seconds": seeded,
+                "deliveries": deliveries,
                 "paths": await paths(services, stored, deliveries),
                 "memory": await memory(services, stored[3 * deliveries :], deliveries),
                 "purge": await purge_day(services, connections, records),
@@ -433,6 +447,11 @@ def show(measured: dict[str, Any]) -> list[Result]:
                 extra={"by_kind": p["by_kind"], "servicebus": p["servicebus"]},
             )
         )
+    if FAILED:
+        print(f"  deliveries failed on Azurite (counted as far as they went): {dict(FAILED)}")
+        if sum(FAILED.values()) > 0.01 * len(measured["paths"]) * measured["deliveries"]:
+            raise SystemExit("more than 1% of deliveries failed on Azurite: no figures")
+        FAILED.clear()
     health = sum(p["health"] for p in measured["paths"])
     print(f"  health rows read or written meanwhile (per connection, not per delivery): {health}")
     print(
