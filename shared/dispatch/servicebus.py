@@ -255,7 +255,6 @@ class SenderPool:
         make: type[QueueSender] = QueueSender,
     ) -> None:
         self._senders: OrderedDict[tuple[str, str], QueueSender] = OrderedDict()
-        self._max = max_senders
         self._guard = guard
         self.credentials = credentials or TenantCredentials.from_environment()
         self._make = make  # tests give a sender that misbehaves
@@ -289,7 +288,7 @@ class SenderPool:
         string changed and the old one is no longer asked for)."""
         stale = time.monotonic() - IDLE_SECONDS
         for key, sender in list(self._senders.items()):  # least recently used first
-            if len(self._senders) < self._max and sender.last_used > stale:
+            if len(self._senders) < self.counts.capacity and sender.last_used > stale:
                 break
             if sender.idle:
                 del self._senders[key]
