@@ -179,6 +179,8 @@ var appSettingDefaults = {
   LIMIT_VERIFICATIONS_PER_MINUTE: '10'
   CLOUDEVENTS_SOURCE: '/servicebus-event-delivery'
   SYSTEM_EVENT_QUEUE_COUNT: string(systemEventQueueCount)
+  // The lifecycle rule (modules/storage.bicep) deletes bodies; the purge only counts overdue ones.
+  PURGE_DELETES_BODIES: 'false'
   // Empty: https://<the app's host name> (WEBSITE_HOSTNAME).
   PORTAL_BASE_URL: ''
   // Empty: no connection may use Authentication EntraId (docs/API.md, "Entra ID instead of keys").

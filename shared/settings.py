@@ -119,6 +119,10 @@ class StorageTarget:
 ALLOW_LOCAL_SETTING = "ALLOW_LOCAL_ENDPOINTS"
 
 
+def _true(text: str) -> bool:
+    return text.strip().lower() == "true"
+
+
 def allow_local_endpoints(environ: MutableMapping[str, str] | None = None) -> bool:
     """`ALLOW_LOCAL_ENDPOINTS=true`: local development and tests only; Azure never sets it."""
     environ = os.environ if environ is None else environ
@@ -302,6 +306,10 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     # System-events queues events are spread over by account (SYSTEM_EVENT_QUEUE_COUNT).
     system_event_queue_count: int = 1
+    # Whether the purge deletes stored bodies and event payloads itself (PURGE_DELETES_BODIES):
+    # Azurite has no lifecycle management; in Azure the Bicep's lifecycle rule deletes them and
+    # the purge only counts what is overdue (docs/DESIGN.md, "A purge that does not scan").
+    purge_deletes_bodies: bool = False
 
     @classmethod
     def from_environment(cls) -> Settings:
@@ -328,6 +336,7 @@ class Settings:
             event_window_hours=float(os.environ.get("EVENT_TIME_WINDOW_HOURS", str(14 * 24))),
             trusted_proxies=_networks(os.environ.get("TRUSTED_PROXIES", ""), "TRUSTED_PROXIES"),
             system_event_queue_count=system_event_queue_count(),
+            purge_deletes_bodies=_true(os.environ.get("PURGE_DELETES_BODIES", "false")),
         )
         if delays := os.environ.get("DELIVERY_RETRY_DELAYS"):  # for demos and tests: "1,1,1,1,1"
             settings = replace(settings, retry_delays_seconds=tuple(map(float, delays.split(","))))

@@ -43,6 +43,7 @@ from shared.models.records import Delivery as DeliveryView
 from shared.models.records import MessagePage, MessageQuery
 from shared.storage import deliveries, loglisting, transactions
 from shared.storage.logcounts import FAILURE, MAX_MILLIS, HourCounts, hour_of, logged_at, millis
+from shared.storage.logdays import LogDays
 from shared.storage.logrecords import LoggedMessage, row_key
 from shared.storage.logretention import LogRetention
 from shared.storage.logwriter import CountingWriter, Submit
@@ -68,6 +69,7 @@ class MessageLog(LogRetention):
         super().__init__(table, bodies)
         self._writer = CountingWriter(table, writer, submit)
         self.deliveries = deliveries.DeliveryRows(table)
+        self.days = LogDays(table)  # the purge's work list (shared/storage/logdays.py)
 
     async def write(
         self, partition: str, records: Sequence[LoggedMessage]
@@ -81,6 +83,7 @@ class MessageLog(LogRetention):
         for r in records:
             entity = await self.entity(partition, r)
             items.append((entity, deliveries.operations(partition, entity, r.delivery_write())))
+        await self.days.note(partition, [e for e, _ in items])  # before: never a record without
         return await self._writer.write(partition, items)
 
     async def add(self, partition: str, records: Sequence[LoggedMessage]) -> None:
