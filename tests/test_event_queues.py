@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+import sys
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -175,3 +178,22 @@ async def test_a_malformed_event_goes_to_its_own_queues_poison_and_back(
     await poison.send_message(encode_queue_message(json.dumps(event.to_json()).encode()))
     replayed = await replay(services, queue)
     assert replayed.replayed >= 1 and replayed.kept >= 1
+
+
+def test_the_app_generates_its_triggers_from_the_setting_at_import() -> None:
+    code = (
+        "import function_app\n"
+        "for f in function_app.app.get_functions():\n"
+        "    t = f.get_trigger().get_dict_repr()\n"
+        "    if t['type'] == 'queueTrigger': print(f.get_function_name(), t['queueName'])\n"
+    )
+    env = {**os.environ, "SYSTEM_EVENT_QUEUE_COUNT": "3"}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    bound = dict(line.split() for line in run.stdout.splitlines())
+    assert {n: q for n, q in bound.items() if q.startswith("system-events")} == {
+        "dispatch_system_event": "system-events",
+        "dispatch_system_event_1": "system-events-1",
+        "dispatch_system_event_2": "system-events-2",
+    }
+    assert {"retry_delivery", "replay_records"} <= set(bound)
