@@ -23,6 +23,7 @@ from shared.models.records import MessageQuery, MessageStatus
 from shared.service.retention import TOMBSTONE_GRACE, PurgeResult, purge
 from shared.services import Services
 from shared.storage.connections import ConnectionRepository, StoredConnection
+from shared.storage.logdays import LogDays
 from shared.storage.logrecords import MAX_PROPERTY_CHARS, LoggedMessage, row_key
 from shared.storage.messages import MessageLog
 from shared.storage.portalsessions import PortalSessionRepository
@@ -468,6 +469,25 @@ async def test_a_day_is_noted_before_its_records_once_per_process(
             at = NOW - timedelta(minutes=minute)
             await svc.messages.add(stored.log_partition, [a_record(stored.uid, at)])
     assert writes.count("~logday_20261126") == 1
+
+
+async def test_what_a_writer_remembers_is_bounded(svc: Services) -> None:
+    writes: list[str] = []
+    table = svc.messages.table
+    upsert = table.upsert_entity
+
+    async def counted(entity: dict[str, object], **kwargs: Any) -> object:
+        writes.append(str(entity["RowKey"]))
+        return await upsert(entity, **kwargs)
+
+    days = LogDays(table, max_noted=2)
+    record = {"RowKey": row_key(a_record(uuid.uuid4(), NOW).message.uid)}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(table, "upsert_entity", counted)
+        for partition in ("a", "b", "a", "c", "b", "a"):
+            await days.note(partition, [record])
+    # a, b noted; a remembered; c pushes b out (a was used last); b again pushes a out.
+    assert writes == ["a", "b", "c", "b", "a"]
 
 
 async def refuse(table: object, operations: object) -> None:

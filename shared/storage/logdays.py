@@ -52,9 +52,10 @@ def day_start(key: str) -> datetime:
 
 
 class LogDays:
-    def __init__(self, table: TableClient) -> None:
+    def __init__(self, table: TableClient, max_noted: int = MAX_NOTED) -> None:
         self._table = table
         self._noted: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._max_noted = max_noted
 
     async def note(self, partition: str, entities: Iterable[dict[str, Any]]) -> None:
         """Before records are written: their partition has records on their days."""
@@ -64,7 +65,7 @@ class LogDays:
                 continue
             await self._table.upsert_entity({"PartitionKey": day_key(day), "RowKey": partition})
             self._noted[(partition, day)] = None
-            if len(self._noted) > MAX_NOTED:
+            if len(self._noted) > self._max_noted:
                 self._noted.popitem(last=False)
 
     async def started_before(self, cutoff: datetime) -> dict[str, list[str]]:
