@@ -59,7 +59,14 @@ class LogDays:
 
     async def note(self, partition: str, entities: Iterable[dict[str, Any]]) -> None:
         """Before records are written: their partition has records on their days."""
-        for day in {logged_at(e) // DAY_MS * DAY_MS for e in entities}:
+        await self._note(partition, {logged_at(e) // DAY_MS * DAY_MS for e in entities})
+
+    async def note_at(self, partition: str, at: datetime) -> None:
+        """The partition has records on the day of `at` (a benchmark's steady state)."""
+        await self._note(partition, {int(at.timestamp() * 1000) // DAY_MS * DAY_MS})
+
+    async def _note(self, partition: str, days: set[int]) -> None:
+        for day in days:
             if (partition, day) in self._noted:
                 self._noted.move_to_end((partition, day))
                 continue
