@@ -10,8 +10,8 @@ A run deletes, in this order:
    for that partition, then the tombstone;
 2. in every live connection's partition, what is older than the cutoff: the failure copies
    and the undelivered index rows (`u_`), then the records (one RowKey range), 100 to a
-   transaction, each transaction followed by the bodies of its records and the delivery rows
-   (`d_`) they made, then the counter rows of those hours;
+   transaction, each preceded by their search index rows (`x_`) and followed by the bodies
+   of its records and the delivery rows (`d_`) they made, then the counter rows of those hours;
 3. once 1 and 2 are done: stored bodies older than the cutoff that are still there, and event
    payload blobs older than the retention (not rounded: no count depends on them);
 4. the rows of bulk replays asked for before the retention (shared/service/replays.py).
@@ -200,6 +200,10 @@ class _Run:
             for chunk in chunks(rows):
                 if self.out_of_time():
                     return False
+                # search index rows before their records: a run cut off between finds the
+                # records again, and from them their rows' keys
+                for index in chunks([k for r in chunk for k in r["Index"]]):
+                    await self.messages.delete_records(partition, index)  # missing ones skipped
                 keys = [r["RowKey"] for r in chunk]
                 removed = await self.messages.delete_records(partition, keys)
                 self.result.records_removed += removed  # not `+= await`: see delete_bodies
