@@ -344,7 +344,7 @@ async def test_counts_failure_copies_and_deliveries_go_with_their_hours(
     )
     hours = {r.message.request_timestamp.replace(minute=0, second=0) for r in kept}
     # each record here is a delivery of its own: its row, and the failed ones' index rows
-    # (`u_`), go with it; so do its search index rows (`x_`: its EventKey, its Subject)
+    # (`u_`), go with it; so do its search index rows (`x_`: its EventKey, its Subject, a failure's)
     failures = len(failed.messages)
     assert await log_rows(svc) == {
         "c_": len(hours),
@@ -352,7 +352,7 @@ async def test_counts_failure_copies_and_deliveries_go_with_their_hours(
         "f_": failures,
         "p_": 1,
         "u_": failures,
-        "x_": len(kept) + len([r for r in kept if r.subject]),
+        "x_": len(kept) + len([r for r in kept if r.subject]) + failures,
     }
 
     await svc.connections.delete(account, stored.uid, now - 2 * TOMBSTONE_GRACE)

@@ -140,8 +140,8 @@ def test_values_are_encoded_into_keys_the_table_accepts() -> None:
 async def test_a_record_and_its_two_index_rows_are_one_transaction(
     services: Services, account: str
 ) -> None:
-    """The writer puts at most two index rows (EventKey, Subject) into the record's own
-    transaction: when it is refused, neither exists."""
+    """The writer puts at most two index rows (EventKey, Subject; a failed record also one
+    of its key's failures) into the record's own transaction: when it is refused, none exists."""
     stored = await a_connection_of(services, account)
     [record] = records(stored, 2)[1:]
     seen: list[Any] = []
@@ -160,6 +160,11 @@ async def test_a_record_and_its_two_index_rows_are_one_transaction(
     keys = {op[1]["RowKey"] for op in seen}
     assert row_key(record.message.uid) in keys
     assert sorted(k[:4] for k in keys if k.startswith("x_")) == ["x_k_", "x_s_"]
+    failed = dataclasses.replace(record, message=record.message.model_copy(update={"status": 2}))
+    seen.clear()
+    await log.write(stored.log_partition, [failed])  # and a failed one a row of its failures
+    keys = {op[1]["RowKey"] for op in seen}
+    assert sorted(k[:4] for k in keys if k.startswith("x_")) == ["x_f_", "x_k_", "x_s_"]
     assert await index_rows(services, stored.log_partition) == []
 
 

@@ -1,10 +1,12 @@
 """Search of the message log by Subject and EventKey: index rows written with each record.
 
 Beside each record (RowKey `<record>`, the layout in shared/storage/messages.py), in the
-record's own transaction, at most two small index rows:
+record's own transaction, at most two small index rows (three for a failed one):
 
     x_k_<EventKey>_<record>     every record; holds its Status
     x_s_<Subject>_<record>      records of events with a Subject; holds Status and EventKey
+    x_f_<EventKey>_<record>     failed records only (rare): a failed-only search by EventKey
+                                reads these, never the successes of its key
 
 Within one value the rows sort as the records do (newest first), so `since`/`until` bound the
 range. A search reads the range of its Subject, or of each EventKey it names (`Order.*` is the
@@ -13,8 +15,8 @@ the rows whose Status or EventKey the query refuses. EventId and MessageId need 
 name one delivery, whose `d_` row lists its records (shared/storage/messages.py).
 
 Two rows, not one per filter and per prefix: every row in a transaction costs write time
-(docs/DESIGN.md has the figures), and a failed-only search reads its key's range and drops
-the successes, where failures are rare.
+(docs/DESIGN.md has the figures). A search by Subject narrows by Status and EventKey with a
+filter over its Subject's range (a Subject names few records).
 
 Values are the tenant's: `encoded` keeps letters, digits, `.` and `-`, and writes every other
 byte of its UTF-8 as `!XX`, so no key holds a character keys forbid (/ \\ # ? and control
@@ -44,13 +46,14 @@ if TYPE_CHECKING:
     from shared.storage import transactions
 
 INDEX = "x_"
-EVENT_KEY, SUBJECT = "k", "s"  # the tags of the two kinds of index row
+EVENT_KEY, SUBJECT, FAILED_KEY = "k", "s", "f"  # the tags of the kinds of index row
 SEARCH_LIMIT = MAX_SEARCHED  # matches a search counts and pages through
 # Characters of an encoded value in a key, the rest a hash: a key holds 1 KiB (512 UTF-16
 # characters, measured on Azurite), less the tag and the record RowKey after the value.
 MAX_ENCODED = 400
 _KEPT = MAX_ENCODED - 34  # an encoded value cut short: this much, "!!", 32 hex digits
 _PLAIN = frozenset(string.ascii_letters + string.digits + ".-")
+_FAILED = MessageStatus.FAILED
 
 
 def encoded(value: str) -> str:
@@ -70,23 +73,27 @@ def value_prefix(tag: str, value: str) -> str:
     return f"{INDEX}{tag}_{encoded(value)}_"
 
 
+def _rows(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """A record's index rows without their PartitionKey, from its RowKey, EventKey, Subject
+    and Status."""
+    key, event_key, status = record["RowKey"], record["EventKey"], record["Status"]
+    rows = [{"RowKey": value_prefix(EVENT_KEY, event_key) + key, "Status": status}]
+    if record.get("Subject") is not None:  # EventKey too, for a search by both
+        subject = value_prefix(SUBJECT, record["Subject"]) + key
+        rows.append({"RowKey": subject, "Status": status, "EventKey": event_key})
+    if status == int(_FAILED):
+        rows.append({"RowKey": value_prefix(FAILED_KEY, event_key) + key})
+    return rows
+
+
 def index_keys(record: dict[str, Any]) -> list[str]:
-    """The RowKeys of a record's index rows, from its RowKey, EventKey and Subject."""
-    key = record["RowKey"]
-    keys = [value_prefix(EVENT_KEY, record["EventKey"]) + key]
-    if record.get("Subject") is not None:
-        keys.append(value_prefix(SUBJECT, record["Subject"]) + key)
-    return keys
+    """The RowKeys of a record's index rows."""
+    return [row["RowKey"] for row in _rows(record)]
 
 
 def operations(partition: str, record: dict[str, Any]) -> list[transactions.Operation]:
     """The upserts of a record's index rows (`record`: its entity), for its transaction."""
-    keys = index_keys(record)
-    by_key = {"PartitionKey": partition, "RowKey": keys[0], "Status": record["Status"]}
-    rows: list[transactions.Operation] = [("upsert", by_key)]
-    if len(keys) > 1:  # the Subject's row: EventKey too, for a search by both
-        rows.append(("upsert", {**by_key, "RowKey": keys[1], "EventKey": record["EventKey"]}))
-    return rows
+    return [("upsert", {"PartitionKey": partition, **row}) for row in _rows(record)]
 
 
 @dataclass(frozen=True)
@@ -134,9 +141,12 @@ class Ranges:
 
 def ranges(terms: Terms) -> Ranges:
     """The index ranges (or the records themselves, prefix "") that serve a search by Subject,
-    EventKey or Status: the Subject's one range, or one range per EventKey."""
+    EventKey or Status: the Subject's one range, or one range per EventKey (of its failures
+    alone for a failed-only search)."""
     where: list[str] = []
     parameters: dict[str, Any] = {}
+    if terms.subject is None and terms.event_keys is not None and terms.status == _FAILED:
+        return Ranges(tuple(value_prefix(FAILED_KEY, k) for k in terms.event_keys))
     if terms.status is not None:
         where.append(f"Status eq {int(terms.status)}")  # a literal: the SDK writes 1 as `true`
     if terms.subject is not None:
