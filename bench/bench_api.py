@@ -16,7 +16,8 @@ HTTP (aiohttp, keep-alive, one request at a time per client):
 The raw baseline runs the Table work of the answer alone with the async SDK at the same
 concurrency: a point read of the connection's entity; for a listing, the read of that page's
 rows (a range query from the page's first RowKey, known beforehand; no count); for a search
-of one record, a point read of that record's row (the bar of issue 26: within 2x of it), and
+of one record, a point read of that record's row (the bar of issue 26: within 2x of it; the
+`eventId` search also called in this process, without HTTP, against the same), and
 for `subject=`, served by a range, also the range read of its one index row; for the
 failed-records search, one range read of the same records' failure copies. Each pair
 alternates which goes first.
@@ -53,7 +54,8 @@ from bench.common import (
     report,
     unique,
 )
-from shared.models.records import MessageStatus, RequestMetadata
+from shared.models.records import MessageQuery, MessageStatus, RequestMetadata
+from shared.service import messages
 from shared.services import Services
 from shared.storage import clients, logsearch
 from shared.storage.connections import StoredConnection
@@ -115,6 +117,7 @@ class Target:
 
 
 def targets(
+    services: Services,
     session: aiohttp.ClientSession,
     raw_connections: Any,
     raw_messages: Any,
@@ -190,7 +193,17 @@ def targets(
     metadata = RequestMetadata.from_text(middle.message.request_metadata)
     assert metadata is not None
     by_subject = {"subject": middle.subject or ""}
+
+    async def without_http() -> None:
+        """The search's own work: the delivery's row, then its record (no HTTP, no auth, no
+        read of the connection)."""
+        query = MessageQuery(event_id=middle.event_id)
+        page = await messages.list_messages(services, stored, query)
+        assert page.total_hits == 1 and page.messages[0].uid == middle.message.uid
+
     return [
+        Target(f"search eventId in process (no HTTP); raw: point read, {n_records:,} records",
+               without_http, point_read, page_requests),
         search("eventId; raw: point read", {"eventId": middle.event_id}, point_read),
         search("messageId; raw: point read", {"messageId": metadata.message_id}, point_read),
         search("subject; raw: point read", by_subject, point_read),
@@ -245,7 +258,7 @@ async def measure(quick: bool, n_records: int | None, requests: int | None) -> l
                 async with aiohttp.ClientSession(
                     host.url, connector=connector, headers={"Authorization": key}
                 ) as session:
-                    for target in targets(session, raw_connections, raw_messages, stored,
+                    for target in targets(services, session, raw_connections, raw_messages, stored,
                                           records, requests, page_requests):  # fmt: skip
                         for turn, c in enumerate(CONCURRENCY):
                             pids = {"azurite": started.process.pid, "host": host.process.pid,
