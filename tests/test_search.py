@@ -95,7 +95,7 @@ async def test_subject_event_key_and_status_find_what_the_records_say(
         *({"subject": s} for s in ODD_SUBJECTS),
         {"subject": "orders"},  # a prefix of a value is not the value
         {"event_key": "Order.Shipped"},
-        {"event_key": "order.shipped"},  # the catalogue's spelling, as connections take it
+        {"event_key": "order.shipped"},  # the catalog's spelling, as connections take it
         {"event_key": "Order.*"},
         {"event_key": "Order.*", "status": FAILED},
         {"event_key": "Employee.Created", "only_failed": True},
@@ -106,7 +106,7 @@ async def test_subject_event_key_and_status_find_what_the_records_say(
         {"subject": "a", "event_key": "Employee.Created"},
         {"subject": "orders/7", "event_key": "Order.*", "status": SUCCEEDED},
         {"event_key": "Order.*", "since": T0 - 60 * MINUTE, "until": T0 - 10 * MINUTE},
-        {"event_key": "Nothing.Here"},  # a key outside the catalogue: searched as given
+        {"event_key": "Nothing.Here"},  # a key outside the catalog: searched as given
         {"event_key": "*"},
     ]
     for query in queries:
@@ -285,7 +285,7 @@ def test_the_service_checks_rules_between_parameters() -> None:
 
     assert refused(MessageQuery(undelivered=True, subject="x")) == "Subject"
     assert refused(MessageQuery(event_key="Order.*", page=21, page_size=500)) == "Page"
-    assert refused(MessageQuery(event_key="Nothing.*")) == "EventKey"  # no catalogue key
+    assert refused(MessageQuery(event_key="Nothing.*")) == "EventKey"  # no catalog key
     messages.check_query(MessageQuery(page=21, page_size=500))  # a listing reaches further
     assert messages.event_keys("order.*") == ("Order.Created", "Order.Shipped", "Order.Cancelled")
     assert messages.event_keys("*") is None

@@ -187,7 +187,7 @@ class MessageQuery(ApiModel):
         None,
         max_length=130,
         pattern=r"^(\*|[A-Za-z0-9_-][A-Za-z0-9._-]*(\.\*)?)$",
-        description="Search: an event key, or `Prefix.*` for the catalogue's keys under it.",
+        description="Search: an event key, or `Prefix.*` for the catalog's keys under it.",
     )
     status: MessageStatus | None = Field(None, description="Search: 1 Succeeded or 2 Failed.")
     page: int = Field(

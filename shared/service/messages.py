@@ -50,13 +50,13 @@ def check_query(query: MessageQuery) -> None:
 
 
 def event_keys(value: str | None) -> tuple[str, ...] | None:
-    """The exact keys an EventKey filter names: a key (in the catalogue's spelling when it
-    has it), or the catalogue's keys under `Prefix.*`; None for no filter."""
+    """The exact keys an EventKey filter names: a key (in the catalog's spelling when it
+    has it), or the catalog's keys under `Prefix.*`; None for no filter."""
     if value is None or value == "*":
         return None
     canonical = catalog.canonical_entry(value)
     if not catalog.is_pattern(value):
-        return (canonical or value,)  # a key outside the catalogue is searched as given
+        return (canonical or value,)  # a key outside the catalog is searched as given
     if canonical is None:
         raise InvalidField("EventKey", catalog.UNKNOWN_ENTRY)
     return tuple(k for k in catalog.catalog() if catalog.matches(canonical, k))

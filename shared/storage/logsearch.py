@@ -10,7 +10,7 @@ record's own transaction, at most two small index rows (three for a failed one):
 
 Within one value the rows sort as the records do (newest first), so `since`/`until` bound the
 range. A search reads the range of its Subject, or of each EventKey it names (`Order.*` is the
-catalogue's keys under `Order.`, read side by side and merged), and the table service drops
+catalog's keys under `Order.`, read side by side and merged), and the table service drops
 the rows whose Status or EventKey the query refuses. EventId and MessageId need no rows: both
 name one delivery, whose `d_` row lists its records (shared/storage/messages.py).
 
