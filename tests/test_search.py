@@ -7,6 +7,7 @@ answer 400 naming the parameter. (The purge of index rows: tests/test_retention.
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -330,3 +331,28 @@ async def test_search_over_http_and_a_bad_value_is_a_problem_naming_it(api: Api)
     ]:
         status, problem = await api.call("GET", path, params=params)
         assert status == 400 and field in problem["errors"], problem
+
+
+async def test_a_delivery_the_dispatcher_made_is_found_by_each_filter_over_http(
+    api: Api, servicebus_connection_string: str, unique_queue: str
+) -> None:
+    """The write path as it runs: a test event sent through the emulator, then searched for."""
+    body = {"ServiceBusConnectionString": servicebus_connection_string, "QueueName": unique_queue}
+    status, created = await api.call("POST", "/v1/azureservicebusconnections?verify=false", body)
+    assert status == 200, created
+    uid = created["Uid"]
+    status, sent = await api.call("POST", f"/v1/azureservicebusconnections/{uid}/test")
+    assert status == 200 and sent["Status"] == 1, sent
+    metadata = json.loads(sent["RequestMetadata"])
+    path = f"/v1/azureservicebusconnections/{uid}/messages"
+    for params in [
+        {"messageId": metadata["MessageId"]},
+        {"subject": f"connections/{uid}/test"},
+        {"eventKey": "System.*", "status": "1", "includeBody": "false"},
+        {"eventKey": "system.test", "subject": f"connections/{uid}/test"},
+    ]:
+        status, page = await api.call("GET", path, params=params)
+        assert status == 200 and page["TotalHits"] == 1, (params, page)
+        assert page["Messages"][0]["Uid"] == sent["Uid"], params
+    status, page = await api.call("GET", path, params={"eventKey": "System.*", "status": "2"})
+    assert (status, page["TotalHits"]) == (200, 0)
