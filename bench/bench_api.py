@@ -198,7 +198,7 @@ def targets(
         """The search's own work: the delivery's row, then its record (no HTTP, no auth, no
         read of the connection)."""
         query = MessageQuery(event_id=middle.event_id)
-        page = await messages.list_messages(services, stored.account, stored.uid, query)
+        page = await messages.list_messages(services, stored, query)
         assert page.total_hits == 1 and page.messages[0].uid == middle.message.uid
 
     return [

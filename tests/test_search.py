@@ -11,7 +11,6 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from unittest import mock
 
 import pytest
 from pydantic import ValidationError
@@ -78,9 +77,7 @@ def truth(written: list[LoggedMessage], **query: Any) -> list[str]:
 
 
 async def found(services: Services, stored: StoredConnection, **query: Any) -> list[str]:
-    page = await messages.list_messages(
-        services, stored.account, stored.uid, MessageQuery(page_size=500, **query)
-    )
+    page = await messages.list_messages(services, stored, MessageQuery(page_size=500, **query))
     assert page.total_hits == len(page.messages), query
     return [m.uid.hex for m in page.messages]
 
@@ -124,8 +121,7 @@ async def test_subject_event_key_and_status_find_what_the_records_say(
     full = truth(written, event_key="Order.*")
     page2 = await messages.list_messages(
         services,
-        stored.account,
-        stored.uid,
+        stored,
         MessageQuery(event_key="Order.*", page=2, page_size=7, include_body=False),
     )
     assert [m.uid.hex for m in page2.messages] == full[7:14]
@@ -259,34 +255,6 @@ async def test_reindex_writes_the_rows_of_records_written_without_them(
     assert await index_partition(table, partition) == 0  # once done, nothing more
 
 
-async def test_a_warm_search_reads_the_delivery_beside_the_connection_which_still_decides(
-    services: Services, account: str
-) -> None:
-    """Once a connection was read, a search by EventId reads its delivery's row at the same
-    time as the connection (its log partition is known); another account, or the connection
-    deleted, is still NotFound."""
-    stored = await a_connection_of(services, account)
-    [record] = records(stored, 1)
-    await services.messages.add(stored.log_partition, [record])
-    messages.known_partitions.add(stored)
-    reads: list[str] = []
-    delivery = services.messages.delivery
-
-    async def counted(partition: str, message_id: str) -> Any:
-        reads.append(message_id)
-        return await delivery(partition, message_id)
-
-    with mock.patch.object(services.messages, "delivery", counted):
-        assert await found(services, stored, event_id=record.event_id) == [record.message.uid.hex]
-        assert reads == [message_id(account, record.event_id, stored.uid)]  # read beside
-        query = MessageQuery(event_id=record.event_id)
-        with pytest.raises(NotFound):
-            await messages.list_messages(services, "another-account", stored.uid, query)
-        await services.connections.delete(account, stored.uid, services.clock())
-        with pytest.raises(NotFound):
-            await messages.list_messages(services, account, stored.uid, query)
-
-
 def test_the_query_model_checks_each_search_value() -> None:
     bad: list[tuple[dict[str, Any], str]] = [
         ({"eventId": ""}, "EventId"),
@@ -341,7 +309,7 @@ async def test_one_message_one_delivery_and_a_bad_window_without_http(
         await messages.get_delivery(services, stored, str(uuid.uuid4()))
     with pytest.raises(InvalidField):
         old = services.clock() - timedelta(days=30)
-        await messages.list_messages(services, stored.account, stored.uid, MessageQuery(since=old))
+        await messages.list_messages(services, stored, MessageQuery(since=old))
 
 
 async def test_search_over_http_and_a_bad_value_is_a_problem_naming_it(api: Api) -> None:

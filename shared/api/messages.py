@@ -33,8 +33,8 @@ async def list_messages(call: Call) -> MessagePage:
     """A page of the connection's messages, newest first; TotalHits counts all matches. With
     search filters: the matching messages (shared/service/messages.py). With undelivered=true: the
     deliveries not delivered, each as its latest attempt, oldest first."""
-    uid = parse_uid(call.route["connectionUid"], "connection")
-    return await messages.list_messages(call.services, call.account, uid, call.query)
+    stored = await connection_of(call, call.services)
+    return await messages.list_messages(call.services, stored, call.query)
 
 
 @endpoint(bp, "GET", CONNECTION + "/messages/{messageUid}", returns="Message", errors=(404,))

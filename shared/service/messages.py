@@ -4,7 +4,6 @@ errors; the HTTP handlers (shared/api/messages.py) parse, call one of these, and
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 from uuid import UUID
 
@@ -63,16 +62,15 @@ def event_keys(value: str | None) -> tuple[str, ...] | None:
     return tuple(k for k in catalog.catalog() if catalog.matches(canonical, k))
 
 
-def search_terms(account: str, uid: UUID, query: MessageQuery) -> Terms | None:
-    """What the log of connection `uid` searches for (None: a plain listing). EventId and
-    MessageId both name a delivery: the message_id every attempt of an event to a connection
-    carries (derived from the event, shared/dispatch/outgoing.py), so the search reads that
-    delivery's row."""
+def search_terms(stored: StoredConnection, query: MessageQuery) -> Terms | None:
+    """What the log searches for (None: a plain listing). EventId and MessageId both name a
+    delivery: the message_id every attempt of an event to a connection carries (derived from
+    the event, shared/dispatch/outgoing.py), so the search reads that delivery's row."""
     from shared.dispatch.outgoing import message_id
 
     if not searched_by(query):
         return None
-    by_event = message_id(account, query.event_id, uid) if query.event_id else None
+    by_event = message_id(stored.account, query.event_id, stored.uid) if query.event_id else None
     delivery = query.message_id or by_event
     return Terms(
         delivery=delivery,
@@ -84,49 +82,17 @@ def search_terms(account: str, uid: UUID, query: MessageQuery) -> Terms | None:
     )
 
 
-class KnownPartitions:
-    """The log partition of connections read lately, by (account, Uid): a connection keeps its
-    partition for life, so a search by EventId or MessageId can read its delivery's row while
-    the connection is read (which still decides: NotFound discards what was read)."""
-
-    def __init__(self, size: int = 10_000) -> None:
-        self._size = size
-        self._known: dict[tuple[str, UUID], str] = {}
-
-    def get(self, account: str, uid: UUID) -> str | None:
-        return self._known.get((account, uid))
-
-    def add(self, stored: StoredConnection) -> None:
-        if len(self._known) >= self._size:
-            self._known.clear()  # a bound, not a policy: a miss costs one read in a row
-        self._known[(stored.account, stored.uid)] = stored.log_partition
-
-
-known_partitions = KnownPartitions()
-
-
 async def list_messages(
-    services: Services, account: str, uid: UUID, query: MessageQuery
+    services: Services, stored: StoredConnection, query: MessageQuery
 ) -> MessagePage:
-    """A page of a connection's log, newest first, or of a search of it, or of its deliveries
-    not delivered (oldest first), as the query says; NotFound without the connection."""
+    """A page of the connection's log, newest first, or of a search of it, or of its
+    deliveries not delivered (oldest first), as the query says."""
     from shared.service.stats import check_times
 
     retention = services.settings.retention_days
     check_times(services.clock(), retention, Since=query.since, Until=query.until)
     check_query(query)
-    terms = search_terms(account, uid, query)
-    partition = known_partitions.get(account, uid)
-    if terms is not None and terms.delivery is not None and partition is not None:
-        stored, delivery = await asyncio.gather(
-            services.connections.get(account, uid),
-            services.messages.delivery(partition, terms.delivery),
-        )
-        if stored.log_partition == partition:
-            return await services.messages.page(partition, query, terms, delivery)
-    else:
-        stored = await services.connections.get(account, uid)
-    known_partitions.add(stored)
+    terms = search_terms(stored, query)
     return await services.messages.page(stored.log_partition, query, terms)
 
 

@@ -117,22 +117,18 @@ class MessageLog(LogRetention):
         return await self._from_entity(entity)
 
     async def page(
-        self,
-        partition: str,
-        query: MessageQuery,
-        terms: logsearch.Terms | None = None,
-        delivery: Delivery | None = None,
+        self, partition: str, query: MessageQuery, terms: logsearch.Terms | None = None
     ) -> MessagePage:
         """One page, newest first, and the count of all matches, from the counters; or with
         `undelivered`, the latest attempts of deliveries not delivered, oldest first; or of
-        a search (`terms`: by EventId or MessageId, its delivery's row, or `delivery` when
-        the caller read it, and its records; else its index ranges)."""
+        a search (`terms`: by EventId or MessageId, its delivery's row and records; else its
+        index ranges)."""
         if query.undelivered:
             return await self._undelivered_page(partition, query)
         if terms is not None and terms.empty:
             return MessagePage(messages=[], page=query.page, total_hits=0)
         if terms is not None and terms.delivery is not None:
-            return await self._delivery_page(partition, query, terms, delivery)
+            return await self._delivery_page(partition, query, terms)
         if terms is not None and terms.by_index():
             return await self._search_page(partition, query, terms)
         failed = query.only_failed or (terms is not None and terms.status == MessageStatus.FAILED)
@@ -149,17 +145,13 @@ class MessageLog(LogRetention):
         )
 
     async def _delivery_page(
-        self,
-        partition: str,
-        query: MessageQuery,
-        terms: logsearch.Terms,
-        found: Delivery | None,
+        self, partition: str, query: MessageQuery, terms: logsearch.Terms
     ) -> MessagePage:
         """A search's page from its delivery's row and the records it lists, filtered here (a
         delivery has few). A delivery of more than MAX_RECORDS attempts lists its first and
         its latest ones: the attempts it forgot are found by their EventId between those two."""
         assert terms.delivery is not None
-        found = found or await self.deliveries.get(partition, terms.delivery)
+        found = await self.deliveries.get(partition, terms.delivery)
         if not found.stored:
             return MessagePage(messages=[], page=query.page, total_hits=0)
         floor, entities = await asyncio.gather(
