@@ -52,14 +52,16 @@ def both(seconds: float) -> Patience:
 
 @pytest.fixture
 async def timers() -> AsyncIterator[list[float]]:
-    """The delays of every timer the event loop is asked for while the test runs."""
+    """The delays of every timer a bulkhead asks the event loop for while the test runs (the
+    loop may also serve other tests' background tasks: their timers are not counted)."""
     loop = asyncio.get_running_loop()
     asked: list[float] = []
     call_later = loop.call_later
 
-    def counting(delay: float, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
-        asked.append(delay)
-        return call_later(delay, *args, **kwargs)
+    def counting(delay: float, callback: Any, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+        if isinstance(getattr(callback, "__self__", None), Bulkhead):
+            asked.append(delay)
+        return call_later(delay, callback, *args, **kwargs)
 
     loop.call_later = counting  # type: ignore[method-assign,assignment]
     yield asked
@@ -128,7 +130,7 @@ async def test_a_burst_costs_one_timer_per_key_not_one_per_wait(timers: list[flo
     assert bulkhead.in_flight("x") == 0 and bulkhead.waiting("x") == 0
     # A timer is set when waiting starts while none is set, and again when it fires: a
     # handful for 1,000 deliveries through 8 places (the old bulkhead set one per wake).
-    assert len(timers) <= 5, timers
+    assert 1 <= len(timers) <= 5, timers
 
 
 async def test_waiting_lasts_only_while_the_holders_move() -> None:
