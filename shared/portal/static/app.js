@@ -290,7 +290,7 @@ const SEARCH_LABELS = { eventKey: "Event key (or Prefix.*)", eventId: "Event ID"
 
 async function logPage(uid, params) {
   const page = Number(params.get("page") || 1);
-  const query = new URLSearchParams({ page, pageSize: 50 });
+  const query = new URLSearchParams({ page, pageSize: 50, includeBody: "false" }); // the table shows no body
   if (params.get("since")) query.set("since", new Date(params.get("since")).toISOString());
   if (params.get("onlyFailed")) query.set("onlyFailed", "true");
   for (const name of SEARCHED) if (params.get(name)) query.set(name, params.get(name));
