@@ -43,6 +43,7 @@ BENCHMARKS = {
     "replay": "bench.bench_replay",
     "publish": "bench.bench_publish",
     "faults": "bench.bench_faults",
+    "scale": "bench.bench_scale",
     # Written by someone else: run when present (see `purge_results`).
     "purge": "bench.bench_purge",
 }
@@ -60,6 +61,7 @@ SMOKE: dict[str, list[str] | None] = {
     "replay": ["--records", "100"],
     "publish": ["--events", "50"],
     "faults": None,  # tests/test_fault_run.py
+    "scale": ["--connections", "300", "--deliveries", "20", "--records", "300"],
     "purge": ["--records", "200", "--partitions", "2", "--rounds", "2"],
 }
 

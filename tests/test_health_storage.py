@@ -197,6 +197,8 @@ async def test_after_a_suspension_or_once_forgotten_outcomes_are_written_at_once
     tracker.observe(account, suspended, T0, None)
     await tracker.flush()
     assert tracker.writes == 4
+    # The stats line's counts: only the second flush found what it had written (issue 25).
+    assert tracker.known_stats() == {"size": 1, "capacity": 1, "hits": 1, "misses": 3}
     await tracker.close()
 
 

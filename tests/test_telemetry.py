@@ -324,21 +324,34 @@ def test_loading_the_app_imports_no_telemetry_package() -> None:
     assert found.stdout.strip() == "[]"
 
 
-def test_each_window_logs_the_size_and_hits_of_the_watched_caches(
+def test_each_window_logs_the_watched_caches_in_one_line(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """One line for all caches: size, bound, hits, misses and hit rate of each, counts only
+    (a sender pool keyed by connection strings logs none of them)."""
     clock = Clock()
     counted = DeliverySummary(clock, interval_seconds=60)
-    counted.watch("connections", lambda: {"size": 3, "hits": 9, "misses": 1})
+    counted.watch("connections", lambda: {"size": 3, "capacity": 10, "hits": 9, "misses": 1})
+    pool = SenderPool(max_senders=5)
+    secret = "Endpoint=sb://127.0.0.1:1/;SharedAccessKeyName=k;SharedAccessKey=s3cr3tKey="
+    pool.get(secret, "q")
+    counted.watch("senders", pool.stats)
     caplog.set_level(logging.INFO, logger="shared.dispatch")
     counted.flush()
-    assert [r for r in caplog.records if "Cache" in vars(r)] == []  # nothing counted, no line
+    assert [r for r in caplog.records if "Caches" in vars(r)] == []  # nothing counted, no line
     counted.add(uuid.uuid4(), 5, None)
     counted.flush()
-    [line] = [r for r in caplog.records if "Cache" in vars(r)]
-    assert {k: vars(line)[k] for k in ("Cache", "CacheSize", "CacheHits", "CacheMisses")} == {
-        "Cache": "connections",
-        "CacheSize": 3,
-        "CacheHits": 9,
-        "CacheMisses": 1,
+    [line] = [r for r in caplog.records if "Caches" in vars(r)]
+    fields = vars(line)
+    assert fields["Caches"] == "connections,senders"
+    assert {k: v for k, v in fields.items() if k.startswith("CacheConnections")} == {
+        "CacheConnectionsSize": 3,
+        "CacheConnectionsCapacity": 10,
+        "CacheConnectionsHits": 9,
+        "CacheConnectionsMisses": 1,
+        "CacheConnectionsHitRate": 0.9,
     }
+    assert (fields["CacheSendersSize"], fields["CacheSendersMisses"]) == (1, 1)
+    assert fields["CacheSendersAmqpConnections"] == 0  # made, never connected
+    assert "connections 3/10 90% hit" in line.getMessage()
+    assert "s3cr3t" not in line.getMessage() and "s3cr3t" not in repr(fields)

@@ -94,6 +94,7 @@ class Broker(Handler):
     def on_connection_bound(self, event: Any) -> None:
         event.transport.sasl().allowed_mechs("ANONYMOUS")  # as with UseDevelopmentEmulator
         self.connections.add(event.connection)
+        self.emulator.connections_accepted += 1
 
     @guarded
     def on_connection_remote_open(self, event: Any) -> None:

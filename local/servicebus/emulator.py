@@ -60,6 +60,7 @@ class Emulator:
         self._lock = threading.Lock()  # for the two faults below
         self._refuse_until = self._delay_ms = 0.0
         self.holding_attaches = False
+        self.connections_accepted = 0  # AMQP connections clients opened, since it was made
         self._thread: threading.Thread | None = None
         self._injector: EventInjector | None = None
         self._broker: Broker | None = None

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared import connstrings
+from shared.dispatch.cachecounts import CacheCounts
 from shared.dispatch.isolation import close_in_background
 from shared.endpoints import DEFAULT_GUARD, ConnectGuard
 
@@ -43,15 +44,18 @@ class BlobIdentity:
 
 class ClaimCheckStore:
     """Container clients by connection string (or blob endpoint and tenant) and name, made
-    once; containers made if missing. `client_options` go to every client (tests: a CA)."""
+    once, at most `max_containers` (the least recently used is closed); containers made if
+    missing. `client_options` go to every client (tests: a CA)."""
 
     def __init__(
         self,
         guard: ConnectGuard = DEFAULT_GUARD,
         client_options: dict[str, Any] | None = None,
         read_timeout: float = 30.0,
+        max_containers: int = MAX_CACHED_CONTAINERS,
     ) -> None:
         self._containers: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self.counts = CacheCounts(max_containers)
         self._guard = guard
         self._options = {
             "connection_timeout": CONNECTION_TIMEOUT_SECONDS,
@@ -114,7 +118,10 @@ class ClaimCheckStore:
 
         key = _key(connection_string, container, identity)
         client = self._containers.get(key)
-        if client is None:
+        if client is not None:
+            self.counts.hit()
+        else:
+            self.counts.miss()
             if identity is not None:
                 url, credential = identity.account_url, identity.credential
             else:  # our parser's parts; a string it refuses is the customer's to fix
@@ -124,7 +131,7 @@ class ClaimCheckStore:
             client = self._containers[key] = ContainerClient(
                 url, container, credential=credential, **self._client_options()
             )
-            if len(self._containers) > MAX_CACHED_CONTAINERS:
+            if len(self._containers) > self.counts.capacity:
                 _, oldest = self._containers.popitem(last=False)
                 asyncio.get_running_loop().create_task(oldest.close())
         self._containers.move_to_end(key)
@@ -145,6 +152,10 @@ class ClaimCheckStore:
             **options,
             "transport": AioHttpTransport(session=session, session_owner=True, **transport_options),
         }
+
+    def stats(self) -> dict[str, int]:
+        """Size, bound and counts since the last call, for the summary's stats line."""
+        return self.counts.take(len(self._containers))
 
     async def close(self) -> None:
         clients, self._containers = list(self._containers.values()), OrderedDict()

@@ -106,6 +106,10 @@ class Dispatcher:
         self._connections = SharedReads(connections.for_account, connection_cache_seconds)
         summary.deliveries.watch("connections", self._connections.stats)
         summary.deliveries.watch("senders", senders.stats)
+        summary.deliveries.watch("containers", claims.stats)
+        if health is not None:
+            summary.deliveries.watch("healthStates", health.known_stats)
+            summary.deliveries.watch("suspended", health.suspended_stats)
 
     # ------------------------------------------------------------ entry points
 

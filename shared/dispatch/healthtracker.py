@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from shared.clock import Clock
+from shared.dispatch.cachecounts import CacheCounts
 from shared.dispatch.readcache import SharedReads
 from shared.health import HealthState, Outcomes, merge, says_more
 from shared.models.connection import HealthStatus
@@ -51,7 +52,7 @@ class HealthTracker:
         self.suspend_after = timedelta(seconds=suspend_after_seconds)
         self.heartbeat = timedelta(seconds=heartbeat_seconds)
         self.breaker_open = breaker_open
-        self.known_states = known_states
+        self.known_counts = CacheCounts(known_states)  # a miss is a write that may say nothing
         self.writes = 0  # health rows written (a counter for logs and tests)
         self._pending: dict[tuple[str, UUID], Outcomes] = {}
         # What this process last wrote for a connection, and when.
@@ -109,7 +110,9 @@ class HealthTracker:
         wrote), or the connection's heartbeat is due."""
         known = self._known.get(key)
         if known is None:
+            self.known_counts.miss()
             return True
+        self.known_counts.hit()
         state, written_at = known
         if state.status == HealthStatus.SUSPENDED:
             return True  # deliveries again: a resume or a save ended it; merge with that
@@ -120,7 +123,7 @@ class HealthTracker:
     def _remember(self, key: tuple[str, UUID], state: HealthState, now: datetime) -> None:
         self._known[key] = (state, now)
         self._known.move_to_end(key)
-        while len(self._known) > self.known_states:
+        while len(self._known) > self.known_counts.capacity:
             self._known.popitem(last=False)
 
     def _merging(self, uid: UUID, seen: Outcomes) -> Callable[[HealthState | None], HealthState]:
@@ -132,6 +135,14 @@ class HealthTracker:
             return merge(base, seen, now, self.suspend_after, held_back)
 
         return merged
+
+    def known_stats(self) -> dict[str, int]:
+        """The stats line's fields of the states it last wrote (a miss writes at once)."""
+        return self.known_counts.take(len(self._known))
+
+    def suspended_stats(self) -> dict[str, int]:
+        """The stats line's fields of the accounts' suspended sets it keeps."""
+        return self._suspended.stats()
 
     async def suspended(self, account: str, uid: UUID) -> bool:
         """Whether the connection is suspended, as of at most `cache_seconds` ago."""

@@ -8,6 +8,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from shared.dispatch.cachecounts import CacheCounts
+
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -29,8 +31,7 @@ class SharedReads(Generic[K, V]):
         self.seconds = seconds
         self.max_keys = max_keys
         self._kept: OrderedDict[K, tuple[float, asyncio.Future[V]]] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
+        self.counts = CacheCounts(max_keys)
 
     def __len__(self) -> int:
         return len(self._kept)
@@ -40,12 +41,12 @@ class SharedReads(Generic[K, V]):
         now = time.monotonic()
         kept = self._kept.get(key)
         if fresh or kept is None or (kept[1].done() and (kept[0] <= now or _failed(kept[1]))):
-            self.misses += 1
+            self.counts.miss()
             kept = self._kept[key] = (now + self.seconds, asyncio.ensure_future(self._read(key)))
             if len(self._kept) > self.max_keys:
                 self._kept.popitem(last=False)
         else:
-            self.hits += 1
+            self.counts.hit()
         self._kept.move_to_end(key)
         return await asyncio.shield(kept[1])
 
@@ -54,10 +55,8 @@ class SharedReads(Generic[K, V]):
         self._kept.pop(key, None)
 
     def stats(self) -> dict[str, int]:
-        """Size and counts since the last call, for the periodic stats line; resets the counts."""
-        counted = {"size": len(self._kept), "hits": self.hits, "misses": self.misses}
-        self.hits = self.misses = 0
-        return counted
+        """Size, bound and counts since the last call, for the periodic stats line."""
+        return self.counts.take(len(self._kept))
 
 
 def _failed(future: asyncio.Future[V]) -> bool:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 from shared import connstrings
+from shared.dispatch.cachecounts import CacheCounts
 from shared.dispatch.coalesce import Coalescer
 from shared.dispatch.entra import CredentialFactory, EntraTarget, TenantCredentials
 from shared.dispatch.errors import TooLarge
@@ -57,6 +58,7 @@ class QueueSender:
         self._entra = entra
         self._client: Any = None
         self._sender: Any = None
+        self.namespace = ""  # the AMQP host of the current client, once it is built
         # A flush takes all that waits (the bulkhead bounds it), in SDK batches as large as
         # the link allows.
         self._coalescer: Coalescer[tuple[Outgoing, Deadline]] = Coalescer(self._flush)
@@ -96,6 +98,11 @@ class QueueSender:
         return self._coalescer.idle
 
     @property
+    def connected(self) -> bool:
+        """Holds a client (an AMQP connection, open or being opened)."""
+        return self._client is not None
+
+    @property
     def stuck(self) -> bool:
         """A flush outlived its deadline by seconds: the SDK ignored the cancellation."""
         until = self._flushing_until
@@ -122,6 +129,7 @@ class QueueSender:
             parsed = connstrings.service_bus(self._connection_string)
             host, port, use_tls = parsed.host, parsed.port, parsed.use_tls
             namespace, credential = parsed.namespace, parsed.credential()
+        self.namespace = host
         address = (await self._guard.addresses(host, port))[0]
         pinned = f"[{address}]" if ":" in address else address  # IPv6 in a URL
         return ServiceBusClient(
@@ -247,11 +255,10 @@ class SenderPool:
         make: type[QueueSender] = QueueSender,
     ) -> None:
         self._senders: OrderedDict[tuple[str, str], QueueSender] = OrderedDict()
-        self._max = max_senders
         self._guard = guard
         self.credentials = credentials or TenantCredentials.from_environment()
         self._make = make  # tests give a sender that misbehaves
-        self.hits = self.misses = 0  # since the last stats(): the summary line logs them
+        self.counts = CacheCounts(max_senders)  # the summary line logs them
         # The SDK loads now (about 0.3 s), not inside the first delivery's attempt, where the
         # loop standing still would look to the bulkheads like a destination that never answers.
         import azure.servicebus.aio  # noqa: F401
@@ -266,13 +273,13 @@ class SenderPool:
             close_in_background(sender.close, CLOSE_SECONDS)
             sender = None
         if sender is None:
-            self.misses += 1
+            self.counts.miss()
             self._evict()
             with_token = (entra, self.credentials) if entra else None
             sender = self._make(connection_string, queue, self._guard, with_token)
             self._senders[key] = sender
         else:
-            self.hits += 1
+            self.counts.hit()
         self._senders.move_to_end(key)
         return sender
 
@@ -281,7 +288,7 @@ class SenderPool:
         string changed and the old one is no longer asked for)."""
         stale = time.monotonic() - IDLE_SECONDS
         for key, sender in list(self._senders.items()):  # least recently used first
-            if len(self._senders) < self._max and sender.last_used > stale:
+            if len(self._senders) < self.counts.capacity and sender.last_used > stale:
                 break
             if sender.idle:
                 del self._senders[key]
@@ -291,10 +298,17 @@ class SenderPool:
         return len(self._senders)
 
     def stats(self) -> dict[str, int]:
-        """Size and counts since the last call, for the summary's stats line."""
-        counted = {"size": len(self._senders), "hits": self.hits, "misses": self.misses}
-        self.hits = self.misses = 0
-        return counted
+        """Size, bound and counts since the last call, for the summary's stats line; with the
+        AMQP connections open and the most to one namespace. The pinned SDK opens one AMQP
+        connection per sender, whatever the client (its connection sharing is switched off
+        and fails when forced on: docs/CAPACITY.md), so this is what a customer's namespace
+        quota sees from this instance."""
+        namespaces = Counter(s.namespace for s in self._senders.values() if s.connected)
+        return {
+            **self.counts.take(len(self._senders)),
+            "amqpConnections": sum(namespaces.values()),
+            "busiestNamespace": max(namespaces.values(), default=0),
+        }
 
     async def close(self) -> None:
         senders, self._senders = list(self._senders.values()), OrderedDict()

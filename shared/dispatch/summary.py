@@ -51,7 +51,8 @@ class DeliverySummary:
         self._caches: dict[str, Callable[[], dict[str, int]]] = {}
 
     def watch(self, name: str, stats: Callable[[], dict[str, int]]) -> None:
-        """Log `stats()` (size, hits, misses since the last call) with each window."""
+        """Log `stats()` (size, capacity, hits and misses since the last call, and any other
+        counts) with each window, in the one stats line; names are camelCase."""
         self._caches[name] = stats
 
     def add(self, connection_uid: UUID, elapsed_milliseconds: int, failure: str | None) -> None:
@@ -78,8 +79,8 @@ class DeliverySummary:
         seconds = round(self.clock() - opened) if opened is not None else 0
         for connection_uid, counts in counted.items():
             _log_summary(connection_uid, counts, seconds)
-        for name, stats in self._caches.items() if counted else ():  # a quiet process: no line
-            _log_cache(name, stats(), seconds)
+        if counted and self._caches:  # a quiet process: no line
+            _log_caches({name: stats() for name, stats in self._caches.items()}, seconds)
 
     def _flush_when_over(self) -> None:
         """So that the last window of a burst is logged without waiting for the next delivery
@@ -117,9 +118,24 @@ def _log_summary(connection_uid: UUID, counts: _Counts, seconds: int) -> None:
     )
 
 
-def _log_cache(name: str, stats: dict[str, int], seconds: int) -> None:
-    fields = {"Cache": name, **{f"Cache{k.capitalize()}": v for k, v in stats.items()}}
-    log.info("cache %s over %d s: %s", name, seconds, stats, extra=fields)
+def _log_caches(caches: dict[str, dict[str, int]], seconds: int) -> None:
+    """One line for every cache: `Cache<Name><Count>` fields (counts only, never a key), and
+    `Cache<Name>HitRate` when it was asked anything."""
+    fields: dict[str, object] = {"Caches": ",".join(caches), "IntervalSeconds": seconds}
+    said = []
+    for name, stats in caches.items():
+        prefix = f"Cache{_pascal(name)}"
+        fields.update({f"{prefix}{_pascal(k)}": v for k, v in stats.items()})
+        asked = stats.get("hits", 0) + stats.get("misses", 0)
+        rate = f"{stats.get('hits', 0) / asked:.0%} hit" if asked else "unused"
+        if asked:
+            fields[f"{prefix}HitRate"] = round(stats.get("hits", 0) / asked, 4)
+        said.append(f"{name} {stats.get('size')}/{stats.get('capacity')} {rate}")
+    log.info("caches over %d s: %s", seconds, ", ".join(said), extra=fields)
+
+
+def _pascal(name: str) -> str:
+    return name[:1].upper() + name[1:]
 
 
 # The process's one summary: the dispatcher's outcome path feeds it.

@@ -46,6 +46,7 @@ from shared.models.records import Delivery as DeliveryView
 from shared.models.records import MessagePage, MessageQuery, MessageStatus
 from shared.storage import deliveries, loglisting, logsearch, transactions
 from shared.storage.logcounts import FAILURE, MAX_MILLIS, HourCounts, hour_of, logged_at, millis
+from shared.storage.logdays import LogDays
 from shared.storage.logrecords import LoggedMessage, row_key
 from shared.storage.logretention import LogRetention
 from shared.storage.logwriter import CountingWriter, Submit
@@ -71,6 +72,7 @@ class MessageLog(LogRetention):
         super().__init__(table, bodies)
         self._writer = CountingWriter(table, writer, submit)
         self.deliveries = deliveries.DeliveryRows(table)
+        self.days = LogDays(table)  # the purge's work list (shared/storage/logdays.py)
 
     async def write(
         self, partition: str, records: Sequence[LoggedMessage]
@@ -85,6 +87,7 @@ class MessageLog(LogRetention):
             entity = await self.entity(partition, r)
             rows = deliveries.operations(partition, entity, r.delivery_write())
             items.append((entity, [*rows, *logsearch.operations(partition, entity)]))
+        await self.days.note(partition, [e for e, _ in items])  # before: never a record without
         return await self._writer.write(partition, items)
 
     async def add(self, partition: str, records: Sequence[LoggedMessage]) -> None:
