@@ -19,8 +19,9 @@ mix, so each query reads one range:
     r_reindex, r_index                             progress of `log reindex` (service/reindex.py)
     u_<first attempt millis>_<uid>                 undelivered index: while a delivery is not
       (oldest first)                               delivered, a copy of its latest record
-    x_k_<EventKey>_<record RowKey>                 search index: one row per record, and one
-    x_s_<Subject>_<record RowKey>                  per record with a Subject (logsearch.py)
+    x_k_<EventKey>_<record RowKey>                 search index: one row per record, one per
+    x_s_<Subject>_<record RowKey>                  record with a Subject, one per failed
+    x_f_<EventKey>_<record RowKey>                 record (logsearch.py)
 
 A record, its failure copy, its writer's counter row of that hour, its search index rows and its
 delivery's rows (the `d_` row, the `u_` row, the new state in the delivery's earlier records:
