@@ -142,10 +142,10 @@ async def test_thousands_of_records_across_many_partitions(svc: Services, accoun
     assert result.records_removed == sum(old_counts)
     assert result.partitions_visited == len(old_counts) and result.complete
     assert await row_count(svc) == len(young) * len(old_counts)
-    # a counter row for each young hour and a delivery row for each young record; the
-    # purge's mark in each partition
+    # a counter row for each young hour, a delivery row and a search index row (its EventKey)
+    # for each young record; the purge's mark in each partition
     left = len(young) * len(old_counts)
-    assert await log_rows(svc) == {"c_": left, "d_": left, "p_": len(old_counts)}
+    assert await log_rows(svc) == {"c_": left, "d_": left, "p_": len(old_counts), "x_": left}
     for stored, records in connections:
         assert await listed(svc, stored) == uids(records[-len(young) :])
 
@@ -332,7 +332,10 @@ async def test_counts_failure_copies_and_deliveries_go_with_their_hours(
     now = NOW + timedelta(minutes=17)  # the cutoff is rounded down to NOW - 14 days
     sent = [now - timedelta(hours=h, minutes=h) for h in range(0, 16 * 24, 5)]
     records = [
-        a_record(stored.uid, at, MessageStatus.FAILED if i % 3 else MessageStatus.SUCCEEDED)
+        replace(
+            a_record(stored.uid, at, MessageStatus.FAILED if i % 3 else MessageStatus.SUCCEEDED),
+            subject=f"orders/{i}" if i % 2 else None,
+        )
         for i, at in enumerate(sent)
     ]
     await svc.messages.add(stored.log_partition, records)
@@ -349,7 +352,7 @@ async def test_counts_failure_copies_and_deliveries_go_with_their_hours(
     )
     hours = {r.message.request_timestamp.replace(minute=0, second=0) for r in kept}
     # each record here is a delivery of its own: its row, and the failed ones' index rows
-    # (`u_`), go with it
+    # (`u_`), go with it; so do its search index rows (`x_`: its EventKey, its Subject, a failure's)
     failures = len(failed.messages)
     assert await log_rows(svc) == {
         "c_": len(hours),
@@ -357,6 +360,7 @@ async def test_counts_failure_copies_and_deliveries_go_with_their_hours(
         "f_": failures,
         "p_": 1,
         "u_": failures,
+        "x_": len(kept) + len([r for r in kept if r.subject]) + failures,
     }
 
     await svc.connections.delete(account, stored.uid, now - 2 * TOMBSTONE_GRACE)
