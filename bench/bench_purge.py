@@ -1,6 +1,6 @@
 """Retention purge rate (records/s) against raw 100-entity transaction deletes, on Azurite.
 
-    python -m bench.bench_purge [--quick] [--records N] [--partitions P] [--rounds R]
+    python -m bench.bench_purge [--quick] [--records N] [--partitions P] [--rounds R] [--idle I]
 
 Starts its own Azurite (in memory). Each round writes the same old records twice, into fresh
 connections' log partitions: once for the raw baseline (query the RowKeys of each partition,
@@ -9,6 +9,11 @@ once for `shared.service.retention.purge`; rounds alternate which goes first. It
 rates and CPU per record (this process and Azurite), then the best rates and their ratio
 purge/raw (target >= 80%). The absolute rates depend on the machine and on Azurite's single
 Node.js thread; on a shared machine, CPU per record is the steadier comparison.
+
+`--idle I` adds I connections with only young records (most connections of a large
+installation on a given day): a purge that reads every connection pays for each of them on
+every run; one that reads the day rows (shared/storage/logdays.py) does not. The purge runs
+as on an installation past its first full scan (`LogDays.trust`).
 """
 
 from __future__ import annotations
@@ -121,7 +126,20 @@ async def measure(
     return Measure(removed / elapsed, cpu * 1e6 / removed)
 
 
-async def run(records: int, partitions: int, rounds: int) -> None:
+async def add_idle(services: Services, idle: int) -> None:
+    """`idle` connections with one young record each (nothing for the purge to delete)."""
+    young = log_records(uuid.uuid4(), idle, NOW - timedelta(days=1), timedelta(hours=1))
+    gate = asyncio.Semaphore(16)
+
+    async def one(n: int) -> None:
+        async with gate:
+            stored = await services.connections.add(f"idle{n % 100}", a_connection(), NOW)
+            await services.messages.add(stored.log_partition, young[n : n + 1])
+
+    await asyncio.gather(*(one(n) for n in range(idle)))
+
+
+async def run(records: int, partitions: int, rounds: int, idle: int) -> None:
     azurite = start_azurite()
     settings = Settings(
         storage=StorageTarget(connection_string=azurite.connection_string),
@@ -129,6 +147,8 @@ async def run(records: int, partitions: int, rounds: int) -> None:
     )
     services = await Services.open(settings)
     try:
+        await services.messages.days.trust(NOW - timedelta(days=30))  # past the first scan
+        await add_idle(services, idle)
         # 15 to 20 days old: all past the retention; one connection Uid (only a property).
         data = log_records(
             uuid.uuid4(),
@@ -138,7 +158,10 @@ async def run(records: int, partitions: int, rounds: int) -> None:
             body=EVENT_BODY,
             event_key=EVENT_KEY,
         )
-        print(f"{records} records over {partitions} partitions, {rounds} round(s)")
+        print(
+            f"{records} records over {partitions} partitions, {idle} idle connections, "
+            f"{rounds} round(s)"
+        )
         raws, purges = [], []
         for r in range(1, rounds + 1):
             # Alternate which goes first, so drift on a shared machine hits both alike.
@@ -174,9 +197,10 @@ def main() -> None:
     parser.add_argument("--records", type=int)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2, help="even: each goes first as often")
+    parser.add_argument("--idle", type=int, default=0, help="connections with young records only")
     args = parser.parse_args()
     records = args.records or (5_000 if args.quick else 20_000)
-    asyncio.run(run(records, args.partitions, args.rounds))
+    asyncio.run(run(records, args.partitions, args.rounds, args.idle))
 
 
 if __name__ == "__main__":

@@ -85,6 +85,11 @@ param publisherPrincipalId string = ''
 ])
 param publisherPrincipalType string = 'ServicePrincipal'
 
+@description('System-events queues events are spread over by a hash of the account (each takes about 2,000 events/s): the app setting SYSTEM_EVENT_QUEUE_COUNT follows it. Queue 0 is system-events, queue k system-events-k. Raise it while the app is paused (pauseTriggers) to keep each account\'s order across the change (docs/DESIGN.md, "Ingestion over N queues").')
+@minValue(1)
+@maxValue(64)
+param systemEventQueueCount int = 1
+
 @description('Pause the queue and timer functions, to drain before an upgrade (docs/DEPLOYMENT.md, "Upgrading without losing events"): the API still answers; events wait in their queues until a deployment without it.')
 param pauseTriggers bool = false
 
@@ -123,14 +128,17 @@ var names = {
 }
 var deploymentContainerName = 'app-package'
 
-// The app's queue and timer functions (shared/triggers.py), as the Functions host names them
-// in the settings that disable one (tests/test_infra.py compares them with the app).
-var pausedTriggers = {
-  'AzureWebJobs.dispatch_system_event.Disabled': 'true'
-  'AzureWebJobs.retry_delivery.Disabled': 'true'
-  'AzureWebJobs.replay_records.Disabled': 'true'
-  'AzureWebJobs.purge_old_messages.Disabled': 'true'
-}
+// The app's queue and timer functions (shared/triggers.py) by the names the Functions host
+// gives them (tests/test_infra.py compares them with the app): one dispatch function per
+// system-events queue (shared/eventqueues.py names them), retries, replays, the purge.
+var dispatchFunctions = [
+  for i in range(0, systemEventQueueCount): (i == 0) ? 'dispatch_system_event' : 'dispatch_system_event_${i}'
+]
+var pausedTriggers = concat(dispatchFunctions, [
+  'retry_delivery'
+  'replay_records'
+  'purge_old_messages'
+])
 
 // This cloud's host suffixes (public, US Gov, China, ...), for the endpoint rule; Azure names
 // Service Bus after Storage: core.windows.net, servicebus.windows.net.
@@ -170,6 +178,9 @@ var appSettingDefaults = {
   LIMIT_EVENT_BYTES: '1048576'
   LIMIT_VERIFICATIONS_PER_MINUTE: '10'
   CLOUDEVENTS_SOURCE: '/servicebus-event-delivery'
+  SYSTEM_EVENT_QUEUE_COUNT: string(systemEventQueueCount)
+  // The lifecycle rule (modules/storage.bicep) deletes bodies; the purge only counts overdue ones.
+  PURGE_DELETES_BODIES: 'false'
   // Empty: https://<the app's host name> (WEBSITE_HOSTNAME).
   PORTAL_BASE_URL: ''
   // Empty: no connection may use Authentication EntraId (docs/API.md, "Entra ID instead of keys").
@@ -214,6 +225,7 @@ module storage 'modules/storage.bicep' = {
     skuName: storageSku
     messageRetentionDays: messageRetentionDays
     deploymentContainerName: deploymentContainerName
+    systemEventQueueCount: systemEventQueueCount
   }
 }
 
@@ -292,7 +304,8 @@ module functionApp 'modules/functionapp.bicep' = {
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     zoneRedundant: zoneRedundant
-    appSettings: union(appSettingDefaults, pauseTriggers ? pausedTriggers : {}, appSettings)
+    appSettings: union(appSettingDefaults, appSettings)
+    disabledFunctions: pauseTriggers ? pausedTriggers : []
   }
   // The site starts (and its Key Vault reference resolves) only after the identity holds
   // its roles and the key ring exists.

@@ -20,7 +20,8 @@ from typing import Any
 from uuid import UUID
 
 from shared.catalog import known_key
-from shared.service.poison import REPLAYABLE, Replayed, replay
+from shared.eventqueues import queue_of
+from shared.service.poison import Replayed, is_replayable, replay, replayable_queues
 from shared.service.reindex import reindex
 from shared.service.retention import purge
 from shared.services import Services
@@ -99,12 +100,19 @@ def event_key(value: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def replayable_queue(name: str) -> str:
+    if not is_replayable(name):
+        raise argparse.ArgumentTypeError(f"not a queue with a poison queue to replay: {name!r}")
+    return name
+
+
 async def event_publish(services: Services, args: argparse.Namespace) -> int:
     from shared.events import new_event
 
     event = new_event(args.account, args.key, services.clock(), args.subject, args.data)
     await services.publish(event)
-    print(f"published {event.event_key} for account {event.account_id} to system-events:")
+    queue = queue_of(event.account_id, services.settings.system_event_queue_count)
+    print(f"published {event.event_key} for account {event.account_id} to {queue}:")
     print(event.event_id)
     return 0
 
@@ -130,7 +138,8 @@ async def purge_command(services: Services, args: argparse.Namespace) -> int:
 async def poison_replay_command(services: Services, args: argparse.Namespace) -> int:
     """`poison replay [--queue Q]`: how many went back alone on the last line."""
     total = Replayed()
-    for queue in [args.queue] if args.queue else REPLAYABLE:
+    every = replayable_queues(services.settings.system_event_queue_count)
+    for queue in [args.queue] if args.queue else every:
         done = await replay(services, queue)
         print(f"{queue}{POISON_SUFFIX}: {done.replayed} sent back to {queue}, {done.kept} kept")
         total.replayed += done.replayed
@@ -141,8 +150,11 @@ async def poison_replay_command(services: Services, args: argparse.Namespace) ->
 
 async def reindex_command(services: Services, args: argparse.Namespace) -> int:
     """`log reindex [--connection UID]`: the records counted alone on the last line."""
-    partitions, counted = await reindex(services, args.connection)
-    print(f"log reindex: {partitions} partitions, {counted} records without counters counted")
+    partitions, counted, indexed = await reindex(services, args.connection)
+    print(
+        f"log reindex: {partitions} partitions, {counted} records without counters counted, "
+        f"{indexed} without search index rows indexed"
+    )
     print(counted)
     return 0
 
@@ -253,7 +265,8 @@ def _add_operator_commands(groups: Groups) -> None:
         help="send well-formed poison messages back to their queue (malformed ones stay); "
         "prints how many were sent back alone on the last line",
     )
-    replaying.add_argument("--queue", choices=REPLAYABLE, help="one queue (default: all)")
+    one = "one queue: system-events[-k], delivery-retries, replays (default: all)"
+    replaying.add_argument("--queue", type=replayable_queue, help=one)
     replaying.set_defaults(run=poison_replay_command)
 
     log = groups.add_parser("log", help="the message log").add_subparsers(
@@ -275,7 +288,10 @@ def _add_operator_commands(groups: Groups) -> None:
         help="move health rows of an older version beside their connection (once, after "
         "upgrading; idempotent); prints the rows moved alone on the last line",
     ).set_defaults(run=health_migrate_command)
+    _add_backup_commands(groups)
 
+
+def _add_backup_commands(groups: Groups) -> None:
     backing_up = groups.add_parser("backup", help="connections and API keys, to files and back")
     actions = backing_up.add_subparsers(dest="action", required=True)
     for action, text in (

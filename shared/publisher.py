@@ -25,7 +25,9 @@ callers (`Services.publish`, `python -m shared.cli event publish`) go through it
   named in `PublishError`; the others are on the queue. Publishing one again with the same
   EventId is safe: a subscriber gets the same `message_id` and drops the repeat.
 - **Which queue.** Every event goes through `queue_for`, the one place that picks its
-  queue (one today; a hash of the account when events are spread over several).
+  queue: with `SYSTEM_EVENT_QUEUE_COUNT` queues (default 1; the platform's publisher reads the
+  same setting as the app, or is given `queue_count`), the one its account hashes to
+  (shared/eventqueues.py), so one account's events keep their order on one queue.
 """
 
 from __future__ import annotations
@@ -38,26 +40,24 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from shared.eventqueues import queue_of
 from shared.events import EventStore, encode_queue_message
-from shared.storage.clients import SYSTEM_EVENTS_QUEUE
+from shared.settings import system_event_queue_count
 
 if TYPE_CHECKING:
     from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
     from shared.models.events import SystemEvent
 
-# Every queue events are published to (infra/modules/storage.bicep, systemEventQueues).
-SYSTEM_EVENT_QUEUES = (SYSTEM_EVENTS_QUEUE,)
 # Statuses of a send worth trying again; any other answer is final.
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 QueueFor = Callable[[str], Awaitable["QueueClient"]]
 
 
-def queue_for(event: SystemEvent) -> str:
-    """The queue `event` goes to: every publish asks here. Spreading events over several
-    queues by a hash of the account changes this and SYSTEM_EVENT_QUEUES, nothing else."""
-    return SYSTEM_EVENTS_QUEUE
+def queue_for(event: SystemEvent, queue_count: int) -> str:
+    """The queue `event` goes to when there are `queue_count`: every publish asks here."""
+    return queue_of(event.account_id, queue_count)
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,8 @@ class EventPublisher:
     events: EventStore = field(default_factory=lambda: EventStore(None))
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     concurrency: int = 16
+    # System-events queues (SYSTEM_EVENT_QUEUE_COUNT): the app's trigger count must match.
+    queue_count: int = field(default_factory=system_event_queue_count)
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep  # tests give one that waits less
     _close: Callable[[], Awaitable[None]] | None = None
 
@@ -158,7 +160,7 @@ class EventPublisher:
         async def one(event: SystemEvent, message: str) -> BaseException | None:
             async with room:
                 try:
-                    await self.send(queue_for(event), message)
+                    await self.send(queue_for(event, self.queue_count), message)
                 except Exception as e:  # collected, so one failure never hides the others
                     return e
                 return None

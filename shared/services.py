@@ -160,7 +160,9 @@ class Services:
         making the queue where it is missing; their EventIds."""
         from shared.publisher import EventPublisher
 
-        return await EventPublisher(self.storage.queue, self.events).publish(*events)
+        count = self.settings.system_event_queue_count
+        publisher = EventPublisher(self.storage.queue, self.events, queue_count=count)
+        return await publisher.publish(*events)
 
     async def close(self) -> None:
         if self._dispatcher is not None:

@@ -119,6 +119,10 @@ class StorageTarget:
 ALLOW_LOCAL_SETTING = "ALLOW_LOCAL_ENDPOINTS"
 
 
+def _true(text: str) -> bool:
+    return text.strip().lower() == "true"
+
+
 def allow_local_endpoints(environ: MutableMapping[str, str] | None = None) -> bool:
     """`ALLOW_LOCAL_ENDPOINTS=true`: local development and tests only; Azure never sets it."""
     environ = os.environ if environ is None else environ
@@ -133,6 +137,22 @@ def cloudevents_source(environ: MutableMapping[str, str] | None = None) -> str:
     """The CloudEvents `source` of every event (a URI-reference naming the platform)."""
     environ = os.environ if environ is None else environ
     return environ.get(CLOUDEVENTS_SOURCE_SETTING) or DEFAULT_CLOUDEVENTS_SOURCE
+
+
+QUEUE_COUNT_SETTING = "SYSTEM_EVENT_QUEUE_COUNT"
+# Each queue is one more trigger polling on every instance; 64 queues take ~128,000 events/s,
+# far past what one storage account's 20,000 requests/s serve (docs/DESIGN.md).
+MAX_SYSTEM_EVENT_QUEUES = 64
+
+
+def system_event_queue_count(environ: Mapping[str, str] | None = None) -> int:
+    """How many system-events queues events are spread over (shared/eventqueues.py)."""
+    environ = os.environ if environ is None else environ
+    text = environ.get(QUEUE_COUNT_SETTING, "").strip() or "1"
+    count = int(text) if text.isdigit() else 0
+    if not 1 <= count <= MAX_SYSTEM_EVENT_QUEUES:
+        raise SettingsError(f"app setting {QUEUE_COUNT_SETTING}: 1 to {MAX_SYSTEM_EVENT_QUEUES}")
+    return count
 
 
 T = TypeVar("T")
@@ -284,6 +304,12 @@ class Settings:
     # Addresses or CIDR ranges of proxies in front of the app whose X-Forwarded-For entries
     # are believed (TRUSTED_PROXIES, comma separated; none by default).
     trusted_proxies: tuple[str, ...] = ()
+    # System-events queues events are spread over by account (SYSTEM_EVENT_QUEUE_COUNT).
+    system_event_queue_count: int = 1
+    # Whether the purge deletes stored bodies and event payloads itself (PURGE_DELETES_BODIES):
+    # Azurite has no lifecycle management; in Azure the Bicep's lifecycle rule deletes them and
+    # the purge only counts what is overdue (docs/DESIGN.md, "A purge that does not scan").
+    purge_deletes_bodies: bool = False
 
     @classmethod
     def from_environment(cls) -> Settings:
@@ -309,6 +335,8 @@ class Settings:
             ),
             event_window_hours=float(os.environ.get("EVENT_TIME_WINDOW_HOURS", str(14 * 24))),
             trusted_proxies=_networks(os.environ.get("TRUSTED_PROXIES", ""), "TRUSTED_PROXIES"),
+            system_event_queue_count=system_event_queue_count(),
+            purge_deletes_bodies=_true(os.environ.get("PURGE_DELETES_BODIES", "false")),
         )
         if delays := os.environ.get("DELIVERY_RETRY_DELAYS"):  # for demos and tests: "1,1,1,1,1"
             settings = replace(settings, retry_delays_seconds=tuple(map(float, delays.split(","))))

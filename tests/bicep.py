@@ -179,6 +179,8 @@ class Template:
             return [{"key": k, "value": v} for k, v in sorted(args[0].items())]
         if name == "replace" and all(isinstance(arg, str) for arg in args):
             return args[0].replace(args[1], args[2])
+        if name == "range" and all(isinstance(arg, int) for arg in args):
+            return list(range(args[0], args[0] + args[1]))
         # Unknown here (uniqueString, resourceGroup(), ...): keep the call, arguments
         # evaluated, so two values are equal only when they come from the same call.
         return Unresolved(f"{name}({', '.join(str(arg) for arg in args)})")
@@ -205,6 +207,12 @@ class Template:
             left, right = self.eval(operands["operand_1"]), self.eval(operands["operand_2"])
             if type(left) is type(right) and isinstance(left, (int, str)):
                 return left + right
+        if kind in ("substract", "equals"):  # pycep's spelling
+            left, right = self.eval(operands["operand_1"]), self.eval(operands["operand_2"])
+            if kind == "equals":
+                return left == right
+            if isinstance(left, int) and isinstance(right, int):
+                return left - right
         if kind == "minus":
             value = self.eval(operands["integer_value"])
             if isinstance(value, int):

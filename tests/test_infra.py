@@ -443,21 +443,23 @@ def test_role_assignment_names_come_from_scope_principal_and_role() -> None:
         assert "newGuid" not in path.read_text(), path
 
 
+@pytest.mark.parametrize("count", [1, 3])
 def test_the_publisher_may_send_to_the_system_events_queues_and_nothing_else(
-    main: Template, storage: Template
+    main: Template, count: int
 ) -> None:
-    import shared.publisher
+    from shared.eventqueues import system_event_queues
 
     assert "condition" in main.section("modules")["publisherAccess"]["config"]
-    access = Template(INFRA / "main.bicep", {"publisherPrincipalId": "platform"}).module(
-        "publisherAccess"
+    deployed = Template(
+        INFRA / "main.bicep", {"publisherPrincipalId": "platform", "systemEventQueueCount": count}
     )
+    access = deployed.module("publisherAccess")
     assert access.given["principalId"] == "platform"
     assert access.given["principalType"] == "ServicePrincipal"
     assert granted(access, "roleId") == {"Storage Queue Data Message Sender"}
     # Each queue the code publishes to, as the storage module makes them; scoped to it.
-    queues = storage.output("systemEventQueues")
-    assert access.given["queueNames"] == queues == list(shared.publisher.SYSTEM_EVENT_QUEUES)
+    queues = deployed.module("storage").output("systemEventQueues")
+    assert access.given["queueNames"] == queues == list(system_event_queues(count))
     assert access.loop_items("senders") == queues
     existing = access.section("resources")["queues"]
     assert existing["type"] == "Microsoft.Storage/storageAccounts/queueServices/queues"
@@ -473,6 +475,40 @@ def test_the_publisher_may_send_to_the_system_events_queues_and_nothing_else(
     for symbol, module in main.section("modules").items():
         if symbol != "publisherAccess":
             assert "publisherPrincipal" not in json.dumps(module), symbol
+
+
+def test_each_system_events_queue_is_made_with_its_poison_queue_and_the_app_told_how_many() -> None:
+    from shared.eventqueues import system_event_queues
+
+    deployed = Template(INFRA / "main.bicep", {"systemEventQueueCount": 3})
+    made = deployed.module("storage").loop_items("queues")
+    queues = list(system_event_queues(3))
+    assert queues == ["system-events", "system-events-1", "system-events-2"]
+    assert set(queues) | {f"{q}-poison" for q in queues} <= set(made)
+    assert {"delivery-retries", "delivery-retries-poison", "replays-poison"} <= set(made)
+    assert app_settings(deployed)["SYSTEM_EVENT_QUEUE_COUNT"] == "3"
+    # The app's identity reads and deletes messages on every queue: its role is account-wide.
+    app_access = deployed.module("appAccess")
+    assert "Storage Queue Data Contributor" in granted(app_access, "storageRoleIds")
+
+
+def test_pausing_disables_every_dispatch_function_of_n_queues() -> None:
+    import azure.functions as func
+
+    from shared.triggers import add_system_event_triggers
+
+    blueprint = func.Blueprint()
+    add_system_event_triggers(blueprint, 3)
+    app = func.FunctionApp()
+    app.register_functions(blueprint)
+    dispatchers = {f.get_function_name() for f in app.get_functions()}
+    assert len(dispatchers) == 3
+    paused = app_settings(
+        Template(INFRA / "main.bicep", {"pauseTriggers": True, "systemEventQueueCount": 3})
+    )
+    disabled = {n.split(".")[1] for n, v in paused.items() if n.endswith(".Disabled")}
+    assert dispatchers <= disabled
+    assert disabled - dispatchers == {"retry_delivery", "replay_records", "purge_old_messages"}
 
 
 def test_pausing_disables_every_queue_and_timer_function_of_the_app() -> None:

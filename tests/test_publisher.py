@@ -85,7 +85,7 @@ async def test_every_event_goes_to_the_queue_queue_for_picks(
     shard = f"shard-{uuid.uuid4().hex[:8]}"
     async with QueueClient.from_connection_string(storage_connection_string, shard) as client:
         await client.create_queue()
-    monkeypatch.setattr(publishing, "queue_for", lambda event: shard)
+    monkeypatch.setattr(publishing, "queue_for", lambda event, count: shard)
     batch = events(account, 3)
     async with EventPublisher.from_connection_string(storage_connection_string) as platform:
         await platform.publish(*batch)
@@ -159,7 +159,9 @@ async def test_a_failure_retrying_cannot_help_fails_at_once_and_spares_the_other
     batch = events(account, 4)
     lost = batch[1].event_id
     monkeypatch.setattr(
-        publishing, "queue_for", lambda e: missing if e.event_id == lost else SYSTEM_EVENTS_QUEUE
+        publishing,
+        "queue_for",
+        lambda e, count: missing if e.event_id == lost else SYSTEM_EVENTS_QUEUE,
     )
     waits: list[float] = []
 

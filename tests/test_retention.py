@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,7 @@ from shared.models.records import MessageQuery, MessageStatus
 from shared.service.retention import TOMBSTONE_GRACE, PurgeResult, purge
 from shared.services import Services
 from shared.storage.connections import ConnectionRepository, StoredConnection
+from shared.storage.logdays import LogDays
 from shared.storage.logrecords import MAX_PROPERTY_CHARS, LoggedMessage, row_key
 from shared.storage.messages import MessageLog
 from shared.storage.portalsessions import PortalSessionRepository
@@ -39,12 +41,14 @@ async def svc(services: Services) -> AsyncIterator[Services]:
     storage = services.storage
     names = f"retconn{tag}", f"retmsg{tag}", f"retention-{tag}", f"retreplays{tag}"
     sessions = f"retportal{tag}"
+    log = MessageLog(await storage.table(names[1]), await storage.container(names[2]))
+    await log.days.trust(NOW - 30 * DAY)  # a new installation: no records older than day rows
     yield replace(
         services,
         connections=ConnectionRepository(
             await storage.table(names[0]), KeyRing(services.settings.encryption_keys)
         ),
-        messages=MessageLog(await storage.table(names[1]), await storage.container(names[2])),
+        messages=log,
         replays=ReplayRepository(await storage.table(names[3])),
         portal_sessions=PortalSessionRepository(await storage.table(sessions)),
     )
@@ -73,7 +77,9 @@ async def listed(svc: Services, stored: StoredConnection) -> list[uuid.UUID]:
 
 
 async def row_keys(svc: Services) -> list[str]:
-    return [e["RowKey"] async for e in svc.messages.table.list_entities(select=["RowKey"])]
+    """Of the log partitions (not the purge's day rows: test_purge_by_day checks those)."""
+    rows = svc.messages.table.list_entities(select=["PartitionKey", "RowKey"])
+    return [e["RowKey"] async for e in rows if not e["PartitionKey"].startswith("~")]
 
 
 async def row_count(svc: Services) -> int:
@@ -103,7 +109,9 @@ async def test_only_records_older_than_the_retention_go(svc: Services, account: 
 
     result = await purge(svc, NOW)
 
-    assert result == PurgeResult(records_removed=2, partitions_visited=1, complete=True)
+    assert result == PurgeResult(
+        records_removed=2, partitions_visited=1, days_dropped=1, complete=True
+    )
     assert await listed(svc, stored) == uids(records[2:])
     again = await purge(svc, NOW)
     assert again.records_removed == 0 and await listed(svc, stored) == uids(records[2:])
@@ -134,10 +142,10 @@ async def test_thousands_of_records_across_many_partitions(svc: Services, accoun
     assert result.records_removed == sum(old_counts)
     assert result.partitions_visited == len(old_counts) and result.complete
     assert await row_count(svc) == len(young) * len(old_counts)
-    # a counter row for each young hour and a delivery row for each young record; the
-    # purge's mark in each partition
+    # a counter row for each young hour, a delivery row and a search index row (its EventKey)
+    # for each young record; the purge's mark in each partition
     left = len(young) * len(old_counts)
-    assert await log_rows(svc) == {"c_": left, "d_": left, "p_": len(old_counts)}
+    assert await log_rows(svc) == {"c_": left, "d_": left, "p_": len(old_counts), "x_": left}
     for stored, records in connections:
         assert await listed(svc, stored) == uids(records[-len(young) :])
 
@@ -324,7 +332,10 @@ async def test_counts_failure_copies_and_deliveries_go_with_their_hours(
     now = NOW + timedelta(minutes=17)  # the cutoff is rounded down to NOW - 14 days
     sent = [now - timedelta(hours=h, minutes=h) for h in range(0, 16 * 24, 5)]
     records = [
-        a_record(stored.uid, at, MessageStatus.FAILED if i % 3 else MessageStatus.SUCCEEDED)
+        replace(
+            a_record(stored.uid, at, MessageStatus.FAILED if i % 3 else MessageStatus.SUCCEEDED),
+            subject=f"orders/{i}" if i % 2 else None,
+        )
         for i, at in enumerate(sent)
     ]
     await svc.messages.add(stored.log_partition, records)
@@ -341,7 +352,7 @@ async def test_counts_failure_copies_and_deliveries_go_with_their_hours(
     )
     hours = {r.message.request_timestamp.replace(minute=0, second=0) for r in kept}
     # each record here is a delivery of its own: its row, and the failed ones' index rows
-    # (`u_`), go with it
+    # (`u_`), go with it; so do its search index rows (`x_`: its EventKey, its Subject, a failure's)
     failures = len(failed.messages)
     assert await log_rows(svc) == {
         "c_": len(hours),
@@ -349,6 +360,7 @@ async def test_counts_failure_copies_and_deliveries_go_with_their_hours(
         "f_": failures,
         "p_": 1,
         "u_": failures,
+        "x_": len(kept) + len([r for r in kept if r.subject]) + failures,
     }
 
     await svc.connections.delete(account, stored.uid, now - 2 * TOMBSTONE_GRACE)
@@ -377,3 +389,151 @@ async def test_expired_portal_sign_ins_go_and_live_ones_stay(svc: Services) -> N
     assert await sessions.get(live_session.token, NOW) is not None
     assert await sessions.redeem(unused_code, NOW - timedelta(minutes=10)) is None
     assert await sessions.redeem(live_code, NOW) is not None
+
+
+# ---------------------------------------------------------------- the day rows (issue 25)
+
+
+async def day_rows(svc: Services) -> dict[str, set[str]]:
+    """The purge's work list: log partitions by noted day."""
+    rows = svc.messages.table.query_entities(
+        "PartitionKey ge @a and PartitionKey lt @b", parameters={"a": "~logday_", "b": "~logday`"}
+    )
+    days: dict[str, set[str]] = {}
+    async for e in rows:
+        days.setdefault(e["PartitionKey"].removeprefix("~logday_"), set()).add(e["RowKey"])
+    return days
+
+
+def no_scan(monkeypatch: pytest.MonkeyPatch, svc: Services) -> None:
+    async def scan() -> list[str]:
+        raise AssertionError("the purge listed every connection")
+
+    monkeypatch.setattr(svc.connections, "all_log_partitions", scan)
+
+
+async def test_the_purge_works_only_the_partitions_of_expired_days(
+    svc: Services, account: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    idle = [await logged(svc, account, [DAY, 2 * DAY]) for _ in range(20)]
+    old = [await logged(svc, account, [16 * DAY, 15 * DAY, DAY]) for _ in range(2)]
+    noted = await day_rows(svc)
+    assert noted["20261110"] == noted["20261111"] == {s.log_partition for s, _ in old}
+    no_scan(monkeypatch, svc)
+
+    result = await purge(svc, NOW)
+
+    assert result.records_removed == 4 and result.complete and not result.full_scan
+    assert result.partitions_visited == 2 and result.days_dropped == 2
+    assert "20261110" not in await day_rows(svc) and "20261111" not in await day_rows(svc)
+    for stored, records in old:
+        assert await listed(svc, stored) == uids(records[2:])
+    for stored, records in idle:
+        assert await listed(svc, stored) == uids(records)
+
+
+async def test_a_partly_expired_day_is_worked_each_hour_and_dropped_once_past(
+    svc: Services, account: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # NOW is 10:00, so the cutoff is 10:00 of the day 14 days ago: half of that day is past it.
+    hour = timedelta(hours=1)
+    stored, records = await logged(svc, account, [14 * DAY + 5 * hour, 14 * DAY - 5 * hour])
+    no_scan(monkeypatch, svc)
+
+    first = await purge(svc, NOW)
+    assert first.records_removed == 1 and first.days_dropped == 0
+    assert await listed(svc, stored) == uids(records[1:])
+    assert stored.log_partition in (await day_rows(svc))["20261112"]  # kept: more to come
+
+    later = await purge(svc, NOW + DAY)
+    assert later.records_removed == 1 and later.days_dropped == 1
+    assert await day_rows(svc) == {}
+
+
+async def test_a_day_is_noted_before_its_records_once_per_process(
+    svc: Services, account: str
+) -> None:
+    stored = await svc.connections.add(account, a_connection(), NOW)
+    refused = MessageLog(svc.messages.table, svc.messages.bodies, submit=refuse)
+    with pytest.raises(RuntimeError):
+        await refused.add(stored.log_partition, [a_record(stored.uid, NOW - 20 * DAY)])
+    assert await day_rows(svc) == {"20261106": {stored.log_partition}}  # never a record without
+
+    writes: list[str] = []
+    table = svc.messages.table
+    upsert = table.upsert_entity
+
+    async def counted(entity: dict[str, object], **kwargs: Any) -> object:
+        writes.append(str(entity["PartitionKey"]))
+        return await upsert(entity, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(table, "upsert_entity", counted)
+        for minute in range(5):
+            at = NOW - timedelta(minutes=minute)
+            await svc.messages.add(stored.log_partition, [a_record(stored.uid, at)])
+    assert writes.count("~logday_20261126") == 1
+
+
+async def test_what_a_writer_remembers_is_bounded(svc: Services) -> None:
+    writes: list[str] = []
+    table = svc.messages.table
+    upsert = table.upsert_entity
+
+    async def counted(entity: dict[str, object], **kwargs: Any) -> object:
+        writes.append(str(entity["RowKey"]))
+        return await upsert(entity, **kwargs)
+
+    days = LogDays(table, max_noted=2)
+    record = {"RowKey": row_key(a_record(uuid.uuid4(), NOW).message.uid)}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(table, "upsert_entity", counted)
+        for partition in ("a", "b", "a", "c", "b", "a"):
+            await days.note(partition, [record])
+    # a, b noted; a remembered; c pushes b out (a was used last); b again pushes a out.
+    assert writes == ["a", "b", "c", "b", "a"]
+
+
+async def refuse(table: object, operations: object) -> None:
+    raise RuntimeError("storage is down")
+
+
+async def test_the_first_runs_after_an_upgrade_scan_every_connection(
+    svc: Services, account: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Records of a version without day rows: their rows removed, and no purge state yet.
+    stored, records = await logged(svc, account, [20 * DAY, 16 * DAY, DAY])
+    table = svc.messages.table
+    rows = table.query_entities("PartitionKey ge '~'", select=["PartitionKey", "RowKey"])
+    for e in [e async for e in rows]:
+        await table.delete_entity(e["PartitionKey"], e["RowKey"])
+    assert await day_rows(svc) == {}
+    fresh = replace(svc, messages=MessageLog(table, svc.messages.bodies))
+
+    first = await purge(fresh, NOW)
+    assert first.full_scan and first.complete and first.records_removed == 2
+    assert await listed(svc, stored) == uids(records[2:])
+    # A process of the old version may still write for a while: scans go on for an hour.
+    assert (await purge(fresh, NOW + TOMBSTONE_GRACE / 2)).full_scan
+    assert (await purge(fresh, NOW + TOMBSTONE_GRACE)).full_scan
+    no_scan(monkeypatch, fresh)
+    after = await purge(fresh, NOW + 2 * TOMBSTONE_GRACE)
+    assert not after.full_scan and after.complete
+
+
+async def test_in_azure_the_lifecycle_rule_deletes_bodies_and_the_purge_counts_the_overdue(
+    svc: Services, account: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    azure = replace(svc, settings=replace(svc.settings, purge_deletes_bodies=False))
+    await logged(azure, account, [17 * DAY, 15 * DAY, DAY], body=BIG)
+    assert len(await blob_names(svc)) == 3
+
+    result = await purge(azure, NOW)
+
+    assert result.records_removed == 2 and result.bodies_removed == 0
+    assert len(await blob_names(svc)) == 3  # the rule's, a day after the retention
+    # Once a day, with the day done: the one 17 days old should be gone by now (16 days).
+    assert result.days_dropped == 2 and result.bodies_overdue == 1
+    assert "lifecycle rule" in caplog.text
+    again = await purge(azure, NOW + timedelta(hours=1))
+    assert again.days_dropped == 0 and again.bodies_overdue == 0  # not counted each hour

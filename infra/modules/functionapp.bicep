@@ -45,6 +45,16 @@ param zoneRedundant bool
 @description('The app\'s own settings by name, as text (main.bicep: its defaults, then overrides).')
 param appSettings object
 
+@description('Functions to pause (AzureWebJobs.<name>.Disabled): main.bicep, pauseTriggers.')
+param disabledFunctions array = []
+
+var disabledSettings = [
+  for name in disabledFunctions: {
+    name: 'AzureWebJobs.${name}.Disabled'
+    value: 'true'
+  }
+]
+
 // After the fixed settings below; items() orders them by name.
 var tuningSettings = [
   for setting in items(appSettings): {
@@ -153,7 +163,7 @@ resource app 'Microsoft.Web/sites@2025-03-01' = {
           name: 'PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME'
           value: 'shared'
         }
-      ], tuningSettings)
+      ], tuningSettings, disabledSettings)
     }
     functionAppConfig: {
       deployment: {

@@ -25,6 +25,11 @@ param skuName string
 @minValue(1)
 param messageRetentionDays int
 
+@description('System-events queues events are spread over by account (SYSTEM_EVENT_QUEUE_COUNT).')
+@minValue(1)
+@maxValue(64)
+param systemEventQueueCount int = 1
+
 @description('Blob container that holds the Flex Consumption deployment package.')
 param deploymentContainerName string
 
@@ -40,13 +45,12 @@ var tableNames = [
   'replays'
   'ownership'
 ]
-// Where the platform publishes system events (shared/publisher.py picks the queue of each
-// event; spreading events over several queues adds their names here).
-var systemEventQueues = [
-  'system-events'
-]
-var queueNames = concat(systemEventQueues, [
-  'system-events-poison'
+// Where the platform publishes system events: queue 0 keeps the name `system-events`, queue k
+// is `system-events-k` (shared/eventqueues.py); the publisher picks one by account hash.
+var extraSystemEventQueues = [for i in range(1, systemEventQueueCount - 1): 'system-events-${i}']
+var systemEventQueues = concat(['system-events'], extraSystemEventQueues)
+var systemEventPoisonQueues = [for queueName in systemEventQueues: '${queueName}-poison']
+var queueNames = concat(systemEventQueues, systemEventPoisonQueues, [
   'delivery-retries'
   'delivery-retries-poison'
   'replays'

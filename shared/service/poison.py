@@ -16,15 +16,26 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from shared.storage.clients import POISON_SUFFIX, REPLAY_QUEUE, RETRY_QUEUE, SYSTEM_EVENTS_QUEUE
+from shared.eventqueues import is_system_event_queue, system_event_queues
+from shared.storage.clients import POISON_SUFFIX, REPLAY_QUEUE, RETRY_QUEUE
 
 if TYPE_CHECKING:
     from shared.services import Services
 
 log = logging.getLogger("shared.service.poison")
-REPLAYABLE = (SYSTEM_EVENTS_QUEUE, RETRY_QUEUE, REPLAY_QUEUE)
+OTHER_REPLAYABLE = (RETRY_QUEUE, REPLAY_QUEUE)
 HIDE_SECONDS = 600  # while a run looks at the queue, what it has seen stays out of its way
 PAGE = 32
+
+
+def replayable_queues(system_event_queue_count: int) -> tuple[str, ...]:
+    """Every queue whose poison queue `replay` empties: each system-events queue, retries,
+    replays."""
+    return (*system_event_queues(system_event_queue_count), *OTHER_REPLAYABLE)
+
+
+def is_replayable(queue: str) -> bool:
+    return is_system_event_queue(queue) or queue in OTHER_REPLAYABLE
 
 
 @dataclass
@@ -40,11 +51,9 @@ def _check(services: Services, queue: str) -> Callable[[bytes], Awaitable[Any]]:
     async def names_a_replay(payload: bytes) -> Any:
         return replay_of(payload)
 
-    readers = {
-        SYSTEM_EVENTS_QUEUE: services.events.event_from,
-        RETRY_QUEUE: services.events.retry_from,
-        REPLAY_QUEUE: names_a_replay,
-    }
+    if is_system_event_queue(queue):
+        return services.events.event_from
+    readers = {RETRY_QUEUE: services.events.retry_from, REPLAY_QUEUE: names_a_replay}
     return readers[queue]
 
 

@@ -28,6 +28,9 @@ def app_environment(storage_connection_string: str) -> Iterator[dict[str, str]]:
         # The emulator and Azurite listen on loopback; tests/test_limits.py checks the
         # production rule with settings of its own.
         "ALLOW_LOCAL_ENDPOINTS": "true",
+        # Azurite has no lifecycle management: the purge deletes bodies (as under `make run`);
+        # tests/test_retention.py checks the Azure behaviour with settings of its own.
+        "PURGE_DELETES_BODIES": "true",
         # One key and one address send every test's requests: rate limits well above them
         # (tests/test_limits.py checks the limits with a clock and limits of its own).
         "LIMIT_REQUEST_BURST": "1000000",
