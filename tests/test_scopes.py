@@ -16,6 +16,7 @@ from shared.api.http import ENDPOINTS, Endpoint
 from shared.models.access import EVERY_SCOPE, Scope
 from shared.models.events import MOST_EVENTS_PER_REQUEST
 from shared.services import Services
+from tests.factories import cli
 from tests.plugins.app import Api
 from tests.servicebus_helpers import receive
 from tests.test_api_messages import create
@@ -134,3 +135,20 @@ async def test_a_body_over_the_limit_is_a_413(
     async with aiohttp.ClientSession(api_host, headers={"Authorization": publisher}) as session:
         status, problem = await Api(session).call("POST", "/v1/events", sent)
     assert status == 413, problem
+
+
+async def test_the_command_line_makes_a_key_that_may_only_publish(
+    app_environment: dict[str, str], api_host: str, account: str
+) -> None:
+    made = cli(
+        app_environment, "apikey", "create", "--account", account, "--scope", "events:publish"
+    )
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.splitlines()[-1]
+    listed = cli(app_environment, "apikey", "list", "--account", account)
+    assert "events:publish" in listed.stdout and key not in listed.stdout
+    async with aiohttp.ClientSession(api_host, headers={"Authorization": key}) as session:
+        status, problem = await Api(session).call("GET", "/v1/azureservicebusconnections")
+    assert (status, problem["scope"]) == (403, "connections:read")
+    refused = cli(app_environment, *create, "all")
+    assert refused.returncode == 2 and "--scope" in refused.stderr
