@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from azure.core.messaging import CloudEvent
@@ -28,7 +28,12 @@ from shared.endpoints import EndpointRule
 from shared.events import new_event
 from shared.models.base import error_map
 from shared.models.connectioninput import ConnectionInput
-from shared.models.deliveryoptions import CLOUDEVENTS_PREFIX, OPTIONS_BY_FIELD
+from shared.models.deliveryoptions import (
+    CLOUDEVENTS_PREFIX,
+    OPTIONS_BY_FIELD,
+    RETRY_SCHEDULES,
+    RetryPolicyName,
+)
 from shared.models.events import SystemEvent
 from shared.models.records import MessageStatus, RequestMetadata
 from shared.services import Services
@@ -242,6 +247,7 @@ async def test_a_cloud_events_claim_check_points_at_its_blob_with_dataref(
         ({"TimeToLive": "soon"}, "TimeToLive", "duration"),
         ({"SessionIdSource": "Random"}, "SessionIdSource", "Subject"),
         ({"MessageFormat": "Xml"}, "MessageFormat", "CloudEvents"),
+        ({"RetryPolicy": "Fast"}, "RetryPolicy", "Aggressive"),
     ],
 )
 async def test_bad_options_are_a_400_naming_the_field(
@@ -260,7 +266,9 @@ async def test_options_round_trip_and_default_to_todays_behaviour(api: Api) -> N
         None,
         "Default",
     )
+    assert plain["RetryPolicy"] == "Default"
     options = {
+        "RetryPolicy": "Patient",
         "SessionIdSource": "EventKey",
         "TimeToLive": "PT1H",
         "ApplicationProperties": {"Tenant": "contoso"},
@@ -296,12 +304,17 @@ async def test_rows_written_before_read_back_unchanged(services: Services, accou
         "CloudEvents",
     )
     assert read.application_properties == {"Tenant": "contoso"}
+    assert read.retry_policy == "Default"  # written before RetryPolicy existed
     del row["DeliveryOptions"]  # a row from before delivery options: every default
     await table.upsert_entity(row, mode="replace")
     read = (await services.connections.get(account, stored.uid)).connection
     assert read.model_dump(include=set(OPTIONS_BY_FIELD)) == a_connection().model_dump(
         include=set(OPTIONS_BY_FIELD)
     )
+
+
+def test_every_retry_policy_name_has_a_schedule() -> None:
+    assert set(get_args(RetryPolicyName)) == set(RETRY_SCHEDULES)
 
 
 async def js_receive(cs: str, queue: str, count: int, sessions: int | None = None) -> Any:

@@ -17,7 +17,11 @@ from pydantic import (
 
 from shared import catalog, connstrings
 from shared.models.base import ApiModel
-from shared.models.deliveryoptions import MAX_APPLICATION_PROPERTIES, OPTIONS_BY_FIELD
+from shared.models.deliveryoptions import (
+    MAX_APPLICATION_PROPERTIES,
+    OPTIONS_BY_FIELD,
+    RetryPolicyName,
+)
 
 if TYPE_CHECKING:
     from shared.endpoints import EndpointRule
@@ -124,6 +128,11 @@ class ConnectionInput(ApiModel):
     message_format: Literal["Default", "CloudEvents"] = Field(
         "Default",
         description="CloudEvents: the CloudEvents 1.0 AMQP binding, binary content mode.",
+    )
+    retry_policy: RetryPolicyName = Field(
+        "Default",
+        description="When a failed delivery is tried again: Default (30 s, 2 min, 10 min, 1 h, "
+        "6 h), Aggressive (5 s to 10 min, 7 tries), Patient (1 min to 48 h, 7 tries) or None.",
     )
     authentication: Literal["ConnectionString", "EntraId"] = Field(
         "ConnectionString",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -128,10 +128,33 @@ class MessageFormat(DeliveryOption):
         return outgoing.cloud_event_attributes() if value == "CloudEvents" else {}
 
 
+# A connection's retry schedules by name: the waits in seconds before each automatic retry
+# (docs/API.md). Default is the app's own schedule (DELIVERY_RETRY_DELAYS), as before.
+RetryPolicyName = Literal["Default", "Aggressive", "Patient", "None"]
+RETRY_SCHEDULES: dict[str, tuple[float, ...] | None] = {
+    "Default": None,  # 30 s, 2 min, 10 min, 1 h, 6 h unless DELIVERY_RETRY_DELAYS says else
+    "Aggressive": (5, 10, 30, 60, 120, 300, 600),
+    "Patient": (60, 600, 3600, 6 * 3600, 12 * 3600, 24 * 3600, 48 * 3600),
+    "None": (),  # no automatic retry; a re-send or replay still can
+}
+
+
+class RetryPolicy(DeliveryOption):
+    """When a failed delivery is tried again (shared/dispatch/retries.py); nothing on a message."""
+
+    field = "retry_policy"
+
+    @classmethod
+    def schedule(cls, name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+        named = RETRY_SCHEDULES[name]
+        return default if named is None else named
+
+
 DELIVERY_OPTIONS: tuple[type[DeliveryOption], ...] = (
     SessionIdSource,
     TimeToLive,
     ApplicationProperties,
     MessageFormat,
+    RetryPolicy,
 )
 OPTIONS_BY_FIELD = {option.field: option for option in DELIVERY_OPTIONS}
