@@ -37,6 +37,7 @@ BENCHMARKS = {
     "memory": "bench.bench_memory",
     "e2e": "bench.bench_e2e",
     "api": "bench.bench_api",
+    "logwrite": "bench.bench_logwrite",
     "portal": "bench.bench_portal",
     "isolation": "bench.bench_isolation",
     "replay": "bench.bench_replay",
@@ -54,6 +55,7 @@ SMOKE: dict[str, list[str] | None] = {
     "memory": ["--connections", "3", "--events", "5"],
     "e2e": ["--events", "20"],
     "api": ["--records", "5000", "--requests", "16"],  # page 50 of 100 each
+    "logwrite": ["--records", "100", "--rounds", "2"],
     "portal": ["--records", "100", "--runs", "1"],
     "isolation": ["--events", "10"],
     "replay": ["--records", "100"],

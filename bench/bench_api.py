@@ -10,15 +10,23 @@ HTTP (aiohttp, keep-alive, one request at a time per client):
 - `GET /v1/azureservicebusconnections/{uid}`;
 - `GET .../messages`: page 1 (100, newest first), page 50, `onlyFailed=true` page 1, and
   `since` = 1 hour before the newest record, each with TotalHits (checked).
+- searches (each record has its own Subject, `orders/<n>`): `eventId=` and `messageId=` of one
+  record's delivery, `subject=` of one record, and `eventKey=<prefix>.*&status=2` page 1 (the
+  failed records), each with TotalHits (checked).
 The raw baseline runs the Table work of the answer alone with the async SDK at the same
 concurrency: a point read of the connection's entity; for a listing, the read of that page's
-rows (a range query from the page's first RowKey, known beforehand; no count). Each pair
+rows (a range query from the page's first RowKey, known beforehand; no count); for a search
+of one record, a point read of that record's row (the bar of issue 26: within 2x of it; the
+`eventId` search also called in this process, without HTTP, against the same), and
+for `subject=`, served by a range, also the range read of its one index row; for the
+failed-records search, one range read of the same records' failure copies. Each pair
 alternates which goes first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -46,9 +54,10 @@ from bench.common import (
     report,
     unique,
 )
-from shared.models.records import MessageStatus
+from shared.models.records import MessageQuery, MessageStatus, RequestMetadata
+from shared.service import messages
 from shared.services import Services
-from shared.storage import clients
+from shared.storage import clients, logsearch
 from shared.storage.connections import StoredConnection
 from shared.storage.logcounts import FAILURE, RECORDS_END
 from shared.storage.logrecords import LoggedMessage, row_key, row_key_bound
@@ -108,6 +117,7 @@ class Target:
 
 
 def targets(
+    services: Services,
     session: aiohttp.ClientSession,
     raw_connections: Any,
     raw_messages: Any,
@@ -155,7 +165,52 @@ def targets(
     failed = [r for r in records if r.message.status == MessageStatus.FAILED]
     hour_ago = records[0].message.request_timestamp - timedelta(hours=1)
     recent = [r for r in records if r.message.request_timestamp > hour_ago]
+    middle = records[n_records // 2]
+
+    def search(name: str, query: dict[str, str], raw: Callable[[], Awaitable[None]]) -> Target:
+        """A search that finds the middle record, against `raw`."""
+
+        async def ours() -> None:
+            async with session.get(path + "/messages", params=query) as response:
+                body = await response.json()
+                assert response.status == 200, body
+                assert body["TotalHits"] == 1, body
+                assert body["Messages"][0]["Uid"] == str(middle.message.uid), body
+
+        return Target(f"search {name}, {n_records:,} records", ours, raw, page_requests)
+
+    async def point_read() -> None:
+        await raw_messages.get_entity(stored.log_partition, row_key(middle.message.uid))
+
+    async def index_range() -> None:
+        prefix = logsearch.value_prefix(logsearch.SUBJECT, middle.subject or "")
+        rows = raw_messages.query_entities(
+            "PartitionKey eq @pk and RowKey ge @start and RowKey lt @end",
+            parameters={"pk": stored.log_partition, "start": prefix, "end": prefix + RECORDS_END},
+        )
+        assert len([e async for e in rows]) == 1
+
+    metadata = RequestMetadata.from_text(middle.message.request_metadata)
+    assert metadata is not None
+    by_subject = {"subject": middle.subject or ""}
+
+    async def without_http() -> None:
+        """The search's own work: the delivery's row, then its record (no HTTP, no auth, no
+        read of the connection)."""
+        query = MessageQuery(event_id=middle.event_id)
+        page = await messages.list_messages(services, stored, query)
+        assert page.total_hits == 1 and page.messages[0].uid == middle.message.uid
+
     return [
+        Target(f"search eventId in process (no HTTP); raw: point read, {n_records:,} records",
+               without_http, point_read, page_requests),
+        search("eventId; raw: point read", {"eventId": middle.event_id}, point_read),
+        search("messageId; raw: point read", {"messageId": metadata.message_id}, point_read),
+        search("subject; raw: point read", by_subject, point_read),
+        search("subject; raw: range read of its index row", by_subject, index_range),
+        listing("search eventKey=Prefix.* status=2 page 1; raw: the failure copies",
+                {"eventKey": EVENT_KEY.split(".")[0] + ".*", "status": "2"},
+                FAILURE + row_key(failed[0].message.uid), len(failed), FAILURE + RECORDS_END),
         Target("GET connection", get_connection, raw_get_connection,
                dict.fromkeys(CONCURRENCY, requests)),
         listing("page 1", {}, row_key(records[0].message.uid), n_records),
@@ -183,9 +238,11 @@ async def measure(quick: bool, n_records: int | None, requests: int | None) -> l
         now = datetime.now(UTC)
         key, _ = await services.api_keys.create(account, now)
         stored = await services.connections.add(account, a_connection(), now)
-        records = log_records(
-            stored.uid, n_records, now, RETENTION, EVENT_BODY, EVENT_KEY, FAILED_EVERY
+        made = log_records(
+            stored.uid, n_records, now, RETENTION, EVENT_BODY, EVENT_KEY, FAILED_EVERY, account
         )
+        # each its own Subject, so that a search by it finds one
+        records = [dataclasses.replace(r, subject=f"orders/{i}") for i, r in enumerate(made)]
         seconds = await fill_log(services, stored, records)
         print(f"  {n_records:,} records written in {seconds:.1f} s "
               f"({n_records / seconds:,.0f}/s)", flush=True)  # fmt: skip
@@ -201,7 +258,7 @@ async def measure(quick: bool, n_records: int | None, requests: int | None) -> l
                 async with aiohttp.ClientSession(
                     host.url, connector=connector, headers={"Authorization": key}
                 ) as session:
-                    for target in targets(session, raw_connections, raw_messages, stored,
+                    for target in targets(services, session, raw_connections, raw_messages, stored,
                                           records, requests, page_requests):  # fmt: skip
                         for turn, c in enumerate(CONCURRENCY):
                             pids = {"azurite": started.process.pid, "host": host.process.pid,

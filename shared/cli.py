@@ -150,8 +150,11 @@ async def poison_replay_command(services: Services, args: argparse.Namespace) ->
 
 async def reindex_command(services: Services, args: argparse.Namespace) -> int:
     """`log reindex [--connection UID]`: the records counted alone on the last line."""
-    partitions, counted = await reindex(services, args.connection)
-    print(f"log reindex: {partitions} partitions, {counted} records without counters counted")
+    partitions, counted, indexed = await reindex(services, args.connection)
+    print(
+        f"log reindex: {partitions} partitions, {counted} records without counters counted, "
+        f"{indexed} without search index rows indexed"
+    )
     print(counted)
     return 0
 

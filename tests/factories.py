@@ -17,6 +17,7 @@ from typing import Any
 
 from shared.clock import uuid7
 from shared.deliveries import Delivery
+from shared.dispatch.outgoing import message_id
 from shared.errors import NotFound
 from shared.events import new_event
 from shared.models.connection import Connection
@@ -118,9 +119,10 @@ def a_record(
     writes; the send ends `latency_ms` after its event's time."""
     failed = status == MessageStatus.FAILED
     elapsed = min(latency_ms, 3)
+    event_id = str(uuid.uuid4())
     metadata = RequestMetadata(
         queue_name="q",
-        message_id=str(uuid.uuid4()),
+        message_id=message_id(account, event_id, connection_uid),  # as the dispatcher's
         attempt=1,
         size_bytes=len(body.encode()),
         offloaded=False,
@@ -139,7 +141,7 @@ def a_record(
         request_metadata=metadata.to_text(),
         status=status,
     )
-    record = LoggedMessage(message, account=account, event_id=str(uuid.uuid4()))
+    record = LoggedMessage(message, account=account, event_id=event_id)
     # a delivery of its own, as the log reads it back
     delivery = record.delivery_write().after.status()
     return dataclasses.replace(record, message=message.model_copy(update={"delivery": delivery}))
@@ -153,9 +155,10 @@ def log_records(
     body: str = "{}",
     event_key: str = "Order.Shipped",
     failed_every: int = 20,
+    account: str = "bench",
 ) -> list[LoggedMessage]:
     """`n` delivery records from just before `newest` back over `span` (1 in `failed_every`
-    failed), newest first."""
+    failed), newest first; `account`: the connection's (its message ids derive from it)."""
     return [
         a_record(
             connection_uid,
@@ -163,7 +166,7 @@ def log_records(
             MessageStatus.FAILED if i % failed_every == 0 else MessageStatus.SUCCEEDED,
             body,
             event_key,
-            account="bench",
+            account=account,
         )
         for i in range(n)
     ]

@@ -23,6 +23,7 @@ from shared.models.records import MessageQuery, MessageStatus
 from shared.service.retention import TOMBSTONE_GRACE, PurgeResult, purge
 from shared.services import Services
 from shared.storage.connections import ConnectionRepository, StoredConnection
+from shared.storage.logdays import LogDays
 from shared.storage.logrecords import MAX_PROPERTY_CHARS, LoggedMessage, row_key
 from shared.storage.messages import MessageLog
 from shared.storage.portalsessions import PortalSessionRepository
@@ -141,10 +142,10 @@ async def test_thousands_of_records_across_many_partitions(svc: Services, accoun
     assert result.records_removed == sum(old_counts)
     assert result.partitions_visited == len(old_counts) and result.complete
     assert await row_count(svc) == len(young) * len(old_counts)
-    # a counter row for each young hour and a delivery row for each young record; the
-    # purge's mark in each partition
+    # a counter row for each young hour, a delivery row and a search index row (its EventKey)
+    # for each young record; the purge's mark in each partition
     left = len(young) * len(old_counts)
-    assert await log_rows(svc) == {"c_": left, "d_": left, "p_": len(old_counts)}
+    assert await log_rows(svc) == {"c_": left, "d_": left, "p_": len(old_counts), "x_": left}
     for stored, records in connections:
         assert await listed(svc, stored) == uids(records[-len(young) :])
 
@@ -331,7 +332,10 @@ async def test_counts_failure_copies_and_deliveries_go_with_their_hours(
     now = NOW + timedelta(minutes=17)  # the cutoff is rounded down to NOW - 14 days
     sent = [now - timedelta(hours=h, minutes=h) for h in range(0, 16 * 24, 5)]
     records = [
-        a_record(stored.uid, at, MessageStatus.FAILED if i % 3 else MessageStatus.SUCCEEDED)
+        replace(
+            a_record(stored.uid, at, MessageStatus.FAILED if i % 3 else MessageStatus.SUCCEEDED),
+            subject=f"orders/{i}" if i % 2 else None,
+        )
         for i, at in enumerate(sent)
     ]
     await svc.messages.add(stored.log_partition, records)
@@ -348,7 +352,7 @@ async def test_counts_failure_copies_and_deliveries_go_with_their_hours(
     )
     hours = {r.message.request_timestamp.replace(minute=0, second=0) for r in kept}
     # each record here is a delivery of its own: its row, and the failed ones' index rows
-    # (`u_`), go with it
+    # (`u_`), go with it; so do its search index rows (`x_`: its EventKey, its Subject, a failure's)
     failures = len(failed.messages)
     assert await log_rows(svc) == {
         "c_": len(hours),
@@ -356,6 +360,7 @@ async def test_counts_failure_copies_and_deliveries_go_with_their_hours(
         "f_": failures,
         "p_": 1,
         "u_": failures,
+        "x_": len(kept) + len([r for r in kept if r.subject]) + failures,
     }
 
     await svc.connections.delete(account, stored.uid, now - 2 * TOMBSTONE_GRACE)
@@ -468,6 +473,25 @@ async def test_a_day_is_noted_before_its_records_once_per_process(
             at = NOW - timedelta(minutes=minute)
             await svc.messages.add(stored.log_partition, [a_record(stored.uid, at)])
     assert writes.count("~logday_20261126") == 1
+
+
+async def test_what_a_writer_remembers_is_bounded(svc: Services) -> None:
+    writes: list[str] = []
+    table = svc.messages.table
+    upsert = table.upsert_entity
+
+    async def counted(entity: dict[str, object], **kwargs: Any) -> object:
+        writes.append(str(entity["RowKey"]))
+        return await upsert(entity, **kwargs)
+
+    days = LogDays(table, max_noted=2)
+    record = {"RowKey": row_key(a_record(uuid.uuid4(), NOW).message.uid)}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(table, "upsert_entity", counted)
+        for partition in ("a", "b", "a", "c", "b", "a"):
+            await days.note(partition, [record])
+    # a, b noted; a remembered; c pushes b out (a was used last); b again pushes a out.
+    assert writes == ["a", "b", "c", "b", "a"]
 
 
 async def refuse(table: object, operations: object) -> None:

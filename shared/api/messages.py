@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import azure.functions as func
 
 from shared.api.http import Call, endpoint, parse_uid
+from shared.service import messages
 from shared.services import Services
 
 if TYPE_CHECKING:
@@ -30,33 +31,27 @@ async def connection_of(
 )
 async def list_messages(call: Call) -> MessagePage:
     """A page of the connection's messages, newest first; TotalHits counts all matches. With
-    undelivered=true: the deliveries not delivered, each as its latest attempt, oldest first."""
-    from shared.service.stats import check_times
-
-    services = call.services
-    stored = await connection_of(call, services)
-    retention = services.settings.retention_days
-    check_times(services.clock(), retention, Since=call.query.since, Until=call.query.until)
-    return await services.messages.page(stored.log_partition, call.query)
+    search filters: the matching messages (shared/service/messages.py). With undelivered=true: the
+    deliveries not delivered, each as its latest attempt, oldest first."""
+    stored = await connection_of(call, call.services)
+    return await messages.list_messages(call.services, stored, call.query)
 
 
 @endpoint(bp, "GET", CONNECTION + "/messages/{messageUid}", returns="Message", errors=(404,))
 async def get_message(call: Call) -> Message:
     """One message (delivery attempt) of the connection."""
-    services = call.services
-    stored = await connection_of(call, services)
+    stored = await connection_of(call, call.services)
     uid = parse_uid(call.route["messageUid"], "message")
-    return (await services.messages.get(stored.log_partition, uid)).message
+    return await messages.get_message(call.services, stored, uid)
 
 
 @endpoint(bp, "GET", CONNECTION + "/deliveries/{messageId}", returns="Delivery", errors=(404,))
 async def get_delivery(call: Call) -> Delivery:
     """One delivery (its event to this connection, by the message_id its messages carry): its
     state and every attempt, oldest first."""
-    services = call.services
-    stored = await connection_of(call, services)
+    stored = await connection_of(call, call.services)
     message_id = str(parse_uid(call.route["messageId"], "delivery"))
-    return await services.messages.attempts(stored.log_partition, message_id)
+    return await messages.get_delivery(call.services, stored, message_id)
 
 
 @endpoint(
@@ -69,12 +64,9 @@ async def get_delivery(call: Call) -> Delivery:
 )
 async def retry_message(call: Call) -> Message:
     """Send the message again now, from its stored body; 200 with the new record."""
-    services = call.services
-    stored = await connection_of(call, services)
+    stored = await connection_of(call, call.services)
     uid = parse_uid(call.route["messageUid"], "message")
-    record = await services.messages.get(stored.log_partition, uid)
-    dispatcher = await services.dispatcher()
-    return (await dispatcher.resend(stored, record)).message
+    return await messages.resend(call.services, stored, uid)
 
 
 @endpoint(
@@ -108,10 +100,11 @@ async def replay_messages(call: Call) -> ReplayStarted:
 )
 async def get_replay(call: Call) -> Replay:
     """A replay's progress: done when Sent + Failed = Matched."""
-    services = call.services
-    stored = await connection_of(call, services, "uid")
+    from shared.service.replays import progress
+
+    stored = await connection_of(call, call.services, "uid")
     replay_id = parse_uid(call.route["replayId"], "replay")
-    return (await services.replays.get(stored.log_partition, replay_id)).view()
+    return await progress(call.services, stored, replay_id)
 
 
 @endpoint(
@@ -151,6 +144,4 @@ async def delivery_stats(call: Call) -> DeliveryStats:
 async def test_connection(call: Call) -> Message:
     """Deliver a System.Test event to this connection now; 200 with the record, whatever
     its Status (a failed test is not retried)."""
-    from shared.service.messages import send_test
-
-    return await send_test(call.services, await connection_of(call, call.services, "uid"))
+    return await messages.send_test(call.services, await connection_of(call, call.services, "uid"))

@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     pass
 
 
+# Table keys forbid these characters, and an EventId names its payload's blob.
+EVENT_ID_PATTERN = r"^[^\x00-\x1f/\\#?]+$"
+
+
 class CatalogEntry(ApiModel):
     event_key: str
     description: str
@@ -25,7 +29,7 @@ class SystemEvent(ApiModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    event_id: str = Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f/\\#?]+$")
+    event_id: str = Field(min_length=1, max_length=128, pattern=EVENT_ID_PATTERN)
     account_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
     event_key: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")
     event_timestamp: Timestamp

@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from shared.models.base import ApiModel, Timestamp
+from shared.models.events import EVENT_ID_PATTERN
 
 if TYPE_CHECKING:
     pass
@@ -132,6 +133,7 @@ class MessagePage(ApiModel):
 
 
 MAX_LISTED = 50_000  # the deepest row a listing reaches (Page * PageSize)
+MAX_SEARCHED = 10_000  # the matches a search counts and pages through (storage/logsearch.py)
 
 
 def _naive_is_utc(value: Any) -> Any:
@@ -161,13 +163,50 @@ class MessageQuery(ApiModel):
         description="Deliveries not delivered (Pending or Failed), each as its latest attempt, "
         "oldest first; Since and Until bound their first attempt.",
     )
+    event_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        pattern=EVENT_ID_PATTERN,  # what an EventId can be
+        description="Search: only attempts of this event (its delivery to this connection).",
+    )
+    message_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="Search: only attempts with this Service Bus message_id (one delivery).",
+    )
+    subject: str | None = Field(
+        None,
+        min_length=1,
+        max_length=1024,  # what a Subject can be: any text
+        description="Search: only attempts of events with this Subject (exact).",
+    )
+    event_key: str | None = Field(
+        None,
+        max_length=130,
+        pattern=r"^(\*|[A-Za-z0-9_-][A-Za-z0-9._-]*(\.\*)?)$",
+        description="Search: an event key, or `Prefix.*` for the catalog's keys under it.",
+    )
+    status: MessageStatus | None = Field(None, description="Search: 1 Succeeded or 2 Failed.")
     page: int = Field(
-        1, ge=1, le=MAX_LISTED, description=f"Page * PageSize is at most {MAX_LISTED}."
+        1,
+        ge=1,
+        le=MAX_LISTED,
+        description=f"Page * PageSize is at most {MAX_LISTED} ({MAX_SEARCHED} in a search).",
     )
     page_size: int = Field(100, ge=1, le=500)
     include_body: bool = Field(
         True, description="False: each message's MessageBody is null (no body is read)."
     )
+
+    @field_validator("status")
+    @classmethod
+    def _status_agrees(cls, value: MessageStatus | None, info: ValidationInfo) -> Any:
+        if value == MessageStatus.SUCCEEDED and info.data.get("only_failed"):
+            raise ValueError("OnlyFailed=true lists Status 2 only")
+        return value
 
     @field_validator("page_size")
     @classmethod

@@ -1,4 +1,5 @@
-"""`log reindex`: counters and failure copies for records written before the log kept them.
+"""`log reindex`: counters, failure copies and search index rows for records written before
+the log kept them.
 
 Records written since carry `Counted` (their writer's counter row counts them); older ones do
 not. For each hour of a partition, newest first, the command counts the records without it
@@ -6,6 +7,11 @@ into a counter row of its own (`c_<hour>_reindex`, absolute values) and copies t
 to the failure index. A run is idempotent (it writes the same rows again) and resumable: the
 hour's counter row and the progress row (`r_reindex`: where the next hour starts) are written
 in one transaction, so a run cut off continues at the first hour it did not finish.
+
+Search index rows (shared/storage/logsearch.py) the same way: records written since carry
+`Indexed`; for the others a second pass writes their index rows, then marks them `Indexed`
+(so the purge deletes their rows with them), an hour at a time, with its own progress row
+(`r_index`): a log counted by an earlier run is still indexed.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from shared.storage import transactions
+from shared.storage import logsearch, transactions
 from shared.storage.logcounts import (
     FAILURE,
     RECORDS_END,
@@ -32,6 +38,7 @@ if TYPE_CHECKING:
     from shared.services import Services
 
 PROGRESS = "r_reindex"
+INDEX_PROGRESS = "r_index"
 WRITER = "reindex"
 
 
@@ -77,13 +84,38 @@ async def reindex_partition(table: TableClient, partition: str) -> int:
     return counted
 
 
-async def reindex(services: Services, connection: UUID | None) -> tuple[int, int]:
-    """Reindex one connection's partition, or every live one: (partitions, records counted)."""
+async def index_partition(table: TableClient, partition: str) -> int:
+    """Write the search index rows of one partition's records that have none; how many."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        start = (await table.get_entity(partition, INDEX_PROGRESS))["Next"]
+    except ResourceNotFoundError:
+        start = ""
+    indexed = 0
+    async for rows in _hours(table, partition, start):
+        operations: list[transactions.Operation] = []
+        for row in (dict(r) for r in rows if not r.get("Indexed")):
+            operations += logsearch.operations(partition, row)
+            keys = {"PartitionKey": partition, "RowKey": row["RowKey"]}
+            # after its rows (a transaction commits in order): `Indexed` means they exist
+            operations.append(("merge", {**keys, "Indexed": True}))
+            indexed += 1
+        hour = hour_of(logged_at(rows[0]))
+        progress = {"PartitionKey": partition, "RowKey": INDEX_PROGRESS, "Next": inverted(hour - 1)}
+        await transactions.submit(table, [*operations, ("upsert", progress)])
+    return indexed
+
+
+async def reindex(services: Services, connection: UUID | None) -> tuple[int, int, int]:
+    """Reindex one connection's partition, or every live one: (partitions, records counted,
+    records indexed for search)."""
     if connection is not None:
         partitions = [await services.connections.log_partition_of(connection)]
     else:
         partitions = await services.connections.all_log_partitions()
-    counted = 0
+    counted = indexed = 0
     for partition in partitions:
         counted += await reindex_partition(services.messages.table, partition)
-    return len(partitions), counted
+        indexed += await index_partition(services.messages.table, partition)
+    return len(partitions), counted, indexed

@@ -47,7 +47,7 @@ from shared.deliveries import Delivery, Origin
 from shared.errors import Conflict, InvalidField, NotFound, OverBudget
 from shared.failpoints import failpoint
 from shared.models.records import MessageStatus
-from shared.models.replays import ReplayRequest, ReplayStarted
+from shared.models.replays import Replay, ReplayRequest, ReplayStarted
 from shared.storage.clients import REPLAY_QUEUE
 from shared.storage.deliveries import undelivered_cursor
 from shared.storage.logrecords import LoggedMessage, row_key_bound
@@ -122,6 +122,11 @@ async def start(
     else:
         await queue_run(services, row)
     return ReplayStarted(replay_id=row.replay_id, matched=matched)
+
+
+async def progress(services: Services, stored: StoredConnection, replay_id: UUID) -> Replay:
+    """A replay of the connection as it stands; NotFound when it has none such."""
+    return (await services.replays.get(stored.log_partition, replay_id)).view()
 
 
 async def _spend(services: Services, account: str, matched: int, now: datetime) -> None:

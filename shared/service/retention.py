@@ -16,8 +16,9 @@ A run deletes, in this order:
    for that partition, then the tombstone;
 2. in each partition found by step "which partitions", what is older than the cutoff: the
    failure copies and the undelivered index rows (`u_`), then the records (one RowKey range),
-   100 to a transaction, each transaction followed by the bodies of its records and the
-   delivery rows (`d_`) they made, then the counter rows of those hours; then the days done;
+   100 to a transaction, each preceded by their search index rows (`x_`) and followed by the
+   bodies of its records and the delivery rows (`d_`) they made, then the counter rows of
+   those hours; then the days done;
 3. once 1 and 2 are done: stored bodies and event payloads past the retention. In Azure the
    lifecycle rule of infra/modules/storage.bicep deletes bodies and payloads (the day after
    the retention), so the purge deletes none (steps 1 and 2 included) and only counts, once a
@@ -240,6 +241,10 @@ class _Run:
             for chunk in chunks(rows):
                 if self.out_of_time():
                     return False
+                # search index rows before their records: a run cut off between finds the
+                # records again, and from them their rows' keys
+                for index in chunks([k for r in chunk for k in r["Index"]]):
+                    await self.messages.delete_records(partition, index)  # missing ones skipped
                 keys = [r["RowKey"] for r in chunk]
                 removed = await self.messages.delete_records(partition, keys)
                 self.result.records_removed += removed  # not `+= await`: see delete_bodies

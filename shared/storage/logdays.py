@@ -52,19 +52,27 @@ def day_start(key: str) -> datetime:
 
 
 class LogDays:
-    def __init__(self, table: TableClient) -> None:
+    def __init__(self, table: TableClient, max_noted: int = MAX_NOTED) -> None:
         self._table = table
         self._noted: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._max_noted = max_noted
 
     async def note(self, partition: str, entities: Iterable[dict[str, Any]]) -> None:
         """Before records are written: their partition has records on their days."""
-        for day in {logged_at(e) // DAY_MS * DAY_MS for e in entities}:
+        await self._note(partition, {logged_at(e) // DAY_MS * DAY_MS for e in entities})
+
+    async def note_at(self, partition: str, at: datetime) -> None:
+        """The partition has records on the day of `at` (a benchmark's steady state)."""
+        await self._note(partition, {int(at.timestamp() * 1000) // DAY_MS * DAY_MS})
+
+    async def _note(self, partition: str, days: set[int]) -> None:
+        for day in days:
             if (partition, day) in self._noted:
                 self._noted.move_to_end((partition, day))
                 continue
             await self._table.upsert_entity({"PartitionKey": day_key(day), "RowKey": partition})
             self._noted[(partition, day)] = None
-            if len(self._noted) > MAX_NOTED:
+            if len(self._noted) > self._max_noted:
                 self._noted.popitem(last=False)
 
     async def started_before(self, cutoff: datetime) -> dict[str, list[str]]:

@@ -93,6 +93,7 @@ class LogRows:
             "Status": int(m.status),
             "IsRetry": m.is_retry,
             "Counted": True,  # by its writer's counter row (`log reindex` counts the others)
+            "Indexed": True,  # has its search index rows (`log reindex` writes the others')
             "Account": record.account,
             "EventId": record.event_id,
             "Delivery": deliveries.status_text(write.after),

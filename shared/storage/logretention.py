@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from shared.storage import deliveries, loglisting, transactions
+from shared.storage import deliveries, loglisting, logsearch, transactions
 from shared.storage.logcounts import (
     COUNTER,
     FAILURE,
@@ -32,6 +32,7 @@ class LogRetention(LogRows):
         purge deletes what it gets and asks again, so it never holds a continuation."""
         bound = row_key_bound(before) if before is not None else ""
         select = ["RowKey", "BodyBlob", "OpensDelivery", "Delivery", "RequestMetadata", "Status"]
+        select += ["Indexed", "EventKey", "Subject"]
         rows = await self._first_rows(partition, bound, RECORDS_END, select, limit)
         return [
             {
@@ -40,6 +41,7 @@ class LogRetention(LogRows):
                 "Delivery": deliveries.delivery_key(deliveries.status_of(e).message_id)
                 if e.get("OpensDelivery")
                 else None,
+                "Index": logsearch.index_keys(e) if e.get("Indexed") else [],
             }
             for e in rows
         ]

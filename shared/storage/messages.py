@@ -16,13 +16,16 @@ mix, so each query reads one range:
                                                    its state and its records' RowKeys
     p_purged                                       the purge's cutoff: readers ignore what
                                                    is older while a purge is deleting it
-    r_reindex                                      progress of `log reindex` (service/reindex.py)
+    r_reindex, r_index                             progress of `log reindex` (service/reindex.py)
     u_<first attempt millis>_<uid>                 undelivered index: while a delivery is not
       (oldest first)                               delivered, a copy of its latest record
+    x_k_<EventKey>_<record RowKey>                 search index: one row per record, one per
+    x_s_<Subject>_<record RowKey>                  record with a Subject, one per failed
+    x_f_<EventKey>_<record RowKey>                 record (logsearch.py)
 
-A record, its failure copy, its writer's counter row of that hour and its delivery's rows (the
-`d_` row, the `u_` row, the new state in the delivery's earlier records: see
-shared/storage/deliveries.py) are written in one transaction, so counts and states never
+A record, its failure copy, its writer's counter row of that hour, its search index rows and its
+delivery's rows (the `d_` row, the `u_` row, the new state in the delivery's earlier records:
+see shared/storage/deliveries.py) are written in one transaction, so counts and states never
 disagree with the records, whatever fails when. That write is `write`, the one place a record
 and what goes with it are put together. `since`/`until`
 are RowKey bounds; reading one message is a point read derived from its Uid alone; page N
@@ -32,6 +35,7 @@ table property holds go to the app's own `message-bodies` container.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -40,8 +44,8 @@ from uuid import UUID
 from shared.deliveries import Delivery
 from shared.errors import NotFound
 from shared.models.records import Delivery as DeliveryView
-from shared.models.records import MessagePage, MessageQuery
-from shared.storage import deliveries, loglisting, transactions
+from shared.models.records import MessagePage, MessageQuery, MessageStatus
+from shared.storage import deliveries, loglisting, logsearch, transactions
 from shared.storage.logcounts import FAILURE, MAX_MILLIS, HourCounts, hour_of, logged_at, millis
 from shared.storage.logdays import LogDays
 from shared.storage.logrecords import LoggedMessage, row_key
@@ -82,7 +86,8 @@ class MessageLog(LogRetention):
         items = []
         for r in records:
             entity = await self.entity(partition, r)
-            items.append((entity, deliveries.operations(partition, entity, r.delivery_write())))
+            rows = deliveries.operations(partition, entity, r.delivery_write())
+            items.append((entity, [*rows, *logsearch.operations(partition, entity)]))
         await self.days.note(partition, [e for e, _ in items])  # before: never a record without
         return await self._writer.write(partition, items)
 
@@ -115,14 +120,25 @@ class MessageLog(LogRetention):
             raise NotFound(f"no message {uid}") from None
         return await self._from_entity(entity)
 
-    async def page(self, partition: str, query: MessageQuery) -> MessagePage:
+    async def page(
+        self, partition: str, query: MessageQuery, terms: logsearch.Terms | None = None
+    ) -> MessagePage:
         """One page, newest first, and the count of all matches, from the counters; or with
-        `undelivered`, the latest attempts of deliveries not delivered, oldest first."""
+        `undelivered`, the latest attempts of deliveries not delivered, oldest first; or of
+        a search (`terms`: by EventId or MessageId, its delivery's row and records; else its
+        index ranges)."""
         if query.undelivered:
             return await self._undelivered_page(partition, query)
+        if terms is not None and terms.empty:
+            return MessagePage(messages=[], page=query.page, total_hits=0)
+        if terms is not None and terms.delivery is not None:
+            return await self._delivery_page(partition, query, terms)
+        if terms is not None and terms.by_index():
+            return await self._search_page(partition, query, terms)
+        failed = query.only_failed or (terms is not None and terms.status == MessageStatus.FAILED)
         window = loglisting.Window(
             partition,
-            FAILURE if query.only_failed else "",
+            FAILURE if failed else "",
             millis(query.since) if query.since else None,
             millis(query.until) if query.until else None,
         )
@@ -131,6 +147,63 @@ class MessageLog(LogRetention):
         return MessagePage(
             messages=[r.message for r in records if r], page=query.page, total_hits=total
         )
+
+    async def _delivery_page(
+        self, partition: str, query: MessageQuery, terms: logsearch.Terms
+    ) -> MessagePage:
+        """A search's page from its delivery's row and the records it lists, filtered here (a
+        delivery has few). A delivery of more than MAX_RECORDS attempts lists its first and
+        its latest ones: the attempts it forgot are found by their EventId between those two."""
+        assert terms.delivery is not None
+        found = await self.deliveries.get(partition, terms.delivery)
+        if not found.stored:
+            return MessagePage(messages=[], page=query.page, total_hits=0)
+        floor, entities = await asyncio.gather(
+            loglisting.purged_before(self._table, partition),
+            self.deliveries.records(partition, found.records),
+        )
+        if len(found.records) < found.attempts and len(found.records) > 1 and entities:
+            entities += await self._forgotten(partition, found.records, entities[0]["EventId"])
+        after = max(
+            floor - 1 if floor is not None else -1, millis(query.since) if query.since else -1
+        )
+        upto = millis(query.until) if query.until else MAX_MILLIS
+        wanted = [e for e in entities if after < logged_at(e) <= upto and terms.matches(e)]
+        wanted.sort(key=lambda e: e["RowKey"])  # newest first
+        start = (query.page - 1) * query.page_size
+        chosen = wanted[start : start + query.page_size]
+        records = await self._records(partition, chosen, query.include_body)
+        messages = [r.message for r in records if r]
+        return MessagePage(messages=messages, page=query.page, total_hits=len(wanted))
+
+    async def _forgotten(self, partition: str, kept: Sequence[str], event_id: str) -> list[Any]:
+        """The attempts a delivery row forgot: records of its event between its first attempt
+        and the next it kept (RowKeys sort newest first)."""
+        rows = self._table.query_entities(
+            "PartitionKey eq @pk and RowKey gt @newer and RowKey lt @first and EventId eq @e",
+            parameters={"pk": partition, "newer": kept[1], "first": kept[0], "e": event_id},
+            results_per_page=1000,
+        )
+        return [r async for r in rows]
+
+    async def _search_page(
+        self, partition: str, query: MessageQuery, terms: logsearch.Terms
+    ) -> MessagePage:
+        """A page of a search served by index ranges: their keys (TotalHits), then the page's
+        records (point reads, side by side)."""
+        window = (
+            millis(query.since) if query.since else None,
+            millis(query.until) if query.until else None,
+        )
+        floor, keys = await asyncio.gather(
+            loglisting.purged_before(self._table, partition),
+            logsearch.matching_keys(self._table, partition, logsearch.ranges(terms), window),
+        )
+        total, page = logsearch.page_of(keys, floor, query.page, query.page_size)
+        entities = await self.deliveries.records(partition, page)
+        records = await self._records(partition, entities, query.include_body)
+        messages = [r.message for r in records if r]
+        return MessagePage(messages=messages, page=query.page, total_hits=total)
 
     async def _undelivered_page(self, partition: str, query: MessageQuery) -> MessagePage:
         after, upto = await self._undelivered_window(partition, query.since, query.until)

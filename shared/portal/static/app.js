@@ -35,6 +35,12 @@ async function call(method, path, body) {
 
 function problemText(problem) { return problem ? (problem.detail || problem.title) : "the request failed"; }
 
+// With the properties a 400 names (a search value the API refused, say).
+function problemWithFields(problem) {
+  const named = Object.entries((problem && problem.errors) || {}).map(([k, v]) => `${k}: ${[].concat(v).join(", ")}`);
+  return [problemText(problem), ...named].join(". ");
+}
+
 function show(title, ...content) {
   main.replaceChildren(h("h1", {}, title), ...content);
   document.title = `${title} · Event delivery portal`;
@@ -278,16 +284,19 @@ async function chart(uid) {
 // ------------------------------------------------------------------ delivery log
 
 const STATUS = { 1: "Succeeded", 2: "Failed" };
+// The API's search filters (exact values; eventKey also `Prefix.*`), with their labels.
+const SEARCHED = ["eventKey", "eventId", "subject", "messageId"];
+const SEARCH_LABELS = { eventKey: "Event key (or Prefix.*)", eventId: "Event ID", subject: "Subject", messageId: "Message ID" };
 
 async function logPage(uid, params) {
   const page = Number(params.get("page") || 1);
-  const query = new URLSearchParams({ page, pageSize: 50 });
+  const query = new URLSearchParams({ page, pageSize: 50, includeBody: "false" }); // the table shows no body
   if (params.get("since")) query.set("since", new Date(params.get("since")).toISOString());
   if (params.get("onlyFailed")) query.set("onlyFailed", "true");
-  const eventKey = (params.get("eventKey") || "").toLowerCase();
+  for (const name of SEARCHED) if (params.get(name)) query.set(name, params.get(name));
   const r = await call("GET", `${API}/${uid}/messages?${query}`);
-  if (!r.ok) return show("Delivery log", h("p", { class: "error" }, problemText(r.data)));
-  const shown = r.data.Messages.filter((m) => !eventKey || m.EventKey.toLowerCase().includes(eventKey));
+  if (!r.ok) return show("Delivery log", filters(uid, params), h("p", { class: "error", role: "alert" }, problemWithFields(r.data)));
+  const shown = r.data.Messages;
   const pages = Math.max(1, Math.ceil(r.data.TotalHits / 50));
   const go = (p) => { params.set("page", p); location.hash = `#/connections/${uid}/log?${params}`; };
   show("Delivery log",
@@ -313,21 +322,24 @@ function filters(uid, params) {
   const since = h("input", { id: "since", name: "since", type: "datetime-local" });
   since.value = params.get("since") || "";
   const failed = h("input", { id: "only-failed", name: "onlyFailed", type: "checkbox", checked: Boolean(params.get("onlyFailed")) });
-  const key = h("input", { id: "event-key", name: "eventKey", type: "text", "aria-describedby": "event-key-note" });
-  key.value = params.get("eventKey") || "";
-  return h("form", { onsubmit: (e) => {
+  const inputs = SEARCHED.map((name) => {
+    const input = h("input", { id: `search-${name}`, name, type: "search", "aria-describedby": "search-note" });
+    input.value = params.get(name) || "";
+    return input;
+  });
+  return h("form", { role: "search", onsubmit: (e) => {
     e.preventDefault();
     const p = new URLSearchParams();
     if (since.value) p.set("since", since.value);
     if (failed.checked) p.set("onlyFailed", "1");
-    if (key.value.trim()) p.set("eventKey", key.value.trim());
+    inputs.forEach((input) => { if (input.value.trim()) p.set(input.name, input.value.trim()); });
     location.hash = `#/connections/${uid}/log?${p}`;
-  } }, h("fieldset", {}, h("legend", {}, "Filters"),
+  } }, h("fieldset", {}, h("legend", {}, "Search and filters"),
     h("label", { for: "since" }, "Since"), since,
     h("p", {}, failed, " ", h("label", { for: "only-failed", class: "inline" }, "Only failed")),
-    h("label", { for: "event-key" }, "Event key"), key,
-    h("p", { id: "event-key-note", class: "note" }, "The API has no event-key filter: this one filters the page shown."),
-    h("button", { type: "submit" }, "Apply filters")));
+    inputs.flatMap((input) => [h("label", { for: input.id }, SEARCH_LABELS[input.name]), input]),
+    h("p", { id: "search-note", class: "note" }, "Exact values, searched over the whole log (14 days); a search counts up to 10,000 matches."),
+    h("button", { type: "submit" }, "Search")));
 }
 
 async function messagePage(uid, muid) {

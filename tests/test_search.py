@@ -1,0 +1,365 @@
+"""Search of the message log (eventId, messageId, subject, eventKey, status) against Azurite:
+every answer is what a brute-force filter of the written records says; values that keys
+forbid are found; a search by EventId or MessageId reads its delivery, also past the attempts
+its row forgot; records without index rows are found once `log reindex` ran; the query's rules
+answer 400 naming the parameter. (The purge of index rows: tests/test_retention.py.)"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from shared.clock import uuid7
+from shared.deliveries import MAX_RECORDS, DeliveryWrite
+from shared.dispatch.outgoing import message_id
+from shared.errors import InvalidField, NotFound
+from shared.models.records import MessageQuery, MessageStatus, RequestMetadata
+from shared.service import messages
+from shared.service.reindex import index_partition
+from shared.services import Services
+from shared.storage import logsearch
+from shared.storage.connections import StoredConnection
+from shared.storage.logrecords import LoggedMessage, row_key
+from tests.factories import a_connection, a_record
+from tests.plugins.app import Api
+
+MINUTE = timedelta(minutes=1)
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
+FAILED, SUCCEEDED = MessageStatus.FAILED, MessageStatus.SUCCEEDED
+# Subjects a tenant may send: characters keys forbid, non-ASCII, one past the key's length.
+ODD_SUBJECTS = ["orders/7", "a#b?c\\d", "tab\there", "Zürich ✓", "x" * 1000, "a_b", "a"]
+CONNECTION_STRING = "Endpoint=sb://localhost/;SharedAccessKeyName=a;SharedAccessKey=b"
+KEYS = ["Order.Shipped", "Order.Created", "Employee.Created", "System.Test"]
+
+
+def records(stored: StoredConnection, n: int = 60) -> list[LoggedMessage]:
+    """Records over two hours, each its own delivery, with shared subjects and keys."""
+    made = []
+    for i in range(n):
+        r = a_record(
+            stored.uid,
+            T0 - timedelta(minutes=2 * i),
+            FAILED if i % 5 == 0 else SUCCEEDED,
+            event_key=KEYS[i % len(KEYS)],
+            account=stored.account,
+        )
+        subject = ODD_SUBJECTS[i % len(ODD_SUBJECTS)] if i % 9 else None
+        made.append(dataclasses.replace(r, subject=subject))
+    return made
+
+
+def truth(written: list[LoggedMessage], **query: Any) -> list[str]:
+    """Uids (hex) the query should find, newest first."""
+
+    def keep(r: LoggedMessage) -> bool:
+        m = r.message
+        key = query.get("event_key")
+        return (
+            (query.get("subject") in (None, r.subject))
+            and (
+                key is None
+                or (m.event_key.startswith(key[:-1]) if key.endswith("*") else m.event_key == key)
+            )
+            and (query.get("status") in (None, m.status))
+            and (not query.get("only_failed") or m.status == FAILED)
+            and (query.get("since") is None or m.request_timestamp > query["since"])
+            and (query.get("until") is None or m.request_timestamp <= query["until"])
+        )
+
+    newest_first = sorted(written, key=lambda r: row_key(r.message.uid))
+    return [row_key(r.message.uid)[-32:] for r in newest_first if keep(r)]
+
+
+async def found(services: Services, stored: StoredConnection, **query: Any) -> list[str]:
+    page = await messages.list_messages(services, stored, MessageQuery(page_size=500, **query))
+    assert page.total_hits == len(page.messages), query
+    return [m.uid.hex for m in page.messages]
+
+
+async def a_connection_of(services: Services, account: str) -> StoredConnection:
+    return await services.connections.add(account, a_connection(), services.clock())
+
+
+async def test_subject_event_key_and_status_find_what_the_records_say(
+    services: Services, account: str
+) -> None:
+    stored = await a_connection_of(services, account)
+    written = records(stored)
+    await services.messages.add(stored.log_partition, written)
+    queries: list[dict[str, Any]] = [
+        *({"subject": s} for s in ODD_SUBJECTS),
+        {"subject": "orders"},  # a prefix of a value is not the value
+        {"event_key": "Order.Shipped"},
+        {"event_key": "order.shipped"},  # the catalog's spelling, as connections take it
+        {"event_key": "Order.*"},
+        {"event_key": "Order.*", "status": FAILED},
+        {"event_key": "Employee.Created", "only_failed": True},
+        {"event_key": "Order.*", "status": SUCCEEDED},
+        {"status": SUCCEEDED},
+        {"status": FAILED},
+        {"status": SUCCEEDED, "since": T0 - 31 * MINUTE, "until": T0 - 4 * MINUTE},
+        {"subject": "a", "event_key": "Employee.Created"},
+        {"subject": "orders/7", "event_key": "Order.*", "status": SUCCEEDED},
+        {"event_key": "Order.*", "since": T0 - 60 * MINUTE, "until": T0 - 10 * MINUTE},
+        {"event_key": "Nothing.Here"},  # a key outside the catalog: searched as given
+        {"event_key": "*"},
+    ]
+    for query in queries:
+        spelled = (
+            {"event_key": "Order.Shipped"} if query.get("event_key") == "order.shipped" else {}
+        )
+        assert await found(services, stored, **query) == truth(written, **{**query, **spelled}), (
+            query
+        )
+    # page 2 continues page 1, and a search lists without bodies when asked
+    full = truth(written, event_key="Order.*")
+    page2 = await messages.list_messages(
+        services,
+        stored,
+        MessageQuery(event_key="Order.*", page=2, page_size=7, include_body=False),
+    )
+    assert [m.uid.hex for m in page2.messages] == full[7:14]
+    assert page2.total_hits == len(full) and all(m.message_body is None for m in page2.messages)
+
+
+def test_values_are_encoded_into_keys_the_table_accepts() -> None:
+    for value in [*ODD_SUBJECTS, "\x00\x1f", "é" * 1024, "ab!21"]:
+        text = logsearch.encoded(value)
+        assert len(text) <= logsearch.MAX_ENCODED
+        assert not any(c in text for c in "/\\#?_") and text.isprintable()
+    # distinct values, distinct keys: also past the length where the rest is a hash
+    assert logsearch.encoded("é" * 1000) != logsearch.encoded("é" * 999 + "e")
+    assert logsearch.encoded("!") != "!"  # the escape itself is escaped
+
+
+async def test_a_record_and_its_two_index_rows_are_one_transaction(
+    services: Services, account: str
+) -> None:
+    """The writer puts at most two index rows (EventKey, Subject; a failed record also one
+    of its key's failures) into the record's own transaction: when it is refused, none exists."""
+    stored = await a_connection_of(services, account)
+    [record] = records(stored, 2)[1:]
+    seen: list[Any] = []
+
+    async def refuse(table: Any, operations: Any) -> None:
+        seen.extend(operations)
+        from shared.storage.transactions import TransactionError
+
+        raise TransactionError(409, "Refused")
+
+    from shared.storage.messages import MessageLog
+
+    log = MessageLog(services.messages.table, services.messages.bodies, submit=refuse)
+    outcomes = await log.write(stored.log_partition, [record])
+    assert outcomes[0] is not None
+    keys = {op[1]["RowKey"] for op in seen}
+    assert row_key(record.message.uid) in keys
+    assert sorted(k[:4] for k in keys if k.startswith("x_")) == ["x_k_", "x_s_"]
+    failed = dataclasses.replace(record, message=record.message.model_copy(update={"status": 2}))
+    seen.clear()
+    await log.write(stored.log_partition, [failed])  # and a failed one a row of its failures
+    keys = {op[1]["RowKey"] for op in seen}
+    assert sorted(k[:4] for k in keys if k.startswith("x_")) == ["x_f_", "x_k_", "x_s_"]
+    assert await index_rows(services, stored.log_partition) == []
+
+
+async def index_rows(services: Services, partition: str) -> list[str]:
+    rows = services.messages.table.query_entities(
+        "PartitionKey eq @pk and RowKey ge 'x_' and RowKey lt 'x`'", parameters={"pk": partition}
+    )
+    return [e["RowKey"] async for e in rows]
+
+
+async def attempts(
+    services: Services, stored: StoredConnection, event_id: str, n: int
+) -> list[LoggedMessage]:
+    """`n` attempts of one event's delivery to the connection (failed but the last), written
+    one after the other as the dispatcher writes them."""
+    mid = message_id(stored.account, event_id, stored.uid)
+    made = []
+    for i in range(n):
+        failed = i < n - 1
+        r = a_record(stored.uid, T0 + i * MINUTE, FAILED if failed else SUCCEEDED)
+        metadata = RequestMetadata.model_validate_json(r.message.request_metadata)
+        text = metadata.model_copy(update={"message_id": mid, "attempt": i + 1}).to_text()
+        before = await services.messages.delivery(stored.log_partition, mid)
+        after = before.after(row_key(r.message.uid), failed, None, None)
+        message = r.message.model_copy(update={"request_metadata": text, "is_retry": i > 0})
+        record = LoggedMessage(
+            message, stored.account, event_id, "orders/1", DeliveryWrite(after, before)
+        )
+        await services.messages.add(stored.log_partition, [record])
+        made.append(record)
+    return made
+
+
+async def test_event_id_and_message_id_read_the_delivery_with_every_attempt(
+    services: Services, account: str
+) -> None:
+    """Point reads of its delivery's row and records, filtered like the index ranges; past
+    MAX_RECORDS attempts, the ones the row forgot are found by EventId between the two it
+    kept. No index row is needed: they are deleted first."""
+    stored = await a_connection_of(services, account)
+    many = await attempts(services, stored, "evt-many", MAX_RECORDS + 3)
+    few = await attempts(services, stored, "evt-few", 3)
+    others = records(stored, 4)
+    await services.messages.add(stored.log_partition, others)
+    for key in await index_rows(services, stored.log_partition):
+        await services.messages.table.delete_entity(stored.log_partition, key)
+    newest_first = [r.message.uid.hex for r in reversed(many)]
+    mid = message_id(account, "evt-few", stored.uid)
+
+    assert await found(services, stored, event_id="evt-many") == newest_first
+    assert await found(services, stored, message_id=mid) == [r.message.uid.hex for r in few[::-1]]
+    assert await found(services, stored, event_id="evt-few", status=FAILED) == [
+        r.message.uid.hex for r in few[1::-1]
+    ]
+    assert await found(services, stored, event_id="evt-few", only_failed=True) == [
+        r.message.uid.hex for r in few[1::-1]
+    ]
+    assert await found(services, stored, event_id="evt-few", event_key="Employee.*") == []
+    assert await found(services, stored, event_id="evt-few", subject="orders/1") != []
+    assert await found(services, stored, event_id="evt-few", until=T0 + MINUTE) == [
+        r.message.uid.hex for r in few[1::-1]
+    ]
+    assert await found(services, stored, event_id="evt-many", message_id=mid) == []
+    assert await found(services, stored, event_id="no-such-event") == []
+    assert await found(services, stored, event_id=others[2].event_id) == [others[2].message.uid.hex]
+
+
+async def test_reindex_writes_the_rows_of_records_written_without_them(
+    services: Services, account: str
+) -> None:
+    stored = await a_connection_of(services, account)
+    partition, table = stored.log_partition, services.messages.table
+    written = records(stored, 20)
+    await services.messages.add(partition, written)
+    # as records written before the log kept an index: no rows, no `Indexed`
+    for key in await index_rows(services, partition):
+        await table.delete_entity(partition, key)
+    for r in written:
+        entity = await table.get_entity(partition, row_key(r.message.uid))
+        del entity["Indexed"]
+        await table.upsert_entity(entity, mode="replace")
+    assert await found(services, stored, subject="a") == []
+
+    assert await index_partition(table, partition) == len(written)
+    for query in ({"subject": "a"}, {"event_key": "Order.*", "status": FAILED}):
+        assert await found(services, stored, **query) == truth(written, **query)
+    assert await index_partition(table, partition) == 0  # once done, nothing more
+
+
+def test_the_query_model_checks_each_search_value() -> None:
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"eventId": ""}, "EventId"),
+        ({"eventId": "a\x00b"}, "EventId"),
+        ({"eventId": "x" * 129}, "EventId"),
+        ({"subject": "x" * 1025}, "Subject"),
+        ({"eventId": "a/b"}, "EventId"),  # no EventId holds it
+        ({"messageId": "\x7f"}, "MessageId"),
+        ({"eventKey": "Order/Shipped"}, "EventKey"),
+        ({"eventKey": "Order.**"}, "EventKey"),
+        ({"status": "3"}, "Status"),
+        ({"onlyFailed": "true", "status": "1"}, "Status"),
+    ]
+    for params, field in bad:
+        with pytest.raises(ValidationError) as raised:
+            MessageQuery.model_validate(params)
+        names = [".".join(str(p) for p in e["loc"]) for e in raised.value.errors()]
+        assert any(field.lower() in n.lower().replace("_", "") for n in names), (params, names)
+    good = MessageQuery.model_validate({"eventKey": "Order.*", "status": "2", "subject": "a/b#?"})
+    assert good.status == FAILED and good.event_key == "Order.*"
+
+
+def test_the_service_checks_rules_between_parameters() -> None:
+    def refused(query: MessageQuery) -> str:
+        with pytest.raises(InvalidField) as raised:
+            messages.check_query(query)
+            messages.event_keys(query.event_key)
+        return raised.value.field
+
+    assert refused(MessageQuery(undelivered=True, subject="x")) == "Subject"
+    assert refused(MessageQuery(event_key="Order.*", page=21, page_size=500)) == "Page"
+    assert refused(MessageQuery(event_key="Nothing.*")) == "EventKey"  # no catalog key
+    messages.check_query(MessageQuery(page=21, page_size=500))  # a listing reaches further
+    assert messages.event_keys("order.*") == ("Order.Created", "Order.Shipped", "Order.Cancelled")
+    assert messages.event_keys("*") is None
+
+
+async def test_one_message_one_delivery_and_a_bad_window_without_http(
+    services: Services, account: str
+) -> None:
+    stored = await a_connection_of(services, account)
+    [record] = records(stored, 1)
+    await services.messages.add(stored.log_partition, [record])
+    got = await messages.get_message(services, stored, record.message.uid)
+    assert got.uid == record.message.uid and got.message_body == record.message.message_body
+    mid = message_id(account, record.event_id, stored.uid)
+    delivery = await messages.get_delivery(services, stored, mid)
+    assert [m.uid for m in delivery.messages] == [record.message.uid]
+    with pytest.raises(NotFound):
+        await messages.get_message(services, stored, uuid7(T0))
+    with pytest.raises(NotFound):
+        await messages.get_delivery(services, stored, str(uuid.uuid4()))
+    with pytest.raises(InvalidField):
+        old = services.clock() - timedelta(days=30)
+        await messages.list_messages(services, stored, MessageQuery(since=old))
+
+
+async def test_search_over_http_and_a_bad_value_is_a_problem_naming_it(api: Api) -> None:
+    status, created = await api.call(
+        "POST",
+        "/v1/azureservicebusconnections?verify=false",
+        {"ServiceBusConnectionString": CONNECTION_STRING, "QueueName": "q"},
+    )
+    assert status == 200, created
+    path = f"/v1/azureservicebusconnections/{created['Uid']}/messages"
+    status, page = await api.call("GET", path, params={"eventKey": "Order.*", "status": "2"})
+    assert (status, page["TotalHits"], page["Messages"]) == (200, 0, [])
+    for odd in [  # valid, and awkward in a filter or a key: answered, never a 500
+        {"eventId": "it's", "subject": "s"},
+        {"subject": "' or PartitionKey ne '"},
+        {"subject": "x" * 1024, "eventKey": "Order.*", "status": "1"},
+        {"messageId": "Zürich ✓", "onlyFailed": "true"},
+        {"eventKey": "_Not.In.The.Catalog"},
+    ]:
+        status, page = await api.call("GET", path, params=odd)
+        assert (status, page["TotalHits"]) == (200, 0), (odd, page)
+    for params, field in [
+        ({"eventId": "a#b"}, "EventId"),
+        ({"undelivered": "true", "eventId": "e"}, "EventId"),
+        ({"eventKey": "Nothing.*"}, "EventKey"),
+    ]:
+        status, problem = await api.call("GET", path, params=params)
+        assert status == 400 and field in problem["errors"], problem
+
+
+async def test_a_delivery_the_dispatcher_made_is_found_by_each_filter_over_http(
+    api: Api, servicebus_connection_string: str, unique_queue: str
+) -> None:
+    """The write path as it runs: a test event sent through the emulator, then searched for."""
+    body = {"ServiceBusConnectionString": servicebus_connection_string, "QueueName": unique_queue}
+    status, created = await api.call("POST", "/v1/azureservicebusconnections?verify=false", body)
+    assert status == 200, created
+    uid = created["Uid"]
+    status, sent = await api.call("POST", f"/v1/azureservicebusconnections/{uid}/test")
+    assert status == 200 and sent["Status"] == 1, sent
+    metadata = json.loads(sent["RequestMetadata"])
+    path = f"/v1/azureservicebusconnections/{uid}/messages"
+    for params in [
+        {"messageId": metadata["MessageId"]},
+        {"subject": f"connections/{uid}/test"},
+        {"eventKey": "System.*", "status": "1", "includeBody": "false"},
+        {"eventKey": "system.test", "subject": f"connections/{uid}/test"},
+    ]:
+        status, page = await api.call("GET", path, params=params)
+        assert status == 200 and page["TotalHits"] == 1, (params, page)
+        assert page["Messages"][0]["Uid"] == sent["Uid"], params
+    status, page = await api.call("GET", path, params={"eventKey": "System.*", "status": "2"})
+    assert (status, page["TotalHits"]) == (200, 0)
