@@ -297,6 +297,9 @@ async def paths(services: Services, stored: Sequence[Any], deliveries: int) -> l
 
         errors(await asyncio.gather(*(one(b) for b in scheduled), return_exceptions=True))
 
+    # A retry comes 30 s or more after its failure: the account's cached reads (connections,
+    # suspended set; `connection_cache_seconds`) have expired by then, as here.
+    await asyncio.sleep(services.settings.connection_cache_seconds)
     results.append(await phase("retry", len(scheduled), retry))
 
     async def replay() -> None:  # all of the busy connection's deliveries sent again

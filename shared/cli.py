@@ -21,6 +21,7 @@ from uuid import UUID
 
 from shared.catalog import known_key
 from shared.eventqueues import queue_of
+from shared.models.access import EVERY_SCOPE, Scope
 from shared.service.poison import Replayed, is_replayable, replay, replayable_queues
 from shared.service.reindex import reindex
 from shared.service.retention import purge
@@ -33,17 +34,21 @@ Command = Callable[[Services, argparse.Namespace], Awaitable[int]]
 
 
 async def apikey_create(services: Services, args: argparse.Namespace) -> int:
-    key, info = await services.api_keys.create(args.account, services.clock())
+    scopes = frozenset(Scope(s) for s in args.scope) if args.scope else EVERY_SCOPE
+    key, info = await services.api_keys.create(args.account, services.clock(), scopes)
     print(f"API key {info.key_id} for account {info.account} (shown once; store it safely):")
+    print(f"scopes: {', '.join(sorted(info.scopes))}")
     print(key)
     return 0
 
 
 async def apikey_list(services: Services, args: argparse.Namespace) -> int:
     keys = await services.api_keys.for_account(args.account)
-    print(f"{'KEY ID':10} {'ACCOUNT':24} CREATED")
+    print(f"{'KEY ID':10} {'ACCOUNT':24} {'CREATED':25} SCOPES")
     for k in keys:
-        print(f"{k.key_id:10} {k.account:24} {k.created_at.isoformat(timespec='seconds')}")
+        scopes = "all" if k.scopes == EVERY_SCOPE else ",".join(sorted(k.scopes))
+        created = k.created_at.isoformat(timespec="seconds")
+        print(f"{k.key_id:10} {k.account:24} {created:25} {scopes}")
     return 0
 
 
@@ -204,6 +209,12 @@ def _add_tenant_commands(groups: Groups) -> None:
     )
     create = apikey.add_parser("create", help="make a key; prints it alone on the last line")
     create.add_argument("--account", required=True)
+    create.add_argument(
+        "--scope",
+        action="append",
+        choices=[s.value for s in Scope],
+        help="a right the key holds (repeat for more); every one when none is named",
+    )
     create.set_defaults(run=apikey_create)
     listing = apikey.add_parser("list", help="list keys (ids, never the keys)")
     listing.add_argument("--account")

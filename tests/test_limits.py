@@ -19,6 +19,7 @@ from shared.events import EventStore, EventTooLarge, MalformedEvent, new_event
 from shared.models.connection import Connection
 from shared.services import Services
 from shared.settings import Limits
+from shared.storage.apikeys import Grant
 from tests.factories import NOW, PATH, UNVERIFIED, body, cli
 from tests.plugins.app import Api
 
@@ -195,9 +196,9 @@ async def test_unknown_keys_are_limited_per_client_without_reading_the_table(
     class CountingKeys:
         digest_of = staticmethod(services.api_keys.digest_of)
 
-        async def account_of(self, authorization: str | None) -> str | None:
+        async def grant_of(self, authorization: str | None) -> Grant | None:
             reads.append(authorization)
-            return await services.api_keys.account_of(authorization)
+            return await services.api_keys.grant_of(authorization)
 
     fake_services: Any = SimpleNamespace(
         settings=services.settings, api_keys=CountingKeys()
@@ -216,12 +217,14 @@ async def test_unknown_keys_are_limited_per_client_without_reading_the_table(
                 body=b"",
             )
             found = await http.authenticate(request, fake_services, spec)
+            assert isinstance(found, func.HttpResponse)
             outcomes.append(found.status_code)
         assert outcomes == [401] * 3 + [429] * 47 and len(reads) == 3
         other = func.HttpRequest("GET", "/", headers={"Authorization": api_key}, body=b"")
-        assert isinstance(await http.authenticate(other, fake_services, spec), str)
+        assert isinstance(await http.authenticate(other, fake_services, spec), Grant)
         clock.now += 20  # a minute's share of 3: one more try
-        assert (await http.authenticate(request, fake_services, spec)).status_code == 401
+        refused = await http.authenticate(request, fake_services, spec)
+        assert isinstance(refused, func.HttpResponse) and refused.status_code == 401
     finally:
         http.rate_limiter = saved
 

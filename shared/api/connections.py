@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import azure.functions as func
 
 from shared.api.http import Call, connection_uid, endpoint
+from shared.models.access import Scope
 from shared.service import connections
 
 if TYPE_CHECKING:
@@ -16,13 +17,20 @@ bp = func.Blueprint()
 COLLECTION = "v1/azureservicebusconnections"
 
 
-@endpoint(bp, "GET", COLLECTION, returns="Connection", many=True)
+@endpoint(bp, "GET", COLLECTION, returns="Connection", many=True, scope=Scope.CONNECTIONS_READ)
 async def list_connections(call: Call) -> list[Connection]:
     """List the account's connections (secrets shown as ***), each with its Health."""
     return await connections.list_all(call.services, call.account)
 
 
-@endpoint(bp, "GET", COLLECTION + "/{uid}", returns="Connection", errors=(404,))
+@endpoint(
+    bp,
+    "GET",
+    COLLECTION + "/{uid}",
+    returns="Connection",
+    errors=(404,),
+    scope=Scope.CONNECTIONS_READ,
+)
 async def get_connection(call: Call) -> Connection:
     """Get one connection (secrets shown as ***), with its Health."""
     return await connections.get(call.services, call.account, connection_uid(call))
@@ -36,6 +44,7 @@ async def get_connection(call: Call) -> Connection:
     query="SaveQuery",
     returns="Connection",
     errors=(400, 409),
+    scope=Scope.CONNECTIONS_WRITE,
 )
 async def create_connection(call: Call) -> Connection:
     """Create a connection; without Uid a new one is made. An existing Uid is a 409. An
@@ -53,6 +62,7 @@ async def create_connection(call: Call) -> Connection:
     query="SaveQuery",
     returns="Connection",
     errors=(400, 404),
+    scope=Scope.CONNECTIONS_WRITE,
 )
 async def replace_connection(call: Call) -> Connection:
     """Replace a connection by Uid. Connection strings that still hold *** keep their secret.
@@ -62,13 +72,20 @@ async def replace_connection(call: Call) -> Connection:
     return await connections.replace(call.services, call.account, call.body, call.query.verify)
 
 
-@endpoint(bp, "POST", COLLECTION + "/{uid}/resume", returns="Connection", errors=(404,))
+@endpoint(
+    bp,
+    "POST",
+    COLLECTION + "/{uid}/resume",
+    returns="Connection",
+    errors=(404,),
+    scope=Scope.CONNECTIONS_WRITE,
+)
 async def resume_connection(call: Call) -> Connection:
     """End a suspension: events are sent again (those kept meanwhile can be replayed)."""
     return await connections.resume(call.services, call.account, connection_uid(call))
 
 
-@endpoint(bp, "DELETE", COLLECTION + "/{uid}", errors=(404,))
+@endpoint(bp, "DELETE", COLLECTION + "/{uid}", errors=(404,), scope=Scope.CONNECTIONS_WRITE)
 async def delete_connection(call: Call) -> None:
     """Delete a connection; its message records become unreachable at once."""
     await connections.delete(call.services, call.account, connection_uid(call))

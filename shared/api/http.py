@@ -31,8 +31,10 @@ if TYPE_CHECKING:
     from pydantic import BaseModel, ValidationError
 
     from shared.api.ratelimit import RateLimiter
+    from shared.models.access import Scope
     from shared.services import Services
     from shared.settings import Settings
+    from shared.storage.apikeys import Grant
 
 log = logging.getLogger("shared.api")
 
@@ -232,6 +234,7 @@ class Endpoint:
     sends: bool = False  # sends a message: the stricter rate limit
     listed: bool = True  # in the OpenAPI document (the portal's own routes are not)
     status: int = 200  # of a success (202: accepted, done later)
+    scope: "Scope | None" = None  # what a key must hold to call it (None: public)
 
 
 ENDPOINTS: dict[str, Endpoint] = {}
@@ -265,13 +268,17 @@ def endpoint(
     sends: bool = False,
     listed: bool = True,
     status: int = 200,
+    scope: "Scope | None" = None,
 ) -> Callable[[Handler], Handler]:
     """Register `handler(call) -> model | list | None` as `METHOD /route` on the blueprint.
 
     `body`, `query` and `returns` name models of shared.models; `sends` marks a route that
     sends a message (a stricter rate limit); `listed=False` keeps it out of the OpenAPI
-    document; `status` is a success's status code.
+    document; `status` is a success's status code; `scope` is what a caller's key must hold
+    (every route that is not public names one).
     """
+    if (scope is None) != public:
+        raise TypeError(f"{method} {route}: a route is public or names a scope, not both")
 
     def register(handler: Handler) -> Handler:
         async def run(req: func.HttpRequest) -> func.HttpResponse:
@@ -299,6 +306,7 @@ def endpoint(
             sends,
             listed,
             status,
+            scope,
         )
         return handler
 
@@ -351,13 +359,17 @@ def unauthorized() -> func.HttpResponse:
     return problem.response({"WWW-Authenticate": "Bearer"})
 
 
-async def authenticate(req: func.HttpRequest, services: "Services", spec: Endpoint) -> Any:
-    """The caller's account, or the 401/403/429 response to send instead.
+async def authenticate(
+    req: func.HttpRequest, services: "Services", spec: Endpoint
+) -> "Grant | func.HttpResponse":
+    """The caller's account and scopes, or the 401/403/429 response to send instead.
 
     The Authorization header wins; without it, the portal's session cookie is accepted, and
     a state-changing call with the cookie must echo the session's CSRF token in a header
     (a synchronizer token: another site can send the cookie but cannot read the token).
     """
+    from shared.storage.apikeys import Grant
+
     limiter = limiter_of(services.settings)
     client = client_of(req, services.settings)
     if wait := limiter.failed_keys.waiting(client):  # no table read for a known offender
@@ -366,20 +378,20 @@ async def authenticate(req: func.HttpRequest, services: "Services", spec: Endpoi
     token = None if authorization else cookie_of(req, SESSION_COOKIE)
     if token:
         session = await services.portal_sessions.get(token, services.clock())
-        account, caller = (session.account, token) if session else (None, "")
+        grant, caller = (Grant(session.account), token) if session else (None, "")
         if session and req.method.upper() not in SAFE_METHODS:
             sent = req.headers.get(CSRF_HEADER) or ""
             if not hmac.compare_digest(sent.encode(), session.csrf_token.encode()):
                 detail = f"a change made with the portal's cookie needs header {CSRF_HEADER}"
                 return ApiError(403, "Forbidden", detail).response()
     else:
-        account, caller = await services.api_keys.account_of(authorization), authorization
-    if account is None:
+        grant, caller = await services.api_keys.grant_of(authorization), authorization
+    if grant is None:
         limiter.failed_keys.take(client)
         return unauthorized()
     if wait := limiter.request(services.api_keys.digest_of(caller), spec.sends):
         return too_many(wait)
-    return account
+    return grant
 
 
 async def invoke(handler: Handler, req: func.HttpRequest, spec: Endpoint) -> func.HttpResponse:
@@ -390,11 +402,14 @@ async def invoke(handler: Handler, req: func.HttpRequest, spec: Endpoint) -> fun
         from shared.services import get_services
 
         services = await get_services()
-        account = await authenticate(req, services, spec)
-        if isinstance(account, func.HttpResponse):
-            return account
+        grant = await authenticate(req, services, spec)
+        if isinstance(grant, func.HttpResponse):
+            return grant
+        if spec.scope not in grant.scopes:
+            detail = f"this API key does not hold the scope {spec.scope}"
+            return ApiError(403, "Forbidden", detail, extensions={"scope": spec.scope}).response()
         call = Call(
-            account=account,
+            account=grant.account,
             route=dict(req.route_params),
             body=parse_body(req, spec.body, services.settings) if spec.body else None,
             query=parse_query(req, spec.query) if spec.query else None,

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import azure.functions as func
 
 from shared.api.http import Call, endpoint, parse_uid
+from shared.models.access import Scope
 from shared.service import messages
 from shared.services import Services
 
@@ -27,7 +28,13 @@ async def connection_of(
 
 
 @endpoint(
-    bp, "GET", CONNECTION + "/messages", query="MessageQuery", returns="MessagePage", errors=(404,)
+    bp,
+    "GET",
+    CONNECTION + "/messages",
+    query="MessageQuery",
+    returns="MessagePage",
+    errors=(404,),
+    scope=Scope.MESSAGES_READ,
 )
 async def list_messages(call: Call) -> MessagePage:
     """A page of the connection's messages, newest first; TotalHits counts all matches. With
@@ -37,7 +44,14 @@ async def list_messages(call: Call) -> MessagePage:
     return await messages.list_messages(call.services, stored, call.query)
 
 
-@endpoint(bp, "GET", CONNECTION + "/messages/{messageUid}", returns="Message", errors=(404,))
+@endpoint(
+    bp,
+    "GET",
+    CONNECTION + "/messages/{messageUid}",
+    returns="Message",
+    errors=(404,),
+    scope=Scope.MESSAGES_READ,
+)
 async def get_message(call: Call) -> Message:
     """One message (delivery attempt) of the connection."""
     stored = await connection_of(call, call.services)
@@ -45,7 +59,14 @@ async def get_message(call: Call) -> Message:
     return await messages.get_message(call.services, stored, uid)
 
 
-@endpoint(bp, "GET", CONNECTION + "/deliveries/{messageId}", returns="Delivery", errors=(404,))
+@endpoint(
+    bp,
+    "GET",
+    CONNECTION + "/deliveries/{messageId}",
+    returns="Delivery",
+    errors=(404,),
+    scope=Scope.MESSAGES_READ,
+)
 async def get_delivery(call: Call) -> Delivery:
     """One delivery (its event to this connection, by the message_id its messages carry): its
     state and every attempt, oldest first."""
@@ -61,6 +82,7 @@ async def get_delivery(call: Call) -> Delivery:
     returns="Message",
     errors=(404,),
     sends=True,
+    scope=Scope.MESSAGES_SEND,
 )
 async def retry_message(call: Call) -> Message:
     """Send the message again now, from its stored body; 200 with the new record."""
@@ -78,6 +100,7 @@ async def retry_message(call: Call) -> Message:
     errors=(404, 409, 429),
     sends=True,
     status=202,
+    scope=Scope.MESSAGES_SEND,
 )
 async def replay_messages(call: Call) -> ReplayStarted:
     """Send the window's deliveries again (by default those not delivered), oldest first, each
@@ -97,6 +120,7 @@ async def replay_messages(call: Call) -> ReplayStarted:
     "v1/azureservicebusconnections/{uid}/replays/{replayId}",
     returns="Replay",
     errors=(404,),
+    scope=Scope.MESSAGES_READ,
 )
 async def get_replay(call: Call) -> Replay:
     """A replay's progress: done when Sent + Failed = Matched."""
@@ -114,6 +138,7 @@ async def get_replay(call: Call) -> Replay:
     query="StatsQuery",
     returns="DeliveryStats",
     errors=(404,),
+    scope=Scope.MESSAGES_READ,
 )
 async def delivery_stats(call: Call) -> DeliveryStats:
     """Deliveries per hour (UTC): Succeeded, Failed, latency percentiles.
@@ -140,6 +165,7 @@ async def delivery_stats(call: Call) -> DeliveryStats:
     returns="Message",
     errors=(404,),
     sends=True,
+    scope=Scope.MESSAGES_SEND,
 )
 async def test_connection(call: Call) -> Message:
     """Deliver a System.Test event to this connection now; 200 with the record, whatever

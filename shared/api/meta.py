@@ -9,22 +9,39 @@ import azure.functions as func
 
 from shared import catalog
 from shared.api.http import Call, endpoint
-from shared.service import readiness
+from shared.models.access import Scope
+from shared.service import events, readiness
 from shared.services import get_services
 
 if TYPE_CHECKING:
-    from shared.models.events import CatalogEntry
+    from shared.models.events import CatalogEntry, PublishedEvents
     from shared.models.meta import Health
 
 bp = func.Blueprint()
 
 
-@endpoint(bp, "GET", "v1/events", returns="CatalogEntry", many=True)
+@endpoint(bp, "GET", "v1/events", returns="CatalogEntry", many=True, scope=Scope.CONNECTIONS_READ)
 async def list_events(call: Call) -> list[CatalogEntry]:
     """The event catalog: the keys a connection can enable."""
     from shared.models.events import CatalogEntry
 
     return [CatalogEntry(event_key=k, description=d) for k, d in catalog.catalog().items()]
+
+
+@endpoint(
+    bp,
+    "POST",
+    "v1/events",
+    body="EventsToPublish",
+    returns="PublishedEvents",
+    status=202,
+    errors=(400, 413, 503),
+    scope=Scope.EVENTS_PUBLISH,
+)
+async def publish_events(call: Call) -> PublishedEvents:
+    """Send system events in, for the key's account (publishers outside Azure): queued at
+    once, delivered to the account's connections as the platform's own events are."""
+    return await events.publish(call.services, call.account, call.body)
 
 
 @endpoint(bp, "GET", "v1/openapi.json", public=True)

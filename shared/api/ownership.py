@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import azure.functions as func
 
 from shared.api.http import Call, connection_uid, endpoint
+from shared.models.access import Scope
 from shared.service import ownership
 from shared.services import get_services
 
@@ -26,6 +27,7 @@ COLLECTION = "v1/azureservicebusconnections"
     body="ConfirmRequest",
     returns="Connection",
     errors=(400, 404),
+    scope=Scope.CONNECTIONS_WRITE,
 )
 async def confirm_connection(call: Call) -> Connection:
     """Confirm an Entra ID connection with the one-time code of its verification message:
@@ -37,7 +39,13 @@ async def confirm_connection(call: Call) -> Connection:
 
 
 @endpoint(
-    bp, "GET", "v1/entra/consent", query="ConsentQuery", returns="ConsentLink", errors=(400, 404)
+    bp,
+    "GET",
+    "v1/entra/consent",
+    query="ConsentQuery",
+    returns="ConsentLink",
+    errors=(400, 404),
+    scope=Scope.CONNECTIONS_WRITE,
 )
 async def consent_link(call: Call) -> ConsentLink:
     """The link an administrator of the tenant opens to grant the app's Entra ID application

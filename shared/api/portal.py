@@ -23,6 +23,7 @@ from shared.api.http import (
     too_many,
     unauthorized,
 )
+from shared.models.access import Scope
 from shared.portal import STATIC
 from shared.services import Services, get_services
 
@@ -125,7 +126,14 @@ async def sign_in(call: Call) -> func.HttpResponse:
     return session_response(info_of(session), session_cookie(req, session.token, max_age))
 
 
-@endpoint(bp, "GET", "portal/session", returns="PortalSessionInfo", listed=False)
+@endpoint(
+    bp,
+    "GET",
+    "portal/session",
+    returns="PortalSessionInfo",
+    listed=False,
+    scope=Scope.CONNECTIONS_READ,
+)
 async def session_info(call: Call) -> PortalSessionInfo:
     """The caller's account and, with the session cookie, the session's CSRF token."""
     from shared.models.meta import PortalSessionInfo
@@ -139,7 +147,7 @@ async def session_info(call: Call) -> PortalSessionInfo:
     return PortalSessionInfo(account=call.account, expires_at=None, csrf_token=None)
 
 
-@endpoint(bp, "DELETE", "portal/session", listed=False)
+@endpoint(bp, "DELETE", "portal/session", listed=False, scope=Scope.CONNECTIONS_READ)
 async def sign_out(call: Call) -> func.HttpResponse:
     """End the portal session at once, server-side, and clear its cookie."""
     assert call.request is not None

@@ -24,6 +24,32 @@ class CatalogEntry(ApiModel):
     description: str
 
 
+# A POST /v1/events takes at most this many events: each is one queue message.
+MOST_EVENTS_PER_REQUEST = 100
+
+
+class EventToPublish(ApiModel):
+    """One event a publisher sends to `POST /v1/events`; its account is the key's."""
+
+    event_key: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")
+    event_id: str | None = Field(None, min_length=1, max_length=128, pattern=EVENT_ID_PATTERN)
+    event_timestamp: Timestamp | None = None  # default: when it is received
+    subject: str | None = Field(None, max_length=1024)
+    data: Any = None
+
+
+class EventsToPublish(ApiModel):
+    """The body of `POST /v1/events`: a batch of events (one is a batch of one)."""
+
+    events: list[EventToPublish] = Field(min_length=1, max_length=MOST_EVENTS_PER_REQUEST)
+
+
+class PublishedEvents(ApiModel):
+    """The EventIds of the events accepted, in the order sent."""
+
+    event_ids: list[str]
+
+
 class SystemEvent(ApiModel):
     """An event the platform raises, as it arrives on the `system-events` queue."""
 

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import NotFound
+from shared.models.access import EVERY_SCOPE, Scope, scopes_from_text, scopes_to_text
 
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient
@@ -31,6 +32,15 @@ class ApiKeyInfo:
     key_id: str
     account: str
     created_at: datetime
+    scopes: frozenset[Scope] = EVERY_SCOPE
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a caller proved: its account, and what it may do there."""
+
+    account: str
+    scopes: frozenset[Scope] = EVERY_SCOPE
 
 
 def _hash(key: str) -> str:
@@ -47,14 +57,18 @@ class ApiKeyRepository:
     def __init__(self, table: TableClient, cache_seconds: float = CACHE_SECONDS) -> None:
         self._table = table
         self.cache_seconds = cache_seconds  # 0: every call reads the table
-        self._cache: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[float, Grant]] = OrderedDict()
 
-    async def create(self, account: str, now: datetime) -> tuple[str, ApiKeyInfo]:
+    async def create(
+        self, account: str, now: datetime, scopes: frozenset[Scope] = EVERY_SCOPE
+    ) -> tuple[str, ApiKeyInfo]:
         if not ACCOUNT_ID.match(account):
             raise ValueError("account: 1-64 letters, digits, '.', '_' or '-'")
+        if not scopes:
+            raise ValueError("scopes: a key holds at least one")
         key_id = secrets.token_hex(4)
         key = f"{_PREFIX}{key_id}{secrets.token_urlsafe(32)}"
-        info = ApiKeyInfo(key_id, account, now)
+        info = ApiKeyInfo(key_id, account, now, scopes)
         await self._table.create_entity(
             {
                 "PartitionKey": _PARTITION,
@@ -62,6 +76,7 @@ class ApiKeyRepository:
                 "KeyId": key_id,
                 "Account": account,
                 "CreatedAt": now,
+                "Scopes": "" if scopes == EVERY_SCOPE else scopes_to_text(scopes),
             }
         )
         return key, info
@@ -70,7 +85,7 @@ class ApiKeyRepository:
         query = self._table.query_entities(
             "PartitionKey eq @p",
             parameters={"p": _PARTITION},
-            select=["KeyId", "Account", "CreatedAt"],
+            select=["KeyId", "Account", "CreatedAt", "Scopes"],
         )
         keys = [_info(e) async for e in query]
         return sorted((k for k in keys if account in (None, k.account)), key=lambda k: k.created_at)
@@ -92,7 +107,13 @@ class ApiKeyRepository:
         return _hash(_key_of(authorization))
 
     async def account_of(self, authorization: str | None) -> str | None:
-        """The account of an `Authorization: <key>` or `Bearer <key>` header; None if unknown.
+        """The account of an `Authorization: <key>` or `Bearer <key>` header; None if unknown."""
+        grant = await self.grant_of(authorization)
+        return grant.account if grant else None
+
+    async def grant_of(self, authorization: str | None) -> Grant | None:
+        """The account and scopes of an `Authorization: <key>` or `Bearer <key>` header; None
+        if unknown.
 
         Keys are found by their SHA-256, so lookup time says nothing about a stored key; the
         stored hash is still compared in constant time. Unknown keys are never cached.
@@ -107,16 +128,19 @@ class ApiKeyRepository:
         if cached and cached[0] > time.monotonic():
             return cached[1]
         try:
-            entity = await self._table.get_entity(_PARTITION, digest, select=["Account", "RowKey"])
+            entity = await self._table.get_entity(
+                _PARTITION, digest, select=["Account", "RowKey", "Scopes"]
+            )
         except ResourceNotFoundError:
             return None
         if not hmac.compare_digest(str(entity["RowKey"]), digest):
             return None
-        self._cache[digest] = (time.monotonic() + self.cache_seconds, entity["Account"])
+        grant = Grant(str(entity["Account"]), scopes_from_text(entity.get("Scopes")))
+        self._cache[digest] = (time.monotonic() + self.cache_seconds, grant)
         self._cache.move_to_end(digest)
         while len(self._cache) > self.CACHE_MOST:
             self._cache.popitem(last=False)
-        return str(entity["Account"])
+        return grant
 
 
 def _key_of(authorization: str | None) -> str:
@@ -125,4 +149,5 @@ def _key_of(authorization: str | None) -> str:
 
 
 def _info(entity: Any) -> ApiKeyInfo:
-    return ApiKeyInfo(entity["KeyId"], entity["Account"], entity["CreatedAt"])
+    scopes = scopes_from_text(entity.get("Scopes"))
+    return ApiKeyInfo(entity["KeyId"], entity["Account"], entity["CreatedAt"], scopes)
