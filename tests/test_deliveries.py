@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from local.servicebus.emulator import Emulator
+from shared.clock import Clock
 from shared.deliveries import MAX_RECORDS, Delivery, Origin
 from shared.dispatch.claimcheck import ClaimCheckStore
 from shared.dispatch.dispatcher import Dispatcher, IncompleteDispatch
@@ -120,13 +121,16 @@ async def retry_queue(services: Services) -> AsyncIterator[RetryQueue]:
 
 
 def dispatcher_of(
-    services: Services, retries: RetryQueue, records: DeliveryLog | None = None
+    services: Services,
+    retries: RetryQueue,
+    records: DeliveryLog | None = None,
+    clock: Clock | None = None,
 ) -> Dispatcher:
     return Dispatcher(
         connections=services.connections,
         records=records or services.messages,
         retries=retries.scheduler,
-        clock=services.clock,
+        clock=clock or services.clock,
         connection_cache_seconds=0,
         senders=SenderPool(),
         claims=ClaimCheckStore(),
@@ -142,6 +146,32 @@ def now_event(services: Services, account: str) -> SystemEvent:
 async def run_retry(d: Dispatcher, retry: DeliveryRetry, **options: Any) -> LoggedMessage | None:
     event = SystemEvent.model_validate(retry.event)
     return await d.retry(retry, event, **options)
+
+
+async def test_a_connections_retry_policy_sets_when_it_is_tried_again(
+    services: Services, account: str, servicebus_emulator_factory: Callable[..., Emulator]
+) -> None:
+    """RetryPolicy (issue 26): the first wait of each named schedule, at the injected clock;
+    Default is the app's schedule, None schedules no retry."""
+    emulator = servicebus_emulator_factory()
+    queue = await services.storage.queue(f"retries-{uuid.uuid4().hex[:12]}")
+    scheduler = RetryScheduler(queue, (30, 120), services.events)
+    d = dispatcher_of(services, RetryQueue(scheduler), clock=lambda: T0)
+    emulator.refuse_sends(60)
+    waits: dict[str, float | None] = {}
+    try:
+        for number, policy in enumerate(("Default", "Aggressive", "Patient", "None")):
+            tenant = f"{account}{number}"
+            await connect(services, tenant, emulator.connection_string, "q", RetryPolicy=policy)
+            [failed] = await d.dispatch(now_event(services, tenant))
+            delivery = failed.message.delivery
+            assert delivery is not None and failed.message.status == MessageStatus.FAILED
+            at = delivery.next_attempt_at
+            waits[policy] = None if at is None else (at - T0).total_seconds()
+    finally:
+        await d.close()
+        await queue.delete_queue()
+    assert waits == {"Default": 30, "Aggressive": 5, "Patient": 60, "None": None}
 
 
 async def test_failed_twice_then_delivered_every_record_reads_delivered(

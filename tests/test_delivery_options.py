@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from azure.core.messaging import CloudEvent
@@ -27,7 +27,13 @@ from shared.dispatch.dispatcher import Dispatcher
 from shared.endpoints import EndpointRule
 from shared.events import new_event
 from shared.models.base import error_map
-from shared.models.connectioninput import CLOUDEVENTS_PREFIX, ConnectionInput
+from shared.models.connectioninput import ConnectionInput
+from shared.models.deliveryoptions import (
+    CLOUDEVENTS_PREFIX,
+    OPTIONS_BY_FIELD,
+    RETRY_SCHEDULES,
+    RetryPolicyName,
+)
 from shared.models.events import SystemEvent
 from shared.models.records import MessageStatus, RequestMetadata
 from shared.services import Services
@@ -241,6 +247,7 @@ async def test_a_cloud_events_claim_check_points_at_its_blob_with_dataref(
         ({"TimeToLive": "soon"}, "TimeToLive", "duration"),
         ({"SessionIdSource": "Random"}, "SessionIdSource", "Subject"),
         ({"MessageFormat": "Xml"}, "MessageFormat", "CloudEvents"),
+        ({"RetryPolicy": "Fast"}, "RetryPolicy", "Aggressive"),
     ],
 )
 async def test_bad_options_are_a_400_naming_the_field(
@@ -259,7 +266,9 @@ async def test_options_round_trip_and_default_to_todays_behaviour(api: Api) -> N
         None,
         "Default",
     )
+    assert plain["RetryPolicy"] == "Default"
     options = {
+        "RetryPolicy": "Patient",
         "SessionIdSource": "EventKey",
         "TimeToLive": "PT1H",
         "ApplicationProperties": {"Tenant": "contoso"},
@@ -268,6 +277,44 @@ async def test_options_round_trip_and_default_to_todays_behaviour(api: Api) -> N
     status, created = await api.call("POST", UNVERIFIED, body(**options))
     assert status == 200 and {k: created[k] for k in options} == options
     assert (await api.call("GET", f"{PATH}/{created['Uid']}"))[1] == created
+
+
+# The `DeliveryOptions` column as the code before issue 24 wrote it (before RetryPolicy too).
+ROW_WRITTEN_BEFORE = {
+    "session_id_source": "EventKey",
+    "time_to_live": "PT1H",
+    "application_properties": {"Tenant": "contoso"},
+    "message_format": "CloudEvents",
+    "authentication": "ConnectionString",
+    "fully_qualified_namespace": None,
+    "tenant_id": None,
+    "blob_service_uri": None,
+}
+
+
+async def test_rows_written_before_read_back_unchanged(services: Services, account: str) -> None:
+    stored = await services.connections.add(account, a_connection(), NOW)
+    table = services.storage.tables.get_table_client("connections")
+    row = dict(await table.get_entity(account, str(stored.uid)))
+    await table.upsert_entity({**row, "DeliveryOptions": json.dumps(ROW_WRITTEN_BEFORE)})
+    read = (await services.connections.get(account, stored.uid)).connection
+    assert (read.session_id_source, read.time_to_live, read.message_format) == (
+        "EventKey",
+        timedelta(hours=1),
+        "CloudEvents",
+    )
+    assert read.application_properties == {"Tenant": "contoso"}
+    assert read.retry_policy == "Default"  # written before RetryPolicy existed
+    del row["DeliveryOptions"]  # a row from before delivery options: every default
+    await table.upsert_entity(row, mode="replace")
+    read = (await services.connections.get(account, stored.uid)).connection
+    assert read.model_dump(include=set(OPTIONS_BY_FIELD)) == a_connection().model_dump(
+        include=set(OPTIONS_BY_FIELD)
+    )
+
+
+def test_every_retry_policy_name_has_a_schedule() -> None:
+    assert set(get_args(RetryPolicyName)) == set(RETRY_SCHEDULES)
 
 
 async def js_receive(cs: str, queue: str, count: int, sessions: int | None = None) -> Any:

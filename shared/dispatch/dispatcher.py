@@ -384,7 +384,13 @@ class Dispatcher:
         failpoint("after-send")
         delay = None
         if sent.error is not None and attempt.origin.automatic and attempt.event is not None:
-            delay = self.retries.delay_after(attempt.event, stored.uid, attempt.number, sent.error)
+            delay = self.retries.delay_after(
+                attempt.event,
+                stored.uid,
+                attempt.number,
+                sent.error,
+                stored.connection.retry_policy,
+            )
         retry_at = self.clock() + timedelta(seconds=delay) if delay is not None else None
         record = await self.recorder.record(stored, sent, origin, attempt, before, retry_at)
         failpoint("after-record")

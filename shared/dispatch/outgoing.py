@@ -1,23 +1,26 @@
 """What a subscriber receives: the Service Bus message of CONTRACT section 4, as plain data,
-shaped by the connection's delivery options (session id, time to live, application
-properties, CloudEvents)."""
+shaped by the connection's delivery options (shared/models/deliveryoptions.py)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from shared.models.base import iso_utc
-from shared.models.connectioninput import CLOUDEVENTS_PREFIX
+from shared.models.connectioninput import ConnectionInput
+from shared.models.deliveryoptions import (
+    CLOUDEVENTS_PREFIX,
+    DELIVERY_OPTIONS,
+    DeliveryOption,
+    MessageFormat,
+    SessionIdSource,
+)
 from shared.models.events import SystemEvent
 from shared.settings import cloudevents_source
-
-if TYPE_CHECKING:
-    from shared.models.connectioninput import ConnectionInput
 
 SCHEMA_VERSION = 1
 CONTENT_TYPE = "application/json"
@@ -38,21 +41,23 @@ MAX_SESSION_ID = 128  # Service Bus's limit on a SessionId
 
 @dataclass(frozen=True)
 class DeliveryOptions:
-    """A connection's delivery options, as sending needs them (defaults: today's messages)."""
+    """A connection's delivery options as sending needs them: each option's value by its
+    field (an option not given: its default, today's messages)."""
 
-    session_id_source: str = "None"
-    time_to_live: timedelta | None = None
-    application_properties: tuple[tuple[str, str], ...] = ()
-    cloud_events: bool = False
+    values: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, connection: ConnectionInput) -> DeliveryOptions:
-        return cls(
-            connection.session_id_source,
-            connection.time_to_live,
-            tuple(connection.application_properties.items()),
-            connection.message_format == "CloudEvents",
-        )
+        return cls({option.field: getattr(connection, option.field) for option in DELIVERY_OPTIONS})
+
+    def value(self, option: type[DeliveryOption]) -> Any:
+        if option.field in self.values:
+            return self.values[option.field]
+        return ConnectionInput.model_fields[option.field].get_default(call_default_factory=True)
+
+    @property
+    def cloud_events(self) -> bool:
+        return self.value(MessageFormat) == "CloudEvents"
 
 
 DEFAULT_OPTIONS = DeliveryOptions()
@@ -94,7 +99,7 @@ class Outgoing:
 
     @property
     def session_id(self) -> str | None:
-        return session_id(self.options.session_id_source, self)
+        return session_id(self.options.value(SessionIdSource), self)
 
     def application_properties(self) -> dict[str, str | bool | int]:
         props: dict[str, str | bool | int] = {
@@ -108,9 +113,8 @@ class Outgoing:
         }
         if self.blob_name:
             props["BlobName"] = self.blob_name
-        props.update(self.options.application_properties)  # names never clash (validated)
-        if self.options.cloud_events:
-            props.update(self.cloud_event_attributes())
+        for option in DELIVERY_OPTIONS:
+            props.update(option.properties(self.options.value(option), self))
         return props
 
     def cloud_event_attributes(self) -> dict[str, str]:
@@ -134,16 +138,17 @@ class Outgoing:
     def to_servicebus(self) -> Any:
         from azure.servicebus import ServiceBusMessage
 
-        ttl = self.options.time_to_live
+        fields: dict[str, Any] = {}
+        for option in DELIVERY_OPTIONS:
+            fields.update(option.message_fields(self.options.value(option), self))
         return ServiceBusMessage(
             self.body,
             message_id=self.message_id,
             subject=self.event_key,
             content_type=CONTENT_TYPE if self.body else None,
             correlation_id=self.event_id,
-            session_id=self.session_id,
-            time_to_live=ttl,
             application_properties=self.application_properties(),  # type: ignore[arg-type]
+            **fields,
         )
 
     def claim_check(

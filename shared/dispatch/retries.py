@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from shared.events import DeliveryRetry, EventStore, encode_queue_message
+from shared.models.deliveryoptions import RetryPolicy
 from shared.models.events import SystemEvent
 from shared.models.records import DeliveryError, ErrorCategory
 
@@ -31,16 +32,23 @@ class RetryScheduler:
         self._events = events
 
     def delay_after(
-        self, event: SystemEvent, connection_uid: UUID, attempt: int, error: DeliveryError
+        self,
+        event: SystemEvent,
+        connection_uid: UUID,
+        attempt: int,
+        error: DeliveryError,
+        policy: str = "Default",
     ) -> float | None:
-        """The wait before the try after `attempt` failed with `error`; None (and logged when
-        the schedule ran out) when there is none."""
+        """The wait before the try after `attempt` failed with `error`, by the connection's
+        RetryPolicy; None (and logged when the schedule ran out) when there is none."""
         if error.category in FINAL_CATEGORIES:
             return None
-        if attempt <= len(self.delays):
-            return self.delays[attempt - 1]
+        delays = RetryPolicy.schedule(policy, self.delays)
+        if attempt <= len(delays):
+            return delays[attempt - 1]
         if error.type == CIRCUIT_OPEN:  # nothing was tried: the schedule's last wait again
-            return self.delays[-1] if self.delays else 0.0
+            last = delays or self.delays  # RetryPolicy None: still owed its one try
+            return last[-1] if last else 0.0
         log.error(
             "event %s to connection %s: giving up after %d attempts",
             event.event_id,

@@ -9,8 +9,6 @@ from uuid import UUID
 
 from pydantic import (
     Field,
-    TypeAdapter,
-    ValidationError,
     ValidationInfo,
     ValidatorFunctionWrapHandler,
     field_validator,
@@ -19,6 +17,11 @@ from pydantic import (
 
 from shared import catalog, connstrings
 from shared.models.base import ApiModel
+from shared.models.deliveryoptions import (
+    MAX_APPLICATION_PROPERTIES,
+    OPTIONS_BY_FIELD,
+    RetryPolicyName,
+)
 
 if TYPE_CHECKING:
     from shared.endpoints import EndpointRule
@@ -38,24 +41,6 @@ class EventSettings(ApiModel):
     event_settings_type: Literal["Full", "Reference"] = Field(
         "Full", description="Full: the message carries Data. Reference: identity and Subject only."
     )
-
-
-# The application properties every message carries (CONTRACT section 4): a connection's own
-# ApplicationProperties may not shadow them, nor the CloudEvents binding's prefix.
-RESERVED_PROPERTIES = (
-    "EventKey",
-    "EventId",
-    "EventTimestamp",
-    "AccountId",
-    "IsRetry",
-    "Offloaded",
-    "SchemaVersion",
-    "BlobName",
-)
-CLOUDEVENTS_PREFIX = "cloudEvents:"
-MAX_APPLICATION_PROPERTIES = 20
-MIN_TIME_TO_LIVE = timedelta(minutes=1)
-MAX_TIME_TO_LIVE = timedelta(days=14)  # the Basic tier's longest; see docs/API.md
 
 
 def _entra_id_field(value: object, info: ValidationInfo) -> bool:
@@ -143,6 +128,11 @@ class ConnectionInput(ApiModel):
     message_format: Literal["Default", "CloudEvents"] = Field(
         "Default",
         description="CloudEvents: the CloudEvents 1.0 AMQP binding, binary content mode.",
+    )
+    retry_policy: RetryPolicyName = Field(
+        "Default",
+        description="When a failed delivery is tried again: Default (30 s, 2 min, 10 min, 1 h, "
+        "6 h), Aggressive (5 s to 10 min, 7 tries), Patient (1 min to 48 h, 7 tries) or None.",
     )
     authentication: Literal["ConnectionString", "EntraId"] = Field(
         "ConnectionString",
@@ -280,34 +270,13 @@ class ConnectionInput(ApiModel):
         _entra_id_field(value, info)
         return value
 
-    @field_validator("time_to_live", mode="wrap")
+    @field_validator(*OPTIONS_BY_FIELD, mode="wrap")
     @classmethod
-    def _time_to_live(cls, value: Any, parse: ValidatorFunctionWrapHandler) -> timedelta | None:
-        # ISO 8601 text in JSON, which the strict parsing of a body refuses for a timedelta
-        if isinstance(value, str):
-            try:
-                value = TypeAdapter(timedelta).validate_python(value)
-            except ValidationError:
-                raise ValueError("an ISO 8601 duration such as PT1H is expected") from None
-        ttl: timedelta | None = parse(value)
-        if ttl is not None and not MIN_TIME_TO_LIVE <= ttl <= MAX_TIME_TO_LIVE:
-            raise ValueError("must be from PT1M (1 minute) to P14D (14 days)")
-        return ttl
-
-    @field_validator("application_properties")
-    @classmethod
-    def _application_properties(cls, value: dict[str, str]) -> dict[str, str]:
-        reserved = {name.lower(): name for name in RESERVED_PROPERTIES}
-        for number, (name, text) in enumerate(value.items()):
-            if clash := reserved.get(name.lower()):  # our own name: safe to show
-                raise ValueError(f"{clash} is set by the delivery service; use another name")
-            if name.lower().startswith(CLOUDEVENTS_PREFIX.lower()):
-                raise ValueError(f"the prefix {CLOUDEVENTS_PREFIX} is the CloudEvents binding's")
-            if not re.fullmatch(r"[A-Za-z0-9._\-]{1,128}", name):  # by position: not echoed
-                raise ValueError(f"name {number}: 1 to 128 letters, digits, '.', '-' or '_'")
-            if len(text) > 1024:
-                raise ValueError(f"value {number}: at most 1024 characters")
-        return value
+    def _delivery_option(
+        cls, value: Any, parse: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> Any:
+        """Each delivery option's own rule (shared/models/deliveryoptions.py)."""
+        return OPTIONS_BY_FIELD[info.field_name or ""].check(value, parse)
 
     @model_validator(mode="before")
     @classmethod

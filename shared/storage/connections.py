@@ -17,7 +17,7 @@ import random
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -27,6 +27,7 @@ from shared.crypto import KeyRing
 from shared.errors import Conflict, InvalidField, NotFound
 from shared.models.connection import Connection
 from shared.models.connectioninput import EventSettings
+from shared.models.deliveryoptions import OPTIONS_BY_FIELD
 from shared.service.ownership import confirmed_after_change, destination
 from shared.storage import tablequery
 from shared.storage.healthrows import HEALTH_SUFFIX, health_from_entity, is_health_row, uid_of
@@ -39,16 +40,14 @@ if TYPE_CHECKING:
     from shared.health import HealthState
 
 TOMBSTONES = "~deleted"
-OPTION_FIELDS = {
-    "session_id_source",
-    "time_to_live",
-    "application_properties",
-    "message_format",
+# The `DeliveryOptions` column: every delivery option's field, and the Entra ID settings.
+ENTRA_ID_FIELDS = {
     "authentication",
     "fully_qualified_namespace",
     "tenant_id",
     "blob_service_uri",
 }
+OPTION_FIELDS = set(OPTIONS_BY_FIELD) | ENTRA_ID_FIELDS
 REPLACE_ATTEMPTS = 10  # `~` sorts after every account name and is refused in one
 # Rows kept parsed, by etag: opening both secrets and building the model cost 84 us a row,
 # the largest part of our own CPU in a GET (docs/BENCHMARKS.md). A few KB each.
@@ -374,11 +373,10 @@ class ConnectionRepository:
 
 def _options(stored: dict[str, Any]) -> dict[str, Any]:
     """The stored delivery options as field values (validated when saved)."""
-    from pydantic import TypeAdapter
-
     options = {k: v for k, v in stored.items() if k in OPTION_FIELDS}
-    if options.get("time_to_live"):
-        options["time_to_live"] = TypeAdapter(timedelta).validate_python(options["time_to_live"])
+    for name, option in OPTIONS_BY_FIELD.items():
+        if name in options:
+            options[name] = option.load(options[name])
     if options.get("tenant_id"):
         options["tenant_id"] = UUID(options["tenant_id"])
     return options
