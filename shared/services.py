@@ -79,7 +79,7 @@ class Services:
             settings=settings,
             storage=storage,
             connections=ConnectionRepository(await storage.table(clients.CONNECTIONS_TABLE), keys),
-            api_keys=ApiKeyRepository(await storage.table(clients.API_KEYS_TABLE)),
+            api_keys=ApiKeyRepository(await storage.table(clients.API_KEYS_TABLE), clock=clock),
             portal_sessions=PortalSessionRepository(
                 await storage.table(clients.PORTAL_SESSIONS_TABLE)
             ),

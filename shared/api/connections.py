@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import azure.functions as func
 
-from shared.api.http import Call, connection_uid, endpoint
+from shared.api.http import Call, connection_allowed, connection_uid, endpoint
 from shared.models.access import Scope
 from shared.service import connections
 
@@ -19,8 +19,10 @@ COLLECTION = "v1/azureservicebusconnections"
 
 @endpoint(bp, "GET", COLLECTION, returns="Connection", many=True, scope=Scope.CONNECTIONS_READ)
 async def list_connections(call: Call) -> list[Connection]:
-    """List the account's connections (secrets shown as ***), each with its Health."""
-    return await connections.list_all(call.services, call.account)
+    """List the account's connections (secrets shown as ***), each with its Health; a key
+    restricted to some connections sees those only."""
+    found = await connections.list_all(call.services, call.account)
+    return [c for c in found if call.grant.may_use(c.uid)]
 
 
 @endpoint(
@@ -51,6 +53,7 @@ async def create_connection(call: Call) -> Connection:
     active connection is verified first (a message sent): a failure is a 400 and nothing is
     saved. An Entra ID connection names a tenant consented through this account's link, and
     is saved unconfirmed: its verification message carries the code to confirm it with."""
+    connection_allowed(call, call.body.uid)
     return await connections.create(call.services, call.account, call.body, call.query.verify)
 
 
@@ -69,6 +72,7 @@ async def replace_connection(call: Call) -> Connection:
     An active connection is verified first, with the stored secrets where *** was sent; a
     verified save ends a suspension. An Entra ID connection stays confirmed only while it
     sends where it was confirmed for; else its verification carries a new code."""
+    connection_allowed(call, call.body.uid)
     return await connections.replace(call.services, call.account, call.body, call.query.verify)
 
 

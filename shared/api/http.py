@@ -48,9 +48,17 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 def model(name: str) -> "type[BaseModel]":
     """A model of shared.models by name."""
-    from shared.models import connection, connectioninput, events, meta, records, replays
+    from shared.models import (
+        apikeys,
+        connection,
+        connectioninput,
+        events,
+        meta,
+        records,
+        replays,
+    )
 
-    modules = (connection, connectioninput, events, meta, records, replays)
+    modules = (apikeys, connection, connectioninput, events, meta, records, replays)
     found: type[BaseModel] = next(getattr(m, name) for m in modules if hasattr(m, name))
     return found
 
@@ -252,6 +260,7 @@ class Call:
     query: Any = None
     request: func.HttpRequest | None = None  # for the few handlers that read headers
     services: "Services" = None  # type: ignore[assignment]  # injected; None on public routes
+    grant: "Grant" = None  # type: ignore[assignment]  # what the caller's key may; None if public
 
 
 def endpoint(
@@ -394,6 +403,29 @@ async def authenticate(
     return grant
 
 
+def connection_allowed(call: "Call", uid: UUID | None, name: str = "Uid") -> None:
+    """403 when the caller's key is restricted to connections and `uid` is not one of them
+    (a restricted key makes no connection without naming one of its own)."""
+    if call.grant.connections is not None and (uid is None or not call.grant.may_use(uid)):
+        detail = "this API key may not use this connection"
+        raise ApiError(403, "Forbidden", detail, {name: [detail]})
+
+
+def _outside_connections(grant: "Grant", req: func.HttpRequest) -> ApiError | None:
+    """403 when a key restricted to some connections names another in the route."""
+    name = next((n for n in CONNECTION_ROUTE_NAMES if n in req.route_params), None)
+    if grant.connections is None or name is None:
+        return None
+    try:
+        allowed = grant.may_use(UUID(req.route_params[name]))
+    except ValueError:
+        allowed = False
+    if allowed:
+        return None
+    detail = "this API key may not use this connection"
+    return ApiError(403, "Forbidden", detail, {name: [detail]})
+
+
 async def invoke(handler: Handler, req: func.HttpRequest, spec: Endpoint) -> func.HttpResponse:
     if spec.public:  # public routes take no body
         query = parse_query(req, spec.query) if spec.query else None
@@ -408,6 +440,8 @@ async def invoke(handler: Handler, req: func.HttpRequest, spec: Endpoint) -> fun
         if spec.scope not in grant.scopes:
             detail = f"this API key does not hold the scope {spec.scope}"
             return ApiError(403, "Forbidden", detail, extensions={"scope": spec.scope}).response()
+        if refused := _outside_connections(grant, req):
+            return refused.response()
         call = Call(
             account=grant.account,
             route=dict(req.route_params),
@@ -415,6 +449,7 @@ async def invoke(handler: Handler, req: func.HttpRequest, spec: Endpoint) -> fun
             query=parse_query(req, spec.query) if spec.query else None,
             request=req,
             services=services,
+            grant=grant,
         )
     try:
         result = await handler(call)
