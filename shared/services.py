@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from shared.models.events import SystemEvent
     from shared.service.ownership import ConsentStates
     from shared.storage.apikeys import ApiKeyRepository
+    from shared.storage.audit import AuditLog
     from shared.storage.clients import StorageClients
     from shared.storage.connections import ConnectionRepository
     from shared.storage.healthrows import HealthRepository
@@ -41,6 +42,7 @@ class Services:
     replays: ReplayRepository
     ownership: OwnershipRepository
     consent_states: ConsentStates
+    audit: AuditLog
     clock: Clock = field(default=system_clock)
     _dispatcher: Dispatcher | None = None
     _making_dispatcher: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -67,6 +69,7 @@ class Services:
         from shared.service.ownership import ConsentStates
         from shared.storage import clients
         from shared.storage.apikeys import ApiKeyRepository
+        from shared.storage.audit import AuditLog
         from shared.storage.connections import ConnectionRepository
         from shared.storage.healthrows import HealthRepository
         from shared.storage.messages import MessageLog
@@ -96,6 +99,7 @@ class Services:
                 await storage.table(clients.OWNERSHIP_TABLE), keys.derived("confirmation codes")
             ),
             consent_states=ConsentStates(keys.derived("consent states")),
+            audit=AuditLog(await storage.table(clients.AUDIT_TABLE)),
             clock=clock,
         )
 

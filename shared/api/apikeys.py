@@ -10,9 +10,11 @@ import azure.functions as func
 
 from shared.api.http import ApiError, Call, endpoint
 from shared.models.access import Scope
+from shared.service.audit import record
 
 if TYPE_CHECKING:
     from shared.models.apikeys import ApiKey, ApiKeyWithSecret
+    from shared.models.audit import AuditPage
 
 bp = func.Blueprint()
 COLLECTION = "v1/apikeys"
@@ -41,7 +43,9 @@ async def create_api_key(call: Call) -> ApiKeyWithSecret:
     caller's key holds itself. The answer holds the secret: it is never shown again."""
     from shared.service import apikeys
 
-    return await apikeys.create(call.services, call.grant, call.body)
+    made = await apikeys.create(call.services, call.grant, call.body)
+    await record(call.services, call.grant, "apikey.create", made.key_id)
+    return made
 
 
 @endpoint(bp, "GET", COLLECTION, returns="ApiKey", many=True, scope=Scope.KEYS_MANAGE)
@@ -80,6 +84,7 @@ async def delete_api_key(call: Call) -> None:
     from shared.service import apikeys
 
     await apikeys.delete(call.services, call.account, key_id(call))
+    await record(call.services, call.grant, "apikey.delete", key_id(call))
 
 
 @endpoint(
@@ -96,4 +101,23 @@ async def rotate_api_key(call: Call) -> ApiKeyWithSecret:
     at most 7 days), then stops. The answer holds the new secret: it is never shown again."""
     from shared.service import apikeys
 
-    return await apikeys.rotate(call.services, call.account, key_id(call), call.body)
+    rotated = await apikeys.rotate(call.services, call.account, key_id(call), call.body)
+    await record(call.services, call.grant, "apikey.rotate", rotated.key_id)
+    return rotated
+
+
+@endpoint(
+    bp,
+    "GET",
+    "v1/audit",
+    query="AuditQuery",
+    returns="AuditPage",
+    errors=(400,),
+    scope=Scope.KEYS_MANAGE,
+)
+async def list_audit(call: Call) -> AuditPage:
+    """Who changed what in the account: changes to connections and keys, newest first, kept
+    90 days (which key, action, target, when; never a secret). Pages follow NextCursor."""
+    from shared.service.audit import page
+
+    return await page(call.services, call.account, call.query)

@@ -9,6 +9,7 @@ import azure.functions as func
 from shared.api.http import Call, connection_allowed, connection_uid, endpoint
 from shared.models.access import Scope
 from shared.service import connections
+from shared.service.audit import record
 
 if TYPE_CHECKING:
     from shared.models.connection import Connection
@@ -54,7 +55,9 @@ async def create_connection(call: Call) -> Connection:
     saved. An Entra ID connection names a tenant consented through this account's link, and
     is saved unconfirmed: its verification message carries the code to confirm it with."""
     connection_allowed(call, call.body.uid)
-    return await connections.create(call.services, call.account, call.body, call.query.verify)
+    made = await connections.create(call.services, call.account, call.body, call.query.verify)
+    await record(call.services, call.grant, "connection.create", made.uid)
+    return made
 
 
 @endpoint(
@@ -73,7 +76,9 @@ async def replace_connection(call: Call) -> Connection:
     verified save ends a suspension. An Entra ID connection stays confirmed only while it
     sends where it was confirmed for; else its verification carries a new code."""
     connection_allowed(call, call.body.uid)
-    return await connections.replace(call.services, call.account, call.body, call.query.verify)
+    saved = await connections.replace(call.services, call.account, call.body, call.query.verify)
+    await record(call.services, call.grant, "connection.replace", saved.uid)
+    return saved
 
 
 @endpoint(
@@ -86,10 +91,13 @@ async def replace_connection(call: Call) -> Connection:
 )
 async def resume_connection(call: Call) -> Connection:
     """End a suspension: events are sent again (those kept meanwhile can be replayed)."""
-    return await connections.resume(call.services, call.account, connection_uid(call))
+    resumed = await connections.resume(call.services, call.account, connection_uid(call))
+    await record(call.services, call.grant, "connection.resume", resumed.uid)
+    return resumed
 
 
 @endpoint(bp, "DELETE", COLLECTION + "/{uid}", errors=(404,), scope=Scope.CONNECTIONS_WRITE)
 async def delete_connection(call: Call) -> None:
     """Delete a connection; its message records become unreachable at once."""
     await connections.delete(call.services, call.account, connection_uid(call))
+    await record(call.services, call.grant, "connection.delete", connection_uid(call))

@@ -50,6 +50,7 @@ def model(name: str) -> "type[BaseModel]":
     """A model of shared.models by name."""
     from shared.models import (
         apikeys,
+        audit,
         connection,
         connectioninput,
         events,
@@ -58,7 +59,7 @@ def model(name: str) -> "type[BaseModel]":
         replays,
     )
 
-    modules = (apikeys, connection, connectioninput, events, meta, records, replays)
+    modules = (apikeys, audit, connection, connectioninput, events, meta, records, replays)
     found: type[BaseModel] = next(getattr(m, name) for m in modules if hasattr(m, name))
     return found
 

@@ -107,11 +107,14 @@ async def replay_messages(call: Call) -> ReplayStarted:
     once as a re-send of its latest record (same MessageId, IsRetry, Parent); 202 at once with
     the replay's id and how many deliveries match. 409 (with the running ReplayId) while
     another replay of the connection runs; 429 past the account's replays per hour."""
+    from shared.service.audit import record
     from shared.service.replays import start
 
     services = call.services
     stored = await connection_of(call, services, "uid")
-    return await start(services, stored, call.body, services.clock())
+    started = await start(services, stored, call.body, services.clock())
+    await record(services, call.grant, "connection.replay", stored.uid)  # issue 26: audit
+    return started
 
 
 @endpoint(

@@ -33,9 +33,12 @@ async def confirm_connection(call: Call) -> Connection:
     """Confirm an Entra ID connection with the one-time code of its verification message:
     deliveries start (those kept meanwhile can be replayed). A connection that needs no code,
     or is confirmed already, is answered as it is."""
+    from shared.service.audit import record
     from shared.service.connections import confirm
 
-    return await confirm(call.services, call.account, connection_uid(call), call.body.code)
+    confirmed = await confirm(call.services, call.account, connection_uid(call), call.body.code)
+    await record(call.services, call.grant, "connection.confirm", confirmed.uid)
+    return confirmed
 
 
 @endpoint(

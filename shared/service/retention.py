@@ -134,6 +134,7 @@ async def purge(
     run.result.full_scan = full_scan
     run.result.portal_sign_ins_removed = await services.portal_sessions.delete_expired(now)
     run.result.confirmation_codes_removed = await services.ownership.delete_expired(now)
+    await services.audit.purge(now)  # issue 26: entries older than 90 days
     log.info("purge of what is older than %s: %s", cutoff.isoformat(), run.result.describe())
     return run.result
 

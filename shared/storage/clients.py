@@ -21,6 +21,7 @@ MESSAGES_TABLE = "messages"
 SYSTEM_EVENTS_QUEUE = "system-events"
 RETRY_QUEUE = "delivery-retries"
 REPLAYS_TABLE = "replays"
+AUDIT_TABLE = "audit"  # who changed what, by day (issue 26)
 OWNERSHIP_TABLE = "ownership"  # Entra ID confirmation codes and consented tenants (issue 23)
 REPLAY_QUEUE = "replays"
 POISON_SUFFIX = "-poison"  # where the Functions host moves what keeps failing
