@@ -69,7 +69,13 @@ async def test_the_audit_log_is_paged_without_gaps_or_repeats(api: Api) -> None:
 
 
 async def test_a_bad_audit_query_is_a_400_naming_it(api: Api) -> None:
-    for query, name in (("?pageSize=0", "pageSize"), ("?cursor=x", "cursor")):
+    other_account = "20260101:acct-other|000000000000000|00000000"  # another account's rows
+    for query, name in (
+        ("?pageSize=0", "pageSize"),
+        ("?cursor=x", "cursor"),
+        ("?cursor=00000000:a|000000000000000|00000000", "cursor"),  # no such day
+        (f"?cursor={other_account}", "cursor"),
+    ):
         status, problem = await api.call("GET", AUDIT + query)
         assert status == 400 and any(name.lower() in k.lower() for k in problem["errors"])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from shared.errors import InvalidField
 from shared.storage.audit import AuditEntry
 
 if TYPE_CHECKING:
@@ -22,9 +23,12 @@ async def record(services: Services, grant: Grant, action: str, target: object) 
 async def page(services: Services, account: str, query: AuditQuery) -> AuditPage:
     from shared.models.audit import AuditEntryView, AuditPage  # pydantic on first use
 
-    entries, cursor = await services.audit.page(
-        account, services.clock(), query.page_size, query.cursor
-    )
+    try:
+        entries, cursor = await services.audit.page(
+            account, services.clock(), query.page_size, query.cursor
+        )
+    except ValueError:
+        raise InvalidField("cursor", "not a NextCursor of this account's audit log") from None
     views = [
         AuditEntryView(at=e.at, key_id=e.key_id, action=e.action, target=e.target) for e in entries
     ]

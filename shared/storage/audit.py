@@ -54,8 +54,10 @@ class AuditLog:
         """Up to `size` entries of the account, newest first, after the cursor `after`
         (`<day>:<row key>` of the last one seen); and the cursor of the next page, if any."""
         start_day, start_row = after.split(":", 1) if after else (_day(now), f"{account}|")
+        if not start_row.startswith(f"{account}|"):  # another account's cursor reads nothing
+            raise ValueError("not a cursor of this account")
         entries: list[tuple[str, AuditEntry]] = []
-        day = datetime.strptime(start_day, "%Y%m%d").replace(tzinfo=now.tzinfo)
+        day = datetime.strptime(start_day, "%Y%m%d").replace(tzinfo=now.tzinfo)  # ValueError
         oldest = now - timedelta(days=KEEP_DAYS + 1)
         while day >= oldest and len(entries) <= size:
             query = self._table.query_entities(
