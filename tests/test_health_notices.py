@@ -152,3 +152,38 @@ def test_star_leaves_out_system_events_which_are_enabled_by_name_or_prefix() -> 
     assert not catalog.delivers("*", KEY)
     assert catalog.delivers("System.*", KEY) and catalog.delivers(KEY, KEY)
     assert catalog.delivers("*", "Order.Created")
+
+
+async def test_a_daily_digest_line_names_each_connection_that_is_not_healthy(
+    services: Services, account: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    clock.now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    tracker = HealthTracker(
+        services.health, clock, flush_seconds=3600, suspend_after_seconds=3600, cache_seconds=0
+    )
+    failing, healthy = uuid.uuid4(), uuid.uuid4()
+    error = DeliveryError(category=ErrorCategory.CONFIGURATION, type="T", message="secret-free")
+
+    def digest_lines() -> list[str]:
+        lines = [r.getMessage() for r in caplog.records if "health digest" in r.getMessage()]
+        caplog.clear()
+        return lines
+
+    caplog.set_level("INFO", logger="shared.dispatch")
+    tracker.observe(account, failing, clock.now, error)
+    tracker.observe(account, healthy, clock.now, None)
+    await tracker.flush()
+    [line] = digest_lines()
+    assert str(failing) in line and "Failing" in line and "Configuration T" in line
+
+    clock.now += timedelta(hours=1)  # the same day: no second digest
+    tracker.observe(account, failing, clock.now, error)
+    await tracker.flush(everything=True)
+    assert digest_lines() == []
+
+    clock.now += timedelta(days=1)  # the next day's first flush lists it again
+    tracker.observe(account, healthy, clock.now, None)
+    await tracker.flush(everything=True)
+    [line] = digest_lines()
+    assert str(failing) in line and str(healthy) not in line

@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from uuid import UUID
 
 from shared.clock import Clock
@@ -70,6 +70,7 @@ class HealthTracker:
         self._timer: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Task[None] | None = None
         self._suspended = SharedReads(repository.suspended, cache_seconds)
+        self._digest_day: date | None = None  # the UTC day of the last daily digest
 
     def observe(
         self,
@@ -131,6 +132,29 @@ class HealthTracker:
                 title = titles.get((account, uid))
                 changes.append(health_changed(account, uid, title, before[-1], state, now))
         await self._publish(changes)
+        self._digest(now)
+
+    def _digest(self, now: datetime) -> None:
+        """Once a UTC day (the first flush of the day): one stats line per connection whose
+        last written state here is not Healthy, so a connection failing for days is in the log
+        every day, not only when it changed (issue 26)."""
+        day = now.date()
+        if self._digest_day == day:
+            return
+        self._digest_day = day
+        for (account, uid), (state, _) in self._known.items():
+            if state.status == HealthStatus.HEALTHY:
+                continue
+            error = state.last_error
+            log.info(
+                "health digest: connection %s of %s %s since %s, %d failures, last error %s",
+                uid,
+                account,
+                state.status,
+                state.since.isoformat(),
+                state.consecutive_failures,
+                f"{error.category} {error.type}" if error else "none",
+            )
 
     async def _publish(self, changes: list[SystemEvent]) -> None:
         """Publish the status changes' events; a failure is logged, never raised: the health
