@@ -126,7 +126,8 @@ def start_azurite(
     azurite = Azurite(process, host, blob_port, queue_port, table_port, workdir, owns)
     try:
         for port in (blob_port, queue_port, table_port):
-            wait_for_port(host, port)
+            # Loading saved state on a loaded 2-core machine took over 30 s once (CI).
+            wait_for_port(host, port, timeout=90.0)
     except BaseException:
         azurite.stop()
         raise

@@ -38,8 +38,8 @@ async def connection_of(
 )
 async def list_messages(call: Call) -> MessagePage:
     """A page of the connection's messages, newest first; TotalHits counts all matches. With
-    search filters: the matching messages (shared/service/messages.py). With undelivered=true: the
-    deliveries not delivered, each as its latest attempt, oldest first."""
+    search filters: the matching messages. With undelivered=true: the deliveries not
+    delivered, each as its latest attempt, oldest first."""
     stored = await connection_of(call, call.services)
     return await messages.list_messages(call.services, stored, call.query)
 
