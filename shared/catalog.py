@@ -7,6 +7,8 @@ from functools import cache
 from pathlib import Path
 
 TEST_EVENT_KEY = "System.Test"
+HEALTH_CHANGED_EVENT_KEY = "System.ConnectionHealthChanged"
+SYSTEM_PREFIX = "System."
 UNKNOWN_ENTRY = "not an event key or pattern of the catalog"
 
 
@@ -27,6 +29,16 @@ def matches(pattern: str, event_key: str) -> bool:
     if pattern.endswith(".*"):
         return event_key.startswith(pattern[:-1])
     return pattern == event_key
+
+
+def delivers(pattern: str, event_key: str) -> bool:
+    """Whether a connection enabling `pattern` is sent `event_key`. `*` means every business
+    event, not the platform's own System.* events: a connection that took every event before
+    those existed must not start receiving another shape of Data (they are enabled by name or
+    with `System.*`)."""
+    if pattern == "*" and event_key.startswith(SYSTEM_PREFIX):
+        return False
+    return matches(pattern, event_key)
 
 
 def canonical_entry(value: str) -> str | None:

@@ -156,6 +156,7 @@ class Services:
                 suspend_after_seconds=self.settings.suspend_after_seconds,
                 cache_seconds=self.settings.connection_cache_seconds,
                 breaker_open=isolated.breakers.is_open,
+                notify=self.publish,  # System.ConnectionHealthChanged, as any event
             ),
         )
 

@@ -22,7 +22,7 @@ from uuid import UUID
 
 from shared.clock import Clock
 from shared.deliveries import Delivery, Origin
-from shared.dispatch import outgoing, summary
+from shared.dispatch import healthnotice, outgoing, summary
 from shared.dispatch.claimcheck import ClaimCheckStore
 from shared.dispatch.healthtracker import HealthTracker
 from shared.dispatch.isolation import Isolation, Slot
@@ -129,7 +129,7 @@ class Dispatcher:
         targets = [
             c
             for c in await self.connections_of(event.account_id)
-            if c.connection.wants(event.event_key)
+            if c.connection.wants(event.event_key) and not healthnotice.is_about(event, c.uid)
         ]
         outcomes = await asyncio.gather(
             *(self._first_attempt(event, c, redelivered) for c in targets), return_exceptions=True

@@ -102,7 +102,8 @@ class Recorder:
             before = await self.log.delivery(stored.log_partition, message_id)
         _report(record, sent, attempt)
         if self.health is not None:
-            self.health.observe(stored.account, stored.uid, sent.started, sent.error)
+            title = stored.connection.title
+            self.health.observe(stored.account, stored.uid, sent.started, sent.error, title)
         return record
 
     def _writer(self, partition: str) -> Coalescer[LoggedMessage]:

@@ -304,4 +304,4 @@ class ConnectionInput(ApiModel):
         return self.advanced_settings[entry].event_settings_type if entry else "Full"
 
     def wants(self, event_key: str) -> bool:
-        return self.active and any(catalog.matches(p, event_key) for p in self.enabled_events)
+        return self.active and any(catalog.delivers(p, event_key) for p in self.enabled_events)
