@@ -206,6 +206,8 @@ async def test_unknown_keys_are_limited_per_client_without_reading_the_table(
     clock = Clock()
     saved = http.rate_limiter
     http.rate_limiter = RateLimiter(Limits(failed_keys_per_minute=3), clock)
+    import function_app  # noqa: F401  (registers the routes, when this test runs alone)
+
     spec = http.ENDPOINTS["list_connections"]
     try:
         outcomes = []
