@@ -49,7 +49,9 @@ async def owner(
     api_host: str, services: Services, servicebus_connection_string: str, unique_queue: str
 ) -> AsyncIterator[tuple[Api, dict[str, str], dict[str, Any]]]:
     """Another account, with a connection and one message record of its own."""
-    key, _ = await services.api_keys.create(f"owner-{uuid.uuid4().hex[:8]}", services.clock())
+    account = f"owner-{uuid.uuid4().hex[:8]}"
+    key, _ = await services.api_keys.create(account, services.clock())
+    _, spare = await services.api_keys.create(account, services.clock())  # for /v1/apikeys/{id}
     async with aiohttp.ClientSession(api_host, headers={"Authorization": key}) as session:
         other = Api(session)
         sent = body(ServiceBusConnectionString=servicebus_connection_string, QueueName=unique_queue)
@@ -64,6 +66,7 @@ async def owner(
         status, started = await other.call("POST", replay, replay_body(services))
         assert status == 202, started
         ids["replayId"] = started["ReplayId"]
+        ids["keyId"] = spare.key_id
         yield other, ids, {**sent, "Uid": connection["Uid"]}
 
 
@@ -81,7 +84,7 @@ async def test_another_accounts_ids_are_not_found(
 ) -> None:
     other, ids, connection = owner
     path = IDS.sub(lambda m: ids[m.group(1)], route)
-    posted = {"replay": replay_body(services), "confirm": {"Code": "ABCDE-FGHJK"}}
+    posted = {"replay": replay_body(services), "confirm": {"Code": "ABCDE-FGHJK"}, "rotate": {}}
     bodies = {"PUT": connection, "POST": posted.get(route.rsplit("/", 1)[-1])}
     sent = bodies.get(method)
     status, problem = await api.call(method, path, sent)

@@ -320,6 +320,7 @@ def test_storage_holds_the_queues_tables_and_containers_the_app_uses(storage: Te
         "portalsessions",
         "replays",
         "ownership",
+        "audit",
     ]
     assert storage.loop_items("containers") == ["message-bodies", "app-package"]
 

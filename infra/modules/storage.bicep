@@ -44,6 +44,7 @@ var tableNames = [
   'portalsessions'
   'replays'
   'ownership'
+  'audit'
 ]
 // Where the platform publishes system events: queue 0 keeps the name `system-events`, queue k
 // is `system-events-k` (shared/eventqueues.py); the publisher picks one by account hash.
