@@ -59,14 +59,19 @@ async def _hours(table: TableClient, partition: str, start: str) -> AsyncIterato
         yield hour
 
 
-async def reindex_partition(table: TableClient, partition: str) -> int:
-    """Count one partition's uncounted records; how many this run counted."""
+async def _resume_from(table: TableClient, partition: str, progress_row: str) -> str:
+    """Where a pass over a partition left off, by its progress row; "" when it never ran."""
     from azure.core.exceptions import ResourceNotFoundError
 
     try:
-        start = (await table.get_entity(partition, PROGRESS))["Next"]
+        return str((await table.get_entity(partition, progress_row))["Next"])
     except ResourceNotFoundError:
-        start = ""
+        return ""
+
+
+async def reindex_partition(table: TableClient, partition: str) -> int:
+    """Count one partition's uncounted records; how many this run counted."""
+    start = await _resume_from(table, partition, PROGRESS)
     counted = 0
     async for rows in _hours(table, partition, start):
         old = [dict(r) for r in rows if not r.get("Counted")]
@@ -86,12 +91,7 @@ async def reindex_partition(table: TableClient, partition: str) -> int:
 
 async def index_partition(table: TableClient, partition: str) -> int:
     """Write the search index rows of one partition's records that have none; how many."""
-    from azure.core.exceptions import ResourceNotFoundError
-
-    try:
-        start = (await table.get_entity(partition, INDEX_PROGRESS))["Next"]
-    except ResourceNotFoundError:
-        start = ""
+    start = await _resume_from(table, partition, INDEX_PROGRESS)
     indexed = 0
     async for rows in _hours(table, partition, start):
         operations: list[transactions.Operation] = []
