@@ -213,26 +213,32 @@ class Dispatcher:
         """Re-send several logged messages at once, arriving in the order given: the
         deliveries not yet read are read first, so that no read's latency reorders the
         sends (they queue on the connection's sender in the order they start)."""
-        messages = [self._again(stored, r) for r, _ in records]
+        again = [self._again(stored, r, origin) for r, _ in records]
         befores = await asyncio.gather(
             *(
                 _known(before) if before else self.recorder.delivery(stored, m.message_id)
-                for m, (_, before) in zip(messages, records, strict=True)
+                for (m, _), (_, before) in zip(again, records, strict=True)
             )
         )
         return await asyncio.gather(
             *(
-                self._resend(stored, message, record, origin, before)
-                for message, (record, _), before in zip(messages, records, befores, strict=True)
+                self._resend(stored, message, attempt, record, before)
+                for (message, attempt), (record, _), before in zip(
+                    again, records, befores, strict=True
+                )
             )
         )
 
-    def _again(self, stored: StoredConnection, record: LoggedMessage) -> outgoing.Outgoing:
-        """The message a re-send of a record sends: its stored body under its delivery's id,
-        with the connection's delivery options of today (not of then)."""
+    def _again(
+        self, stored: StoredConnection, record: LoggedMessage, origin: Origin
+    ) -> tuple[outgoing.Outgoing, Attempt]:
+        """What a re-send of a record sends, and which attempt it is: its stored body under
+        its delivery's id, with the connection's delivery options of today (not of then); the
+        attempt numbered after the one it re-sends."""
         m = record.message
         metadata = RequestMetadata.from_text(m.request_metadata)
-        return outgoing.Outgoing(
+        attempt = Attempt(origin, (metadata.attempt if metadata else 1) + 1, parent=m.uid)
+        message = outgoing.Outgoing(
             body=(m.message_body or "").encode(),  # a record read whole: never None
             message_id=metadata.message_id
             if metadata
@@ -246,18 +252,16 @@ class Dispatcher:
             subject=record.subject,
             options=outgoing.DeliveryOptions.of(stored.connection),
         )
+        return message, attempt
 
     async def _resend(
         self,
         stored: StoredConnection,
         message: outgoing.Outgoing,
+        attempt: Attempt,
         record: LoggedMessage,
-        origin: Origin,
         before: Delivery,
     ) -> LoggedMessage:
-        metadata = RequestMetadata.from_text(record.message.request_metadata)
-        number = (metadata.attempt if metadata else 1) + 1
-        attempt = Attempt(origin, number, parent=record.message.uid)
         sent = await self._send_unless_held(stored, message, record.subject, suspension=False)
         return await self._record(stored, sent, record, attempt, before)
 
