@@ -7,7 +7,7 @@ with one connection whose log holds 10,000 records, and Chromium (Playwright; se
 Measured in a fresh browser context each run (no cache), signed in with a session cookie:
 - first load of `/portal/` up to the connection list shown: bytes transferred (DevTools'
   encodedDataLength: headers and bodies of every response); raw baseline: the portal's three
-  static files alone (index.html, app.js, style.css), as bytes on disk;
+  static files alone (index.html, its modules, style.css), as bytes on disk;
 - `/portal/#/connections/{uid}/log` from navigation to the table's first row shown (page,
   scripts, session, OpenAPI document and the first page of 50 messages with TotalHits);
   raw baseline: the same first page of messages by the API alone (aiohttp, keep-alive).

@@ -1,58 +1,18 @@
 // The portal's page: a few views over the same /v1 API any client uses. No build step.
-// Text from the API is only ever set as text (never as HTML): tenants' data is untrusted.
+import {
+  call, fmt, h, hasSession, problemText, problemWithFields, say, setSession, show, whenSignedOut,
+} from "./ui.js";
+
 const API = "/v1/azureservicebusconnections";
-const main = document.getElementById("main");
-const statusLine = document.getElementById("status");
-let csrf = null;
+
 let routes = null; // the API's OpenAPI paths: a button shows only where its route exists
-
-function h(tag, attrs = {}, ...children) {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
-    else if (v === true) el.setAttribute(k, "");
-    else if (v !== false && v != null) el.setAttribute(k, v);
-  }
-  for (const c of children.flat()) if (c != null) el.append(c);
-  return el;
-}
-
-function say(text) { statusLine.textContent = text; }
-
-async function call(method, path, body) {
-  const headers = {};
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  if (method !== "GET" && csrf) headers["X-CSRF-Token"] = csrf;
-  const response = await fetch(path, {
-    method, headers, credentials: "same-origin",
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await response.text();
-  const data = text && (response.headers.get("Content-Type") || "").includes("json") ? JSON.parse(text) : null;
-  if (response.status === 401) { showSignIn("Your session has ended; sign in again."); }
-  return { ok: response.ok, status: response.status, data };
-}
-
-function problemText(problem) { return problem ? (problem.detail || problem.title) : "the request failed"; }
-
-// With the properties a 400 names (a search value the API refused, say).
-function problemWithFields(problem) {
-  const named = Object.entries((problem && problem.errors) || {}).map(([k, v]) => `${k}: ${[].concat(v).join(", ")}`);
-  return [problemText(problem), ...named].join(". ");
-}
-
-function show(title, ...content) {
-  main.replaceChildren(h("h1", {}, title), ...content);
-  document.title = `${title} · Event delivery portal`;
-  main.focus();
-}
-
-function fmt(value) { return value ? new Date(value).toLocaleString() : "—"; }
 
 // ------------------------------------------------------------------ sign-in
 
+whenSignedOut(() => showSignIn("Your session has ended; sign in again."));
+
 function showSignIn(message) {
-  csrf = null;
+  setSession(null);
   document.getElementById("nav").hidden = true;
   const key = h("input", { id: "api-key", type: "password", autocomplete: "off", required: true });
   const form = h("form", {
@@ -75,7 +35,7 @@ async function signInWithCode(code) {
 }
 
 function start(session) {
-  csrf = session.CsrfToken;
+  setSession(session.CsrfToken);
   document.getElementById("account").textContent = `Account ${session.Account}`;
   document.getElementById("nav").hidden = false;
   route();
@@ -373,7 +333,7 @@ async function resend(uid, muid) {
 // ------------------------------------------------------------------ routing
 
 async function route() {
-  if (!csrf && csrf !== "") return;
+  if (!hasSession()) return;
   const [path, search] = location.hash.replace(/^#/, "").split("?");
   const params = new URLSearchParams(search || "");
   const parts = path.split("/").filter(Boolean);
