@@ -81,7 +81,11 @@ class Services:
         return cls(
             settings=settings,
             storage=storage,
-            connections=ConnectionRepository(await storage.table(clients.CONNECTIONS_TABLE), keys),
+            connections=ConnectionRepository(
+                await storage.table(clients.CONNECTIONS_TABLE),
+                keys,
+                recent_seconds=settings.connection_cache_seconds,
+            ),
             api_keys=ApiKeyRepository(await storage.table(clients.API_KEYS_TABLE), clock=clock),
             portal_sessions=PortalSessionRepository(
                 await storage.table(clients.PORTAL_SESSIONS_TABLE)

@@ -16,15 +16,19 @@ import pytest
 from pydantic import ValidationError
 
 from shared.clock import uuid7
+from shared.crypto import KeyRing
 from shared.deliveries import MAX_RECORDS, DeliveryWrite
 from shared.dispatch.outgoing import message_id
 from shared.errors import InvalidField, NotFound
 from shared.models.records import MessageQuery, MessageStatus, RequestMetadata
 from shared.service import messages
 from shared.service.reindex import index_partition
+from shared.service.retention import log_cutoff
 from shared.services import Services
 from shared.storage import logsearch
-from shared.storage.connections import StoredConnection
+from shared.storage.clients import CONNECTIONS_TABLE
+from shared.storage.connections import ConnectionRepository, StoredConnection
+from shared.storage.logcounts import PURGED
 from shared.storage.logrecords import LoggedMessage, row_key
 from tests.factories import a_connection, a_record
 from tests.plugins.app import Api
@@ -363,3 +367,73 @@ async def test_a_delivery_the_dispatcher_made_is_found_by_each_filter_over_http(
         assert page["Messages"][0]["Uid"] == sent["Uid"], params
     status, page = await api.call("GET", path, params={"eventKey": "System.*", "status": "2"})
     assert (status, page["TotalHits"]) == (200, 0)
+
+
+async def test_a_log_read_takes_the_connection_kept_briefly_and_sees_a_delete_here_at_once(
+    services: Services, account: str
+) -> None:
+    """Issue 26: a search reads the connection from `recent` (kept `connection_cache_seconds`):
+    the process that deletes it answers NotFound at once, another one within the lifetime; a
+    connection of another account is never answered, and NotFound is never kept."""
+    table = await services.storage.table(CONNECTIONS_TABLE)
+    keys = KeyRing(services.settings.encryption_keys)
+    seconds = [0.0]  # the other process's timer
+    here = ConnectionRepository(table, keys, recent_seconds=5)
+    elsewhere = ConnectionRepository(table, keys, recent_seconds=5, timer=lambda: seconds[0])
+    connection = a_connection()
+    with pytest.raises(NotFound):
+        await elsewhere.recent(account, connection.uid)
+    stored = await here.add(account, connection, T0)
+    assert (await elsewhere.recent(account, connection.uid)).log_partition == stored.log_partition
+    assert (await here.recent(account, connection.uid)).log_partition == stored.log_partition
+    with pytest.raises(NotFound):
+        await here.recent(f"{account}-other", connection.uid)
+
+    await here.delete(account, connection.uid, T0)
+    with pytest.raises(NotFound):
+        await here.recent(account, connection.uid)
+    assert (await elsewhere.recent(account, connection.uid)).uid == connection.uid  # kept
+    seconds[0] += 5
+    with pytest.raises(NotFound):
+        await elsewhere.recent(account, connection.uid)
+
+    again = await here.add(account, connection, T0)  # the same Uid made again: a new log
+    assert (await here.recent(account, connection.uid)).log_partition == again.log_partition
+    assert again.log_partition != stored.log_partition
+
+
+async def test_a_deleted_connections_log_is_a_404_at_once_over_http(api: Api) -> None:
+    status, created = await api.call(
+        "POST",
+        "/v1/azureservicebusconnections?verify=false",
+        {"ServiceBusConnectionString": CONNECTION_STRING, "QueueName": "q"},
+    )
+    assert status == 200, created
+    connection = f"/v1/azureservicebusconnections/{created['Uid']}"
+    assert (await api.call("GET", connection + "/messages", params={"eventId": "e"}))[0] == 200
+    assert (await api.call("DELETE", connection))[0] in (200, 204)
+    for path in ("/messages", f"/deliveries/{uuid.uuid4()}", f"/messages/{uuid7(T0)}"):
+        status, problem = await api.call("GET", connection + path)
+        assert status == 404, (path, problem)
+
+
+async def test_a_search_by_delivery_hides_what_the_retention_no_longer_keeps_by_the_clock(
+    services: Services, account: str
+) -> None:
+    """Issue 26: no read of the purge's mark; what is older than the retention's cutoff now
+    (whole hours, as the purge cuts) is left out, whether or not a purge removed it yet."""
+    now = datetime(2026, 12, 4, 10, 30, tzinfo=UTC)
+    clocked = dataclasses.replace(services, clock=lambda: now)
+    stored = await a_connection_of(clocked, account)
+    cutoff = log_cutoff(now, services.settings.retention_days)
+    assert cutoff == now.replace(minute=0) - timedelta(days=services.settings.retention_days)
+    old, kept = (
+        a_record(stored.uid, at, SUCCEEDED, account=account)
+        for at in (cutoff - MINUTE, cutoff + MINUTE)
+    )
+    await services.messages.add(stored.log_partition, [old, kept])
+    # a mark that would hide everything, were it read
+    mark = {"PartitionKey": stored.log_partition, "RowKey": PURGED, "Before": now}
+    await services.messages.table.upsert_entity(mark)
+    assert await found(clocked, stored, event_id=kept.event_id) == [kept.message.uid.hex]
+    assert await found(clocked, stored, event_id=old.event_id) == []

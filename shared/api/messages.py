@@ -27,6 +27,14 @@ async def connection_of(
     return await services.connections.get(call.account, uid)
 
 
+async def log_of(call: Call) -> StoredConnection:
+    """The connection whose log a read looks at, as this process read it within
+    `connection_cache_seconds` (issue 26: a search is a point read or two, and the connection's
+    read was one of them): the account and the log partition are all a read of the log needs."""
+    uid = parse_uid(call.route["connectionUid"], "connection")
+    return await call.services.connections.recent(call.account, uid)
+
+
 @endpoint(
     bp,
     "GET",
@@ -40,7 +48,7 @@ async def list_messages(call: Call) -> MessagePage:
     """A page of the connection's messages, newest first; TotalHits counts all matches. With
     search filters: the matching messages. With undelivered=true: the deliveries not
     delivered, each as its latest attempt, oldest first."""
-    stored = await connection_of(call, call.services)
+    stored = await log_of(call)
     return await messages.list_messages(call.services, stored, call.query)
 
 
@@ -54,7 +62,7 @@ async def list_messages(call: Call) -> MessagePage:
 )
 async def get_message(call: Call) -> Message:
     """One message (delivery attempt) of the connection."""
-    stored = await connection_of(call, call.services)
+    stored = await log_of(call)
     uid = parse_uid(call.route["messageUid"], "message")
     return await messages.get_message(call.services, stored, uid)
 
@@ -70,7 +78,7 @@ async def get_message(call: Call) -> Message:
 async def get_delivery(call: Call) -> Delivery:
     """One delivery (its event to this connection, by the message_id its messages carry): its
     state and every attempt, oldest first."""
-    stored = await connection_of(call, call.services)
+    stored = await log_of(call)
     message_id = str(parse_uid(call.route["messageId"], "delivery"))
     return await messages.get_delivery(call.services, stored, message_id)
 

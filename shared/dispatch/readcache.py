@@ -22,14 +22,20 @@ MAX_KEYS = 10_000
 class SharedReads(Generic[K, V]):
     """`get(key)` answers from a read at most `seconds` old; a read under way is shared, and a
     failed one is not kept (the next caller reads again). At most `max_keys` keys are kept: the
-    least recently used goes first (a caller already waiting on it still gets its answer)."""
+    least recently used goes first (a caller already waiting on it still gets its answer).
+    `timer` gives seconds on a clock that never goes back (tests hand their own)."""
 
     def __init__(
-        self, read: Callable[[K], Awaitable[V]], seconds: float, max_keys: int = MAX_KEYS
+        self,
+        read: Callable[[K], Awaitable[V]],
+        seconds: float,
+        max_keys: int = MAX_KEYS,
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self._read = read
         self.seconds = seconds
         self.max_keys = max_keys
+        self._timer = timer
         self._kept: OrderedDict[K, tuple[float, asyncio.Future[V]]] = OrderedDict()
         self.counts = CacheCounts(max_keys)
 
@@ -38,7 +44,7 @@ class SharedReads(Generic[K, V]):
 
     async def get(self, key: K, fresh: bool = False) -> V:
         """`fresh`: read now, whatever is kept."""
-        now = time.monotonic()
+        now = self._timer()
         kept = self._kept.get(key)
         if fresh or kept is None or (kept[1].done() and (kept[0] <= now or _failed(kept[1]))):
             self.counts.miss()

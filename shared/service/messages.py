@@ -11,9 +11,12 @@ from shared import catalog
 from shared.catalog import TEST_EVENT_KEY
 from shared.errors import InvalidField
 from shared.models.records import MAX_SEARCHED, MessageStatus
+from shared.storage.logcounts import millis
 from shared.storage.logsearch import Terms
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from shared.models.records import Delivery, Message, MessagePage, MessageQuery
     from shared.services import Services
     from shared.storage.connections import StoredConnection
@@ -62,10 +65,13 @@ def event_keys(value: str | None) -> tuple[str, ...] | None:
     return tuple(k for k in catalog.catalog() if catalog.matches(canonical, k))
 
 
-def search_terms(stored: StoredConnection, query: MessageQuery) -> Terms | None:
+def search_terms(
+    stored: StoredConnection, query: MessageQuery, kept_from: datetime | None = None
+) -> Terms | None:
     """What the log searches for (None: a plain listing). EventId and MessageId both name a
     delivery: the message_id every attempt of an event to a connection carries (derived from
-    the event, shared/dispatch/outgoing.py), so the search reads that delivery's row."""
+    the event, shared/dispatch/outgoing.py), so the search reads that delivery's row.
+    `kept_from`: the retention's cutoff now (what is older is hidden)."""
     from shared.dispatch.outgoing import message_id
 
     if not searched_by(query):
@@ -79,6 +85,7 @@ def search_terms(stored: StoredConnection, query: MessageQuery) -> Terms | None:
         subject=query.subject,
         event_keys=event_keys(query.event_key),
         status=MessageStatus.FAILED if query.only_failed else query.status,
+        kept_from=millis(kept_from) if kept_from is not None else None,
     )
 
 
@@ -87,12 +94,13 @@ async def list_messages(
 ) -> MessagePage:
     """A page of the connection's log, newest first, or of a search of it, or of its
     deliveries not delivered (oldest first), as the query says."""
+    from shared.service.retention import log_cutoff
     from shared.service.stats import check_times
 
-    retention = services.settings.retention_days
-    check_times(services.clock(), retention, Since=query.since, Until=query.until)
+    retention, now = services.settings.retention_days, services.clock()
+    check_times(now, retention, Since=query.since, Until=query.until)
     check_query(query)
-    terms = search_terms(stored, query)
+    terms = search_terms(stored, query, log_cutoff(now, retention))
     return await services.messages.page(stored.log_partition, query, terms)
 
 

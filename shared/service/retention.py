@@ -99,6 +99,15 @@ class PurgeResult:
         )
 
 
+def log_cutoff(now: datetime, retention_days: int) -> datetime:
+    """Where the log's retention begins at `now` (whole hours: see above): a purge at `now`
+    deletes what is older. Every purge so far cut at or before it (the same rule at an earlier
+    time), so a reader that hides what is older hides all any purge may be deleting, without
+    reading the purge's mark (a search by EventId: shared/service/messages.py)."""
+    exact = now - timedelta(days=retention_days)
+    return exact.replace(minute=0, second=0, microsecond=0)
+
+
 async def purge(
     services: Services,
     now: datetime,
@@ -111,8 +120,12 @@ async def purge(
     `now` is the caller's (the timer's clock, a test's fixed time); `timer` measures the
     budget only."""
     exact = now - timedelta(days=services.settings.retention_days)
-    cutoff = exact.replace(minute=0, second=0, microsecond=0)  # whole hours: see above
-    run = _Run(services, (cutoff, exact), deadline=timer() + budget_seconds, timer=timer)
+    run = _Run(
+        services,
+        (log_cutoff(now, services.settings.retention_days), exact),
+        deadline=timer() + budget_seconds,
+        timer=timer,
+    )
     tombstones = await services.connections.tombstones()
     deleted = [t["RowKey"] for t in tombstones]
     # A delivery in flight when its connection was deleted may still write a record: keep
@@ -121,7 +134,7 @@ async def purge(
     days = services.messages.days
     full_scan = await days.needs_full_scan(now)
     live = await services.connections.all_log_partitions() if full_scan else []
-    expired_days = await days.started_before(cutoff)
+    expired_days = await days.started_before(run.cutoff)
     run.result.complete = (
         await run.each(deleted, run.deleted_partition)
         and await run.each(live, run.live_partition)
@@ -135,7 +148,7 @@ async def purge(
     run.result.portal_sign_ins_removed = await services.portal_sessions.delete_expired(now)
     run.result.confirmation_codes_removed = await services.ownership.delete_expired(now)
     await services.audit.purge(now)  # issue 26: entries older than 90 days
-    log.info("purge of what is older than %s: %s", cutoff.isoformat(), run.result.describe())
+    log.info("purge of what is older than %s: %s", run.cutoff.isoformat(), run.result.describe())
     return run.result
 
 

@@ -15,6 +15,7 @@ import asyncio
 import json
 import random
 import secrets
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +25,7 @@ from uuid import UUID
 
 from shared import connstrings
 from shared.crypto import KeyRing
+from shared.dispatch.readcache import SharedReads
 from shared.errors import Conflict, InvalidField, NotFound
 from shared.models.connection import Connection
 from shared.models.connectioninput import EventSettings
@@ -87,13 +89,27 @@ class StoredConnection:
 
 
 class ConnectionRepository:
-    def __init__(self, table: TableClient, keys: KeyRing, parsed_rows: int = PARSED_ROWS) -> None:
+    """`recent_seconds`: how old a connection `recent` answers with may be (`timer`: seconds
+    on a clock that never goes back)."""
+
+    def __init__(
+        self,
+        table: TableClient,
+        keys: KeyRing,
+        parsed_rows: int = PARSED_ROWS,
+        *,
+        recent_seconds: float = 0.0,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._table = table
         self._keys = keys
         self.parsed_rows = parsed_rows
         self.parsed_hits = self.parsed_misses = 0  # counters for logs and tests
         # (account, Uid) -> (etag, the row parsed): a row read again unchanged is not reparsed
         self._parsed: OrderedDict[tuple[str, str], tuple[str, StoredConnection]] = OrderedDict()
+        self._recent: SharedReads[tuple[str, UUID], StoredConnection] = SharedReads(
+            lambda key: self.get(*key), recent_seconds, timer=timer
+        )
 
     # ----------------------------------------------------------- reads
 
@@ -122,6 +138,13 @@ class ConnectionRepository:
 
     async def get(self, account: str, uid: UUID) -> StoredConnection:
         return self._from_entity(await self._get_entity(account, uid))
+
+    async def recent(self, account: str, uid: UUID) -> StoredConnection:
+        """The connection as read at most `recent_seconds` ago by this process: for reads of
+        its log, which need only its account (the key of the read) and its log partition.
+        What this process writes or deletes is seen at once (each write forgets its key);
+        another process's change within `recent_seconds`. NotFound is never kept."""
+        return await self._recent.get((account, uid))
 
     async def read(self, account: str, uid: UUID) -> tuple[StoredConnection, HealthState | None]:
         """A connection and its health row if it has one, in one range query (NotFound
@@ -191,6 +214,8 @@ class ConnectionRepository:
             await self._table.create_entity(self._to_entity(stored))
         except ResourceExistsError:
             raise Conflict(f"connection {connection.uid} exists already") from None
+        finally:  # after the write: a read begun before it may have kept the old answer
+            self._recent.forget((account, connection.uid))
         return stored
 
     async def replace(
@@ -201,6 +226,14 @@ class ConnectionRepository:
         The write is conditional on what was read, so a concurrent delete is never undone
         and a concurrent replace is merged against the newest secrets (last writer wins).
         """
+        try:
+            return await self._replace(account, connection, now)
+        finally:
+            self._recent.forget((account, connection.uid))
+
+    async def _replace(
+        self, account: str, connection: Connection, now: datetime
+    ) -> StoredConnection:
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
         from azure.data.tables import UpdateMode
@@ -248,6 +281,8 @@ class ConnectionRepository:
             )
         except ResourceModifiedError:
             raise Conflict(f"connection {uid} changed meanwhile; try again") from None
+        finally:
+            self._recent.forget((account, uid))
         confirmed = current.connection.model_copy(update={"confirmed": True})
         return StoredConnection(account, confirmed, current.log_partition, current.updated_at)
 
@@ -267,6 +302,8 @@ class ConnectionRepository:
             await self._table.delete_entity(account, str(uid))
         except ResourceNotFoundError:
             raise NotFound(f"no connection {uid}") from None
+        finally:  # after the delete: 404 at once in this process (`recent`)
+            self._recent.forget((account, uid))
 
     async def forget_tombstone(self, log_partition: str) -> None:
         await self._table.delete_entity(TOMBSTONES, log_partition)

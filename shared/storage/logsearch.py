@@ -101,7 +101,9 @@ class Terms:
     """A search as the log serves it (shared/service/messages.py makes it from the query):
     `delivery`, the message_id its EventId or MessageId names (None: neither given); `empty`,
     when those two name different deliveries; `event_keys`, the exact keys wanted (None: any);
-    `status` (onlyFailed is status 2)."""
+    `status` (onlyFailed is status 2); `kept_from`, the retention's cutoff now (milliseconds,
+    shared/service/retention.py): a search by delivery hides what is older instead of reading
+    the purge's mark (None: it reads the mark)."""
 
     delivery: str | None = None
     empty: bool = False
@@ -109,6 +111,7 @@ class Terms:
     subject: str | None = None
     event_keys: tuple[str, ...] | None = None
     status: MessageStatus | None = None
+    kept_from: int | None = None
 
     def by_index(self) -> bool:
         """Whether index ranges serve it: by Subject or EventKey, or successes only. (A search

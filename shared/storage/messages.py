@@ -159,7 +159,7 @@ class MessageLog(LogRetention):
         if not found.stored:
             return MessagePage(messages=[], page=query.page, total_hits=0)
         floor, entities = await asyncio.gather(
-            loglisting.purged_before(self._table, partition),
+            self._kept_from(partition, terms),
             self.deliveries.records(partition, found.records),
         )
         if len(found.records) < found.attempts and len(found.records) > 1 and entities:
@@ -175,6 +175,13 @@ class MessageLog(LogRetention):
         records = await self._records(partition, chosen, query.include_body)
         messages = [r.message for r in records if r]
         return MessagePage(messages=messages, page=query.page, total_hits=len(wanted))
+
+    async def _kept_from(self, partition: str, terms: logsearch.Terms) -> int | None:
+        """Where the search's records begin: the retention's cutoff when the caller gave it
+        (no read), else the purge's mark."""
+        if terms.kept_from is not None:
+            return terms.kept_from
+        return await loglisting.purged_before(self._table, partition)
 
     async def _forgotten(self, partition: str, kept: Sequence[str], event_id: str) -> list[Any]:
         """The attempts a delivery row forgot: records of its event between its first attempt
