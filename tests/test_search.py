@@ -28,8 +28,10 @@ from shared.services import Services
 from shared.storage import logsearch
 from shared.storage.clients import CONNECTIONS_TABLE
 from shared.storage.connections import ConnectionRepository, StoredConnection
+from shared.storage.deliveries import COPIED_BODY_CHARS
 from shared.storage.logcounts import PURGED
 from shared.storage.logrecords import LoggedMessage, row_key
+from shared.storage.messages import MessageLog
 from tests.factories import a_connection, a_record
 from tests.plugins.app import Api
 
@@ -437,3 +439,72 @@ async def test_a_search_by_delivery_hides_what_the_retention_no_longer_keeps_by_
     await services.messages.table.upsert_entity(mark)
     assert await found(clocked, stored, event_id=kept.event_id) == [kept.message.uid.hex]
     assert await found(clocked, stored, event_id=old.event_id) == []
+
+
+class CountedReads:
+    """The real table client, counting the reads made through it (a spy, not a fake)."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+        self.reads = 0
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("get_entity", "query_entities"):
+            self.reads += 1
+        return getattr(self._table, name)
+
+
+async def test_a_delivery_of_one_attempt_is_one_read_from_its_rows_copy(
+    services: Services, account: str
+) -> None:
+    """Issue 26: the delivery row holds a copy of its latest record, so a search by EventId or
+    MessageId of a delivery of one attempt is one point read, with or without its body; a body
+    over COPIED_BODY_CHARS stays out of the copy (the record is read for it); a row written
+    before the copy still serves, from its records; the record's own marks are not copied."""
+    stored = await a_connection_of(services, account)
+    partition, table = stored.log_partition, services.messages.table
+    small, large = (
+        a_record(stored.uid, T0 - i * MINUTE, account=account, body=body)
+        for i, body in enumerate(['{"a": 1}', "x" * (COPIED_BODY_CHARS + 1)])
+    )
+    await services.messages.add(partition, [small, large])
+    several = await attempts(services, stored, "evt-three", 3)
+    counted = CountedReads(table)
+    log = MessageLog(counted, services.messages.bodies)  # type: ignore[arg-type]
+    kept_from = log_cutoff(services.clock(), services.settings.retention_days)
+
+    async def search(record: LoggedMessage, by: str, include_body: bool) -> tuple[list[Any], int]:
+        mid = message_id(account, record.event_id, stored.uid)
+        query = (
+            MessageQuery(event_id=record.event_id, include_body=include_body)
+            if by == "event_id"
+            else MessageQuery(message_id=mid, include_body=include_body)
+        )
+        terms = messages.search_terms(stored, query, kept_from)
+        counted.reads = 0
+        page = await log.page(partition, query, terms)
+        return [(m.uid, m.message_body) for m in page.messages], counted.reads
+
+    for by in ("event_id", "message_id"):
+        assert await search(small, by, True) == ([(small.message.uid, '{"a": 1}')], 1)
+        assert await search(small, by, False) == ([(small.message.uid, None)], 1)
+        assert await search(large, by, False) == ([(large.message.uid, None)], 1)
+        body = large.message.message_body
+        assert await search(large, by, True) == ([(large.message.uid, body)], 2)
+    newest_first = [(r.message.uid, r.message.message_body) for r in reversed(several)]
+    assert await search(several[0], "event_id", True) == (newest_first, 3)  # + the 2 earlier
+
+    row = await table.get_entity(partition, "d_" + message_id(account, small.event_id, stored.uid))
+    assert row["RecordKey"] == row_key(small.message.uid) and row["MessageBody"] == '{"a": 1}'
+    assert not {"Counted", "Indexed", "OpensDelivery"} & set(row)
+    row = await table.get_entity(partition, "d_" + message_id(account, large.event_id, stored.uid))
+    assert "MessageBody" not in row and row["RecordKey"] == row_key(large.message.uid)
+
+    # a row as written before the copy: the delivery's state alone
+    state = ("State", "Attempts", "Scheduled", "Records", "NextAttemptAt")
+    old = {k: v for k, v in row.items() if k in state}
+    await table.upsert_entity(
+        {**old, "PartitionKey": partition, "RowKey": row["RowKey"]}, "replace"
+    )
+    assert await search(large, "event_id", True) == ([(large.message.uid, body)], 2)
+    assert await search(large, "event_id", False) == ([(large.message.uid, None)], 2)

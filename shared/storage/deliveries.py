@@ -1,7 +1,9 @@
 """Delivery rows beside the message log (layout: shared/storage/messages.py; rules:
 shared/deliveries.py).
 
-    d_<message_id>          a delivery: State, Attempts, NextAttemptAt, Scheduled, Records
+    d_<message_id>          a delivery: State, Attempts, NextAttemptAt, Scheduled, Records,
+                            and a copy of its latest record (RecordKey names it; its body
+                            only up to COPIED_BODY_CHARS)
     u_<millis>_<uid>        while a delivery is not delivered: a copy of its latest attempt,
       (oldest first)        keyed by its first attempt's time (milliseconds, not inverted)
                             and Uid
@@ -11,6 +13,13 @@ Recording an attempt writes, in the transaction of its record (`operations`): th
 an insert when the read found none), its `u_` row (replaced while undelivered, deleted once
 delivered), and its new state into its earlier records and their failure copies (property
 `Delivery`), so that every attempt reads the delivery as it is now without a read per record.
+
+The copy of the latest record (issue 26) makes a search by EventId or MessageId of a delivery
+of one attempt one point read, as the `u_` row's copy does for the list of deliveries not
+delivered: Azurite serves one request at a time, so each read is felt. Its size is bounded: the
+record's (whose body is inline up to 32 K characters, else a blob named in it) less a body
+over COPIED_BODY_CHARS (such a search reads the record for it), plus at most MAX_RECORDS keys.
+Rows written before it have no copy: their records are read, as before.
 """
 
 from __future__ import annotations
@@ -31,6 +40,11 @@ if TYPE_CHECKING:
 DELIVERY = "d_"
 UNDELIVERED = "u_"
 _FAILED_MARK = "!"  # after a RowKey in `Records`: that attempt failed (it has a failure copy)
+# A body longer than this stays out of the delivery row's copy: an event is usually a few KB,
+# and every dispatch reads the row again (a re-send, a retry).
+COPIED_BODY_CHARS = 8_000
+# The record's marks for the purge and `log reindex`: they belong to the record, not the copy.
+_NOT_COPIED = ("PartitionKey", "RowKey", "Counted", "Indexed", "OpensDelivery")
 
 
 def delivery_key(message_id: str) -> str:
@@ -116,6 +130,25 @@ def delivery_of(entity: Any) -> Delivery:
     )
 
 
+def copied(record: dict[str, Any]) -> dict[str, Any]:
+    """What the delivery row keeps of its latest record (`record`: its entity)."""
+    copy = {k: v for k, v in record.items() if k not in _NOT_COPIED}
+    if len(copy.get("MessageBody") or "") > COPIED_BODY_CHARS:
+        del copy["MessageBody"]
+    return {**copy, "RecordKey": record["RowKey"]}
+
+
+def latest_of(entity: Any, with_body: bool) -> Any | None:
+    """The copy of the latest record in a delivery row, shaped as the record (its RowKey);
+    None when the row has none (written before the copy), or `with_body` and it left the
+    body out."""
+    if "RecordKey" not in entity:
+        return None
+    if with_body and "MessageBody" not in entity and "BodyBlob" not in entity:
+        return None
+    return {**entity, "RowKey": entity["RecordKey"]}
+
+
 def opens(write: DeliveryWrite) -> bool:
     """Whether this attempt's record made the delivery row (the purge removes the row with it)."""
     return write.before is None or not write.before.stored
@@ -132,7 +165,12 @@ def operations(
     write of an undelivered delivery replaces or deletes its `u_` row, so that ETag moves with
     every change of it; the delivery row is then written whole, without a condition."""
     before, after = write.before, write.after
-    row = {"PartitionKey": partition, "RowKey": delivery_key(after.message_id), **_state(after)}
+    row = {
+        **copied(record),
+        "PartitionKey": partition,
+        "RowKey": delivery_key(after.message_id),
+        **_state(after),
+    }
     by_index = (
         before is not None and before.guard is not None and before.guard.startswith(UNDELIVERED)
     )
@@ -176,12 +214,28 @@ class DeliveryRows:
 
     async def get(self, partition: str, message_id: str) -> Delivery:
         """The stored delivery, or a new one (`stored` False) when there is none."""
+        return (await self.with_records(partition, message_id, None))[0]
+
+    async def with_records(
+        self, partition: str, message_id: str, with_body: bool | None = True
+    ) -> tuple[Delivery, list[Any]]:
+        """The stored delivery (or a new one, `stored` False) and the records it lists that are
+        still there, oldest first: its latest from the row's copy when that serves (`with_body`:
+        a copy with the body), the others by point reads side by side. None: no records."""
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
-            return delivery_of(await self._table.get_entity(partition, delivery_key(message_id)))
+            row = await self._table.get_entity(partition, delivery_key(message_id))
         except ResourceNotFoundError:
-            return Delivery(message_id)
+            return Delivery(message_id), []
+        found = delivery_of(row)
+        if with_body is None:
+            return found, []
+        latest = latest_of(row, with_body)
+        kept = {latest["RowKey"]: latest} if latest is not None else {}
+        read = await self.records(partition, [k for k in found.records if k not in kept])
+        by_key = kept | {e["RowKey"]: e for e in read}
+        return found, [by_key[k] for k in found.records if k in by_key]
 
     def _rows(self, partition: str, keys: tuple[str, str], **options: Any) -> Any:
         """Rows with RowKey in [start, end). A start made of a key and '~' starts after that

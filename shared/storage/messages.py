@@ -103,10 +103,9 @@ class MessageLog(LogRetention):
 
     async def attempts(self, partition: str, message_id: str) -> DeliveryView:
         """A delivery with every attempt it remembers, oldest first."""
-        found = await self.deliveries.get(partition, message_id)
+        found, entities = await self.deliveries.with_records(partition, message_id)
         if not found.stored:
             raise NotFound(f"no delivery {message_id}")
-        entities = await self.deliveries.records(partition, found.records)
         records = await self._records(partition, entities)
         messages = [r.message for r in records if r]
         return DeliveryView(**found.status().model_dump(), messages=messages)
@@ -152,16 +151,16 @@ class MessageLog(LogRetention):
         self, partition: str, query: MessageQuery, terms: logsearch.Terms
     ) -> MessagePage:
         """A search's page from its delivery's row and the records it lists, filtered here (a
-        delivery has few). A delivery of more than MAX_RECORDS attempts lists its first and
-        its latest ones: the attempts it forgot are found by their EventId between those two."""
+        delivery has few; the row holds a copy of the latest). A delivery of more than
+        MAX_RECORDS attempts lists its first and its latest ones: the attempts it forgot are
+        found by their EventId between those two."""
         assert terms.delivery is not None
-        found = await self.deliveries.get(partition, terms.delivery)
+        floor, (found, entities) = await asyncio.gather(
+            self._kept_from(partition, terms),
+            self.deliveries.with_records(partition, terms.delivery, query.include_body),
+        )
         if not found.stored:
             return MessagePage(messages=[], page=query.page, total_hits=0)
-        floor, entities = await asyncio.gather(
-            self._kept_from(partition, terms),
-            self.deliveries.records(partition, found.records),
-        )
         if len(found.records) < found.attempts and len(found.records) > 1 and entities:
             entities += await self._forgotten(partition, found.records, entities[0]["EventId"])
         after = max(
