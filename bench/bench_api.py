@@ -18,7 +18,8 @@ concurrency: a point read of the connection's entity; for a listing, the read of
 rows (a range query from the page's first RowKey, known beforehand; no count); for a search
 of one record, a point read of that record's row (the bar of issue 26: within 2x of it; the
 `eventId` search also called in this process, without HTTP, against the same), and
-for `subject=`, served by a range, also the range read of its one index row; for the
+for `subject=`, served by a range, also the range read of its one index row; `eventId=` and
+`messageId=` also with `includeBody=false`, and `eventId=` in process both ways; for the
 failed-records search, one range read of the same records' failure copies. Each pair
 alternates which goes first.
 """
@@ -194,18 +195,30 @@ def targets(
     assert metadata is not None
     by_subject = {"subject": middle.subject or ""}
 
-    async def without_http() -> None:
-        """The search's own work: the delivery's row, then its record (no HTTP, no auth, no
-        read of the connection)."""
-        query = MessageQuery(event_id=middle.event_id)
-        page = await messages.list_messages(services, stored, query)
-        assert page.total_hits == 1 and page.messages[0].uid == middle.message.uid
+    def without_http(include_body: bool) -> Callable[[], Awaitable[None]]:
+        """The search's own work as the handler calls it: the connection (kept briefly, as
+        the handler reads it), then the delivery's row (no HTTP, no auth)."""
+        query = MessageQuery(event_id=middle.event_id, include_body=include_body)
 
+        async def call() -> None:
+            connection = await services.connections.recent(stored.account, stored.uid)
+            page = await messages.list_messages(services, connection, query)
+            assert page.total_hits == 1 and page.messages[0].uid == middle.message.uid
+
+        return call
+
+    no_body = {"includeBody": "false"}
     return [
         Target(f"search eventId in process (no HTTP); raw: point read, {n_records:,} records",
-               without_http, point_read, page_requests),
+               without_http(True), point_read, page_requests),
+        Target("search eventId includeBody=false in process (no HTTP); raw: point read, "
+               f"{n_records:,} records", without_http(False), point_read, page_requests),
         search("eventId; raw: point read", {"eventId": middle.event_id}, point_read),
+        search("eventId includeBody=false; raw: point read",
+               {"eventId": middle.event_id, **no_body}, point_read),
         search("messageId; raw: point read", {"messageId": metadata.message_id}, point_read),
+        search("messageId includeBody=false; raw: point read",
+               {"messageId": metadata.message_id, **no_body}, point_read),
         search("subject; raw: point read", by_subject, point_read),
         search("subject; raw: range read of its index row", by_subject, index_range),
         listing("search eventKey=Prefix.* status=2 page 1; raw: the failure copies",
