@@ -1,7 +1,7 @@
 """The cost of the search index rows on the log's write path: records/s and CPU per record,
 with and without them, on Azurite.
 
-    python -m bench.bench_logwrite [--quick] [--records N] [--rounds R]
+    python -m bench.bench_logwrite [--quick] [--records N] [--rounds R] [--copy]
 
 Starts its own Azurite (in memory). Each round writes the same records (each with a Subject,
 so each has both index rows: the most a record writes) into fresh log partitions, once with
@@ -10,9 +10,11 @@ replaced by nothing: the log write as it was before search), in two shapes:
 - one record a transaction, 16 at once: what the dispatcher does (an attempt is recorded
   when it ends);
 - 100-record `add`s, 4 at once: a bulk write (benchmarks' fill, `log reindex`).
-Rounds alternate which goes first. It prints each round's figures, then the medians: records/s
-with (ours) against without (raw), target >= 77% (1.3x the time per record), and CPU per
-record. Defaults: 2,000 records, 4 rounds (500 and 2 with --quick).
+With `--copy`, "without" is instead the delivery row without its copy of the latest record
+(`deliveries.copied` replaced by nothing: the row as it was before issue 26's one-read search),
+index rows written in both. Rounds alternate which goes first. It prints each round's figures,
+then the medians: records/s with (ours) against without (raw), target >= 77% (1.3x the time
+per record), and CPU per record. Defaults: 2,000 records, 4 rounds (500 and 2 with --quick).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from local.azurite import Azurite, start_azurite
 from shared.crypto import KeyRing
 from shared.services import Services
 from shared.settings import Settings, StorageTarget
-from shared.storage import logsearch
+from shared.storage import deliveries, logsearch
 from shared.storage.logrecords import LoggedMessage
 from tests.factories import log_records
 
@@ -63,12 +65,21 @@ async def bulk(services: Services, records: list[LoggedMessage]) -> None:
 
 
 async def measure(
-    services: Services, azurite: Azurite, records: list[LoggedMessage], write: Write, index: bool
+    services: Services,
+    azurite: Azurite,
+    records: list[LoggedMessage],
+    write: Write,
+    index: bool,
+    copy: bool = False,
 ) -> tuple[float, float]:
-    """(records/s, ms of CPU per 1,000 records: this process and Azurite)."""
+    """(records/s, ms of CPU per 1,000 records: this process and Azurite). `index` False: as
+    it was before what is measured (`copy`: the delivery row's copy; else the index rows)."""
     gc.collect()
     await asyncio.sleep(1)  # let Azurite settle
-    with mock.patch.object(logsearch, "operations", logsearch.operations if index else _none):
+    module, name, nothing = (
+        (deliveries, "copied", _no_copy) if copy else (logsearch, "operations", _none)
+    )
+    with mock.patch.object(module, name, getattr(module, name) if index else nothing):
         cpu = time.process_time() + cpu_seconds(azurite.process.pid)
         start = time.perf_counter()
         await write(services, records)
@@ -81,7 +92,11 @@ def _none(partition: str, record: object) -> list[object]:
     return []
 
 
-async def run(n: int, rounds: int) -> list[Result]:
+def _no_copy(record: object) -> dict[str, object]:
+    return {}
+
+
+async def run(n: int, rounds: int, copy: bool = False) -> list[Result]:
     azurite = start_azurite()
     settings = Settings(
         storage=StorageTarget(connection_string=azurite.connection_string),
@@ -93,13 +108,14 @@ async def run(n: int, rounds: int) -> list[Result]:
         now = datetime.now(UTC)
         made = log_records(uuid.uuid4(), n, now, timedelta(days=1), EVENT_BODY, EVENT_KEY)
         records = [dataclasses.replace(r, subject=f"orders/{i}") for i, r in enumerate(made)]
-        print(f"{n} records a shape and variant, {rounds} round(s)")
+        what = "the delivery row's copy" if copy else "index rows"
+        print(f"{n} records a shape and variant, {rounds} round(s), with and without {what}")
         for write in (one_a_transaction, bulk):
             got: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
             for r in range(1, rounds + 1):
                 order = [False, True] if r % 2 else [True, False]
                 for index in order:
-                    got[index].append(await measure(services, azurite, records, write, index))
+                    got[index].append(await measure(services, azurite, records, write, index, copy))
                 (wr, wc), (nr, nc) = got[True][-1], got[False][-1]
                 print(f"  {write.__name__} round {r}: with {wr:5.0f}/s ({wc:4.0f} ms CPU/1000), "
                       f"without {nr:5.0f}/s ({nc:4.0f} ms CPU/1000)")  # fmt: skip
@@ -108,7 +124,7 @@ async def run(n: int, rounds: int) -> list[Result]:
             name = write.__name__.replace("_", " ")
             cpu_note = f"CPU per 1,000 records: {cpu[True]:.0f} ms with, {cpu[False]:.0f} without"
             results.append(
-                Result("logwrite", f"log write with index rows, {name}", rate[True],
+                Result("logwrite", f"log write with {what}, {name}", rate[True],
                        "records/s", raw=rate[False], target=">= 77%: 1.3x the time",
                        note=cpu_note)
             )  # fmt: skip
@@ -123,11 +139,12 @@ def main() -> None:
         __doc__,
         records=(int, "records a shape and variant (default 2,000; 500 quick)"),
         rounds=(int, "rounds, even: each goes first as often (default 4; 2 quick)"),
+        copy=(bool, "without: the delivery row without its copy of the latest record"),
     )
     print(f"logwrite: {machine()}", flush=True)
     records = args.records or (500 if args.quick else 2_000)
     rounds = args.rounds or (2 if args.quick else 4)
-    report(asyncio.run(run(records, rounds)))
+    report(asyncio.run(run(records, rounds, args.copy)))
 
 
 if __name__ == "__main__":
