@@ -20,7 +20,8 @@ of one record, a point read of that record's row (the bar of issue 26: within 2x
 `eventId` search also called in this process, without HTTP, against the same), and
 for `subject=`, served by a range, also the range read of its one index row; `eventId=` and
 `messageId=` also with `includeBody=false`, and `eventId=` in process both ways (these by
-point reads 20 times the requests of a listing: 200 at 1 client, 640 at 16); for the
+point reads 20 times the requests of a listing, 200 at 1 client and 640 at 16, each client
+alternating ours and raw so that other processes' load falls on both alike); for the
 failed-records search, one range read of the same records' failure copies. Each pair
 alternates which goes first.
 """
@@ -116,6 +117,30 @@ class Target:
     ours: Callable[[], Awaitable[None]]
     raw: Callable[[], Awaitable[None]]
     requests: dict[int, int]  # by concurrency
+    # each client alternates ours and raw, so a burst of another process's load falls on
+    # both sides alike (for figures of a few milliseconds on a shared machine)
+    interleaved: bool = False
+
+
+async def interleaved(
+    sides: dict[str, Callable[[], Awaitable[None]]], clients_: int, requests: int
+) -> dict[str, list[float]]:
+    """`requests` calls of each side spread over `clients_` concurrent clients, each client
+    calling one side then the other (which first alternates); each call's seconds by side."""
+    samples: dict[str, list[float]] = {side: [] for side in sides}
+    left = requests
+
+    async def client() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            for side in sorted(sides, reverse=left % 2 == 0):
+                start = time.perf_counter()
+                await sides[side]()
+                samples[side].append(time.perf_counter() - start)
+
+    await asyncio.gather(*(client() for _ in range(clients_)))
+    return samples
 
 
 def targets(
@@ -173,12 +198,10 @@ def targets(
     point_requests = {c: n * 20 for c, n in page_requests.items()}
 
     def search(
-        name: str,
-        query: dict[str, str],
-        raw: Callable[[], Awaitable[None]],
-        requests: dict[int, int] = page_requests,
+        name: str, query: dict[str, str], raw: Callable[[], Awaitable[None]], point: bool = False
     ) -> Target:
-        """A search that finds the middle record, against `raw`."""
+        """A search that finds the middle record, against `raw`; `point`: one served by point
+        reads (more requests, the sides interleaved)."""
 
         async def ours() -> None:
             async with session.get(path + "/messages", params=query) as response:
@@ -187,7 +210,8 @@ def targets(
                 assert body["TotalHits"] == 1, body
                 assert body["Messages"][0]["Uid"] == str(middle.message.uid), body
 
-        return Target(f"search {name}, {n_records:,} records", ours, raw, requests)
+        name = f"search {name}, {n_records:,} records"
+        return Target(name, ours, raw, point_requests if point else page_requests, point)
 
     async def point_read() -> None:
         await raw_messages.get_entity(stored.log_partition, row_key(middle.message.uid))
@@ -219,17 +243,17 @@ def targets(
     no_body = {"includeBody": "false"}
     return [
         Target(f"search eventId in process (no HTTP); raw: point read, {n_records:,} records",
-               without_http(True), point_read, point_requests),
+               without_http(True), point_read, point_requests, interleaved=True),
         Target("search eventId includeBody=false in process (no HTTP); raw: point read, "
-               f"{n_records:,} records", without_http(False), point_read, point_requests),
-        search("eventId; raw: point read", {"eventId": middle.event_id}, point_read,
-               point_requests),
+               f"{n_records:,} records", without_http(False), point_read, point_requests,
+               interleaved=True),
+        search("eventId; raw: point read", {"eventId": middle.event_id}, point_read, True),
         search("eventId includeBody=false; raw: point read",
-               {"eventId": middle.event_id, **no_body}, point_read, point_requests),
+               {"eventId": middle.event_id, **no_body}, point_read, True),
         search("messageId; raw: point read", {"messageId": metadata.message_id}, point_read,
-               point_requests),
+               True),
         search("messageId includeBody=false; raw: point read",
-               {"messageId": metadata.message_id, **no_body}, point_read, point_requests),
+               {"messageId": metadata.message_id, **no_body}, point_read, True),
         search("subject; raw: point read", by_subject, point_read),
         search("subject; raw: range read of its index row", by_subject, index_range),
         listing("search eventKey=Prefix.* status=2 page 1; raw: the failure copies",
@@ -305,7 +329,11 @@ async def compare(
     order = ["raw", "ours"] if turn % 2 == 0 else ["ours", "raw"]
     samples: dict[str, list[float]] = {}
     cpu: dict[str, str] = {}
-    for side in order:
+    if target.interleaved:
+        with CpuMeter(pids) as meter:
+            samples = await interleaved(sides, concurrency, requests)
+        cpu = {side: f"{side}: {meter.summary()} (both sides, interleaved)" for side in sides}
+    for side in order if not target.interleaved else ():
         with CpuMeter(pids) as meter:
             samples[side] = await latencies(sides[side], concurrency, requests)
         cpu[side] = f"{side}: {meter.summary()}"
