@@ -26,7 +26,6 @@ alternates which goes first.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -54,7 +53,8 @@ from bench.common import (
     report,
     unique,
 )
-from shared.models.records import MessageQuery, MessageStatus, RequestMetadata
+from bench.logload import LoadedLog, LogShape, azurite_rss_mb, load_log
+from shared.models.records import MessageQuery, RequestMetadata
 from shared.service import messages
 from shared.services import Services
 from shared.storage import clients, logsearch
@@ -62,7 +62,7 @@ from shared.storage.connections import StoredConnection
 from shared.storage.logcounts import FAILURE, RECORDS_END
 from shared.storage.logrecords import LoggedMessage, row_key, row_key_bound
 from shared.storage.transactions import MAX_OPERATIONS
-from tests.factories import a_connection, log_records
+from tests.factories import a_connection
 
 PAGE_SIZE = 100  # the API's default
 WRITERS = 8  # concurrent transaction chains while filling the log
@@ -122,12 +122,12 @@ def targets(
     raw_connections: Any,
     raw_messages: Any,
     stored: StoredConnection,
-    records: list[LoggedMessage],
+    log: LoadedLog,
     requests: int,
     page_requests: dict[int, int],
 ) -> list[Target]:
     path = f"/v1/azureservicebusconnections/{stored.uid}"
-    n_records = len(records)
+    n_records = log.count
 
     async def get_connection() -> None:
         async with session.get(path) as response:
@@ -162,10 +162,7 @@ def targets(
 
         return Target(f"GET messages, {name}, {n_records:,} records", ours, raw, page_requests)
 
-    failed = [r for r in records if r.message.status == MessageStatus.FAILED]
-    hour_ago = records[0].message.request_timestamp - timedelta(hours=1)
-    recent = [r for r in records if r.message.request_timestamp > hour_ago]
-    middle = records[n_records // 2]
+    first_failed, hour_ago, middle = log.first_failed, log.hour_ago, log.middle
 
     def search(name: str, query: dict[str, str], raw: Callable[[], Awaitable[None]]) -> Target:
         """A search that finds the middle record, against `raw`."""
@@ -210,16 +207,15 @@ def targets(
         search("subject; raw: range read of its index row", by_subject, index_range),
         listing("search eventKey=Prefix.* status=2 page 1; raw: the failure copies",
                 {"eventKey": EVENT_KEY.split(".")[0] + ".*", "status": "2"},
-                FAILURE + row_key(failed[0].message.uid), len(failed), FAILURE + RECORDS_END),
+                FAILURE + row_key(first_failed.message.uid), log.failed, FAILURE + RECORDS_END),
         Target("GET connection", get_connection, raw_get_connection,
                dict.fromkeys(CONCURRENCY, requests)),
-        listing("page 1", {}, row_key(records[0].message.uid), n_records),
-        listing("page 50", {"page": "50"}, row_key(records[49 * PAGE_SIZE].message.uid),
-                n_records),
+        listing("page 1", {}, log.page_start(1), n_records),
+        listing("page 50", {"page": "50"}, log.page_start(50), n_records),
         listing("onlyFailed page 1", {"onlyFailed": "true"},
-                FAILURE + row_key(failed[0].message.uid), len(failed), FAILURE + RECORDS_END),
+                FAILURE + row_key(first_failed.message.uid), log.failed, FAILURE + RECORDS_END),
         listing("since 1 h ago", {"since": hour_ago.isoformat()},
-                row_key(records[0].message.uid), len(recent), row_key_bound(hour_ago)),
+                log.page_start(1), log.recent, row_key_bound(hour_ago)),
     ]  # fmt: skip
 
 
@@ -238,14 +234,14 @@ async def measure(quick: bool, n_records: int | None, requests: int | None) -> l
         now = datetime.now(UTC)
         key, _ = await services.api_keys.create(account, now)
         stored = await services.connections.add(account, a_connection(), now)
-        made = log_records(
-            stored.uid, n_records, now, RETENTION, EVENT_BODY, EVENT_KEY, FAILED_EVERY, account
-        )
         # each its own Subject, so that a search by it finds one
-        records = [dataclasses.replace(r, subject=f"orders/{i}") for i, r in enumerate(made)]
-        seconds = await fill_log(services, stored, records)
-        print(f"  {n_records:,} records written in {seconds:.1f} s "
-              f"({n_records / seconds:,.0f}/s)", flush=True)  # fmt: skip
+        shape = LogShape(n_records, now, RETENTION, EVENT_BODY, EVENT_KEY, FAILED_EVERY, account)
+        pid = started.process.pid
+        log = await load_log(services, stored, shape, progress=max(n_records // 10, 10_000),
+                             rss_of=pid)  # fmt: skip
+        print(f"  {n_records:,} records written in {log.seconds:.1f} s "
+              f"({n_records / log.seconds:,.0f}/s), Azurite RSS {azurite_rss_mb(pid):,.0f} MB",
+              flush=True)  # fmt: skip
         raw_connections = TableClient.from_connection_string(
             storage, clients.CONNECTIONS_TABLE, transport=azurite_transport()
         )
@@ -259,7 +255,7 @@ async def measure(quick: bool, n_records: int | None, requests: int | None) -> l
                     host.url, connector=connector, headers={"Authorization": key}
                 ) as session:
                     for target in targets(services, session, raw_connections, raw_messages, stored,
-                                          records, requests, page_requests):  # fmt: skip
+                                          log, requests, page_requests):  # fmt: skip
                         for turn, c in enumerate(CONCURRENCY):
                             pids = {"azurite": started.process.pid, "host": host.process.pid,
                                     "bench": os.getpid()}  # fmt: skip
