@@ -2,8 +2,8 @@
 
 The records are made in chunks as the writers ask for them and written with
 `services.messages.add` (so with their counters, failure copies, delivery rows and search
-index rows: what the app would have written), by several writers at once, each taking the
-next chunk when its last one is written. Only what a benchmark's timed part needs is kept
+index rows: what the app would have written), by several writers at once, each through its
+own stretch of the log's time, one chunk at a time. Only what a benchmark's timed part needs is kept
 (`LoadedLog`): a few records and RowKeys, and counts. Building all records first would hold
 about 4 KB a record (4 GB at a million) in the benchmark's process.
 """
@@ -26,7 +26,7 @@ from shared.storage.logrecords import LoggedMessage, row_key
 from tests.factories import a_record
 
 WRITERS = 8  # concurrent chains of transactions
-CHUNK = 500  # records a writer takes at a time (its transactions hold 100 operations each)
+CHUNK = 500  # records a writer makes and writes at a time (in transactions of 100 operations)
 
 
 @dataclass(frozen=True)
@@ -104,10 +104,10 @@ async def load_log(
     wanted = {0, n // 2, *starts.values()}
     counts = {"failed": 0, "recent": 0, "written": 0, "reported": 0}
 
-    def chunks() -> Iterator[list[LoggedMessage]]:
-        for first in range(0, n, CHUNK):
+    def chunks(first: int, end: int) -> Iterator[list[LoggedMessage]]:
+        for start in range(first, end, CHUNK):
             chunk = []
-            for i in range(first, min(first + CHUNK, n)):
+            for i in range(start, min(start + CHUNK, end)):
                 r = shape.record(stored, i)
                 chunk.append(r)
                 if i in wanted:
@@ -116,10 +116,8 @@ async def load_log(
                 counts["recent"] += r.message.request_timestamp > hour_ago
             yield chunk
 
-    made = chunks()
-
-    async def writer() -> None:
-        for chunk in made:  # the next one not yet taken (one event loop: no two take one)
+    async def writer(first: int, end: int) -> None:
+        for chunk in chunks(first, end):
             await services.messages.add(stored.log_partition, chunk)
             counts["written"] += len(chunk)
             if progress and counts["written"] - counts["reported"] >= progress:
@@ -128,9 +126,13 @@ async def load_log(
                 rss = f", Azurite RSS {azurite_rss_mb(rss_of):,.0f} MB" if rss_of else ""
                 print(f"    {counts['written']:,} written ({rate:,.0f}/s{rss})", flush=True)
 
+    # Each writer a stretch of time of its own, as the dispatcher writes a partition one
+    # transaction at a time in each process: so an hour has one counter row, not one for each
+    # writer that took a chunk of it.
+    share = -(-n // WRITERS)
     started = time.perf_counter()
     with Stopwatch() as watch:
-        await asyncio.gather(*(writer() for _ in range(WRITERS)))
+        await asyncio.gather(*(writer(i, min(i + share, n)) for i in range(0, n, share)))
     return LoadedLog(
         count=n,
         newest=kept[0],

@@ -33,7 +33,7 @@ def test_the_shape_gives_the_records_log_records_gives() -> None:
 async def test_what_the_loader_keeps_is_what_the_log_says(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(logload, "CHUNK", 30)  # several chunks, written by several writers
+    monkeypatch.setattr(logload, "CHUNK", 5)  # many chunks, written by several writers
     stored = await services.connections.add("acme", a_connection(), NOW)
     shape = a_shape(250)
     loaded = await load_log(services, stored, shape, pages=(1, 5), page_size=20)
@@ -54,3 +54,11 @@ async def test_what_the_loader_keeps_is_what_the_log_says(
         partition, MessageQuery(page_size=500, since=loaded.hour_ago)
     )
     assert recent.total_hits == loaded.recent == 50  # 5 hours over 250 records
+
+    # each writer its own stretch of time, as one dispatcher process writes a partition: an
+    # hour has one counter row, and a second only where two writers' stretches meet
+    counters = services.messages.table.query_entities(
+        "PartitionKey eq @pk and RowKey ge 'c_' and RowKey lt 'c`'", parameters={"pk": partition}
+    )
+    hours = [row["RowKey"][2:15] async for row in counters]
+    assert len(hours) <= len(set(hours)) + logload.WRITERS - 1
