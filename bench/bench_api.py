@@ -1,11 +1,14 @@
 """API latency (p50, p99) at 1 and 16 concurrent clients, against the raw Table reads.
 
-    python -m bench.bench_api [--quick] [--records N] [--requests N]
+    python -m bench.bench_api [--quick] [--records N] [--requests N] [--only NAMES]
 
 Starts Azurite and the app in `python -m local.host --no-triggers` (own process). One account
 with one connection whose log holds 50,000 records (10,000 with --quick) over the 14 days of
-retention, 0.1% of them failed, written with `services.messages.add` (100-record
-transactions, counters and failure copies included) before the clock starts. Timed, over
+retention, 0.1% of them failed, written with `services.messages.add` (transactions of 100
+operations: counters, failure copies, delivery and index rows included) before the clock
+starts, made and written in chunks by bench/logload.py (a million fit; it prints the rate
+and Azurite's memory as it goes). `--only` times the figures whose name holds one of the
+comma-separated NAMES (e.g. `GET messages, page,onlyFailed,since`). Timed, over
 HTTP (aiohttp, keep-alive, one request at a time per client):
 - `GET /v1/azureservicebusconnections/{uid}`;
 - `GET .../messages`: page 1 (100, newest first), page 50, `onlyFailed=true` page 1, and
@@ -243,11 +246,12 @@ async def measure(
         # each its own Subject, so that a search by it finds one
         shape = LogShape(n_records, now, RETENTION, EVENT_BODY, EVENT_KEY, FAILED_EVERY, account)
         pid = started.process.pid
-        log = await load_log(services, stored, shape, progress=max(n_records // 10, 10_000),
-                             rss_of=pid)  # fmt: skip
+        with CpuMeter({"azurite": pid, "bench": os.getpid()}) as meter:  # which one bounds it
+            log = await load_log(services, stored, shape, progress=max(n_records // 10, 10_000),
+                                 rss_of=pid)  # fmt: skip
         print(f"  {n_records:,} records written in {log.seconds:.1f} s "
-              f"({n_records / log.seconds:,.0f}/s), Azurite RSS {azurite_rss_mb(pid):,.0f} MB",
-              flush=True)  # fmt: skip
+              f"({n_records / log.seconds:,.0f}/s), Azurite RSS {azurite_rss_mb(pid):,.0f} MB; "
+              f"{meter.summary()}", flush=True)  # fmt: skip
         raw_connections = TableClient.from_connection_string(
             storage, clients.CONNECTIONS_TABLE, transport=azurite_transport()
         )
