@@ -228,6 +228,10 @@ async def test_delete_asks_for_the_name_and_cancel_keeps_the_connection(
     assert (await api.call("GET", f"{PATH}/{uid}"))[0] == 200
 
     await portal.button("Delete connection…").click()
+    await page.keyboard.press("Escape")  # cancels too
+    await expect(dialog).to_be_hidden()
+
+    await portal.button("Delete connection…").click()
     await dialog.get_by_label("Name of the connection").fill("ER")  # not its name
     await dialog.get_by_role("button", name="Delete connection").click()
     await expect(dialog.locator("#delete-error")).to_contain_text("Type ERP exactly")
