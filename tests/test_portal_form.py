@@ -9,6 +9,7 @@ import re
 import uuid
 from typing import Any
 
+from shared.services import Services
 from tests import test_portal_browser as shared
 from tests.factories import PATH
 from tests.plugins.app import Api
@@ -122,6 +123,7 @@ async def test_each_settings_400_shows_next_to_its_field(
         "Blob container connection string": "AccountName=UPPER;AccountKey=a2V5",
         "Blob container name": "Bad_Name",
         "Time to live": "PT5S",
+        "Title": "T" * 201,
     }
     for label, value in bad.items():
         await page.get_by_label(label).fill(value)
@@ -136,6 +138,7 @@ async def test_each_settings_400_shows_next_to_its_field(
         "BlobContainerName": "3-63 lowercase letters",
         "TimeToLive": "from PT1M (1 minute) to P14D",
         "ApplicationProperties": "EventKey is set by the delivery service",
+        "Title": "at most 200 characters",
     }
     for name, words in slots.items():
         slot = page.locator(f"#e-{name}")
@@ -145,15 +148,15 @@ async def test_each_settings_400_shows_next_to_its_field(
         assert await page.locator(f"#f-{name}").get_attribute("aria-invalid") == "true", name
     summary = page.get_by_role("alert").filter(has_text="Not saved")
     await expect(summary).to_contain_text("Queue name")
-    assert await page.evaluate("document.activeElement.id") == "f-ServiceBusConnectionString"
+    assert await page.evaluate("document.activeElement.id") == "f-Title"  # the first named
     await portal.check("connection-form-errors")
 
     # Entra ID: its own fields, the connection strings hidden (sent as null), its own rules.
     await page.get_by_label("Authentication").select_option("EntraId")
     assert not await page.get_by_label("Service Bus connection string").is_visible()
     await page.get_by_label("Namespace (fully qualified)").fill("not a host!")
-    await page.get_by_label("Blob service URI").fill("")
-    await page.get_by_label("Blob container name").fill("")
+    await page.get_by_label("Blob service URI").fill("ftp://contoso")
+    await page.get_by_label("Title").fill("")
     await page.get_by_label("Queue name").fill("orders")
     await page.get_by_label("Time to live").fill("")
     await page.get_by_role("button", name="Remove property 1").click()
@@ -161,9 +164,12 @@ async def test_each_settings_400_shows_next_to_its_field(
     await expect(page.locator("#e-FullyQualifiedNamespace")).to_contain_text("a host name")
     tenant_error = page.locator("#e-TenantId")
     await expect(tenant_error).to_contain_text("required with Authentication EntraId")
+    await expect(page.locator("#e-BlobServiceUri")).to_contain_text("the blob endpoint")
     await expect(page.locator("#e-QueueName")).to_have_text("")
     # A tenant never consented through this account's link is refused before anything is sent.
     await page.get_by_label("Namespace (fully qualified)").fill("contoso.servicebus.windows.net")
+    await page.get_by_label("Blob service URI").fill("")
+    await page.get_by_label("Blob container name").fill("")
     await page.get_by_label("Entra ID tenant ID").fill(str(uuid.uuid4()))
     # This app has no Entra ID application (APP_CLIENT_ID): the link's 404 says so there.
     await portal.button("Get the admin-consent link").click()
@@ -172,6 +178,42 @@ async def test_each_settings_400_shows_next_to_its_field(
     await expect(page.locator("#e-TenantId")).to_contain_text("consent")
     await expect(page.locator("#e-FullyQualifiedNamespace")).to_have_text("")
     await portal.check("connection-form-entra")
+
+
+async def test_an_entra_id_connection_round_trips_through_the_form(
+    portal: Portal, api: Api, services: Services, account: str
+) -> None:
+    """Saved inactive, hence without the verification message (no Entra ID here); the tenant
+    bound as the consent redirect binds it (tests/test_ownership.py covers that route)."""
+    from shared.models.connection import ConsentCallbackQuery
+    from shared.service.ownership import grant_consent
+
+    tenant = str(uuid.uuid4())
+    state = services.consent_states.sign(account, tenant, services.clock())
+    await grant_consent(
+        services, ConsentCallbackQuery(admin_consent="True", tenant=tenant, state=state)
+    )
+    page = await open_new_form(portal)
+    await page.get_by_label("Authentication").select_option("EntraId")
+    await page.get_by_label("Namespace (fully qualified)").fill("Contoso.servicebus.windows.net")
+    await page.get_by_label("Entra ID tenant ID").fill(tenant)
+    await page.get_by_label("Queue name").fill("orders")
+    await page.get_by_label("Blob service URI").fill("https://contoso.blob.core.windows.net")
+    await page.get_by_label("Blob container name").fill("large-events")
+    await page.get_by_label("Active").uncheck()
+    await portal.button("Create connection").click()
+    await page.wait_for_url(re.compile(r"#/connections/[0-9a-f-]{36}$"))
+    await portal.heading("Confirm this connection").wait_for()
+    _, stored = await api.call("GET", f"{PATH}/{page.url.rsplit('/', 1)[1]}")
+    assert {k: stored[k] for k in ("Authentication", "FullyQualifiedNamespace", "TenantId")} == {
+        "Authentication": "EntraId",
+        "FullyQualifiedNamespace": "contoso.servicebus.windows.net",
+        "TenantId": tenant,
+    }
+    assert stored["BlobServiceUri"] == "https://contoso.blob.core.windows.net"
+    assert stored["ServiceBusConnectionString"] is None and stored["Confirmed"] is False
+    assert not await page.get_by_label("Service Bus connection string").is_visible()
+    assert await page.get_by_label("Entra ID tenant ID").input_value() == tenant
 
 
 async def test_the_event_picker_filters_the_catalogue_and_works_by_keyboard(

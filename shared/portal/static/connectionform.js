@@ -165,6 +165,9 @@ function controlFor(name, connection, editing) {
 }
 
 function settingsForm(connection, reload) {
+  if (!Object.keys(inputSchema.properties).length) { // the fields are the API's: none, no form
+    return h("p", { class: "error" }, "The settings cannot be shown: the API's description (/v1/openapi.json) did not load. Reload the page.");
+  }
   const editing = Boolean(connection.Uid);
   const controls = {};
   const shown = GROUPS.flatMap(([, , names]) => names);
@@ -208,7 +211,11 @@ async function save(connection, form, controls, reload) {
   form.querySelectorAll(".error").forEach((p) => { p.textContent = ""; });
   form.querySelectorAll("[aria-invalid]").forEach((el) => el.removeAttribute("aria-invalid"));
   say("Saving…");
-  const r = await call(connection.Uid ? "PUT" : "POST", API, readForm(connection, form, controls));
+  let r;
+  try { r = await call(connection.Uid ? "PUT" : "POST", API, readForm(connection, form, controls)); } catch {
+    form.querySelector("#e-form").textContent = "Not saved: the service did not answer. Try again.";
+    return say("Not saved.");
+  }
   if (r.ok) {
     if (connection.Uid) { await reload(); say("Saved."); } else goThenSay(`#/connections/${r.data.Uid}`, "Connection created.");
     return;
@@ -383,7 +390,11 @@ function deleteSection(connection) {
         typed.focus();
         return;
       }
-      const r = await call("DELETE", `${API}/${connection.Uid}`);
+      let r;
+      try { r = await call("DELETE", `${API}/${connection.Uid}`); } catch {
+        error.textContent = "Not deleted: the service did not answer. Try again.";
+        return;
+      }
       if (r.ok) { dialog.close(); goThenSay("#/", `Connection ${name} deleted.`); return; }
       error.textContent = `Not deleted: ${problemText(r.data)}`;
     } },
