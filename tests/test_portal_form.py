@@ -113,6 +113,37 @@ async def test_every_setting_round_trips_through_the_form(
     assert removed["ServiceBusConnectionString"] == masked["ServiceBusConnectionString"]
 
 
+async def test_the_help_is_the_apis_and_a_setting_the_page_does_not_know_is_shown(
+    portal: Portal, api: Api
+) -> None:
+    """The page takes its fields from /v1/openapi.json. A later API's setting is simulated by
+    adding one to the document on its way to the page (the one thing changed: the app itself
+    answers every call, and refuses the unknown property as any client's)."""
+    _, document = await api.call("GET", "/v1/openapi.json")
+    properties = document["components"]["schemas"]["ConnectionInput"]["properties"]
+    page = await open_new_form(portal)
+    for name in ("QueueName", "TimeToLive", "RetryPolicy", "MessageFormat", "SessionIdSource"):
+        await expect(page.locator(f"#h-{name}")).to_have_text(properties[name]["description"])
+    retry = page.get_by_label("Retry policy").locator("option")
+    assert await retry.all_inner_texts() == properties["RetryPolicy"]["enum"]
+
+    later = {"type": "string", "description": "A setting of a later version."}
+    properties["LaterSetting"] = later
+
+    async def with_later_setting(route: Any) -> None:
+        await route.fulfill(json=document)
+
+    await page.route("**/v1/openapi.json", with_later_setting)
+    await page.reload()
+    await page.get_by_role("group", name="Other settings").wait_for()
+    await expect(page.locator("#h-LaterSetting")).to_have_text(later["description"])
+    await page.get_by_label("Later Setting").fill("x")
+    await page.get_by_label("Queue name").fill("orders")
+    await page.get_by_label("Active").uncheck()  # nothing sent: the API refuses first anyway
+    await portal.button("Create connection").click()
+    await expect(page.locator("#e-LaterSetting")).to_contain_text("Extra inputs")
+
+
 async def test_each_settings_400_shows_next_to_its_field(
     portal: Portal, servicebus_connection_string: str
 ) -> None:

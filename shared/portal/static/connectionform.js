@@ -178,8 +178,8 @@ function settingsForm(connection, reload) {
     if (!inputSchema.properties[name]) return null; // a setting this version of the API lacks
     const control = picker[name] || controlFor(name, connection, editing);
     controls[name] = control;
-    const help = { TenantId: consentHelp(), AdvancedSettings: settingsType().description };
-    return field(name, control, help[name] ? " " : null, help[name] || null);
+    const more = name === "TenantId" ? consentHelp() : name === "AdvancedSettings" ? settingsType().description : null;
+    return field(name, control, more ? " " : null, more);
   };
   const general = h("p", { id: "e-form", class: "error", role: "alert" });
   const form = h("form", { novalidate: true, onsubmit: (e) => { e.preventDefault(); save(connection, form, controls, reload); } },
