@@ -95,6 +95,7 @@ async def test_every_setting_round_trips_through_the_form(
     # An edit with the secrets left empty keeps them; a removed property is gone.
     await page.get_by_label("Time to live").fill("P1D")
     await page.get_by_role("button", name="Remove property 1").click()
+    assert await page.evaluate("document.activeElement.textContent") == "Add a property"
     await content.select_option("Full")
     await portal.button("Save changes").click()
     await page.get_by_text("Saved.", exact=True).wait_for()

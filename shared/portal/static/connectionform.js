@@ -126,6 +126,7 @@ function checkControl(name, value) {
 // ApplicationProperties: rows of name and value.
 function propertiesControl(name, value) {
   const rows = h("div", { class: "pairs" });
+  const add = h("button", { type: "button", onclick: () => addRow().focus() }, "Add a property");
   let count = 0;
   const addRow = (key = "", text = "") => {
     const n = ++count;
@@ -134,13 +135,12 @@ function propertiesControl(name, value) {
     k.value = key; v.value = text;
     const row = h("div", { class: "pair" },
       h("label", { for: k.id }, `Name ${n}`), k, h("label", { for: v.id }, `Value ${n}`), v,
-      h("button", { type: "button", "aria-label": `Remove property ${n}`, onclick: () => { row.remove(); say(`Property ${n} removed.`); } }, "Remove"));
+      h("button", { type: "button", "aria-label": `Remove property ${n}`, onclick: () => { row.remove(); add.focus(); say(`Property ${n} removed.`); } }, "Remove"));
     rows.append(row);
     return k;
   };
   Object.entries(value || {}).forEach(([k, v]) => addRow(k, v));
-  const element = h("fieldset", { id: `f-${name}`, tabindex: "-1", ...described(name) }, h("legend", {}, labelOf(name)), rows,
-    h("button", { type: "button", onclick: () => addRow().focus() }, "Add a property"));
+  const element = h("fieldset", { id: `f-${name}`, tabindex: "-1", ...described(name) }, h("legend", {}, labelOf(name)), rows, add);
   const read = () => Object.fromEntries([...rows.querySelectorAll(".pair")]
     .map((row) => [row.querySelector(".ap-name").value.trim(), row.querySelector(".ap-value").value])
     .filter(([k, v]) => k || v));
