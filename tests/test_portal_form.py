@@ -248,6 +248,21 @@ async def test_an_entra_id_connection_round_trips_through_the_form(
     assert await page.get_by_label("Entra ID tenant ID").input_value() == tenant
 
 
+async def test_a_failed_verification_shows_next_to_the_field_it_names(
+    portal: Portal, servicebus_connection_string: str, unique_queue: str
+) -> None:
+    page = await open_new_form(portal)
+    wrong = servicebus_connection_string.replace("SAS_KEY_VALUE", "wrong-key")
+    await page.get_by_label("Service Bus connection string").fill(wrong)
+    await page.get_by_label("Queue name").fill(unique_queue)
+    await portal.button("Create connection").click()
+    await expect(page.locator("#e-ServiceBusConnectionString")).not_to_have_text("")
+    await expect(page.get_by_role("alert").filter(has_text="Not saved")).to_contain_text(
+        "Service Bus connection string"
+    )
+    assert "#/new" in page.url  # nothing saved
+
+
 async def test_the_event_picker_filters_the_catalogue_and_works_by_keyboard(
     portal: Portal, api: Api, servicebus_connection_string: str, unique_queue: str
 ) -> None:

@@ -185,7 +185,9 @@ function settingsForm(connection, reload) {
   const form = h("form", { novalidate: true, onsubmit: (e) => { e.preventDefault(); save(connection, form, controls, reload); } },
     groups.map(([title, note, names]) => h("fieldset", { class: "group" }, h("legend", {}, title),
       note ? h("p", { class: "note" }, note) : null, names.map(make))),
-    general, h("button", { type: "submit" }, editing ? "Save changes" : "Create connection"));
+    h("p", { class: "note", id: "save-note" }, "Saving an active connection first sends a verification message " +
+      "(System.ConnectionVerified) to its queue: if it cannot be delivered, nothing is saved and the reason is shown."),
+    general, h("button", { type: "submit", "aria-describedby": "save-note" }, editing ? "Save changes" : "Create connection"));
   const authentication = form.querySelector("#f-Authentication");
   const showAuthentication = () => {
     for (const [name, mode] of Object.entries(ONLY_WITH)) {
