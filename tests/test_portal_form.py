@@ -162,6 +162,16 @@ async def test_each_settings_400_shows_next_to_its_field(
     await portal.button("Add a property").click()
     await page.get_by_label("Name 1").fill("EventKey")  # a name of ours
     await page.get_by_label("Value 1").fill("x")
+    await portal.button("Add a property").click()  # the same name again: said before sending
+    await page.get_by_label("Name 2").fill("EventKey")
+    posts: list[str] = []
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+    await portal.button("Create connection").click()
+    await expect(page.locator("#e-ApplicationProperties")).to_contain_text(
+        "EventKey is given twice"
+    )
+    assert posts == []
+    await page.get_by_role("button", name="Remove property 2").click()
     await portal.button("Create connection").click()
     slots = {
         "ServiceBusConnectionString": None,

@@ -141,10 +141,16 @@ function propertiesControl(name, value) {
   };
   Object.entries(value || {}).forEach(([k, v]) => addRow(k, v));
   const element = h("fieldset", { id: `f-${name}`, tabindex: "-1", ...described(name) }, h("legend", {}, labelOf(name)), rows, add);
-  const read = () => Object.fromEntries([...rows.querySelectorAll(".pair")]
+  const pairs = () => [...rows.querySelectorAll(".pair")]
     .map((row) => [row.querySelector(".ap-name").value.trim(), row.querySelector(".ap-value").value])
-    .filter(([k, v]) => k || v));
-  return { element, label: false, read };
+    .filter(([k, v]) => k || v);
+  // A JSON object holds a name once: a second row of the same name would be lost unseen.
+  const problem = () => {
+    const names = pairs().map(([k]) => k);
+    const twice = names.find((k, i) => names.indexOf(k) !== i);
+    return twice === undefined ? null : `the name ${twice} is given twice: keep one`;
+  };
+  return { element, label: false, read: () => Object.fromEntries(pairs()), problem };
 }
 
 // Anything else keeps its value as read (a later setting the page cannot edit yet survives a save).
@@ -212,6 +218,8 @@ function readForm(connection, form, controls) {
 async function save(connection, form, controls, reload) {
   form.querySelectorAll(".error").forEach((p) => { p.textContent = ""; });
   form.querySelectorAll("[aria-invalid]").forEach((el) => el.removeAttribute("aria-invalid"));
+  const local = Object.entries(controls).filter(([, c]) => c.problem && c.problem()).map(([n, c]) => [n, [c.problem()]]);
+  if (local.length) return showErrors(form, Object.fromEntries(local), null);
   say("Saving…");
   let r;
   try { r = await call(connection.Uid ? "PUT" : "POST", API, readForm(connection, form, controls)); } catch {
@@ -222,9 +230,15 @@ async function save(connection, form, controls, reload) {
     if (connection.Uid) { await reload(); say("Saved."); } else goThenSay(`#/connections/${r.data.Uid}`, "Connection created.");
     return;
   }
+  showErrors(form, (r.data && r.data.errors) || {}, r.data);
+}
+
+// Each message next to the field its path names (`EnabledEvents[2]`: EnabledEvents), a summary
+// naming the fields (announced: role alert), and focus on the first.
+function showErrors(form, errors, problem) {
   const placed = [];
   const unplaced = [];
-  for (const [path, messages] of Object.entries((r.data && r.data.errors) || {})) {
+  for (const [path, messages] of Object.entries(errors)) {
     const name = path.split(/[.[]/)[0];
     const slot = form.querySelector(`#e-${CSS.escape(name)}`);
     if (!slot || slot.closest("[hidden]")) { unplaced.push(`${path}: ${messages.join(" ")}`); continue; }
@@ -234,7 +248,7 @@ async function save(connection, form, controls, reload) {
   }
   const fields = placed.map(labelOf).join(", ");
   form.querySelector("#e-form").textContent = [
-    placed.length ? `Not saved: correct ${fields} (the message is next to each field).` : `Not saved: ${problemText(r.data)}`,
+    placed.length ? `Not saved: correct ${fields} (the message is next to each field).` : `Not saved: ${problemText(problem)}`,
     ...unplaced].join(" ");
   say("Not saved.");
   if (placed.length) form.querySelector(`#f-${CSS.escape(placed[0])}`)?.focus();
