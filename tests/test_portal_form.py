@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
+
+import pytest
 
 from shared.services import Services
 from tests import test_portal_browser as shared
@@ -19,6 +22,15 @@ pytestmark = shared.pytestmark
 browser = shared.browser  # the fixtures, under their names in this module
 portal = shared.portal
 Portal = shared.Portal
+
+
+@pytest.fixture(autouse=True)
+async def no_script_errors(portal: Portal) -> AsyncIterator[None]:
+    """An exception the page's script throws fails the test (the form would be half drawn)."""
+    errors: list[str] = []
+    portal.page.on("pageerror", lambda error: errors.append(str(error)))
+    yield
+    assert errors == []
 
 
 async def open_new_form(portal: Portal) -> Any:
