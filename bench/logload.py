@@ -26,6 +26,7 @@ from shared.storage.logrecords import LoggedMessage, row_key
 from tests.factories import a_record
 
 WRITERS = 8  # concurrent chains of transactions
+RETRIES = 3  # of a chunk whose transaction got no answer
 CHUNK = 500  # records a writer makes and writes at a time (in transactions of 100 operations)
 
 
@@ -116,9 +117,34 @@ async def load_log(
                 counts["recent"] += r.message.request_timestamp > hour_ago
             yield chunk
 
+    async def add(chunk: list[LoggedMessage]) -> None:
+        """The chunk; when a transaction got no answer (Azurite, at a full core for minutes,
+        resets a connection now and then), again with the records not in the table (a
+        transaction writes all or nothing; those that did commit are counted already)."""
+        from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+
+        for attempt in range(RETRIES + 1):
+            try:
+                return await services.messages.add(stored.log_partition, chunk)
+            except (ServiceRequestError, ServiceResponseError):
+                if attempt == RETRIES:
+                    raise
+                print("    no answer from the table: the chunk's unwritten records again")
+                chunk = await unwritten(chunk)
+
+    async def unwritten(chunk: list[LoggedMessage]) -> list[LoggedMessage]:
+        keys = sorted(row_key(r.message.uid) for r in chunk)
+        rows = services.messages.table.query_entities(
+            "PartitionKey eq @pk and RowKey ge @first and RowKey le @last",
+            parameters={"pk": stored.log_partition, "first": keys[0], "last": keys[-1]},
+            select=["RowKey"],
+        )
+        written = {e["RowKey"] async for e in rows}
+        return [r for r in chunk if row_key(r.message.uid) not in written]
+
     async def writer(first: int, end: int) -> None:
         for chunk in chunks(first, end):
-            await services.messages.add(stored.log_partition, chunk)
+            await add(chunk)
             counts["written"] += len(chunk)
             if progress and counts["written"] - counts["reported"] >= progress:
                 counts["reported"] = counts["written"]
