@@ -3,9 +3,9 @@
 The records are made in chunks as the writers ask for them and written with
 `services.messages.add` (so with their counters, failure copies, delivery rows and search
 index rows: what the app would have written), by several writers at once, each through its
-own stretch of the log's time, one chunk at a time. Only what a benchmark's timed part needs is kept
-(`LoadedLog`): a few records and RowKeys, and counts. Building all records first would hold
-about 4 KB a record (4 GB at a million) in the benchmark's process.
+own stretch of the log's time, one chunk at a time. Only what a benchmark's timed part needs
+is kept (`LoadedLog`): a few records and RowKeys, and counts. Building all records first
+would hold about 4 KB a record (4 GB at a million) in the benchmark's process.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ async def load_log(
             except (ServiceRequestError, ServiceResponseError):
                 if attempt == RETRIES:
                     raise
-                print("    no answer from the table: the chunk's unwritten records again")
+                print("    no answer from the table: its unwritten records again", flush=True)
                 chunk = await unwritten(chunk)
 
     async def unwritten(chunk: list[LoggedMessage]) -> list[LoggedMessage]:
