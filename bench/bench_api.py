@@ -8,7 +8,7 @@ retention, 0.1% of them failed, written with `services.messages.add` (transactio
 operations: counters, failure copies, delivery and index rows included) before the clock
 starts, made and written in chunks by bench/logload.py (a million fit; it prints the rate
 and Azurite's memory as it goes). `--only` times the figures whose name holds one of the
-comma-separated NAMES (e.g. `GET messages, page,onlyFailed,since`). Timed, over
+NAMES, separated by `|` (e.g. `GET messages, page|onlyFailed|since|GET connection`). Timed, over
 HTTP (aiohttp, keep-alive, one request at a time per client):
 - `GET /v1/azureservicebusconnections/{uid}`;
 - `GET .../messages`: page 1 (100, newest first), page 50, `onlyFailed=true` page 1, and
@@ -266,7 +266,7 @@ async def measure(
                 ) as session:
                     for target in targets(services, session, raw_connections, raw_messages, stored,
                                           log, requests, page_requests):  # fmt: skip
-                        if only and not any(part in target.name for part in only.split(",")):
+                        if only and not any(part in target.name for part in only.split("|")):
                             continue
                         for turn, c in enumerate(CONCURRENCY):
                             pids = {"azurite": started.process.pid, "host": host.process.pid,
@@ -315,7 +315,7 @@ def main() -> None:
         __doc__,
         records=(int, "records in the connection's log (default 10,000 quick, 50,000 full)"),
         requests=(int, "GET connection requests per concurrency (default 100 quick, 1,000)"),
-        only=(str, "time only the figures whose name holds one of these, comma-separated"),
+        only=(str, "time only the figures whose name holds one of these, separated by |"),
     )
     print(f"api: {machine()}", flush=True)
     report(asyncio.run(measure(args.quick, args.records, args.requests, args.only)))
