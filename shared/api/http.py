@@ -244,6 +244,8 @@ class Endpoint:
     listed: bool = True  # in the OpenAPI document (the portal's own routes are not)
     status: int = 200  # of a success (202: accepted, done later)
     scope: "Scope | None" = None  # what a key must hold to call it (None: public)
+    audit: str | None = None  # the audit log's action of a change it makes (e.g. apikey.create)
+    restricted_keys: bool = True  # False: account-wide, a key restricted to connections is refused
 
 
 ENDPOINTS: dict[str, Endpoint] = {}
@@ -279,13 +281,17 @@ def endpoint(
     listed: bool = True,
     status: int = 200,
     scope: "Scope | None" = None,
+    audit: str | None = None,
+    restricted_keys: bool = True,
 ) -> Callable[[Handler], Handler]:
     """Register `handler(call) -> model | list | None` as `METHOD /route` on the blueprint.
 
     `body`, `query` and `returns` name models of shared.models; `sends` marks a route that
     sends a message (a stricter rate limit); `listed=False` keeps it out of the OpenAPI
     document; `status` is a success's status code; `scope` is what a caller's key must hold
-    (every route that is not public names one).
+    (every route that is not public names one); `audit` names the change the route makes, and
+    the call is audited as that (shared/service/audit.audited); `restricted_keys=False` marks
+    an account-wide route that a key restricted to connections may not call.
     """
     if (scope is None) != public:
         raise TypeError(f"{method} {route}: a route is public or names a scope, not both")
@@ -317,6 +323,8 @@ def endpoint(
             listed,
             status,
             scope,
+            audit,
+            restricted_keys,
         )
         return handler
 
@@ -378,7 +386,6 @@ async def authenticate(
     a state-changing call with the cookie must echo the session's CSRF token in a header
     (a synchronizer token: another site can send the cookie but cannot read the token).
     """
-    from shared.storage.apikeys import Grant
 
     limiter = limiter_of(services.settings)
     client = client_of(req, services.settings)
@@ -388,7 +395,7 @@ async def authenticate(
     token = None if authorization else cookie_of(req, SESSION_COOKIE)
     if token:
         session = await services.portal_sessions.get(token, services.clock())
-        grant, caller = (Grant(session.account), token) if session else (None, "")
+        grant, caller = (session.grant, token) if session else (None, "")
         if session and req.method.upper() not in SAFE_METHODS:
             sent = req.headers.get(CSRF_HEADER) or ""
             if not hmac.compare_digest(sent.encode(), session.csrf_token.encode()):
@@ -404,27 +411,57 @@ async def authenticate(
     return grant
 
 
-def connection_allowed(call: "Call", uid: UUID | None, name: str = "Uid") -> None:
-    """403 when the caller's key is restricted to connections and `uid` is not one of them
-    (a restricted key makes no connection without naming one of its own)."""
-    if call.grant.connections is not None and (uid is None or not call.grant.may_use(uid)):
-        detail = "this API key may not use this connection"
-        raise ApiError(403, "Forbidden", detail, {name: [detail]})
+FORBIDDEN_CONNECTION = "this API key may not use this connection"
 
 
-def _outside_connections(grant: "Grant", req: func.HttpRequest) -> ApiError | None:
-    """403 when a key restricted to some connections names another in the route."""
-    name = next((n for n in CONNECTION_ROUTE_NAMES if n in req.route_params), None)
-    if grant.connections is None or name is None:
+def _outside_connections(grant: "Grant", spec: Endpoint, call: "Call") -> ApiError | None:
+    """403 when a key restricted to some connections names another, in the route's path or
+    as a body's `Uid` (a restricted key makes no connection without naming one of its own),
+    or calls an account-wide route (`restricted_keys=False`). The one check of restrictions."""
+    if grant.connections is None:
         return None
-    try:
-        allowed = grant.may_use(UUID(req.route_params[name]))
-    except ValueError:
-        allowed = False
-    if allowed:
-        return None
-    detail = "this API key may not use this connection"
-    return ApiError(403, "Forbidden", detail, {name: [detail]})
+    if not spec.restricted_keys:
+        detail = "this API key is restricted to connections; this route is account-wide"
+        return ApiError(403, "Forbidden", detail)
+    named: list[tuple[str, object]] = [
+        (n, call.route[n]) for n in CONNECTION_ROUTE_NAMES if n in call.route
+    ]
+    if hasattr(call.body, "uid"):
+        named.append(("Uid", call.body.uid))
+    for name, value in named:
+        try:
+            allowed = value is not None and grant.may_use(UUID(str(value)))
+        except ValueError:
+            allowed = False
+        if not allowed:
+            return ApiError(403, "Forbidden", FORBIDDEN_CONNECTION, {name: [FORBIDDEN_CONNECTION]})
+    return None
+
+
+def audit_target(call: "Call") -> str:
+    """What an audited change is to, as known before it: the id in the route or body."""
+    for name in (*CONNECTION_ROUTE_NAMES, "keyId"):
+        if name in call.route:
+            return call.route[name]
+    return str(getattr(call.body, "uid", None) or "")
+
+
+def target_of(result: Any) -> str:
+    """What a change made, from its answer: a new connection's uid, a new key's id."""
+    return str(getattr(result, "uid", None) or getattr(result, "key_id", None) or "")
+
+
+async def _run_audited(handler: Handler, call: "Call", action: str) -> Any:
+    from shared.service.audit import REFUSALS, audited
+
+    refusals = (*REFUSALS, ApiError)  # a handler's own 4xx (e.g. a malformed id) changed nothing
+    target = audit_target(call)
+    async with audited(
+        call.services, call.account, call.grant.key_id, action, target, refusals
+    ) as change:
+        result = await handler(call)
+        change.target = change.target or target_of(result)
+    return result
 
 
 async def invoke(handler: Handler, req: func.HttpRequest, spec: Endpoint) -> func.HttpResponse:
@@ -441,8 +478,6 @@ async def invoke(handler: Handler, req: func.HttpRequest, spec: Endpoint) -> fun
         if spec.scope not in grant.scopes:
             detail = f"this API key does not hold the scope {spec.scope}"
             return ApiError(403, "Forbidden", detail, extensions={"scope": spec.scope}).response()
-        if refused := _outside_connections(grant, req):
-            return refused.response()
         call = Call(
             account=grant.account,
             route=dict(req.route_params),
@@ -452,8 +487,10 @@ async def invoke(handler: Handler, req: func.HttpRequest, spec: Endpoint) -> fun
             services=services,
             grant=grant,
         )
+        if refused := _outside_connections(grant, spec, call):
+            return refused.response()
     try:
-        result = await handler(call)
+        result = await (_run_audited(handler, call, spec.audit) if spec.audit else handler(call))
     except DOMAIN_ERRORS as e:
         raise problem_of(e) from None
     if isinstance(result, func.HttpResponse):
