@@ -102,12 +102,17 @@ def validation_error(error: "ValidationError") -> ApiError:
     )
 
 
-def parse_body(req: func.HttpRequest, name: str, settings: "Settings") -> Any:
+def parse_body(
+    req: func.HttpRequest, name: str, settings: "Settings", limit_name: str = "body_bytes"
+) -> Any:
+    """The body as the model `name`; 413 past the limit `limit_name` of settings.limits."""
     content_type = (req.headers.get("content-type") or "").split(";")[0].strip().lower()
     if content_type not in JSON_TYPES:
         raise ApiError(415, "Unsupported media type", f"send one of: {', '.join(JSON_TYPES)}")
-    limit = settings.limits.body_bytes
-    too_large = ApiError(413, "Content too large", f"a request body holds at most {limit} bytes")
+    limit: int = getattr(settings.limits, limit_name)
+    setting = f"LIMIT_{limit_name.upper()}"
+    detail = f"a request body here holds at most {limit} bytes ({setting})"
+    too_large = ApiError(413, "Content too large", detail, extensions={"limit": setting})
     declared = req.headers.get("content-length") or "0"
     if not declared.isdigit() or int(declared) > limit:  # before the body is looked at
         raise too_large
@@ -246,6 +251,7 @@ class Endpoint:
     scope: "Scope | None" = None  # what a key must hold to call it (None: public)
     audit: str | None = None  # the audit log's action of a change it makes (e.g. apikey.create)
     restricted_keys: bool = True  # False: account-wide, a key restricted to connections is refused
+    body_limit: str = "body_bytes"  # the field of Limits that bounds its body
 
 
 ENDPOINTS: dict[str, Endpoint] = {}
@@ -283,6 +289,7 @@ def endpoint(
     scope: "Scope | None" = None,
     audit: str | None = None,
     restricted_keys: bool = True,
+    body_limit: str = "body_bytes",
 ) -> Callable[[Handler], Handler]:
     """Register `handler(call) -> model | list | None` as `METHOD /route` on the blueprint.
 
@@ -291,7 +298,8 @@ def endpoint(
     document; `status` is a success's status code; `scope` is what a caller's key must hold
     (every route that is not public names one); `audit` names the change the route makes, and
     the call is audited as that (shared/service/audit.audited); `restricted_keys=False` marks
-    an account-wide route that a key restricted to connections may not call.
+    an account-wide route that a key restricted to connections may not call; `body_limit`
+    names the field of Limits that bounds its body (LIMIT_BODY_BYTES unless it says).
     """
     if (scope is None) != public:
         raise TypeError(f"{method} {route}: a route is public or names a scope, not both")
@@ -325,6 +333,7 @@ def endpoint(
             scope,
             audit,
             restricted_keys,
+            body_limit,
         )
         return handler
 
@@ -481,7 +490,9 @@ async def invoke(handler: Handler, req: func.HttpRequest, spec: Endpoint) -> fun
         call = Call(
             account=grant.account,
             route=dict(req.route_params),
-            body=parse_body(req, spec.body, services.settings) if spec.body else None,
+            body=parse_body(req, spec.body, services.settings, spec.body_limit)
+            if spec.body
+            else None,
             query=parse_query(req, spec.query) if spec.query else None,
             request=req,
             services=services,
