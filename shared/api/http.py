@@ -423,15 +423,21 @@ async def authenticate(
 FORBIDDEN_CONNECTION = "this API key may not use this connection"
 
 
-def _outside_connections(grant: "Grant", spec: Endpoint, call: "Call") -> ApiError | None:
+def _account_wide(grant: "Grant", spec: Endpoint) -> ApiError | None:
+    """403 when a key restricted to connections calls an account-wide route (before its
+    body or query is looked at)."""
+    if grant.connections is None or spec.restricted_keys:
+        return None
+    detail = "this API key is restricted to connections; this route is account-wide"
+    return ApiError(403, "Forbidden", detail)
+
+
+def _outside_connections(grant: "Grant", call: "Call") -> ApiError | None:
     """403 when a key restricted to some connections names another, in the route's path or
-    as a body's `Uid` (a restricted key makes no connection without naming one of its own),
-    or calls an account-wide route (`restricted_keys=False`). The one check of restrictions."""
+    as a body's `Uid` (a restricted key makes no connection without naming one of its own).
+    The one check of the connections a call names."""
     if grant.connections is None:
         return None
-    if not spec.restricted_keys:
-        detail = "this API key is restricted to connections; this route is account-wide"
-        return ApiError(403, "Forbidden", detail)
     named: list[tuple[str, object]] = [
         (n, call.route[n]) for n in CONNECTION_ROUTE_NAMES if n in call.route
     ]
@@ -487,6 +493,8 @@ async def invoke(handler: Handler, req: func.HttpRequest, spec: Endpoint) -> fun
         if spec.scope not in grant.scopes:
             detail = f"this API key does not hold the scope {spec.scope}"
             return ApiError(403, "Forbidden", detail, extensions={"scope": spec.scope}).response()
+        if refused := _account_wide(grant, spec):
+            return refused.response()
         call = Call(
             account=grant.account,
             route=dict(req.route_params),
@@ -498,7 +506,7 @@ async def invoke(handler: Handler, req: func.HttpRequest, spec: Endpoint) -> fun
             services=services,
             grant=grant,
         )
-        if refused := _outside_connections(grant, spec, call):
+        if refused := _outside_connections(grant, call):
             return refused.response()
     try:
         result = await (_run_audited(handler, call, spec.audit) if spec.audit else handler(call))
