@@ -15,9 +15,16 @@ from uuid import UUID
 
 import azure.functions as func
 
+from shared.api.guard import (
+    CONNECTION_ROUTE_NAMES,
+    check_account_wide,
+    check_connections,
+    run_audited,
+)
 from shared.errors import (
     Conflict,
     ConsentNotGranted,
+    Forbidden,
     Invalid,
     InvalidField,
     LimitReached,
@@ -192,6 +199,9 @@ PROBLEMS: dict[type[Exception], Callable[[Any], ApiError]] = {
     ConsentNotGranted: lambda e: ApiError(
         400, "Consent not granted", e.message, {e.field: [e.message]}
     ),
+    Forbidden: lambda e: ApiError(
+        403, "Forbidden", str(e), {e.field: [str(e)]} if e.field else None
+    ),
     Unavailable: lambda e: ApiError(503, "Unhealthy", str(e)),
     VerificationFailed: lambda e: ApiError(
         400, "Verification failed", str(e), {e.names: [e.reason]}
@@ -211,12 +221,6 @@ def parse_uid(value: str, what: str) -> UUID:
         return UUID(value)
     except ValueError:
         raise ApiError(404, "Not found", f"no {what} {value!r}") from None
-
-
-# The public routes name a connection's id `{uid}` (connections, ownership) or
-# `{connectionUid}` (messages, replays, stats), as the seed did; inside the code it is the
-# connection uid, read by this one function.
-CONNECTION_ROUTE_NAMES = ("uid", "connectionUid")
 
 
 def connection_uid(call: "Call") -> UUID:
@@ -317,24 +321,10 @@ def endpoint(
         run.__name__ = run.__qualname__ = handler.__name__
         bp.route(route=route, methods=[method], auth_level=func.AuthLevel.ANONYMOUS)(run)
         ENDPOINTS[handler.__name__] = Endpoint(
-            handler.__name__,
-            method,
-            route,
-            (handler.__doc__ or "").strip(),
-            body,
-            query,
-            returns,
-            many,
-            public,
-            errors,
-            sends,
-            listed,
-            status,
-            scope,
-            audit,
-            restricted_keys,
+            handler.__name__, method, route, (handler.__doc__ or "").strip(), body, query,
+            returns, many, public, errors, sends, listed, status, scope, audit, restricted_keys,
             body_limit,
-        )
+        )  # fmt: skip
         return handler
 
     return register
@@ -420,98 +410,52 @@ async def authenticate(
     return grant
 
 
-FORBIDDEN_CONNECTION = "this API key may not use this connection"
-
-
-def _account_wide(grant: "Grant", spec: Endpoint) -> ApiError | None:
-    """403 when a key restricted to connections calls an account-wide route (before its
-    body or query is looked at)."""
-    if grant.connections is None or spec.restricted_keys:
-        return None
-    detail = "this API key is restricted to connections; this route is account-wide"
-    return ApiError(403, "Forbidden", detail)
-
-
-def _outside_connections(grant: "Grant", call: "Call") -> ApiError | None:
-    """403 when a key restricted to some connections names another, in the route's path or
-    as a body's `Uid` (a restricted key makes no connection without naming one of its own).
-    The one check of the connections a call names."""
-    if grant.connections is None:
-        return None
-    named: list[tuple[str, object]] = [
-        (n, call.route[n]) for n in CONNECTION_ROUTE_NAMES if n in call.route
-    ]
-    if hasattr(call.body, "uid"):
-        named.append(("Uid", call.body.uid))
-    for name, value in named:
-        try:
-            allowed = value is not None and grant.may_use(UUID(str(value)))
-        except ValueError:
-            allowed = False
-        if not allowed:
-            return ApiError(403, "Forbidden", FORBIDDEN_CONNECTION, {name: [FORBIDDEN_CONNECTION]})
-    return None
-
-
-def audit_target(call: "Call") -> str:
-    """What an audited change is to, as known before it: the id in the route or body."""
-    for name in (*CONNECTION_ROUTE_NAMES, "keyId"):
-        if name in call.route:
-            return call.route[name]
-    return str(getattr(call.body, "uid", None) or "")
-
-
-def target_of(result: Any) -> str:
-    """What a change made, from its answer: a new connection's uid, a new key's id."""
-    return str(getattr(result, "uid", None) or getattr(result, "key_id", None) or "")
-
-
-async def _run_audited(handler: Handler, call: "Call", action: str) -> Any:
-    from shared.service.audit import REFUSALS, audited
-
-    refusals = (*REFUSALS, ApiError)  # a handler's own 4xx (e.g. a malformed id) changed nothing
-    target = audit_target(call)
-    async with audited(
-        call.services, call.account, call.grant.key_id, action, target, refusals
-    ) as change:
-        result = await handler(call)
-        change.target = change.target or target_of(result)
-    return result
-
-
 async def invoke(handler: Handler, req: func.HttpRequest, spec: Endpoint) -> func.HttpResponse:
-    if spec.public:  # public routes take no body
-        query = parse_query(req, spec.query) if spec.query else None
-        call = Call(account="", route=dict(req.route_params), query=query, request=req)
-    else:
-        from shared.services import get_services
-
-        services = await get_services()
-        grant = await authenticate(req, services, spec)
-        if isinstance(grant, func.HttpResponse):
-            return grant
-        if spec.scope not in grant.scopes:
-            detail = f"this API key does not hold the scope {spec.scope}"
-            return ApiError(403, "Forbidden", detail, extensions={"scope": spec.scope}).response()
-        if refused := _account_wide(grant, spec):
-            return refused.response()
-        call = Call(
-            account=grant.account,
-            route=dict(req.route_params),
-            body=parse_body(req, spec.body, services.settings, spec.body_limit)
-            if spec.body
-            else None,
-            query=parse_query(req, spec.query) if spec.query else None,
-            request=req,
-            services=services,
-            grant=grant,
-        )
-        if refused := _outside_connections(grant, call):
-            return refused.response()
     try:
-        result = await (_run_audited(handler, call, spec.audit) if spec.audit else handler(call))
+        if spec.public:  # public routes take no body
+            query = parse_query(req, spec.query) if spec.query else None
+            result = await handler(
+                Call(account="", route=dict(req.route_params), query=query, request=req)
+            )
+        else:
+            call = await _authorized_call(req, spec)
+            if isinstance(call, func.HttpResponse):
+                return call
+            if spec.audit:  # a handler's own 4xx (e.g. a malformed id) changed nothing either
+                result = await run_audited(handler, call, spec.audit, (ApiError,))
+            else:
+                result = await handler(call)
     except DOMAIN_ERRORS as e:
         raise problem_of(e) from None
+    return _answer(result, spec)
+
+
+async def _authorized_call(req: func.HttpRequest, spec: Endpoint) -> "Call | func.HttpResponse":
+    """The call of an authenticated caller allowed the route, or the response refusing it."""
+    from shared.services import get_services
+
+    services = await get_services()
+    grant = await authenticate(req, services, spec)
+    if isinstance(grant, func.HttpResponse):
+        return grant
+    if spec.scope not in grant.scopes:
+        detail = f"this API key does not hold the scope {spec.scope}"
+        return ApiError(403, "Forbidden", detail, extensions={"scope": spec.scope}).response()
+    check_account_wide(grant, spec.restricted_keys)
+    call = Call(
+        account=grant.account,
+        route=dict(req.route_params),
+        body=parse_body(req, spec.body, services.settings, spec.body_limit) if spec.body else None,
+        query=parse_query(req, spec.query) if spec.query else None,
+        request=req,
+        services=services,
+        grant=grant,
+    )
+    check_connections(grant, call.route, call.body)
+    return call
+
+
+def _answer(result: Any, spec: Endpoint) -> func.HttpResponse:
     if isinstance(result, func.HttpResponse):
         return result
     if result is None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from shared.errors import (
     Conflict,
+    Forbidden,
     Invalid,
     InvalidField,
     LimitReached,
@@ -42,6 +43,7 @@ CLI_KEY_ID = "cli"  # the key id of changes made on the command line (an operato
 # A change that raises one of these was refused before anything changed (shared/errors.py).
 REFUSALS: tuple[type[Exception], ...] = (
     NotFound, Conflict, OverBudget, LimitReached, Invalid, InvalidField, VerificationFailed,
+    Forbidden,
 )  # fmt: skip
 
 
