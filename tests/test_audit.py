@@ -47,6 +47,7 @@ async def test_changes_to_connections_and_keys_are_audited_newest_first(
         ("connection.create", uid),
     ]
     assert {e["KeyId"] for e in page["Entries"]} == {api_key[4:12]}  # the caller's key id
+    assert {e["Outcome"] for e in page["Entries"]} == {"done"}
     assert page["NextCursor"] is None
     text = str(page)
     assert key["Key"] not in text and rotated["Key"] not in text and api_key not in text

@@ -76,6 +76,8 @@ class PortalSessionRepository:
         if not 1 <= minutes <= LINK_MINUTES_MOST:
             raise ValueError(f"minutes: 1 to {LINK_MINUTES_MOST}")
         grant = grant or Grant(account)
+        if grant.account != account:
+            raise ValueError("grant: of another account")
         code = CODE_PREFIX + secrets.token_urlsafe(32)
         expires = _no_later(now + timedelta(minutes=minutes), grant)
         await self._table.create_entity(_row("code", code, expires, grant))
