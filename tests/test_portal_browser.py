@@ -190,6 +190,8 @@ async def test_test_message_log_filter_detail_and_resend(
     assert '\n  "' in body  # pretty-printed JSON
     error = page.locator("dd", has_text="ServiceBusAuthenticationError")  # the record's Error
     assert "check the key" in await error.inner_text()
+    todo = page.locator("dt:has-text('What to do') + dd")  # by the error's type (health.js)
+    assert (await todo.inner_text()).startswith("Authentication: the namespace refused the key")
     failed_url = page.url
     await portal.check("message")
     await portal.button("Re-send").click()

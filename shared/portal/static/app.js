@@ -4,7 +4,7 @@ import {
 } from "./ui.js";
 import { chart } from "./chart.js";
 import { STATUS, deliveryLink, deliveryPage, metadataOf, resend } from "./delivery.js";
-import { healthCard, healthCell, healthNotices } from "./health.js";
+import { healthCard, healthCell, healthNotices, whatToDo } from "./health.js";
 import { replayForm } from "./replay.js";
 import { when, zoneNote } from "./time.js";
 
@@ -252,8 +252,9 @@ async function messagePage(uid, muid) {
     h("dl", {}, row("Status", STATUS[m.Status]), row("Sent", when(m.RequestTimestamp)),
       row("Event time", when(m.EventTimestamp)), row("Milliseconds", String(m.ElapsedMilliseconds)),
       row("Attempt", String(meta.Attempt ?? "—")), row("Queue", meta.QueueName), row("Message id", meta.MessageId),
-      row("Delivery", deliveryLink(uid, m, m.Delivery ? `${m.Delivery.State}, ${m.Delivery.Attempts} attempts: see them all` : "All attempts")),
+      row("Delivery", deliveryLink(uid, m, m.Delivery ? `${m.Delivery.State} after ${m.Delivery.Attempts} attempt${m.Delivery.Attempts === 1 ? "" : "s"}: see them all` : "All attempts")),
       row("Error", meta.Error ? `${meta.Error.Category} ${meta.Error.Type}: ${meta.Error.Message}` : null),
+      meta.Error ? row("What to do", whatToDo(meta.Error)) : null,
       row("Retry of", m.ParentServiceBusMessageUid
         ? h("a", { href: `#/connections/${uid}/messages/${m.ParentServiceBusMessageUid}` }, m.ParentServiceBusMessageUid) : null)),
     h("button", { type: "button", onclick: () => resend(API, uid, m) }, "Re-send"),

@@ -21,9 +21,12 @@ const STATE_TEXT = {
   Failed: "Not delivered, and nothing more is scheduled: re-send it, or replay it once the cause is fixed.",
 };
 
-function kindOf(m, first) {
-  if (m.Uid === first) return "First attempt";
-  return m.ParentServiceBusMessageUid ? "Re-send or replay" : "Automatic retry";
+// Retries, re-sends and replays all name the attempt they follow (the API does not say
+// which of them an attempt was): shown as that attempt's number.
+function follows(m, byUid) {
+  const parent = m.ParentServiceBusMessageUid && byUid.get(m.ParentServiceBusMessageUid);
+  if (!m.ParentServiceBusMessageUid) return "—";
+  return parent ? `Attempt ${metadataOf(parent).Attempt ?? "?"}` : "an earlier attempt";
 }
 
 export async function deliveryPage(api, uid, messageId) {
@@ -32,7 +35,7 @@ export async function deliveryPage(api, uid, messageId) {
   const d = r.data;
   const attempts = d.Messages || [];
   const latest = attempts[attempts.length - 1];
-  const first = attempts.length ? attempts[0].Uid : null;
+  const byUid = new Map(attempts.map((m) => [m.Uid, m]));
   const row = (k, v) => [h("dt", {}, k), h("dd", {}, v ?? "—")];
   show(`Delivery of ${latest ? latest.EventKey : "an event"}`,
     h("p", {}, h("a", { href: `#/connections/${uid}/log` }, "Back to the delivery log")),
@@ -41,11 +44,11 @@ export async function deliveryPage(api, uid, messageId) {
       d.NextAttemptAt ? row("Next attempt", when(d.NextAttemptAt)) : null),
     h("p", { class: "note" }, zoneNote()),
     h("table", {}, h("caption", {}, "Attempts, oldest first"),
-      h("thead", {}, h("tr", {}, ["Attempt", "Sent", "Kind", "Status", "Milliseconds", "Error", "Message"].map((t) => h("th", { scope: "col" }, t)))),
+      h("thead", {}, h("tr", {}, ["Attempt", "Sent", "Sent again after", "Status", "Milliseconds", "Error", "Message"].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, attempts.map((m) => {
         const meta = metadataOf(m);
         return h("tr", {}, h("td", {}, String(meta.Attempt ?? "—")), h("td", {}, when(m.RequestTimestamp)),
-          h("td", {}, kindOf(m, first)), h("td", { class: STATUS[m.Status] }, STATUS[m.Status]),
+          h("td", {}, follows(m, byUid)), h("td", { class: STATUS[m.Status] }, STATUS[m.Status]),
           h("td", {}, String(m.ElapsedMilliseconds)),
           h("td", {}, meta.Error ? `${meta.Error.Category}: ${meta.Error.Message}` : "—"),
           h("td", {}, h("a", { href: `#/connections/${uid}/messages/${m.Uid}` }, "Details")));

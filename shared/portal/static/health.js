@@ -50,7 +50,7 @@ export function healthCard(health, ...actions) {
   const error = health.LastError;
   // An error is "current" unless a success came after it (then it is history, with its time).
   const current = error && health.Status !== "Healthy";
-  return h("section", { class: `health-card ${health.Status}`, "aria-labelledby": "health-title" },
+  return h("section", { class: `health-card health-${health.Status}`, "aria-labelledby": "health-title" },
     h("h2", { id: "health-title" }, "Health: ", h("span", { class: health.Status }, health.Status)),
     h("p", {}, STATE_TEXT[health.Status] || ""),
     h("dl", {},
@@ -63,7 +63,7 @@ export function healthCard(health, ...actions) {
         when(health.LastFailureAt)),
       h("p", { class: "todo" }, h("strong", {}, "What to do: "), current ? whatToDo(error) : "Nothing: deliveries succeeded after it."))
       : null,
-    actions.length ? h("p", {}, ...actions) : null);
+    actions.some(Boolean) ? h("p", {}, ...actions) : null);
 }
 
 // Changed within a day, and not the quiet start of a connection that never failed.
