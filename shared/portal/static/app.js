@@ -2,6 +2,7 @@
 import {
   call, h, hasSession, problemText, problemWithFields, say, setSession, show, whenSignedOut,
 } from "./ui.js";
+import { connectionSettings, newConnectionPage, useApiDocument } from "./connectionform.js";
 import { chart } from "./chart.js";
 import { STATUS, deliveryLink, deliveryPage, metadataOf, resend } from "./delivery.js";
 import { healthCard, healthCell, healthNotices, whatToDo } from "./health.js";
@@ -71,56 +72,8 @@ async function listPage() {
       h("tbody", {}, rows)) : h("p", {}, "No connections yet."));
 }
 
-const FIELDS = [
-  ["Title", "Title"], ["ServiceBusConnectionString", "Service Bus connection string"],
-  ["QueueName", "Queue name"], ["BlobContainerConnectionString", "Blob container connection string"],
-  ["BlobContainerName", "Blob container name"], ["EnabledEvents", "Enabled events (comma-separated)"],
-];
-
-function field(name, label, value) {
-  const input = h("input", { id: `f-${name}`, name, type: "text", "aria-describedby": `e-${name}`, spellcheck: "false" });
-  input.value = Array.isArray(value) ? value.join(", ") : value ?? "";
-  return h("div", {}, h("label", { for: `f-${name}` }, label), input, h("p", { id: `e-${name}`, class: "error" }));
-}
-
-function settingsForm(connection) {
-  const active = h("input", { id: "f-Active", type: "checkbox", checked: connection.Active !== false });
-  const general = h("p", { id: "e-form", class: "error" });
-  const form = h("form", { onsubmit: (e) => { e.preventDefault(); save(connection, form); } },
-    FIELDS.map(([n, l]) => field(n, l, connection[n])),
-    h("p", {}, active, " ", h("label", { for: "f-Active", class: "inline" }, "Active")),
-    general, h("button", { type: "submit" }, "Save"));
-  return form;
-}
-
-function readForm(connection, form) {
-  const body = { ...connection };
-  delete body.Health; // read-only
-  delete body.Confirmed;
-  for (const [n] of FIELDS) {
-    const v = form.elements[n].value.trim();
-    body[n] = n === "EnabledEvents" ? v.split(",").map((s) => s.trim()).filter(Boolean) : v || null;
-  }
-  body.Active = form.querySelector("#f-Active").checked;
-  return body;
-}
-
-async function save(connection, form) {
-  form.querySelectorAll(".error").forEach((p) => { p.textContent = ""; });
-  const r = await call(connection.Uid ? "PUT" : "POST", API, readForm(connection, form));
-  if (r.ok) { say("Saved."); location.hash = `#/connections/${r.data.Uid}`; if (connection.Uid) route(); return; }
-  const errors = (r.data && r.data.errors) || {};
-  let placed = false;
-  for (const [name, messages] of Object.entries(errors)) {
-    const slot = form.querySelector(`#e-${CSS.escape(name.split(/[.[]/)[0])}`);
-    if (slot) { slot.textContent = messages.join(" "); placed = true; form.querySelector(`#f-${CSS.escape(name.split(/[.[]/)[0])}`)?.setAttribute("aria-invalid", "true"); }
-  }
-  form.querySelector("#e-form").textContent = placed ? "Correct the fields marked above." : problemText(r.data);
-  say("Not saved.");
-}
-
 async function connectionPage(uid) {
-  if (!uid) return show("New connection", settingsForm({ Active: true, EnabledEvents: ["*"] }));
+  if (!uid) return newConnectionPage();
   const r = await call("GET", `${API}/${uid}`);
   if (!r.ok) return show("Connection", h("p", { class: "error" }, problemText(r.data)));
   const c = r.data;
@@ -131,9 +84,8 @@ async function connectionPage(uid) {
   show(c.Title || "Connection",
     healthCard(c.Health, resumable ? h("button", { type: "button", onclick: () => resume(uid) }, "Resume") : null),
     c.Confirmed === false ? confirmForm(uid) : null,
-    actions, h("h2", {}, "Settings"),
-    h("p", { class: "note" }, "Secrets are shown as ***; leave *** in place to keep a stored secret."),
-    settingsForm(c), hasRoute("post", `${API}/{uid}/messages/replay`) ? replayForm(API, uid) : null,
+    actions, connectionSettings(c, route),
+    hasRoute("post", `${API}/{uid}/messages/replay`) ? replayForm(API, uid) : null,
     h("h2", {}, "Deliveries per hour, last 14 days"), h("p", { class: "note" }, zoneNote()), await chart(uid, API));
 }
 
@@ -291,7 +243,9 @@ window.addEventListener("hashchange", async () => {
 
 async function boot() {
   const doc = await fetch("/v1/openapi.json");
-  routes = doc.ok ? (await doc.json()).paths : {};
+  const api = doc.ok ? await doc.json() : {};
+  routes = api.paths || {};
+  useApiDocument(api);
   const code = signInCode();
   if (code) return signInWithCode(code);
   const r = await fetch("/portal/session", { credentials: "same-origin" });

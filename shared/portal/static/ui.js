@@ -46,7 +46,7 @@ export function problemWithFields(problem) {
 }
 
 export function show(title, ...content) {
-  main.replaceChildren(h("h1", {}, title), ...content.filter((c) => c != null)); // views pass null for "nothing here"
+  main.replaceChildren(h("h1", {}, title), ...content.filter((c) => c != null)); // null: a part not shown
   document.title = `${title} · Event delivery portal`;
   main.focus();
 }
