@@ -239,3 +239,21 @@ async def test_a_link_pasted_into_an_open_tab_signs_out_then_in(
     headers = {"Cookie": f"{SESSION_COOKIE}={old}"}
     async with aiohttp.ClientSession(api_host) as http, http.get(PATH, headers=headers) as r:
         assert r.status == 401  # the first account's session ended on the server
+
+
+def test_the_health_card_has_advice_for_every_error_category_and_known_type() -> None:
+    """What to do comes from health.js's tables: a category or error type the API gains
+    fails here until the page says what to do about it."""
+    from shared.endpoints import _TEXTS
+    from shared.portal import STATIC
+
+    script = (STATIC / "health.js").read_text(encoding="utf-8")
+
+    def keys(table: str) -> set[str]:
+        body = re.search(rf"^const {table} = \{{(.*?)^\}};", script, re.M | re.S)
+        assert body, table
+        added = re.findall(rf"^{table}\.(\w+) = ", script, re.M)
+        return set(re.findall(r"^ {2}(\w+): ", body.group(1), re.M)) | set(added)
+
+    assert {str(c) for c in ErrorCategory} <= keys("BY_CATEGORY")
+    assert set(_TEXTS) <= keys("BY_TYPE")

@@ -22,6 +22,8 @@ const BY_TYPE = {
   CircuitOpen: "Network: deliveries to this namespace keep failing, so they pause briefly. They are retried; nothing to do if it passes.",
   EndpointRefused: "Address: the host name points to an address the service never connects to. Use the namespace's public name.",
   SessionRequired: "Sessions: the queue requires sessions. Choose a session id source in the connection's settings.",
+  gaierror: "Network: the namespace's host name does not resolve. Check the name in the connection string.",
+  UnresolvedHost: "Network: the namespace's host name does not resolve. Check the name in the connection string.",
   ConnectionStringError: "Settings: the connection string is not valid. Paste it again from the Azure portal and save.",
   ConnectionSuspended: "Suspended: the connection is suspended, so events are kept, not sent. Fix it and save, or resume; then replay the kept events.",
 };
@@ -31,6 +33,10 @@ const BY_CATEGORY = {
   TooLarge: "Too large: the event is larger than the queue allows and is not retried. Set a claim check container, or use a namespace that takes larger messages.",
   Suspended: BY_TYPE.ConnectionSuspended,
 };
+
+// Types of the TooLarge category (shared/endpoints.py's texts): the category's advice.
+BY_TYPE.MessageSizeExceededError = BY_CATEGORY.TooLarge;
+BY_TYPE.TooLarge = BY_CATEGORY.TooLarge;
 
 export function whatToDo(error) {
   return BY_TYPE[error.Type] || BY_CATEGORY[error.Category] || "Check the connection's settings and the delivery log.";
