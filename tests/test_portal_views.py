@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -43,16 +44,13 @@ AUTH_FAILED = DeliveryError(
 )
 
 
-@pytest.fixture
-async def tokyo(
-    browser: Any,
-    api_host: str,
-    services: Services,
-    account: str,
+@asynccontextmanager
+async def tab_in_zone(
+    browser: Any, api_host: str, services: Services, account: str, zone: str
 ) -> AsyncIterator[Portal]:
-    """A tab signed in from Tokyo (UTC+9, no daylight saving time)."""
+    """A signed-in tab whose browser is in time zone `zone`."""
     context = await browser.new_context(
-        viewport={"width": 1100, "height": 800}, timezone_id="Asia/Tokyo", locale="en-GB"
+        viewport={"width": 1100, "height": 800}, timezone_id=zone, locale="en-GB"
     )
     page = await context.new_page()
     page.set_default_timeout(10_000)
@@ -62,6 +60,15 @@ async def tokyo(
     yield tab
     assert tab.csp_errors == []
     await context.close()
+
+
+@pytest.fixture
+async def tokyo(
+    browser: Any, api_host: str, services: Services, account: str
+) -> AsyncIterator[Portal]:
+    """A tab signed in from Tokyo (UTC+9, no daylight saving time)."""
+    async with tab_in_zone(browser, api_host, services, account, "Asia/Tokyo") as tab:
+        yield tab
 
 
 async def test_times_are_in_the_viewers_zone_with_utc_on_hover(
@@ -106,6 +113,25 @@ async def test_the_chart_has_axes_latency_and_its_figures_as_a_table(
     cells = await figures.locator("tbody td").all_inner_texts()
     assert cells[1:3] == ["3", "1"]  # delivered, failed
     await portal.check("connection-chart")
+
+
+async def test_the_chart_marks_each_local_day_in_a_half_hour_zone(
+    browser: Any,
+    api: Api,
+    api_host: str,
+    services: Services,
+    account: str,
+    servicebus_connection_string: str,
+) -> None:
+    """In Kolkata (UTC+5:30) the UTC hours start at :30 local time: each day still gets its
+    tick and its label."""
+    uid = await make_connection(api, servicebus_connection_string, "q1")
+    async with tab_in_zone(browser, api_host, services, account, "Asia/Kolkata") as tab:
+        await tab.open(f"/connections/{uid}")
+        counts = tab.page.get_by_role("img", name=re.compile("Deliveries per hour"))
+        await counts.wait_for()
+        days = [t for t in await counts.locator("text").all_text_contents() if t[:1].isdigit()]
+        assert len([d for d in days if " " in d]) in (13, 14)  # "21 Nov": a label per day
 
 
 async def test_the_health_card_says_what_happened_when_and_what_to_do(

@@ -25,7 +25,7 @@ export function niceMax(value) {
 function sum(hours, key) { return hours.reduce((s, x) => s + (x[key] || 0), 0); }
 
 // An empty plot: the y axis with ticks at 0, half and top, the x axis with one tick per
-// local midnight labelled with the date; `y(v)` and `x(i)` place values.
+// local day labelled with the date; `y(v)` and `x(i)` place values.
 function axes(hours, height, top, unit, title) {
   const plotW = W - LEFT - RIGHT;
   const x = (i) => LEFT + (i * plotW) / hours.length;
@@ -38,7 +38,8 @@ function axes(hours, height, top, unit, title) {
   svg.append(svgEl("line", { x1: LEFT, x2: LEFT, y1: TOP, y2: TOP + height, class: "axis" }));
   hours.forEach((hour, i) => {
     const d = new Date(hour.Hour);
-    if (d.getHours() !== 0) return; // a tick at each local midnight
+    // A tick where the local date changes (at midnight, or at :30 in a half-hour zone).
+    if (i === 0 || d.toDateString() === new Date(hours[i - 1].Hour).toDateString()) return;
     svg.append(svgEl("line", { x1: x(i), x2: x(i), y1: TOP + height, y2: TOP + height + 4, class: "axis" }));
     svg.append(svgEl("text", { x: x(i), y: TOP + height + 15, "text-anchor": "middle" },
       d.toLocaleDateString(undefined, { month: "short", day: "numeric" })));
