@@ -85,6 +85,7 @@ async def test_times_are_in_the_viewers_zone_with_utc_on_hover(
     assert await time.get_attribute("title") == sent.strftime("%Y-%m-%d 01:02:03 UTC")
     assert (await time.get_attribute("datetime") or "").startswith(sent.strftime("%Y-%m-%dT01:02"))
     assert "10:02:03" in await time.inner_text()  # 01:02 UTC is 10:02 in Tokyo
+    await tokyo.page.get_by_text("Times are in your time zone (Asia/Tokyo)").wait_for()
 
 
 async def test_the_chart_has_axes_latency_and_its_figures_as_a_table(

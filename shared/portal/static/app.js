@@ -151,7 +151,7 @@ async function logPage(uid, params) {
   const go = (p) => { params.set("page", p); location.hash = `#/connections/${uid}/log?${params}`; };
   show("Delivery log",
     h("p", {}, h("a", { href: `#/connections/${uid}` }, "Back to the connection")),
-    filters(uid, params),
+    filters(uid, params), h("p", { class: "note" }, zoneNote()),
     h("table", {}, h("caption", {}, "Delivery log"),
       h("thead", {}, h("tr", {}, ["Sent", "Event key", "Status", "Attempt", "Milliseconds", "Message"].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, shown.map((m) => h("tr", {},
@@ -184,7 +184,7 @@ function filters(uid, params) {
     inputs.forEach((input) => { if (input.value.trim()) p.set(input.name, input.value.trim()); });
     location.hash = `#/connections/${uid}/log?${p}`;
   } }, h("fieldset", {}, h("legend", {}, "Search and filters"),
-    h("label", { for: "since" }, "Since"), since,
+    h("label", { for: "since" }, "Since (your time zone)"), since,
     h("p", {}, failed, " ", h("label", { for: "only-failed", class: "inline" }, "Only failed")),
     inputs.flatMap((input) => [h("label", { for: input.id }, SEARCH_LABELS[input.name]), input]),
     h("p", { id: "search-note", class: "note" }, "Exact values, searched over the whole log (14 days); a search counts up to 10,000 matches."),
