@@ -188,9 +188,12 @@ async def test_test_message_log_filter_detail_and_resend(
     assert '\n  "' in body  # pretty-printed JSON
     error = page.locator("dd", has_text="ServiceBusAuthenticationError")  # the record's Error
     assert "check the key" in await error.inner_text()
+    todo = page.locator("dt:has-text('What to do') + dd")  # by the error's type (health.js)
+    assert (await todo.inner_text()).startswith("Authentication: the namespace refused the key")
     failed_url = page.url
     await portal.check("message")
     await portal.button("Re-send").click()
+    await page.get_by_role("button", name="Yes, re-send").click()  # after a confirmation
     await page.wait_for_url(lambda url: url != failed_url)
     parent = failed_url.rsplit("/", 1)[1]
     await page.get_by_role("link", name=parent).wait_for()  # "Retry of" the message re-sent
@@ -308,8 +311,11 @@ async def test_replay_failed_messages_of_a_window(
     assert page["TotalHits"] >= 1
     await portal.open(f"/connections/{uid}")
     page = portal.page
+    await portal.button("Replay failed messages").click()
+    dialog = page.get_by_role("dialog", name="Replay failed messages?")  # says what it sends
+    await expect(dialog).to_contain_text(re.compile(r"[1-9]\d* deliver(y|ies) of this window"))
     async with page.expect_request(lambda r: r.url.endswith("/messages/replay")) as sent:
-        await portal.button("Replay failed messages").click()
+        await dialog.get_by_role("button", name="Yes, replay").click()
     body = json.loads((await sent.value).post_data or "{}")
     assert set(body) == {"Since", "OnlyFailed"} and body["OnlyFailed"] is True
     progress = re.compile(r"Replay: \d+ sent, \d+ failed of [1-9]\d* — done\.")

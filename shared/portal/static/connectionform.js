@@ -2,6 +2,7 @@
 // help text, an event picker over the catalogue, per-event settings, and delete with a
 // confirmation. The fields, their kinds, defaults, choices and help come from the API's own
 // OpenAPI document (one definition); this module adds only labels, grouping and layout.
+import { when } from "./time.js";
 import { call, h, problemText, say, show } from "./ui.js";
 
 const API = "/v1/azureservicebusconnections";
@@ -271,7 +272,7 @@ function consentHelp() {
     const r = await call("GET", `/v1/entra/consent?${new URLSearchParams({ tenantId: tenant })}`);
     if (r.ok) {
       result.replaceChildren(h("a", { href: r.data.ConsentUrl, target: "_blank", rel: "noopener noreferrer" },
-        "Open the admin-consent page"), ` (valid until ${new Date(r.data.ExpiresAt).toLocaleString()}).`);
+        "Open the admin-consent page"), " (valid until ", when(r.data.ExpiresAt), ").");
       say("The admin-consent link is ready.");
     } else {
       const errors = (r.data && r.data.errors) || {};

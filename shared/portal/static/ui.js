@@ -50,6 +50,3 @@ export function show(title, ...content) {
   document.title = `${title} · Event delivery portal`;
   main.focus();
 }
-
-export function fmt(value) { return value ? new Date(value).toLocaleString() : "—"; }
-
