@@ -38,7 +38,7 @@ test: lint browser
 
 # Screenshots of each portal page, for the README (the browser tests write them).
 screenshots: install browser
-	PORTAL_SCREENSHOTS=docs/portal $(VENV)/bin/pytest -q -p no:cacheprovider tests/test_portal_browser.py
+	PORTAL_SCREENSHOTS=docs/portal $(VENV)/bin/pytest -q -p no:cacheprovider tests/test_portal_browser.py tests/test_portal_form.py tests/test_portal_views.py
 
 bench: install
 	$(PY) -m bench --quick

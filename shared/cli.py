@@ -22,6 +22,7 @@ from uuid import UUID
 from shared.catalog import known_key
 from shared.eventqueues import queue_of
 from shared.models.access import EVERY_SCOPE, Scope
+from shared.service.audit import CLI_KEY_ID, audited
 from shared.service.poison import Replayed, is_replayable, replay, replayable_queues
 from shared.service.reindex import reindex
 from shared.service.retention import purge
@@ -35,7 +36,9 @@ Command = Callable[[Services, argparse.Namespace], Awaitable[int]]
 
 async def apikey_create(services: Services, args: argparse.Namespace) -> int:
     scopes = frozenset(Scope(s) for s in args.scope) if args.scope else EVERY_SCOPE
-    key, info = await services.api_keys.create(args.account, services.clock(), scopes)
+    async with audited(services, args.account, CLI_KEY_ID, "apikey.create") as change:
+        key, info = await services.api_keys.create(args.account, services.clock(), scopes)
+        change.target = info.key_id
     print(f"API key {info.key_id} for account {info.account} (shown once; store it safely):")
     print(f"scopes: {', '.join(sorted(info.scopes))}")
     print(key)
@@ -56,7 +59,9 @@ async def apikey_revoke(services: Services, args: argparse.Namespace) -> int:
     from shared.errors import NotFound
 
     try:
-        info = await services.api_keys.revoke(args.key_id)
+        account = await services.api_keys.owner_of(args.key_id)
+        async with audited(services, account, CLI_KEY_ID, "apikey.delete", args.key_id):
+            info = await services.api_keys.revoke(args.key_id, account)
     except NotFound:
         print(f"no API key with id {args.key_id}", file=sys.stderr)
         return 1
@@ -67,10 +72,20 @@ async def apikey_revoke(services: Services, args: argparse.Namespace) -> int:
 async def portal_link(services: Services, args: argparse.Namespace) -> int:
     from shared.portal import sign_in_link
 
-    link = await sign_in_link(services, args.account, args.minutes, args.base_url)
+    async with audited(services, args.account, CLI_KEY_ID, "portal.link"):
+        link = await sign_in_link(services, args.account, args.minutes, args.base_url)
     print(f"one-time portal sign-in link for account {args.account}, valid {args.minutes} min:")
     print(link)
     return 0
+
+
+def account_id(value: str) -> str:
+    """An account id, checked before anything is written (the audit log's rows name it)."""
+    from shared.storage.apikeys import ACCOUNT_ID
+
+    if not ACCOUNT_ID.match(value):
+        raise argparse.ArgumentTypeError("1-64 letters, digits, '.', '_' or '-'")
+    return value
 
 
 def event_data(value: str) -> Any:
@@ -208,7 +223,7 @@ def _add_tenant_commands(groups: Groups) -> None:
         dest="action", required=True
     )
     create = apikey.add_parser("create", help="make a key; prints it alone on the last line")
-    create.add_argument("--account", required=True)
+    create.add_argument("--account", required=True, type=account_id)
     create.add_argument(
         "--scope",
         action="append",
@@ -227,7 +242,7 @@ def _add_tenant_commands(groups: Groups) -> None:
         dest="action", required=True
     )
     publish = event.add_parser("publish", help="raise an event; prints its EventId last")
-    publish.add_argument("--account", required=True)
+    publish.add_argument("--account", required=True, type=account_id)
     publish.add_argument(
         "--key", required=True, type=event_key, help="EventKey, e.g. Employee.Created"
     )
@@ -246,7 +261,7 @@ def _add_portal_commands(groups: Groups) -> None:
         dest="action", required=True
     )
     link = portal.add_parser("link", help="a one-time sign-in link; printed alone last")
-    link.add_argument("--account", required=True)
+    link.add_argument("--account", required=True, type=account_id)
     link.add_argument("--minutes", type=int, default=60, help="how long the link works (1-1440)")
     link.add_argument(
         "--base-url", help="where the app is reached (default: PORTAL_BASE_URL, else local)"

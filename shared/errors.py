@@ -61,3 +61,13 @@ class Invalid(ValueError):
 
 class LimitReached(Exception):
     """The account holds as many of a thing as it may."""
+
+
+class Forbidden(Exception):
+    """The caller's key may not do this (beyond its scopes, which the route machinery
+    checks): e.g. a key restricted to connections naming another; `field` names the property
+    that names it, if one does."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field

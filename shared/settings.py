@@ -179,6 +179,10 @@ class Limits:
     # An event's JSON on system-events / `event publish`: large enough for claim checks (a
     # Standard queue takes 256 KB), small enough that fan-out to 100 connections stays bounded.
     event_bytes: int = 1024 * 1024
+    # A `POST /v1/events` body: a batch holding events of up to `event_bytes` (the general
+    # `body_bytes` would refuse one first), bounded at 4 of them so one request holds at
+    # most 4 MiB in memory, not 100 x 1 MiB (a bigger batch is split by the publisher).
+    publish_bytes: int = 4 * 1024 * 1024
 
     @classmethod
     def from_environment(cls, environ: MutableMapping[str, str] | None = None) -> Limits:

@@ -11,6 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+import function_app  # noqa: F401  (registers every route)
+from shared.api.http import ENDPOINTS, Endpoint
 from shared.models.access import EVERY_SCOPE, Scope
 from shared.services import Services
 from shared.storage import clients
@@ -200,3 +202,55 @@ async def test_expiry_and_the_rotation_overlap_follow_the_clock(
     clock[0] = now + timedelta(days=1)
     assert await keys.grant_of(expiring) is None  # even from the cache
     assert [k.key_id for k in await keys.for_account(account)] == [info.key_id]
+
+
+ACCOUNT_WIDE = sorted(
+    (e for e in ENDPOINTS.values() if not e.public and not e.restricted_keys), key=lambda e: e.name
+)
+
+
+def test_the_account_wide_routes_are_the_audit_log_publishing_and_consent() -> None:
+    assert {e.name for e in ACCOUNT_WIDE} == {"list_audit", "publish_events", "consent_link"}
+
+
+@pytest.mark.parametrize("spec", ACCOUNT_WIDE, ids=[e.name for e in ACCOUNT_WIDE])
+async def test_a_key_restricted_to_connections_is_refused_account_wide_routes(
+    spec: Endpoint, api: Api, api_host: str, services: Services, account: str
+) -> None:
+    """Each reaches past the key's connections (every connection's changes, events for all
+    of them, a tenant bound to the whole account): 403, whatever scopes the key holds."""
+    mine = (await api.call("POST", UNVERIFIED, body()))[1]["Uid"]
+    key, _ = await services.api_keys.create(
+        account, services.clock(), NewKey(EVERY_SCOPE, "r", frozenset({uuid.UUID(mine)}))
+    )
+    path = "/" + spec.route
+    status, problem = await as_key(api_host, key, spec.method, path, {} if spec.body else None)
+    assert status == 403 and "account-wide" in problem["detail"], problem
+
+
+async def test_a_restricted_key_manages_only_keys_within_its_connections(
+    api: Api, api_host: str, services: Services, account: str
+) -> None:
+    """Filtered, not refused: rotating a wider key would hand a restricted key its secret."""
+    mine = uuid.UUID((await api.call("POST", UNVERIFIED, body()))[1]["Uid"])
+    manager, made = await services.api_keys.create(
+        account, services.clock(), NewKey(EVERY_SCOPE, "m", frozenset({mine}))
+    )
+    status, narrow = await as_key(
+        api_host,
+        manager,
+        "POST",
+        KEYS,
+        {"Name": "n", "Scopes": ["messages:read"], "ConnectionUids": [str(mine)]},
+    )
+    assert status == 201, narrow
+    wide = (await api.call("POST", KEYS, {"Name": "w", "Scopes": ["messages:read"]}))[1]
+    status, listed = await as_key(api_host, manager, "GET", KEYS)
+    assert status == 200 and {k["KeyId"] for k in listed} == {made.key_id, narrow["KeyId"]}
+    for method, suffix, sent in (("GET", "", None), ("POST", "/rotate", {}), ("DELETE", "", None)):
+        path = f"{KEYS}/{wide['KeyId']}{suffix}"
+        assert (await as_key(api_host, manager, method, path, sent))[0] == 404, path
+    assert (await as_key(api_host, manager, "POST", f"{KEYS}/{narrow['KeyId']}/rotate", {}))[
+        0
+    ] == 200
+    assert (await as_key(api_host, wide["Key"], "GET", f"{PATH}/{mine}/messages"))[0] == 200

@@ -22,11 +22,12 @@ from shared import catalog
 from shared.dispatch.dispatcher import Dispatcher
 from shared.dispatch.healthnotice import ACTIONS
 from shared.dispatch.healthtracker import HealthTracker
+from shared.health import HealthState
 from shared.models.connection import HealthStatus
 from shared.models.events import SystemEvent
 from shared.models.records import DeliveryError, ErrorCategory, MessageQuery, MessageStatus
 from shared.services import Services
-from tests.factories import UNVERIFIED, an_event
+from tests.factories import PATH, UNVERIFIED, an_event
 from tests.plugins.app import Api
 from tests.servicebus_helpers import Subscriber, body_of, nothing_arrives
 
@@ -187,3 +188,45 @@ async def test_a_daily_digest_line_names_each_connection_that_is_not_healthy(
     await tracker.flush(everything=True)
     [line] = digest_lines()
     assert str(failing) in line and str(healthy) not in line
+
+
+async def test_a_suspension_ended_by_resume_or_a_verified_save_is_heard_once(
+    api: Api,
+    services: Services,
+    account: str,
+    servicebus_emulator_factory: Callable[..., Emulator],
+) -> None:
+    """Health written outside the tracker (a resume, a verified PUT) publishes the notice
+    too, once: a second resume changes nothing and says nothing."""
+    emulator = servicebus_emulator_factory(strict=True, queues=["broken", "watcher"])
+    cs = emulator.connection_string
+    broken = {"ServiceBusConnectionString": cs, "QueueName": "broken", "Title": "Orders"}
+    status, created = await api.call("POST", UNVERIFIED, broken)
+    assert status == 200, created
+    uid = uuid.UUID(created["Uid"])
+    watcher = {"ServiceBusConnectionString": cs, "QueueName": "watcher", "EnabledEvents": [KEY]}
+    assert (await api.call("POST", UNVERIFIED, watcher))[0] == 200
+    error = DeliveryError(category=ErrorCategory.CONFIGURATION, type="T", message="m")
+    now = datetime.now(UTC)
+    suspended = HealthState(HealthStatus.SUSPENDED, now, None, now, 9, error, now)
+
+    async with Subscriber(cs, "watcher") as heard:
+        await services.health.put(account, uid, suspended)
+        assert (await api.call("POST", f"{PATH}/{uid}/resume"))[0] == 200
+        [notice] = await heard.receive(1)
+        data = data_of(notice)
+        assert (data["ConnectionUid"], data["Title"]) == (str(uid), "Orders")
+        assert (data["OldState"], data["NewState"]) == ("Suspended", "Healthy")
+        assert data["Action"] == ACTIONS[HealthStatus.HEALTHY]
+        assert (await api.call("POST", f"{PATH}/{uid}/resume"))[0] == 200  # Healthy already
+        assert await heard.receive(1, timeout=2) == []
+
+        await services.health.put(account, uid, suspended)
+        saved = await api.call("PUT", PATH, broken | {"Uid": str(uid)})  # verified: it ends
+        assert saved[0] == 200 and saved[1]["Health"]["Status"] == "Healthy", saved
+        [notice] = await heard.receive(1)
+        assert (data_of(notice)["OldState"], data_of(notice)["NewState"]) == (
+            "Suspended",
+            "Healthy",
+        )
+        assert await heard.receive(1, timeout=2) == []

@@ -3,8 +3,9 @@ the session cookie in place of the API key, CSRF on changes, sign-out, and its h
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import aiohttp
 import pytest
@@ -12,11 +13,14 @@ import pytest
 from shared.api import http as api_http
 from shared.api.http import SESSION_COOKIE
 from shared.api.ratelimit import RateLimiter
+from shared.models.access import Scope
 from shared.services import Services
 from shared.settings import Limits
-from tests.factories import cli
+from shared.storage.apikeys import NewKey
+from tests.factories import body, cli
 
 PATH = "/v1/azureservicebusconnections"
+LINKS = "/v1/portal/links"
 
 
 @pytest.fixture
@@ -222,3 +226,73 @@ def test_the_portal_files_are_deployed() -> None:
     for path in files:
         names = [str(path), *path.parts]
         assert not [p for p in patterns if any(fnmatch(n, p) for n in names)], path
+
+
+async def test_a_link_issued_through_the_api_opens_a_session_with_no_more_than_the_key(
+    http: aiohttp.ClientSession, api_key: str, services: Services, account: str
+) -> None:
+    owner = {"Authorization": api_key}
+    uids = []
+    for _ in range(2):
+        async with http.post(PATH + "?verify=false", json=body(), headers=owner) as made:
+            assert made.status == 200
+            uids.append((await made.json())["Uid"])
+    mine, other = uids
+    expires = services.clock() + timedelta(minutes=10)
+    scopes = frozenset({Scope.CONNECTIONS_READ, Scope.KEYS_MANAGE})
+    key, info = await services.api_keys.create(
+        account, services.clock(), NewKey(scopes, "r", frozenset({uuid.UUID(mine)}), expires)
+    )
+    issuer = {"Authorization": key}
+    async with http.post(LINKS, json={"Minutes": 60}, headers=issuer) as issued:
+        assert issued.status == 201
+        link = await issued.json()
+    assert link["Url"].split("#signin=")[0].endswith("/portal/")
+    ends = datetime.fromisoformat(link["ExpiresAt"])  # not past the key's expiry (ms shown)
+    assert abs(ends - expires) < timedelta(milliseconds=1)
+
+    opened = await redeem(http, link["Url"].split("#signin=")[1])
+    assert opened.status == 200
+    max_age = int(opened.headers["Set-Cookie"].split("Max-Age=")[1].split(";")[0])
+    assert 0 < max_age <= 600  # the session ends by the key's expiry too
+    cookie = cookie_of(opened)
+    async with http.get(PATH, headers=cookie) as listed:
+        assert [c["Uid"] for c in await listed.json()] == [mine]  # its connections only
+    async with http.get(f"{PATH}/{other}", headers=cookie) as refused:
+        assert refused.status == 403
+    async with http.delete(f"{PATH}/{mine}", headers=cookie) as refused:
+        assert refused.status == 403  # not a scope the key holds (before CSRF is looked at)
+    async with http.get("/v1/audit", headers=cookie) as refused:
+        assert refused.status == 403  # account-wide: not for a restricted key's session
+
+    async with http.get("/v1/audit", headers=owner) as audited:
+        entries = (await audited.json())["Entries"]
+    assert (entries[0]["Action"], entries[0]["KeyId"]) == ("portal.link", info.key_id)
+
+
+async def test_a_portal_link_request_is_checked_and_needs_keys_manage(
+    http: aiohttp.ClientSession, api_key: str, services: Services, account: str
+) -> None:
+    for minutes in (0, 1441, "60"):
+        async with http.post(
+            LINKS, json={"Minutes": minutes}, headers={"Authorization": api_key}
+        ) as bad:
+            assert bad.status == 400 and "Minutes" in (await bad.json())["errors"]
+    reader, _ = await services.api_keys.create(
+        account, services.clock(), frozenset({Scope.CONNECTIONS_READ})
+    )
+    async with http.post(LINKS, json={}, headers={"Authorization": reader}) as refused:
+        assert refused.status == 403 and (await refused.json())["scope"] == "keys:manage"
+
+
+async def test_a_session_signed_in_with_a_key_holds_that_keys_scopes_only(
+    http: aiohttp.ClientSession, services: Services, account: str
+) -> None:
+    reader, _ = await services.api_keys.create(
+        account, services.clock(), frozenset({Scope.MESSAGES_READ})
+    )
+    async with http.post("/portal/session", headers={"Authorization": reader}) as signed:
+        assert signed.status == 200
+        cookie = cookie_of(signed)
+    async with http.get(PATH, headers=cookie) as refused:
+        assert refused.status == 403 and (await refused.json())["scope"] == "connections:read"

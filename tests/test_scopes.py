@@ -124,17 +124,26 @@ async def test_a_bad_batch_is_a_400_naming_the_field_and_queues_nothing(
     assert any(field in name for name in problem["errors"]), problem
 
 
-async def test_a_body_over_the_limit_is_a_413(
+async def test_publishing_has_its_own_body_limit_above_one_largest_event(
     api_host: str, services: Services, account: str
 ) -> None:
+    """LIMIT_BODY_BYTES (64 KB) would refuse an event of up to LIMIT_EVENT_BYTES (1 MiB):
+    POST /v1/events is bounded by LIMIT_PUBLISH_BYTES instead, named in its 413."""
+    limits = services.settings.limits
+    assert limits.body_bytes < limits.event_bytes < limits.publish_bytes
     publisher, _ = await services.api_keys.create(
         account, services.clock(), frozenset({Scope.EVENTS_PUBLISH})
     )
-    data = "x" * (services.settings.limits.body_bytes + 1)
-    sent = {"Events": [{"EventKey": "Order.Shipped", "Data": data}]}
+    large = {"EventKey": "Order.Shipped", "Data": "x" * (limits.event_bytes - 1000)}
     async with aiohttp.ClientSession(api_host, headers={"Authorization": publisher}) as session:
-        status, problem = await Api(session).call("POST", "/v1/events", sent)
+        status, answered = await Api(session).call("POST", "/v1/events", {"Events": [large]})
+        assert status == 202, answered  # one event near its own limit: taken
+        many = {"Events": [large] * (limits.publish_bytes // limits.event_bytes + 1)}
+        status, problem = await Api(session).call("POST", "/v1/events", many)
     assert status == 413, problem
+    assert (
+        problem["limit"] == "LIMIT_PUBLISH_BYTES" and str(limits.publish_bytes) in problem["detail"]
+    )
 
 
 async def test_the_command_line_makes_a_key_that_may_only_publish(

@@ -107,3 +107,40 @@ async def test_a_missing_table_is_an_error_not_a_silent_success(services: Servic
     with pytest.raises(TransactionError) as refused:
         await transactions.submit(missing, [("upsert", entity("p", "r"))])
     assert refused.value.status == 404
+
+
+def test_properties_are_typed_as_the_sdk_types_them() -> None:
+    """The fast path for strings, int32s and bools writes what the SDK's own conversion
+    writes, in the same order; any other value goes through the SDK."""
+    from enum import StrEnum
+
+    from azure.data.tables._serialize import _add_entity_properties
+
+    class Kind(StrEnum):
+        A = "a"
+
+    e = entity(
+        "p",
+        "r",
+        Big=2**31 - 1,
+        Low=-(2**31),
+        Zero=0,
+        Off=False,
+        Nothing=None,
+        Id=uuid.uuid4(),
+        Raw=b"\x00\x01",
+        Tagged=("5", "Edm.Int64"),
+        Named=Kind.A,
+        Empty="",
+    )
+    expected = _add_entity_properties(e)
+    got = transactions._properties({**e, transactions.ETAG: 'W/"x"'})  # the ETag is no property
+    assert got == expected and list(got) == list(expected)
+
+
+def test_keys_are_encoded_only_when_they_need_it() -> None:
+    assert (
+        transactions._key("x_k_Order.Created_0123456789_a-b~c")
+        == "x_k_Order.Created_0123456789_a-b~c"
+    )
+    assert transactions._key("it's a/b") == "it%27%27s%20a%2Fb"

@@ -10,7 +10,6 @@ import azure.functions as func
 
 from shared.api.http import ApiError, Call, endpoint
 from shared.models.access import Scope
-from shared.service.audit import record
 
 if TYPE_CHECKING:
     from shared.models.apikeys import ApiKey, ApiKeyWithSecret
@@ -37,15 +36,14 @@ def key_id(call: Call) -> str:
     errors=(400,),
     status=201,
     scope=Scope.KEYS_MANAGE,
+    audit="apikey.create",
 )
 async def create_api_key(call: Call) -> ApiKeyWithSecret:
     """Make a key for the caller's account, with scopes (and connections, lifetime) the
     caller's key holds itself. The answer holds the secret: it is never shown again."""
     from shared.service import apikeys
 
-    made = await apikeys.create(call.services, call.grant, call.body)
-    await record(call.services, call.grant, "apikey.create", made.key_id)
-    return made
+    return await apikeys.create(call.services, call.grant, call.body)
 
 
 @endpoint(bp, "GET", COLLECTION, returns="ApiKey", many=True, scope=Scope.KEYS_MANAGE)
@@ -53,7 +51,7 @@ async def list_api_keys(call: Call) -> list[ApiKey]:
     """The account's keys, oldest first (no secrets)."""
     from shared.service import apikeys
 
-    return await apikeys.list_keys(call.services, call.account)
+    return await apikeys.list_keys(call.services, call.grant)
 
 
 @endpoint(
@@ -68,7 +66,7 @@ async def get_api_key(call: Call) -> ApiKey:
     """One key of the account (no secret)."""
     from shared.service import apikeys
 
-    return await apikeys.get(call.services, call.account, key_id(call))
+    return await apikeys.get(call.services, call.grant, key_id(call))
 
 
 @endpoint(
@@ -78,13 +76,13 @@ async def get_api_key(call: Call) -> ApiKey:
     errors=(404,),
     status=204,
     scope=Scope.KEYS_MANAGE,
+    audit="apikey.delete",
 )
 async def delete_api_key(call: Call) -> None:
     """Revoke a key, every secret of it (other processes stop honouring it within 10 s)."""
     from shared.service import apikeys
 
-    await apikeys.delete(call.services, call.account, key_id(call))
-    await record(call.services, call.grant, "apikey.delete", key_id(call))
+    await apikeys.delete(call.services, call.grant, key_id(call))
 
 
 @endpoint(
@@ -95,15 +93,14 @@ async def delete_api_key(call: Call) -> None:
     returns="ApiKeyWithSecret",
     errors=(400, 404),
     scope=Scope.KEYS_MANAGE,
+    audit="apikey.rotate",
 )
 async def rotate_api_key(call: Call) -> ApiKeyWithSecret:
     """A new secret for the key; the old one keeps working for OverlapSeconds (default 3600,
     at most 7 days), then stops. The answer holds the new secret: it is never shown again."""
     from shared.service import apikeys
 
-    rotated = await apikeys.rotate(call.services, call.account, key_id(call), call.body)
-    await record(call.services, call.grant, "apikey.rotate", rotated.key_id)
-    return rotated
+    return await apikeys.rotate(call.services, call.grant, key_id(call), call.body)
 
 
 @endpoint(
@@ -114,6 +111,7 @@ async def rotate_api_key(call: Call) -> ApiKeyWithSecret:
     returns="AuditPage",
     errors=(400,),
     scope=Scope.KEYS_MANAGE,
+    restricted_keys=False,
 )
 async def list_audit(call: Call) -> AuditPage:
     """Who changed what in the account: changes to connections and keys, newest first, kept

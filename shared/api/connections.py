@@ -6,10 +6,9 @@ from typing import TYPE_CHECKING
 
 import azure.functions as func
 
-from shared.api.http import Call, connection_allowed, connection_uid, endpoint
+from shared.api.http import Call, connection_uid, endpoint
 from shared.models.access import Scope
 from shared.service import connections
-from shared.service.audit import record
 
 if TYPE_CHECKING:
     from shared.models.connection import Connection
@@ -48,16 +47,14 @@ async def get_connection(call: Call) -> Connection:
     returns="Connection",
     errors=(400, 409),
     scope=Scope.CONNECTIONS_WRITE,
+    audit="connection.create",
 )
 async def create_connection(call: Call) -> Connection:
     """Create a connection; without Uid a new one is made. An existing Uid is a 409. An
     active connection is verified first (a message sent): a failure is a 400 and nothing is
     saved. An Entra ID connection names a tenant consented through this account's link, and
     is saved unconfirmed: its verification message carries the code to confirm it with."""
-    connection_allowed(call, call.body.uid)
-    made = await connections.create(call.services, call.account, call.body, call.query.verify)
-    await record(call.services, call.grant, "connection.create", made.uid)
-    return made
+    return await connections.create(call.services, call.account, call.body, call.query.verify)
 
 
 @endpoint(
@@ -69,16 +66,14 @@ async def create_connection(call: Call) -> Connection:
     returns="Connection",
     errors=(400, 404),
     scope=Scope.CONNECTIONS_WRITE,
+    audit="connection.replace",
 )
 async def replace_connection(call: Call) -> Connection:
     """Replace a connection by Uid. Connection strings that still hold *** keep their secret.
     An active connection is verified first, with the stored secrets where *** was sent; a
     verified save ends a suspension. An Entra ID connection stays confirmed only while it
     sends where it was confirmed for; else its verification carries a new code."""
-    connection_allowed(call, call.body.uid)
-    saved = await connections.replace(call.services, call.account, call.body, call.query.verify)
-    await record(call.services, call.grant, "connection.replace", saved.uid)
-    return saved
+    return await connections.replace(call.services, call.account, call.body, call.query.verify)
 
 
 @endpoint(
@@ -88,16 +83,21 @@ async def replace_connection(call: Call) -> Connection:
     returns="Connection",
     errors=(404,),
     scope=Scope.CONNECTIONS_WRITE,
+    audit="connection.resume",
 )
 async def resume_connection(call: Call) -> Connection:
     """End a suspension: events are sent again (those kept meanwhile can be replayed)."""
-    resumed = await connections.resume(call.services, call.account, connection_uid(call))
-    await record(call.services, call.grant, "connection.resume", resumed.uid)
-    return resumed
+    return await connections.resume(call.services, call.account, connection_uid(call))
 
 
-@endpoint(bp, "DELETE", COLLECTION + "/{uid}", errors=(404,), scope=Scope.CONNECTIONS_WRITE)
+@endpoint(
+    bp,
+    "DELETE",
+    COLLECTION + "/{uid}",
+    errors=(404,),
+    scope=Scope.CONNECTIONS_WRITE,
+    audit="connection.delete",
+)
 async def delete_connection(call: Call) -> None:
     """Delete a connection; its message records become unreachable at once."""
     await connections.delete(call.services, call.account, connection_uid(call))
-    await record(call.services, call.grant, "connection.delete", connection_uid(call))

@@ -15,9 +15,16 @@ from uuid import UUID
 
 import azure.functions as func
 
+from shared.api.guard import (
+    CONNECTION_ROUTE_NAMES,
+    check_account_wide,
+    check_connections,
+    run_audited,
+)
 from shared.errors import (
     Conflict,
     ConsentNotGranted,
+    Forbidden,
     Invalid,
     InvalidField,
     LimitReached,
@@ -102,12 +109,17 @@ def validation_error(error: "ValidationError") -> ApiError:
     )
 
 
-def parse_body(req: func.HttpRequest, name: str, settings: "Settings") -> Any:
+def parse_body(
+    req: func.HttpRequest, name: str, settings: "Settings", limit_name: str = "body_bytes"
+) -> Any:
+    """The body as the model `name`; 413 past the limit `limit_name` of settings.limits."""
     content_type = (req.headers.get("content-type") or "").split(";")[0].strip().lower()
     if content_type not in JSON_TYPES:
         raise ApiError(415, "Unsupported media type", f"send one of: {', '.join(JSON_TYPES)}")
-    limit = settings.limits.body_bytes
-    too_large = ApiError(413, "Content too large", f"a request body holds at most {limit} bytes")
+    limit: int = getattr(settings.limits, limit_name)
+    setting = f"LIMIT_{limit_name.upper()}"
+    detail = f"a request body here holds at most {limit} bytes ({setting})"
+    too_large = ApiError(413, "Content too large", detail, extensions={"limit": setting})
     declared = req.headers.get("content-length") or "0"
     if not declared.isdigit() or int(declared) > limit:  # before the body is looked at
         raise too_large
@@ -187,6 +199,9 @@ PROBLEMS: dict[type[Exception], Callable[[Any], ApiError]] = {
     ConsentNotGranted: lambda e: ApiError(
         400, "Consent not granted", e.message, {e.field: [e.message]}
     ),
+    Forbidden: lambda e: ApiError(
+        403, "Forbidden", str(e), {e.field: [str(e)]} if e.field else None
+    ),
     Unavailable: lambda e: ApiError(503, "Unhealthy", str(e)),
     VerificationFailed: lambda e: ApiError(
         400, "Verification failed", str(e), {e.names: [e.reason]}
@@ -206,12 +221,6 @@ def parse_uid(value: str, what: str) -> UUID:
         return UUID(value)
     except ValueError:
         raise ApiError(404, "Not found", f"no {what} {value!r}") from None
-
-
-# The public routes name a connection's id `{uid}` (connections, ownership) or
-# `{connectionUid}` (messages, replays, stats), as the seed did; inside the code it is the
-# connection uid, read by this one function.
-CONNECTION_ROUTE_NAMES = ("uid", "connectionUid")
 
 
 def connection_uid(call: "Call") -> UUID:
@@ -244,6 +253,9 @@ class Endpoint:
     listed: bool = True  # in the OpenAPI document (the portal's own routes are not)
     status: int = 200  # of a success (202: accepted, done later)
     scope: "Scope | None" = None  # what a key must hold to call it (None: public)
+    audit: str | None = None  # the audit log's action of a change it makes (e.g. apikey.create)
+    restricted_keys: bool = True  # False: account-wide, a key restricted to connections is refused
+    body_limit: str = "body_bytes"  # the field of Limits that bounds its body
 
 
 ENDPOINTS: dict[str, Endpoint] = {}
@@ -279,13 +291,19 @@ def endpoint(
     listed: bool = True,
     status: int = 200,
     scope: "Scope | None" = None,
+    audit: str | None = None,
+    restricted_keys: bool = True,
+    body_limit: str = "body_bytes",
 ) -> Callable[[Handler], Handler]:
     """Register `handler(call) -> model | list | None` as `METHOD /route` on the blueprint.
 
     `body`, `query` and `returns` name models of shared.models; `sends` marks a route that
     sends a message (a stricter rate limit); `listed=False` keeps it out of the OpenAPI
     document; `status` is a success's status code; `scope` is what a caller's key must hold
-    (every route that is not public names one).
+    (every route that is not public names one); `audit` names the change the route makes, and
+    the call is audited as that (shared/service/audit.audited); `restricted_keys=False` marks
+    an account-wide route that a key restricted to connections may not call; `body_limit`
+    names the field of Limits that bounds its body (LIMIT_BODY_BYTES unless it says).
     """
     if (scope is None) != public:
         raise TypeError(f"{method} {route}: a route is public or names a scope, not both")
@@ -303,21 +321,10 @@ def endpoint(
         run.__name__ = run.__qualname__ = handler.__name__
         bp.route(route=route, methods=[method], auth_level=func.AuthLevel.ANONYMOUS)(run)
         ENDPOINTS[handler.__name__] = Endpoint(
-            handler.__name__,
-            method,
-            route,
-            (handler.__doc__ or "").strip(),
-            body,
-            query,
-            returns,
-            many,
-            public,
-            errors,
-            sends,
-            listed,
-            status,
-            scope,
-        )
+            handler.__name__, method, route, (handler.__doc__ or "").strip(), body, query,
+            returns, many, public, errors, sends, listed, status, scope, audit, restricted_keys,
+            body_limit,
+        )  # fmt: skip
         return handler
 
     return register
@@ -378,7 +385,6 @@ async def authenticate(
     a state-changing call with the cookie must echo the session's CSRF token in a header
     (a synchronizer token: another site can send the cookie but cannot read the token).
     """
-    from shared.storage.apikeys import Grant
 
     limiter = limiter_of(services.settings)
     client = client_of(req, services.settings)
@@ -388,7 +394,7 @@ async def authenticate(
     token = None if authorization else cookie_of(req, SESSION_COOKIE)
     if token:
         session = await services.portal_sessions.get(token, services.clock())
-        grant, caller = (Grant(session.account), token) if session else (None, "")
+        grant, caller = (session.grant, token) if session else (None, "")
         if session and req.method.upper() not in SAFE_METHODS:
             sent = req.headers.get(CSRF_HEADER) or ""
             if not hmac.compare_digest(sent.encode(), session.csrf_token.encode()):
@@ -404,58 +410,52 @@ async def authenticate(
     return grant
 
 
-def connection_allowed(call: "Call", uid: UUID | None, name: str = "Uid") -> None:
-    """403 when the caller's key is restricted to connections and `uid` is not one of them
-    (a restricted key makes no connection without naming one of its own)."""
-    if call.grant.connections is not None and (uid is None or not call.grant.may_use(uid)):
-        detail = "this API key may not use this connection"
-        raise ApiError(403, "Forbidden", detail, {name: [detail]})
-
-
-def _outside_connections(grant: "Grant", req: func.HttpRequest) -> ApiError | None:
-    """403 when a key restricted to some connections names another in the route."""
-    name = next((n for n in CONNECTION_ROUTE_NAMES if n in req.route_params), None)
-    if grant.connections is None or name is None:
-        return None
-    try:
-        allowed = grant.may_use(UUID(req.route_params[name]))
-    except ValueError:
-        allowed = False
-    if allowed:
-        return None
-    detail = "this API key may not use this connection"
-    return ApiError(403, "Forbidden", detail, {name: [detail]})
-
-
 async def invoke(handler: Handler, req: func.HttpRequest, spec: Endpoint) -> func.HttpResponse:
-    if spec.public:  # public routes take no body
-        query = parse_query(req, spec.query) if spec.query else None
-        call = Call(account="", route=dict(req.route_params), query=query, request=req)
-    else:
-        from shared.services import get_services
-
-        services = await get_services()
-        grant = await authenticate(req, services, spec)
-        if isinstance(grant, func.HttpResponse):
-            return grant
-        if spec.scope not in grant.scopes:
-            detail = f"this API key does not hold the scope {spec.scope}"
-            return ApiError(403, "Forbidden", detail, extensions={"scope": spec.scope}).response()
-        if refused := _outside_connections(grant, req):
-            return refused.response()
-        call = Call(
-            account=grant.account,
-            route=dict(req.route_params),
-            body=parse_body(req, spec.body, services.settings) if spec.body else None,
-            query=parse_query(req, spec.query) if spec.query else None,
-            request=req,
-            services=services,
-            grant=grant,
-        )
     try:
-        result = await handler(call)
+        if spec.public:  # public routes take no body
+            query = parse_query(req, spec.query) if spec.query else None
+            result = await handler(
+                Call(account="", route=dict(req.route_params), query=query, request=req)
+            )
+        else:
+            call = await _authorized_call(req, spec)
+            if isinstance(call, func.HttpResponse):
+                return call
+            if spec.audit:  # a handler's own 4xx (e.g. a malformed id) changed nothing either
+                result = await run_audited(handler, call, spec.audit, (ApiError,))
+            else:
+                result = await handler(call)
     except DOMAIN_ERRORS as e:
         raise problem_of(e) from None
+    return _answer(result, spec)
+
+
+async def _authorized_call(req: func.HttpRequest, spec: Endpoint) -> "Call | func.HttpResponse":
+    """The call of an authenticated caller allowed the route, or the response refusing it."""
+    from shared.services import get_services
+
+    services = await get_services()
+    grant = await authenticate(req, services, spec)
+    if isinstance(grant, func.HttpResponse):
+        return grant
+    if spec.scope not in grant.scopes:
+        detail = f"this API key does not hold the scope {spec.scope}"
+        return ApiError(403, "Forbidden", detail, extensions={"scope": spec.scope}).response()
+    check_account_wide(grant, spec.restricted_keys)
+    call = Call(
+        account=grant.account,
+        route=dict(req.route_params),
+        body=parse_body(req, spec.body, services.settings, spec.body_limit) if spec.body else None,
+        query=parse_query(req, spec.query) if spec.query else None,
+        request=req,
+        services=services,
+        grant=grant,
+    )
+    check_connections(grant, call.route, call.body)
+    return call
+
+
+def _answer(result: Any, spec: Endpoint) -> func.HttpResponse:
     if isinstance(result, func.HttpResponse):
         return result
     if result is None:

@@ -109,20 +109,18 @@ async def retry_message(call: Call) -> Message:
     sends=True,
     status=202,
     scope=Scope.MESSAGES_SEND,
+    audit="connection.replay",
 )
 async def replay_messages(call: Call) -> ReplayStarted:
     """Send the window's deliveries again (by default those not delivered), oldest first, each
     once as a re-send of its latest record (same MessageId, IsRetry, Parent); 202 at once with
     the replay's id and how many deliveries match. 409 (with the running ReplayId) while
     another replay of the connection runs; 429 past the account's replays per hour."""
-    from shared.service.audit import record
     from shared.service.replays import start
 
     services = call.services
     stored = await connection_of(call, services, "uid")
-    started = await start(services, stored, call.body, services.clock())
-    await record(services, call.grant, "connection.replay", stored.uid)  # issue 26: audit
-    return started
+    return await start(services, stored, call.body, services.clock())
 
 
 @endpoint(

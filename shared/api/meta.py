@@ -37,6 +37,8 @@ async def list_events(call: Call) -> list[CatalogEntry]:
     status=202,
     errors=(400, 413, 503),
     scope=Scope.EVENTS_PUBLISH,
+    restricted_keys=False,
+    body_limit="publish_bytes",
 )
 async def publish_events(call: Call) -> PublishedEvents:
     """Send system events in, for the key's account (publishers outside Azure): queued at

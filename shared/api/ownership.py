@@ -28,17 +28,15 @@ COLLECTION = "v1/azureservicebusconnections"
     returns="Connection",
     errors=(400, 404),
     scope=Scope.CONNECTIONS_WRITE,
+    audit="connection.confirm",
 )
 async def confirm_connection(call: Call) -> Connection:
     """Confirm an Entra ID connection with the one-time code of its verification message:
     deliveries start (those kept meanwhile can be replayed). A connection that needs no code,
     or is confirmed already, is answered as it is."""
-    from shared.service.audit import record
     from shared.service.connections import confirm
 
-    confirmed = await confirm(call.services, call.account, connection_uid(call), call.body.code)
-    await record(call.services, call.grant, "connection.confirm", confirmed.uid)
-    return confirmed
+    return await confirm(call.services, call.account, connection_uid(call), call.body.code)
 
 
 @endpoint(
@@ -49,6 +47,7 @@ async def confirm_connection(call: Call) -> Connection:
     returns="ConsentLink",
     errors=(400, 404),
     scope=Scope.CONNECTIONS_WRITE,
+    restricted_keys=False,
 )
 async def consent_link(call: Call) -> ConsentLink:
     """The link an administrator of the tenant opens to grant the app's Entra ID application

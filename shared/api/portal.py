@@ -28,7 +28,7 @@ from shared.portal import STATIC
 from shared.services import Services, get_services
 
 if TYPE_CHECKING:
-    from shared.models.meta import PortalSessionInfo
+    from shared.models.meta import PortalLink, PortalSessionInfo
     from shared.storage.portalsessions import PortalSession
 
 bp = func.Blueprint()
@@ -100,13 +100,15 @@ def info_of(session: PortalSession) -> PortalSessionInfo:
     )
 
 
-async def proven_account(req: func.HttpRequest, services: Services) -> str | None:
-    """The account of an API key in the Authorization header, else of a one-time code."""
+async def proven_session(req: func.HttpRequest, services: Services) -> PortalSession | None:
+    """A new session with the rights of an API key in the Authorization header, else of a
+    one-time code (the rights of the key that issued it): never more than the key's."""
+    now = services.clock()
     if authorization := req.headers.get("authorization"):
-        return await services.api_keys.account_of(authorization)
+        grant = await services.api_keys.grant_of(authorization)
+        return await services.portal_sessions.start(grant.account, now, grant) if grant else None
     sign_in = parse_body(req, "PortalSignIn", services.settings)
-    session = await services.portal_sessions.redeem(sign_in.code, services.clock())
-    return session.account if session else None
+    return await services.portal_sessions.redeem(sign_in.code, now)
 
 
 @endpoint(bp, "POST", "portal/session", public=True, listed=False)
@@ -117,12 +119,11 @@ async def sign_in(call: Call) -> func.HttpResponse:
     limiter, client = limiter_of(services.settings), client_of(req, services.settings)
     if wait := limiter.failed_keys.waiting(client):
         return too_many(wait)
-    account = await proven_account(req, services)
-    if account is None:
+    session = await proven_session(req, services)
+    if session is None:
         limiter.failed_keys.take(client)
         return unauthorized()
-    session = await services.portal_sessions.start(account, services.clock())
-    max_age = int(services.portal_sessions.lifetime.total_seconds())
+    max_age = max(0, round((session.expires_at - services.clock()).total_seconds()))
     return session_response(info_of(session), session_cookie(req, session.token, max_age))
 
 
@@ -158,3 +159,25 @@ async def sign_out(call: Call) -> func.HttpResponse:
         status_code=204,
         headers={**SECURITY_HEADERS, "Set-Cookie": session_cookie(call.request, "", 0)},
     )
+
+
+@endpoint(
+    bp,
+    "POST",
+    "v1/portal/links",
+    body="PortalLinkRequest",
+    returns="PortalLink",
+    errors=(400,),
+    status=201,
+    scope=Scope.KEYS_MANAGE,
+    audit="portal.link",
+)
+async def create_portal_link(call: Call) -> PortalLink:
+    """A one-time portal sign-in link for the caller's account, valid Minutes (default 60).
+    Its session holds at most the calling key's scopes and connections, and ends by the
+    key's expiry; the link itself works until ExpiresAt. Open it once; it is shown once."""
+    from shared.models.meta import PortalLink
+    from shared.portal import issue_link
+
+    url, expires = await issue_link(call.services, call.grant, call.body.minutes)
+    return PortalLink(url=url, expires_at=expires)

@@ -23,9 +23,15 @@ class AuditQuery(ApiModel):
 
 class AuditEntryView(ApiModel):
     at: Timestamp
-    key_id: str = Field(description="The key that made the change; empty for the portal.")
+    key_id: str = Field(
+        description="The key that made the change; empty for the portal, cli for the command line."
+    )
     action: str = Field(description="e.g. connection.create, apikey.rotate")
     target: str = Field(description="The connection's uid or the key's id.")
+    outcome: str = Field(
+        description="done; refused (nothing changed); attempted (written before the change, "
+        "never completed: the change may have been made)."
+    )
 
 
 class AuditPage(ApiModel):

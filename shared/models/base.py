@@ -28,6 +28,10 @@ def iso_utc(value: datetime) -> str:
 Timestamp = Annotated[AwareDatetime, PlainSerializer(iso_utc, return_type=str)]
 
 
+# Each model's property names by their lower case (the fields of a class never change).
+_NAMES_BY_LOWER: dict[type, dict[str, str]] = {}
+
+
 class ApiModel(BaseModel):
     # Schemas are built on first use, not at import: a shorter cold start.
     model_config = ConfigDict(
@@ -39,7 +43,10 @@ class ApiModel(BaseModel):
     def _names_ignore_case(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        by_lower = {(f.alias or n).lower(): f.alias or n for n, f in cls.model_fields.items()}
+        by_lower = _NAMES_BY_LOWER.get(cls)
+        if by_lower is None:  # once per model: every record the dispatcher writes builds three
+            by_lower = {(f.alias or n).lower(): f.alias or n for n, f in cls.model_fields.items()}
+            _NAMES_BY_LOWER[cls] = by_lower
         named: dict[Any, Any] = {}
         for key, value in data.items():
             name = by_lower.get(key.lower(), key) if isinstance(key, str) else key

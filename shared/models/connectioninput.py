@@ -62,7 +62,9 @@ class ConnectionInput(ApiModel):
     uid: UUID | None = Field(
         None, description="Optional on POST (a new one is made); PUT needs it."
     )
-    title: str | None = Field(None, max_length=200)
+    title: str | None = Field(
+        None, max_length=200, description="A name for people; the service does not use it."
+    )
     service_bus_connection_string: str | None = Field(
         None,
         max_length=2048,
@@ -82,6 +84,8 @@ class ConnectionInput(ApiModel):
             "DefaultEndpointsProtocol=https;AccountName=contoso;AccountKey=a2V5;"
             "EndpointSuffix=core.windows.net"
         ],
+        description="For claim checks: the storage account holding BlobContainerName. "
+        "Secrets come back as ***; send *** to keep the stored one.",
     )
     blob_service_uri: str | None = Field(
         None,
@@ -97,7 +101,9 @@ class ConnectionInput(ApiModel):
         description="Container for large bodies.",
         examples=["large-events"],
     )
-    active: bool = True
+    active: bool = Field(
+        True, description="Not active: the connection gets no events (a test delivery still goes)."
+    )
     enabled_events: list[str] = Field(
         default_factory=list,
         max_length=100,

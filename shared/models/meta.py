@@ -27,6 +27,22 @@ class PortalSignIn(ApiModel):
     code: str = Field(min_length=1, max_length=100)
 
 
+class PortalLinkRequest(ApiModel):
+    """What `POST /v1/portal/links` is asked for."""
+
+    minutes: int = Field(
+        60, ge=1, le=1440, description="How long the link works, 1 to 1440 (a day)."
+    )
+
+
+class PortalLink(ApiModel):
+    """A one-time portal sign-in link: the session it opens holds at most the issuing key's
+    scopes, connections and lifetime."""
+
+    url: str = Field(description="Open once: signs its opener in to the account's portal.")
+    expires_at: Timestamp = Field(description="The link works until then (unused).")
+
+
 class PortalSessionInfo(ApiModel):
     """A portal session as its page sees it; CsrfToken goes in X-CSRF-Token on changes."""
 

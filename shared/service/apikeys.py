@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from shared.errors import InvalidField
+from shared.errors import InvalidField, NotFound
 from shared.models.apikeys import ApiKey, ApiKeyToCreate, ApiKeyWithSecret, RotateApiKey
 from shared.storage.apikeys import NewKey
 
@@ -58,21 +58,39 @@ async def create(services: Services, caller: Grant, request: ApiKeyToCreate) -> 
     return _with_secret(info, key)
 
 
-async def list_keys(services: Services, account: str) -> list[ApiKey]:
-    return [view(k) for k in await services.api_keys.for_account(account)]
+def _within(caller: Grant, key: ApiKeyInfo) -> bool:
+    """Whether the caller may see and manage `key`: a key restricted to connections manages
+    only keys restricted to some of them (rotating a wider key would hand it a wider secret)."""
+    if caller.connections is None:
+        return True
+    return key.connections is not None and key.connections <= caller.connections
 
 
-async def get(services: Services, account: str, key_id: str) -> ApiKey:
-    return view(await services.api_keys.get(key_id, account))
+async def list_keys(services: Services, caller: Grant) -> list[ApiKey]:
+    found = await services.api_keys.for_account(caller.account)
+    return [view(k) for k in found if _within(caller, k)]
 
 
-async def delete(services: Services, account: str, key_id: str) -> None:
-    await services.api_keys.revoke(key_id, account)
+async def _managed(services: Services, caller: Grant, key_id: str) -> ApiKeyInfo:
+    info = await services.api_keys.get(key_id, caller.account)
+    if not _within(caller, info):
+        raise NotFound(f"no API key {key_id!r}")  # as if it did not exist
+    return info
+
+
+async def get(services: Services, caller: Grant, key_id: str) -> ApiKey:
+    return view(await _managed(services, caller, key_id))
+
+
+async def delete(services: Services, caller: Grant, key_id: str) -> None:
+    await _managed(services, caller, key_id)
+    await services.api_keys.revoke(key_id, caller.account)
 
 
 async def rotate(
-    services: Services, account: str, key_id: str, request: RotateApiKey
+    services: Services, caller: Grant, key_id: str, request: RotateApiKey
 ) -> ApiKeyWithSecret:
+    await _managed(services, caller, key_id)
     overlap = timedelta(seconds=request.overlap_seconds)
-    key, info, old_ends = await services.api_keys.rotate(key_id, account, overlap)
+    key, info, old_ends = await services.api_keys.rotate(key_id, caller.account, overlap)
     return _with_secret(info, key, old_ends)

@@ -4,6 +4,7 @@ first, the Entra ID confirmation code). Knows nothing of HTTP: raises shared/err
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import TYPE_CHECKING
 from uuid import UUID
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
     from shared.models.connectioninput import ConnectionInput
     from shared.services import Services
     from shared.storage.connections import StoredConnection
+
+log = logging.getLogger("shared.service")
 
 WRONG_CODE = "the code is wrong, used up or expired: save the connection again for a new one"
 NOT_CONSENTED = (
@@ -94,7 +97,27 @@ async def _kept(
     await keep_code(services, stored, code)
     if health is not None:
         await services.health.put(stored.account, stored.uid, health)
+        await notify_health_change(services, stored, previous, health)
     return with_health(stored, health or previous, services.clock())
+
+
+async def notify_health_change(
+    services: Services, stored: StoredConnection, old: HealthState | None, new: HealthState
+) -> None:
+    """`System.ConnectionHealthChanged` when a save or a resume, not the health tracker,
+    wrote another status (a suspension ended); once: the tracker judges its next write
+    against the row written here. A failed publish is logged, never raised: the change is
+    made, and health notices are advisory, as the tracker's are."""
+    from shared.dispatch.healthnotice import health_changed
+
+    if old is None or old.status == new.status:
+        return
+    now = services.clock()
+    title = stored.connection.title
+    try:
+        await services.publish(health_changed(stored.account, stored.uid, title, old, new, now))
+    except Exception:
+        log.warning("publishing the health change of %s failed", stored.uid, exc_info=True)
 
 
 async def resume(services: Services, account: str, uid: UUID) -> Connection:
@@ -104,13 +127,17 @@ async def resume(services: Services, account: str, uid: UUID) -> Connection:
 
     stored = await services.connections.get(account, uid)
     now = services.clock()
+    before: list[HealthState | None] = []  # the row the write replaced (its last try's)
 
     def resumed(state: HealthState | None) -> HealthState:
+        before.append(state)
         if state is None:
             return HealthState.new(now)
         return state.resumed(now) if state.status == HealthStatus.SUSPENDED else state
 
-    return with_health(stored, await services.health.update(account, uid, resumed), now)
+    health = await services.health.update(account, uid, resumed)
+    await notify_health_change(services, stored, before[-1], health)
+    return with_health(stored, health, now)
 
 
 async def delete(services: Services, account: str, uid: UUID) -> None:

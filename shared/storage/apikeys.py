@@ -146,6 +146,13 @@ class ApiKeyRepository:
             raise NotFound(f"no API key {key_id!r}")
         return found[0]
 
+    async def owner_of(self, key_id: str) -> str:
+        """The account of a key (expired or not); NotFound if there is none."""
+        rows = await self._rows(key_id)
+        if not rows:
+            raise NotFound(key_id)
+        return str(rows[0]["Account"])
+
     async def revoke(self, key_id: str, account: str | None = None) -> ApiKeyInfo:
         """Delete every secret of the key (of `account`, when given: another's is not found)."""
         found = [e for e in await self._rows(key_id) if account in (None, e["Account"])]

@@ -3,6 +3,10 @@
 PartitionKey is the UTC day (`YYYYMMDD`), so the purge deletes whole past days; RowKey is
 `<account>|<inverted milliseconds>|<random>`, so an account's entries of a day are one range,
 newest first. An account id never holds `|` (shared/storage/apikeys.ACCOUNT_ID).
+
+An entry is written `attempted` before its change and completed after it (`done`, or
+`refused` when the change was refused and nothing changed): see shared/service/audit.py.
+Rows written before outcomes existed read as `done`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,10 @@ if TYPE_CHECKING:
 KEEP_DAYS = 90
 _MOST_MILLIS = 10**15
 
+ATTEMPTED = "attempted"  # written before the change: it may or may not have been made
+DONE = "done"
+REFUSED = "refused"  # the change was refused (a 4xx): nothing changed
+
 
 @dataclass(frozen=True)
 class AuditEntry:
@@ -25,6 +33,15 @@ class AuditEntry:
     key_id: str  # "" for a portal session
     action: str  # e.g. connection.create, apikey.rotate
     target: str  # a connection uid or a key id; never a secret
+    outcome: str = DONE
+
+
+@dataclass(frozen=True)
+class EntryRef:
+    """Where an entry was written, to complete it."""
+
+    partition: str
+    row: str
 
 
 def _day(at: datetime) -> str:
@@ -35,18 +52,28 @@ class AuditLog:
     def __init__(self, table: TableClient) -> None:
         self._table = table
 
-    async def record(self, account: str, entry: AuditEntry) -> None:
+    async def record(self, account: str, entry: AuditEntry) -> EntryRef:
         inverted = _MOST_MILLIS - int(entry.at.timestamp() * 1000)
+        ref = EntryRef(_day(entry.at), f"{account}|{inverted:015d}|{secrets.token_hex(4)}")
         await self._table.create_entity(
             {
-                "PartitionKey": _day(entry.at),
-                "RowKey": f"{account}|{inverted:015d}|{secrets.token_hex(4)}",
+                "PartitionKey": ref.partition,
+                "RowKey": ref.row,
                 "At": entry.at,
                 "KeyId": entry.key_id,
                 "Action": entry.action,
                 "Target": entry.target,
+                "Outcome": entry.outcome,
             }
         )
+        return ref
+
+    async def complete(self, ref: EntryRef, outcome: str, target: str) -> None:
+        """Set an entry's outcome, and its target once known (a new connection's uid)."""
+        from azure.data.tables import UpdateMode
+
+        entity = {"PartitionKey": ref.partition, "RowKey": ref.row, "Outcome": outcome}
+        await self._table.update_entity({**entity, "Target": target}, mode=UpdateMode.MERGE)
 
     async def page(
         self, account: str, now: datetime, size: int, after: str | None = None
@@ -89,4 +116,5 @@ class AuditLog:
 def _entry(e: dict[str, object]) -> AuditEntry:
     at = e["At"]
     assert isinstance(at, datetime)
-    return AuditEntry(at, str(e["KeyId"]), str(e["Action"]), str(e["Target"]))
+    outcome = str(e.get("Outcome") or DONE)
+    return AuditEntry(at, str(e["KeyId"]), str(e["Action"]), str(e["Target"]), outcome)

@@ -4,6 +4,11 @@ PartitionKey `code` or `session`, RowKey the hash of the secret, so a stolen tab
 way in. A code is deleted as it is redeemed, with its ETag: of two redeemers only one wins.
 A session is deleted at sign-out, or when it is shown after its expiry. Each row carries its
 own expiry and is refused after it; rows never shown again stay (one per link or sign-in).
+
+Each row carries the rights of whoever issued it (`Scopes`, `Connections`, `KeyId`,
+`KeyExpiresAt`, as an API key's row does): a session acts with at most the rights of the key
+that made its link or signed it in, never more (issue 26). Rows without them (a link of the
+command line, or made before rights were kept) hold every right of the account.
 """
 
 from __future__ import annotations
@@ -14,10 +19,12 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient
+
+    from shared.storage.apikeys import Grant
 
 CODE_PREFIX = "sbdc_"
 SESSION_PREFIX = "sbds_"
@@ -30,6 +37,7 @@ class PortalSession:
     token: str  # the cookie's value; never stored
     account: str
     expires_at: datetime
+    grant: Grant  # what the session may do: the rights of the key that issued it
 
     @property
     def csrf_token(self) -> str:
@@ -50,18 +58,30 @@ class PortalSessionRepository:
         self._table = table
         self.lifetime = lifetime
 
-    async def new_code(self, account: str, minutes: int, now: datetime) -> str:
-        """A one-time sign-in code for `account`, valid `minutes` (1 to a day)."""
-        from shared.storage.apikeys import ACCOUNT_ID
+    async def new_code(
+        self, account: str, minutes: int, now: datetime, grant: Grant | None = None
+    ) -> str:
+        """A one-time sign-in code for `account`, valid `minutes` (1 to a day), whose session
+        holds the rights of `grant` (None: every right of the account)."""
+        return (await self.new_link_code(account, minutes, now, grant))[0]
+
+    async def new_link_code(
+        self, account: str, minutes: int, now: datetime, grant: Grant | None = None
+    ) -> tuple[str, datetime]:
+        """`new_code`, and when the code expires: never after the grant's key does."""
+        from shared.storage.apikeys import ACCOUNT_ID, Grant
 
         if not ACCOUNT_ID.match(account):
             raise ValueError("account: 1-64 letters, digits, '.', '_' or '-'")
         if not 1 <= minutes <= LINK_MINUTES_MOST:
             raise ValueError(f"minutes: 1 to {LINK_MINUTES_MOST}")
+        grant = grant or Grant(account)
+        if grant.account != account:
+            raise ValueError("grant: of another account")
         code = CODE_PREFIX + secrets.token_urlsafe(32)
-        expires = now + timedelta(minutes=minutes)
-        await self._table.create_entity(_row("code", code, account, expires))
-        return code
+        expires = _no_later(now + timedelta(minutes=minutes), grant)
+        await self._table.create_entity(_row("code", code, expires, grant))
+        return code, expires
 
     async def redeem(self, code: str, now: datetime) -> PortalSession | None:
         """The new session for a valid, unused, unexpired code; the code is used up."""
@@ -82,13 +102,17 @@ class PortalSessionRepository:
             return None
         if entity["ExpiresAt"] <= now:
             return None
-        return await self.start(str(entity["Account"]), now)
+        return await self.start(str(entity["Account"]), now, _grant_of(entity))
 
-    async def start(self, account: str, now: datetime) -> PortalSession:
-        """A session for an account whose caller proved it (a code, or an API key)."""
+    async def start(self, account: str, now: datetime, grant: Grant | None = None) -> PortalSession:
+        """A session for an account whose caller proved it (a code, or an API key), with the
+        rights of `grant` (None: every right of the account); it ends by the key's expiry."""
+        from shared.storage.apikeys import Grant
+
+        grant = grant or Grant(account)
         token = SESSION_PREFIX + secrets.token_urlsafe(32)
-        session = PortalSession(token, account, now + self.lifetime)
-        await self._table.create_entity(_row("session", session.token, account, session.expires_at))
+        session = PortalSession(token, account, _no_later(now + self.lifetime, grant), grant)
+        await self._table.create_entity(_row("session", session.token, session.expires_at, grant))
         return session
 
     async def get(self, token: str | None, now: datetime) -> PortalSession | None:
@@ -106,7 +130,7 @@ class PortalSessionRepository:
         if entity["ExpiresAt"] <= now:
             await self.end(token)  # an expired session is removed when it is next shown
             return None
-        return PortalSession(token, str(entity["Account"]), entity["ExpiresAt"])
+        return PortalSession(token, str(entity["Account"]), entity["ExpiresAt"], _grant_of(entity))
 
     async def delete_expired(self, now: datetime) -> int:
         """Remove codes never redeemed and sessions never ended, once expired (the purge);
@@ -122,5 +146,40 @@ class PortalSessionRepository:
             await self._table.delete_entity("session", _hash(token))
 
 
-def _row(kind: str, secret: str, account: str, expires: datetime) -> dict[str, object]:
-    return {"PartitionKey": kind, "RowKey": _hash(secret), "Account": account, "ExpiresAt": expires}
+def _no_later(when: datetime, grant: Grant) -> datetime:
+    return when if grant.expires_at is None else min(when, grant.expires_at)
+
+
+def _row(kind: str, secret: str, expires: datetime, grant: Grant) -> dict[str, object]:
+    from shared.models.access import EVERY_SCOPE, scopes_to_text
+
+    row: dict[str, object] = {
+        "PartitionKey": kind,
+        "RowKey": _hash(secret),
+        "Account": grant.account,
+        "ExpiresAt": expires,
+        "Scopes": "" if grant.scopes == EVERY_SCOPE else scopes_to_text(grant.scopes),
+        "KeyId": grant.key_id,
+    }
+    if grant.connections is not None:
+        row["Connections"] = ",".join(sorted(str(c) for c in grant.connections))
+    if grant.expires_at is not None:
+        row["KeyExpiresAt"] = grant.expires_at
+    return row
+
+
+def _grant_of(entity: Any) -> Grant:
+    """The rights a row carries (every right of its account when it names none)."""
+    from uuid import UUID
+
+    from shared.models.access import scopes_from_text
+    from shared.storage.apikeys import Grant
+
+    connections = entity.get("Connections")
+    return Grant(
+        str(entity["Account"]),
+        scopes_from_text(entity.get("Scopes")),
+        str(entity.get("KeyId") or ""),
+        None if connections is None else frozenset(UUID(c) for c in connections.split(",") if c),
+        entity.get("KeyExpiresAt"),
+    )

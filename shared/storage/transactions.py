@@ -40,6 +40,8 @@ ETAG = "odata.etag"  # in an `update`'s entity: the ETag it must still have
 _STATUS = re.compile(rb"^HTTP/1\.1 (\d{3})", re.MULTILINE)
 _CODE = re.compile(rb'"code"\s*:\s*"([^"]*)"')
 _INDEX = re.compile(rb'"value"\s*:\s*"(\d+):')
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")  # what `quote` leaves as it is
+_INT32 = (-(2**31), 2**31)
 
 
 class TransactionError(Exception):
@@ -55,7 +57,30 @@ class TransactionError(Exception):
 
 def _key(value: str) -> str:
     """A key inside `(PartitionKey='...')`: quotes doubled (OData), then URL-encoded."""
+    if _UNRESERVED.fullmatch(value):  # most keys: nothing to double or encode (quote is slow)
+        return value
     return quote(value.replace("'", "''"), safe="")
+
+
+def _properties(entity: dict[str, Any]) -> dict[str, Any]:
+    """The entity's JSON properties with their Edm types, as the SDK's `_add_entity_properties`
+    writes them; strings, int32s and bools here (a third of a dispatch's transaction CPU went
+    to the SDK's general conversion), any other value through the SDK itself."""
+    from azure.data.tables._serialize import _add_entity_properties  # the SDK's Edm typing
+
+    properties: dict[str, Any] = {}
+    for name, value in entity.items():
+        kind = type(value)
+        if name == ETAG:
+            continue
+        if kind is str:
+            properties[name] = value
+            properties[name + "@odata.type"] = "Edm.String"
+        elif kind is bool or (kind is int and _INT32[0] <= value < _INT32[1]):
+            properties[name] = value
+        elif value is not None:
+            properties |= _add_entity_properties({name: value})
+    return properties
 
 
 # Method and If-Match of each kind of operation on an entity's own URL (insert posts to the
@@ -71,8 +96,6 @@ _REQUESTS: dict[str, tuple[str, str | None]] = {
 
 def _part(base: str, table: str, n: int, operation: Operation) -> bytes:
     """One operation as an `application/http` part of the changeset."""
-    from azure.data.tables._serialize import _add_entity_properties  # the SDK's Edm typing
-
     kind, entity = operation
     keys = f"PartitionKey='{_key(entity['PartitionKey'])}',RowKey='{_key(entity['RowKey'])}'"
     head = (
@@ -91,10 +114,7 @@ def _part(base: str, table: str, n: int, operation: Operation) -> bytes:
     if_match = f"If-Match: {match}\r\n" if match else ""
     if kind == "delete":
         return f"{head}{method} {url} HTTP/1.1\r\n{common}{if_match}\r\n".encode()
-    properties = {k: v for k, v in entity.items() if k != ETAG}
-    payload = json.dumps(
-        _add_entity_properties(properties), ensure_ascii=False, separators=(",", ":")
-    ).encode()
+    payload = json.dumps(_properties(entity), ensure_ascii=False, separators=(",", ":")).encode()
     return (
         f"{head}{method} {url} HTTP/1.1\r\n{common}{if_match}"
         f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"

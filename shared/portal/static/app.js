@@ -1,7 +1,13 @@
 // The portal's page: a few views over the same /v1 API any client uses. No build step.
 import {
-  call, fmt, h, hasSession, problemText, problemWithFields, say, setSession, show, whenSignedOut,
+  call, h, hasSession, problemText, problemWithFields, say, setSession, show, whenSignedOut,
 } from "./ui.js";
+import { connectionSettings, newConnectionPage, useApiDocument } from "./connectionform.js";
+import { chart } from "./chart.js";
+import { STATUS, deliveryLink, deliveryPage, metadataOf, resend } from "./delivery.js";
+import { healthCard, healthCell, healthNotices, whatToDo } from "./health.js";
+import { replayForm } from "./replay.js";
+import { when, zoneNote } from "./time.js";
 
 const API = "/v1/azureservicebusconnections";
 
@@ -57,79 +63,30 @@ async function listPage() {
     h("td", {}, h("a", { href: `#/connections/${c.Uid}` }, c.Title || c.Uid),
       c.Confirmed === false ? h("span", { class: "Unconfirmed" }, " (unconfirmed)") : null),
     h("td", {}, c.QueueName), h("td", {}, c.Active ? "Yes" : "No"),
-    h("td", { class: healthOf(c) }, healthOf(c))));
+    h("td", { class: healthOf(c) }, healthCell(c.Health))));
   show("Connections",
+    healthNotices(r.data),
     h("p", {}, h("a", { href: "#/new" }, "New connection")),
     rows.length ? h("table", {}, h("caption", {}, "Connections"),
       h("thead", {}, h("tr", {}, ["Connection", "Queue", "Active", "Health"].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, rows)) : h("p", {}, "No connections yet."));
 }
 
-const FIELDS = [
-  ["Title", "Title"], ["ServiceBusConnectionString", "Service Bus connection string"],
-  ["QueueName", "Queue name"], ["BlobContainerConnectionString", "Blob container connection string"],
-  ["BlobContainerName", "Blob container name"], ["EnabledEvents", "Enabled events (comma-separated)"],
-];
-
-function field(name, label, value) {
-  const input = h("input", { id: `f-${name}`, name, type: "text", "aria-describedby": `e-${name}`, spellcheck: "false" });
-  input.value = Array.isArray(value) ? value.join(", ") : value ?? "";
-  return h("div", {}, h("label", { for: `f-${name}` }, label), input, h("p", { id: `e-${name}`, class: "error" }));
-}
-
-function settingsForm(connection) {
-  const active = h("input", { id: "f-Active", type: "checkbox", checked: connection.Active !== false });
-  const general = h("p", { id: "e-form", class: "error" });
-  const form = h("form", { onsubmit: (e) => { e.preventDefault(); save(connection, form); } },
-    FIELDS.map(([n, l]) => field(n, l, connection[n])),
-    h("p", {}, active, " ", h("label", { for: "f-Active", class: "inline" }, "Active")),
-    general, h("button", { type: "submit" }, "Save"));
-  return form;
-}
-
-function readForm(connection, form) {
-  const body = { ...connection };
-  delete body.Health; // read-only
-  delete body.Confirmed;
-  for (const [n] of FIELDS) {
-    const v = form.elements[n].value.trim();
-    body[n] = n === "EnabledEvents" ? v.split(",").map((s) => s.trim()).filter(Boolean) : v || null;
-  }
-  body.Active = form.querySelector("#f-Active").checked;
-  return body;
-}
-
-async function save(connection, form) {
-  form.querySelectorAll(".error").forEach((p) => { p.textContent = ""; });
-  const r = await call(connection.Uid ? "PUT" : "POST", API, readForm(connection, form));
-  if (r.ok) { say("Saved."); location.hash = `#/connections/${r.data.Uid}`; if (connection.Uid) route(); return; }
-  const errors = (r.data && r.data.errors) || {};
-  let placed = false;
-  for (const [name, messages] of Object.entries(errors)) {
-    const slot = form.querySelector(`#e-${CSS.escape(name.split(/[.[]/)[0])}`);
-    if (slot) { slot.textContent = messages.join(" "); placed = true; form.querySelector(`#f-${CSS.escape(name.split(/[.[]/)[0])}`)?.setAttribute("aria-invalid", "true"); }
-  }
-  form.querySelector("#e-form").textContent = placed ? "Correct the fields marked above." : problemText(r.data);
-  say("Not saved.");
-}
-
 async function connectionPage(uid) {
-  if (!uid) return show("New connection", settingsForm({ Active: true, EnabledEvents: ["*"] }));
+  if (!uid) return newConnectionPage();
   const r = await call("GET", `${API}/${uid}`);
   if (!r.ok) return show("Connection", h("p", { class: "error" }, problemText(r.data)));
   const c = r.data;
   const actions = h("p", {},
     h("a", { href: `#/connections/${uid}/log` }, "Delivery log"), " ",
-    h("button", { type: "button", onclick: () => sendTest(uid) }, "Send test message"),
-    c.Health && c.Health.Status === "Suspended" && hasRoute("post", `${API}/{uid}/resume`)
-      ? h("button", { type: "button", onclick: () => resume(uid) }, "Resume") : null);
+    h("button", { type: "button", onclick: () => sendTest(uid) }, "Send test message"));
+  const resumable = c.Health && c.Health.Status === "Suspended" && hasRoute("post", `${API}/{uid}/resume`);
   show(c.Title || "Connection",
-    c.Health ? h("p", {}, "Health: ", h("span", { class: healthOf(c) }, healthOf(c)),
-      c.Health.LastError ? ` — ${c.Health.LastError.Message}` : "") : null,
+    healthCard(c.Health, resumable ? h("button", { type: "button", onclick: () => resume(uid) }, "Resume") : null),
     c.Confirmed === false ? confirmForm(uid) : null,
-    actions, h("h2", {}, "Settings"),
-    h("p", { class: "note" }, "Secrets are shown as ***; leave *** in place to keep a stored secret."),
-    settingsForm(c), replayForm(uid), h("h2", {}, "Deliveries per hour, last 14 days"), await chart(uid));
+    actions, connectionSettings(c, route),
+    hasRoute("post", `${API}/{uid}/messages/replay`) ? replayForm(API, uid) : null,
+    h("h2", {}, "Deliveries per hour, last 14 days"), h("p", { class: "note" }, zoneNote()), await chart(uid, API));
 }
 
 // An Entra ID connection delivers nothing until its owner enters the code that its
@@ -175,75 +132,8 @@ function hasRoute(method, path) {
   return Object.entries(routes || {}).some(([p, ops]) => shape(p) === shape(path) && ops[method]);
 }
 
-function replayForm(uid) {
-  if (!hasRoute("post", `${API}/{uid}/messages/replay`)) return null;
-  const since = h("input", { id: "replay-since", type: "datetime-local", required: true });
-  const until = h("input", { id: "replay-until", type: "datetime-local" });
-  since.value = localInput(new Date(Date.now() - 3600e3));
-  const result = h("p", { role: "status" });
-  return h("form", { onsubmit: async (e) => {
-    e.preventDefault();
-    const body = { Since: new Date(since.value).toISOString(), OnlyFailed: true };
-    if (until.value) body.Until = new Date(until.value).toISOString();
-    const r = await call("POST", `${API}/${uid}/messages/replay`, body);
-    result.textContent = r.ok ? `Replaying ${r.data.Matched} failed messages.` : problemText(r.data);
-    if (r.ok) watchReplay(uid, r.data.ReplayId, result);
-  } }, h("fieldset", {}, h("legend", {}, "Replay failed messages in a time window"),
-    h("label", { for: "replay-since" }, "From"), since, h("label", { for: "replay-until" }, "Until (optional)"), until,
-    h("button", { type: "submit" }, "Replay failed messages"), result));
-}
-
-async function watchReplay(uid, id, result) {
-  for (let i = 0; i < 60; i++) {
-    const r = await call("GET", `${API}/${uid}/replays/${id}`);
-    if (!r.ok) return;
-    result.textContent = `Replay: ${r.data.Sent} sent, ${r.data.Failed} failed of ${r.data.Matched}${r.data.Done ? " — done." : "…"}`;
-    if (r.data.Done) return;
-    await new Promise((ok) => setTimeout(ok, 1000));
-  }
-}
-
-function localInput(d) {
-  return new Date(d.getTime() - d.getTimezoneOffset() * 60e3).toISOString().slice(0, 16);
-}
-
-// An inline SVG bar chart: one bar per hour, failures stacked on successes.
-async function chart(uid) {
-  const until = new Date(Math.ceil(Date.now() / 3600e3) * 3600e3);
-  const since = new Date(until.getTime() - 14 * 24 * 3600e3);
-  const q = new URLSearchParams({ since: since.toISOString(), until: until.toISOString() });
-  const r = await call("GET", `${API}/${uid}/stats?${q}`);
-  if (!r.ok || !r.data || !r.data.Hours) return h("p", {}, "No delivery stats are available.");
-  const hours = r.data.Hours;
-  const total = hours.reduce((s, x) => s + x.Succeeded + x.Failed, 0);
-  const failed = hours.reduce((s, x) => s + x.Failed, 0);
-  const top = Math.max(1, ...hours.map((x) => x.Succeeded + x.Failed));
-  const W = 672, H = 120, w = W / hours.length;
-  const ns = "http://www.w3.org/2000/svg";
-  const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("viewBox", `0 0 ${W} ${H + 14}`);
-  svg.setAttribute("role", "img");
-  svg.setAttribute("aria-label", `Deliveries per hour over 14 days: ${total} in all, ${failed} failed`);
-  const rect = (x, y, height, cls) => {
-    const r2 = document.createElementNS(ns, "rect");
-    Object.entries({ x, y, width: Math.max(w, 1), height, class: cls }).forEach(([k, v]) => r2.setAttribute(k, v));
-    svg.append(r2);
-  };
-  hours.forEach((x, i) => {
-    const ok = (x.Succeeded / top) * H, bad = (x.Failed / top) * H;
-    if (ok) rect(i * w, H - ok, ok, "bar-ok");
-    if (bad) rect(i * w, H - ok - bad, bad, "bar-failed");
-  });
-  const label = document.createElementNS(ns, "text");
-  label.setAttribute("x", 0); label.setAttribute("y", H + 12);
-  label.textContent = `${since.toLocaleDateString()} – ${until.toLocaleDateString()} · peak ${top}/hour`;
-  svg.append(label);
-  return h("figure", {}, svg, h("figcaption", {}, `${total} deliveries, ${failed} failed (green: delivered, red: failed).`));
-}
-
 // ------------------------------------------------------------------ delivery log
 
-const STATUS = { 1: "Succeeded", 2: "Failed" };
 // The API's search filters (exact values; eventKey also `Prefix.*`), with their labels.
 const SEARCHED = ["eventKey", "eventId", "subject", "messageId"];
 const SEARCH_LABELS = { eventKey: "Event key (or Prefix.*)", eventId: "Event ID", subject: "Subject", messageId: "Message ID" };
@@ -261,22 +151,21 @@ async function logPage(uid, params) {
   const go = (p) => { params.set("page", p); location.hash = `#/connections/${uid}/log?${params}`; };
   show("Delivery log",
     h("p", {}, h("a", { href: `#/connections/${uid}` }, "Back to the connection")),
-    filters(uid, params),
+    filters(uid, params), h("p", { class: "note" }, zoneNote()),
     h("table", {}, h("caption", {}, "Delivery log"),
       h("thead", {}, h("tr", {}, ["Sent", "Event key", "Status", "Attempt", "Milliseconds", "Message"].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, shown.map((m) => h("tr", {},
-        h("td", {}, fmt(m.RequestTimestamp)), h("td", {}, m.EventKey),
+        h("td", {}, when(m.RequestTimestamp)), h("td", {}, m.EventKey),
         h("td", { class: STATUS[m.Status] }, STATUS[m.Status]), h("td", {}, attemptOf(m)),
         h("td", {}, String(m.ElapsedMilliseconds)),
-        h("td", {}, h("a", { href: `#/connections/${uid}/messages/${m.Uid}` }, "Details")))))),
+        h("td", {}, h("a", { href: `#/connections/${uid}/messages/${m.Uid}` }, "Details"), " ",
+          deliveryLink(uid, m)))))),
     h("p", {}, `Page ${page} of ${pages} (${r.data.TotalHits} messages)`,
       h("button", { type: "button", disabled: page <= 1, onclick: () => go(page - 1) }, "Previous page"),
       h("button", { type: "button", disabled: page >= pages, onclick: () => go(page + 1) }, "Next page")));
 }
 
-function attemptOf(m) {
-  try { return String(JSON.parse(m.RequestMetadata).Attempt ?? "—"); } catch { return "—"; }
-}
+function attemptOf(m) { return String(metadataOf(m).Attempt ?? "—"); }
 
 function filters(uid, params) {
   const since = h("input", { id: "since", name: "since", type: "datetime-local" });
@@ -295,7 +184,7 @@ function filters(uid, params) {
     inputs.forEach((input) => { if (input.value.trim()) p.set(input.name, input.value.trim()); });
     location.hash = `#/connections/${uid}/log?${p}`;
   } }, h("fieldset", {}, h("legend", {}, "Search and filters"),
-    h("label", { for: "since" }, "Since"), since,
+    h("label", { for: "since" }, "Since (your time zone)"), since,
     h("p", {}, failed, " ", h("label", { for: "only-failed", class: "inline" }, "Only failed")),
     inputs.flatMap((input) => [h("label", { for: input.id }, SEARCH_LABELS[input.name]), input]),
     h("p", { id: "search-note", class: "note" }, "Exact values, searched over the whole log (14 days); a search counts up to 10,000 matches."),
@@ -306,28 +195,23 @@ async function messagePage(uid, muid) {
   const r = await call("GET", `${API}/${uid}/messages/${muid}`);
   if (!r.ok) return show("Message", h("p", { class: "error" }, problemText(r.data)));
   const m = r.data;
-  let meta = {};
-  try { meta = JSON.parse(m.RequestMetadata); } catch { /* shown as text below */ }
+  const meta = metadataOf(m);
   let body = m.MessageBody;
   try { body = JSON.stringify(JSON.parse(m.MessageBody), null, 2); } catch { /* not JSON: as sent */ }
   const row = (k, v) => [h("dt", {}, k), h("dd", {}, v ?? "—")];
   show(`Message ${m.EventKey}`,
     h("p", {}, h("a", { href: `#/connections/${uid}/log` }, "Back to the delivery log")),
-    h("dl", {}, row("Status", STATUS[m.Status]), row("Sent", fmt(m.RequestTimestamp)),
-      row("Event time", fmt(m.EventTimestamp)), row("Milliseconds", String(m.ElapsedMilliseconds)),
+    h("dl", {}, row("Status", STATUS[m.Status]), row("Sent", when(m.RequestTimestamp)),
+      row("Event time", when(m.EventTimestamp)), row("Milliseconds", String(m.ElapsedMilliseconds)),
       row("Attempt", String(meta.Attempt ?? "—")), row("Queue", meta.QueueName), row("Message id", meta.MessageId),
+      row("Delivery", deliveryLink(uid, m, m.Delivery ? `${m.Delivery.State} after ${m.Delivery.Attempts} attempt${m.Delivery.Attempts === 1 ? "" : "s"}: see them all` : "All attempts")),
       row("Error", meta.Error ? `${meta.Error.Category} ${meta.Error.Type}: ${meta.Error.Message}` : null),
+      meta.Error ? row("What to do", whatToDo(meta.Error)) : null,
       row("Retry of", m.ParentServiceBusMessageUid
         ? h("a", { href: `#/connections/${uid}/messages/${m.ParentServiceBusMessageUid}` }, m.ParentServiceBusMessageUid) : null)),
-    h("button", { type: "button", onclick: () => resend(uid, m.Uid) }, "Re-send"),
+    h("button", { type: "button", onclick: () => resend(API, uid, m) }, "Re-send"),
     h("h2", {}, "Body"), h("pre", { tabindex: "0" }, body),
     h("h2", {}, "Metadata"), h("pre", { tabindex: "0" }, JSON.stringify(meta, null, 2)));
-}
-
-async function resend(uid, muid) {
-  const r = await call("POST", `${API}/${uid}/messages/${muid}/retry`);
-  say(r.ok ? `Re-sent: ${STATUS[r.data.Status]}.` : problemText(r.data));
-  if (r.ok) location.hash = `#/connections/${uid}/messages/${r.data.Uid}`;
 }
 
 // ------------------------------------------------------------------ routing
@@ -341,16 +225,28 @@ async function route() {
   if (parts[0] === "new") return connectionPage(null);
   if (parts[0] === "connections" && parts[2] === "log") return logPage(parts[1], params);
   if (parts[0] === "connections" && parts[2] === "messages") return messagePage(parts[1], parts[3]);
+  if (parts[0] === "connections" && parts[2] === "deliveries") return deliveryPage(API, parts[1], decodeURIComponent(parts[3]));
   if (parts[0] === "connections") return connectionPage(parts[1]);
   return listPage();
 }
 
-window.addEventListener("hashchange", route);
+function signInCode() { return new URLSearchParams(location.hash.replace(/^#/, "")).get("signin"); }
+
+// A sign-in link pasted into an open tab arrives as a hashchange: whoever is signed in is
+// signed out first (the link may be for another account), then the link signs in.
+window.addEventListener("hashchange", async () => {
+  const code = signInCode();
+  if (!code) return route();
+  if (hasSession()) { await call("DELETE", "/portal/session"); setSession(null); }
+  return signInWithCode(code);
+});
 
 async function boot() {
   const doc = await fetch("/v1/openapi.json");
-  routes = doc.ok ? (await doc.json()).paths : {};
-  const code = new URLSearchParams(location.hash.replace(/^#/, "")).get("signin");
+  const api = doc.ok ? await doc.json() : {};
+  routes = api.paths || {};
+  useApiDocument(api);
+  const code = signInCode();
   if (code) return signInWithCode(code);
   const r = await fetch("/portal/session", { credentials: "same-origin" });
   if (r.ok) start(await r.json()); else showSignIn();

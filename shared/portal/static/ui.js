@@ -46,10 +46,7 @@ export function problemWithFields(problem) {
 }
 
 export function show(title, ...content) {
-  main.replaceChildren(h("h1", {}, title), ...content);
+  main.replaceChildren(h("h1", {}, title), ...content.filter((c) => c != null)); // null: a part not shown
   document.title = `${title} · Event delivery portal`;
   main.focus();
 }
-
-export function fmt(value) { return value ? new Date(value).toLocaleString() : "—"; }
-
