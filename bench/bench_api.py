@@ -71,6 +71,7 @@ from shared.storage.transactions import MAX_OPERATIONS
 from tests.factories import a_connection
 
 PAGE_SIZE = 100  # the API's default
+FEWEST_RECORDS = 50 * PAGE_SIZE  # page 50 is one of the figures
 WRITERS = 8  # concurrent transaction chains while filling the log
 CONCURRENCY = (1, 16)
 RETENTION = timedelta(days=14)  # the log's records span it, as a busy connection's do
@@ -369,6 +370,8 @@ def main() -> None:
         requests=(int, "GET connection requests per concurrency (default 100 quick, 1,000)"),
         only=(str, "time only the figures whose name holds one of these, separated by |"),
     )
+    if args.records is not None and args.records < FEWEST_RECORDS:
+        raise SystemExit(f"--records: at least {FEWEST_RECORDS:,} (page 50 is timed)")
     print(f"api: {machine()}", flush=True)
     report(asyncio.run(measure(args.quick, args.records, args.requests, args.only)))
 
