@@ -1,11 +1,16 @@
 """Failures the core reports to its callers, whatever the entry point (HTTP, CLI, queue)."""
 
 
-class NotFound(Exception):
+class Refused(Exception):
+    """A request refused before anything changed (a 4xx at the HTTP edge): the audit log
+    records such a change as refused (shared/service/audit.py)."""
+
+
+class NotFound(Refused):
     """The thing does not exist for this account (another account's looks the same)."""
 
 
-class Conflict(Exception):
+class Conflict(Refused):
     """The thing exists already (or runs already); `extensions` are members the problem
     answer adds (RFC 9457), e.g. the id of what conflicts."""
 
@@ -14,7 +19,7 @@ class Conflict(Exception):
         self.extensions = extensions
 
 
-class OverBudget(Exception):
+class OverBudget(Refused):
     """A budget of the account is spent for now: try again after `retry_after` seconds."""
 
     def __init__(self, message: str, retry_after: float) -> None:
@@ -22,7 +27,7 @@ class OverBudget(Exception):
         self.retry_after = retry_after
 
 
-class InvalidField(ValueError):
+class InvalidField(Refused, ValueError):
     """Input that passed the model but fails against stored state, naming the property."""
 
     def __init__(self, field: str, message: str) -> None:
@@ -39,7 +44,7 @@ class Unavailable(Exception):
     """The app cannot serve: its settings are incomplete or its storage does not answer."""
 
 
-class VerificationFailed(Exception):
+class VerificationFailed(Refused):
     """A connection's verification message could not be delivered: `names` is the property
     to blame (the connection string, the queue...), `reason` what the service said."""
 
@@ -51,7 +56,7 @@ class VerificationFailed(Exception):
         self.names, self.reason = names, reason
 
 
-class Invalid(ValueError):
+class Invalid(Refused, ValueError):
     """Input that fails a product rule: `errors` maps each property to blame to its reasons."""
 
     def __init__(self, detail: str, errors: dict[str, list[str]]) -> None:
@@ -59,11 +64,11 @@ class Invalid(ValueError):
         self.errors = errors
 
 
-class LimitReached(Exception):
+class LimitReached(Refused):
     """The account holds as many of a thing as it may."""
 
 
-class Forbidden(Exception):
+class Forbidden(Refused):
     """The caller's key may not do this (beyond its scopes, which the route machinery
     checks): e.g. a key restricted to connections naming another; `field` names the property
     that names it, if one does."""
