@@ -109,11 +109,9 @@ class ApiKeyRepository:
             "Account": info.account,
             "CreatedAt": info.created_at,
             "IssuedAt": now,
-            "Scopes": "" if info.scopes == EVERY_SCOPE else scopes_to_text(info.scopes),
             "Name": info.name,
+            **rights_columns(info.scopes, info.connections),
         }
-        if info.connections is not None:
-            entity["Connections"] = ",".join(sorted(str(c) for c in info.connections))
         if info.expires_at is not None:
             entity["ExpiresAt"] = info.expires_at
         await self._table.create_entity(entity)
@@ -236,10 +234,25 @@ def _key_of(authorization: str | None) -> str:
     return key[7:].strip() if key[:7].lower() == "bearer " else key
 
 
-def _info(entity: Any) -> ApiKeyInfo:
-    scopes = scopes_from_text(entity.get("Scopes"))
+def rights_columns(scopes: frozenset[Scope], connections: frozenset[UUID] | None) -> dict[str, str]:
+    """The columns a row keeps a caller's scopes and connections in: a key's row here, a
+    portal session's (shared/storage/portalsessions.py). Read back by `rights_of`."""
+    columns = {"Scopes": "" if scopes == EVERY_SCOPE else scopes_to_text(scopes)}
+    if connections is not None:
+        columns["Connections"] = ",".join(sorted(str(c) for c in connections))
+    return columns
+
+
+def rights_of(entity: Any) -> tuple[frozenset[Scope], frozenset[UUID] | None]:
+    """The scopes and connections `rights_columns` wrote (every scope when none is named;
+    None: every connection)."""
     uids = entity.get("Connections")
     connections = None if uids is None else frozenset(UUID(u) for u in uids.split(",") if u)
+    return scopes_from_text(entity.get("Scopes")), connections
+
+
+def _info(entity: Any) -> ApiKeyInfo:
+    scopes, connections = rights_of(entity)
     return ApiKeyInfo(
         entity["KeyId"], entity["Account"], entity["CreatedAt"], scopes,
         entity.get("Name") or "", connections, entity.get("ExpiresAt"),

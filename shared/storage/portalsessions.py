@@ -151,18 +151,16 @@ def _no_later(when: datetime, grant: Grant) -> datetime:
 
 
 def _row(kind: str, secret: str, expires: datetime, grant: Grant) -> dict[str, object]:
-    from shared.models.access import EVERY_SCOPE, scopes_to_text
+    from shared.storage.apikeys import rights_columns
 
     row: dict[str, object] = {
         "PartitionKey": kind,
         "RowKey": _hash(secret),
         "Account": grant.account,
         "ExpiresAt": expires,
-        "Scopes": "" if grant.scopes == EVERY_SCOPE else scopes_to_text(grant.scopes),
         "KeyId": grant.key_id,
+        **rights_columns(grant.scopes, grant.connections),
     }
-    if grant.connections is not None:
-        row["Connections"] = ",".join(sorted(str(c) for c in grant.connections))
     if grant.expires_at is not None:
         row["KeyExpiresAt"] = grant.expires_at
     return row
@@ -170,16 +168,13 @@ def _row(kind: str, secret: str, expires: datetime, grant: Grant) -> dict[str, o
 
 def _grant_of(entity: Any) -> Grant:
     """The rights a row carries (every right of its account when it names none)."""
-    from uuid import UUID
+    from shared.storage.apikeys import Grant, rights_of
 
-    from shared.models.access import scopes_from_text
-    from shared.storage.apikeys import Grant
-
-    connections = entity.get("Connections")
+    scopes, connections = rights_of(entity)
     return Grant(
         str(entity["Account"]),
-        scopes_from_text(entity.get("Scopes")),
+        scopes,
         str(entity.get("KeyId") or ""),
-        None if connections is None else frozenset(UUID(c) for c in connections.split(",") if c),
+        connections,
         entity.get("KeyExpiresAt"),
     )
