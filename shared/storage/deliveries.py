@@ -212,25 +212,29 @@ class DeliveryRows:
     def __init__(self, table: TableClient) -> None:
         self._table = table
 
-    async def get(self, partition: str, message_id: str) -> Delivery:
-        """The stored delivery, or a new one (`stored` False) when there is none."""
-        return (await self.with_records(partition, message_id, None))[0]
-
-    async def with_records(
-        self, partition: str, message_id: str, with_body: bool | None = True
-    ) -> tuple[Delivery, list[Any]]:
-        """The stored delivery (or a new one, `stored` False) and the records it lists that are
-        still there, oldest first: its latest from the row's copy when that serves (`with_body`:
-        a copy with the body), the others by point reads side by side. None: no records."""
+    async def _row(self, partition: str, message_id: str) -> Any | None:
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
-            row = await self._table.get_entity(partition, delivery_key(message_id))
+            return await self._table.get_entity(partition, delivery_key(message_id))
         except ResourceNotFoundError:
+            return None
+
+    async def get(self, partition: str, message_id: str) -> Delivery:
+        """The stored delivery, or a new one (`stored` False) when there is none."""
+        row = await self._row(partition, message_id)
+        return Delivery(message_id) if row is None else delivery_of(row)
+
+    async def with_records(
+        self, partition: str, message_id: str, with_body: bool = True
+    ) -> tuple[Delivery, list[Any]]:
+        """The stored delivery (or a new one, `stored` False) and the records it lists that are
+        still there, oldest first: its latest from the row's copy when that serves (`with_body`:
+        a copy with the body), the others by point reads side by side."""
+        row = await self._row(partition, message_id)
+        if row is None:
             return Delivery(message_id), []
         found = delivery_of(row)
-        if with_body is None:
-            return found, []
         latest = latest_of(row, with_body)
         kept = {latest["RowKey"]: latest} if latest is not None else {}
         read = await self.records(partition, [k for k in found.records if k not in kept])
