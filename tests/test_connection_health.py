@@ -28,7 +28,7 @@ from shared.models.records import DeliveryError, ErrorCategory, MessageQuery, Me
 from shared.services import Services
 from shared.storage.clients import CONNECTIONS_TABLE
 from shared.storage.healthrows import HealthRepository
-from tests.factories import PATH, UNVERIFIED, an_event
+from tests.factories import PATH, UNVERIFIED, SetClock, an_event
 from tests.plugins.app import Api
 from tests.servicebus_helpers import body_of, nothing_arrives, receive
 
@@ -40,19 +40,11 @@ def connection(cs: str, queue: str, **changes: Any) -> dict[str, Any]:
     return {"ServiceBusConnectionString": cs, "QueueName": queue, "EnabledEvents": ["*"]} | changes
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @pytest.fixture
-async def outage(services: Services) -> AsyncIterator[tuple[Dispatcher, Clock, str]]:
+async def outage(services: Services) -> AsyncIterator[tuple[Dispatcher, SetClock, str]]:
     """A dispatcher with an injected clock, SUSPEND_AFTER, no caches, and a retry queue of
     its own (so the test can see what was scheduled, and the host retries nothing)."""
-    clock = Clock()
+    clock = SetClock()
     settings = dataclasses.replace(
         services.settings,
         suspend_after_seconds=SUSPEND_AFTER.total_seconds(),
@@ -173,7 +165,7 @@ async def test_health_goes_failing_then_suspended_keeps_events_and_a_fixed_put_h
     api: Api,
     services: Services,
     account: str,
-    outage: tuple[Dispatcher, Clock, str],
+    outage: tuple[Dispatcher, SetClock, str],
     servicebus_emulator_factory: Callable[..., Emulator],
 ) -> None:
     dispatcher, clock, retry_queue = outage

@@ -27,25 +27,17 @@ from shared.models.connection import HealthStatus
 from shared.models.events import SystemEvent
 from shared.models.records import DeliveryError, ErrorCategory, MessageQuery, MessageStatus
 from shared.services import Services
-from tests.factories import PATH, UNVERIFIED, an_event
+from tests.factories import PATH, UNVERIFIED, SetClock, an_event
 from tests.plugins.app import Api
 from tests.servicebus_helpers import Subscriber, body_of, nothing_arrives
 
 KEY = catalog.HEALTH_CHANGED_EVENT_KEY
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @pytest.fixture
-async def watched(services: Services) -> AsyncIterator[tuple[Dispatcher, Clock]]:
+async def watched(services: Services) -> AsyncIterator[tuple[Dispatcher, SetClock]]:
     """A dispatcher with an injected clock and no connection cache; the test flushes health."""
-    clock = Clock()
+    clock = SetClock()
     settings = dataclasses.replace(
         services.settings, connection_cache_seconds=0, health_flush_seconds=3600
     )
@@ -65,7 +57,7 @@ async def test_other_connections_hear_a_connection_fail_and_recover_but_not_itse
     api: Api,
     services: Services,
     account: str,
-    watched: tuple[Dispatcher, Clock],
+    watched: tuple[Dispatcher, SetClock],
     servicebus_emulator_factory: Callable[..., Emulator],
 ) -> None:
     dispatcher, clock = watched
@@ -130,7 +122,7 @@ async def test_a_failed_publish_never_breaks_the_health_write(
     async def refuse(event: SystemEvent) -> None:
         raise ConnectionError("the queue is down")
 
-    clock = Clock()
+    clock = SetClock()
     tracker = HealthTracker(
         services.health,
         clock,
@@ -158,7 +150,7 @@ def test_star_leaves_out_system_events_which_are_enabled_by_name_or_prefix() -> 
 async def test_a_daily_digest_line_names_each_connection_that_is_not_healthy(
     services: Services, account: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    clock = Clock()
+    clock = SetClock()
     clock.now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
     tracker = HealthTracker(
         services.health, clock, flush_seconds=3600, suspend_after_seconds=3600, cache_seconds=0

@@ -24,7 +24,7 @@ from shared.services import Services
 from shared.storage.clients import CONNECTIONS_TABLE
 from shared.storage.connections import ConnectionRepository
 from shared.storage.healthrows import HealthRepository
-from tests.factories import a_connection, cli
+from tests.factories import SetClock, a_connection, cli
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 FAILURE = DeliveryError(category=ErrorCategory.TRANSIENT, type="ServiceBusError", message="m")
@@ -119,18 +119,10 @@ async def test_a_row_read_again_unchanged_is_not_parsed_again_and_a_changed_one_
     assert repository.parsed_misses == misses + 1
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 async def test_a_steady_connection_writes_once_a_minute_and_a_change_at_the_next_flush(
     services: Services, account: str
 ) -> None:
-    clock = Clock()
+    clock = SetClock(T0)
     tracker = HealthTracker(
         services.health, clock, flush_seconds=3600, suspend_after_seconds=60, cache_seconds=0
     )  # the test flushes itself, every 15 s of its clock
@@ -170,7 +162,7 @@ async def test_after_a_suspension_or_once_forgotten_outcomes_are_written_at_once
     """Outcomes after a suspension this process wrote mean a resume or a save ended it
     elsewhere; a connection pushed out of the bounded map of what was written is written
     as one never seen."""
-    clock = Clock()
+    clock = SetClock(T0)
     tracker = HealthTracker(
         services.health,
         clock,
@@ -206,7 +198,7 @@ async def test_outcomes_that_say_nothing_of_health_write_nothing(
     services: Services, account: str
 ) -> None:
     tracker = HealthTracker(
-        services.health, Clock(), flush_seconds=3600, suspend_after_seconds=60, cache_seconds=0
+        services.health, SetClock(T0), flush_seconds=3600, suspend_after_seconds=60, cache_seconds=0
     )
     uid = uuid.uuid4()
     too_large = DeliveryError(category=ErrorCategory.TOO_LARGE, type="T", message="m")
