@@ -6,9 +6,10 @@ exactly what the test made and the counts it reports can be checked to the recor
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -459,16 +460,7 @@ async def test_a_day_is_noted_before_its_records_once_per_process(
         await refused.add(stored.log_partition, [a_record(stored.uid, NOW - 20 * DAY)])
     assert await day_rows(svc) == {"20261106": {stored.log_partition}}  # never a record without
 
-    writes: list[str] = []
-    table = svc.messages.table
-    upsert = table.upsert_entity
-
-    async def counted(entity: dict[str, object], **kwargs: Any) -> object:
-        writes.append(str(entity["PartitionKey"]))
-        return await upsert(entity, **kwargs)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(table, "upsert_entity", counted)
+    with upserts_counted(svc.messages.table, "PartitionKey") as writes:
         for minute in range(5):
             at = NOW - timedelta(minutes=minute)
             await svc.messages.add(stored.log_partition, [a_record(stored.uid, at)])
@@ -476,22 +468,28 @@ async def test_a_day_is_noted_before_its_records_once_per_process(
 
 
 async def test_what_a_writer_remembers_is_bounded(svc: Services) -> None:
-    writes: list[str] = []
-    table = svc.messages.table
-    upsert = table.upsert_entity
-
-    async def counted(entity: dict[str, object], **kwargs: Any) -> object:
-        writes.append(str(entity["RowKey"]))
-        return await upsert(entity, **kwargs)
-
-    days = LogDays(table, max_noted=2)
+    days = LogDays(svc.messages.table, max_noted=2)
     record = {"RowKey": row_key(a_record(uuid.uuid4(), NOW).message.uid)}
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(table, "upsert_entity", counted)
+    with upserts_counted(svc.messages.table, "RowKey") as writes:
         for partition in ("a", "b", "a", "c", "b", "a"):
             await days.note(partition, [record])
     # a, b noted; a remembered; c pushes b out (a was used last); b again pushes a out.
     assert writes == ["a", "b", "c", "b", "a"]
+
+
+@contextlib.contextmanager
+def upserts_counted(table: Any, column: str) -> Iterator[list[str]]:
+    """The `column` of each entity upserted into `table` meanwhile (the upserts still run)."""
+    writes: list[str] = []
+    upsert = table.upsert_entity
+
+    async def counted(entity: dict[str, object], **kwargs: Any) -> object:
+        writes.append(str(entity[column]))
+        return await upsert(entity, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(table, "upsert_entity", counted)
+        yield writes
 
 
 async def refuse(table: object, operations: object) -> None:

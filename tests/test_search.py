@@ -34,6 +34,7 @@ from shared.storage.logrecords import LoggedMessage, row_key
 from shared.storage.messages import MessageLog
 from tests.factories import a_connection, a_record
 from tests.plugins.app import Api
+from tests.test_api_messages import create
 
 MINUTE = timedelta(minutes=1)
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
@@ -319,12 +320,7 @@ async def test_one_message_one_delivery_and_a_bad_window_without_http(
 
 
 async def test_search_over_http_and_a_bad_value_is_a_problem_naming_it(api: Api) -> None:
-    status, created = await api.call(
-        "POST",
-        "/v1/azureservicebusconnections?verify=false",
-        {"ServiceBusConnectionString": CONNECTION_STRING, "QueueName": "q"},
-    )
-    assert status == 200, created
+    created = await create(api, CONNECTION_STRING, "q")
     path = f"/v1/azureservicebusconnections/{created['Uid']}/messages"
     status, page = await api.call("GET", path, params={"eventKey": "Order.*", "status": "2"})
     assert (status, page["TotalHits"], page["Messages"]) == (200, 0, [])
@@ -350,9 +346,7 @@ async def test_a_delivery_the_dispatcher_made_is_found_by_each_filter_over_http(
     api: Api, servicebus_connection_string: str, unique_queue: str
 ) -> None:
     """The write path as it runs: a test event sent through the emulator, then searched for."""
-    body = {"ServiceBusConnectionString": servicebus_connection_string, "QueueName": unique_queue}
-    status, created = await api.call("POST", "/v1/azureservicebusconnections?verify=false", body)
-    assert status == 200, created
+    created = await create(api, servicebus_connection_string, unique_queue)
     uid = created["Uid"]
     status, sent = await api.call("POST", f"/v1/azureservicebusconnections/{uid}/test")
     assert status == 200 and sent["Status"] == 1, sent
@@ -405,12 +399,7 @@ async def test_a_log_read_takes_the_connection_kept_briefly_and_sees_a_delete_he
 
 
 async def test_a_deleted_connections_log_is_a_404_at_once_over_http(api: Api) -> None:
-    status, created = await api.call(
-        "POST",
-        "/v1/azureservicebusconnections?verify=false",
-        {"ServiceBusConnectionString": CONNECTION_STRING, "QueueName": "q"},
-    )
-    assert status == 200, created
+    created = await create(api, CONNECTION_STRING, "q")
     connection = f"/v1/azureservicebusconnections/{created['Uid']}"
     assert (await api.call("GET", connection + "/messages", params={"eventId": "e"}))[0] == 200
     assert (await api.call("DELETE", connection))[0] in (200, 204)
