@@ -1,16 +1,11 @@
 """Failures the core reports to its callers, whatever the entry point (HTTP, CLI, queue)."""
 
 
-class Refused(Exception):
-    """A request refused before anything changed (a 4xx at the HTTP edge): the audit log
-    records such a change as refused (shared/service/audit.py)."""
-
-
-class NotFound(Refused):
+class NotFound(Exception):
     """The thing does not exist for this account (another account's looks the same)."""
 
 
-class Conflict(Refused):
+class Conflict(Exception):
     """The thing exists already (or runs already); `extensions` are members the problem
     answer adds (RFC 9457), e.g. the id of what conflicts."""
 
@@ -19,7 +14,7 @@ class Conflict(Refused):
         self.extensions = extensions
 
 
-class OverBudget(Refused):
+class OverBudget(Exception):
     """A budget of the account is spent for now: try again after `retry_after` seconds."""
 
     def __init__(self, message: str, retry_after: float) -> None:
@@ -27,7 +22,7 @@ class OverBudget(Refused):
         self.retry_after = retry_after
 
 
-class InvalidField(Refused, ValueError):
+class InvalidField(ValueError):
     """Input that passed the model but fails against stored state, naming the property."""
 
     def __init__(self, field: str, message: str) -> None:
@@ -44,7 +39,7 @@ class Unavailable(Exception):
     """The app cannot serve: its settings are incomplete or its storage does not answer."""
 
 
-class VerificationFailed(Refused):
+class VerificationFailed(Exception):
     """A connection's verification message could not be delivered: `names` is the property
     to blame (the connection string, the queue...), `reason` what the service said."""
 
@@ -56,7 +51,7 @@ class VerificationFailed(Refused):
         self.names, self.reason = names, reason
 
 
-class Invalid(Refused, ValueError):
+class Invalid(ValueError):
     """Input that fails a product rule: `errors` maps each property to blame to its reasons."""
 
     def __init__(self, detail: str, errors: dict[str, list[str]]) -> None:
@@ -64,11 +59,11 @@ class Invalid(Refused, ValueError):
         self.errors = errors
 
 
-class LimitReached(Refused):
+class LimitReached(Exception):
     """The account holds as many of a thing as it may."""
 
 
-class Forbidden(Refused):
+class Forbidden(Exception):
     """The caller's key may not do this (beyond its scopes, which the route machinery
     checks): e.g. a key restricted to connections naming another; `field` names the property
     that names it, if one does."""
@@ -76,3 +71,12 @@ class Forbidden(Refused):
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+# The errors that refuse a request before anything changed (each a 4xx at the HTTP edge; only
+# Unavailable is not one): the audit log records such a change as refused. Kept equal to the
+# problem table's 4xx rows by tests/test_problems.py.
+REFUSALS: tuple[type[Exception], ...] = (
+    NotFound, Conflict, OverBudget, LimitReached, Invalid, InvalidField, VerificationFailed,
+    Forbidden,
+)  # fmt: skip

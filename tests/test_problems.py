@@ -47,6 +47,21 @@ def test_every_domain_error_of_shared_errors_is_in_the_table() -> None:
     assert domain == set(PROBLEMS)
 
 
+def test_the_refusals_the_audit_records_are_the_domain_errors_answered_4xx() -> None:
+    """The audit (shared/service/audit.py) records a change that raised one of REFUSALS as
+    refused, nothing changed: exactly the domain errors the table answers with a 4xx."""
+    examples = [
+        errors.NotFound("x"), errors.Conflict("x"), errors.LimitReached("x"),
+        errors.InvalidField("F", "x"), errors.Invalid("x", {}), errors.Forbidden("x"),
+        errors.VerificationFailed("Q", "x"), errors.OverBudget("x", 1.0),
+        errors.ConsentNotGranted("F", "x"), errors.Unavailable("x"),
+    ]  # fmt: skip
+    assert {type(e) for e in examples} == set(PROBLEMS)  # one of each row of the table
+    for error in examples:
+        refused = isinstance(error, errors.REFUSALS)
+        assert refused == (400 <= problem_of(error).status < 500), error
+
+
 def test_a_connection_uid_is_read_under_either_public_route_name() -> None:
     """`{uid}` (connections) and `{connectionUid}` (messages): one reader, one 404 when bad."""
     import uuid

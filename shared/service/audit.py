@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from shared.errors import InvalidField, Refused, Unavailable
+from shared.errors import REFUSALS, InvalidField, Unavailable
 from shared.storage.audit import ATTEMPTED, DONE, REFUSED, AuditEntry
 
 if TYPE_CHECKING:
@@ -30,8 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("shared.audit")
 
 CLI_KEY_ID = "cli"  # the key id of changes made on the command line (an operator)
-# A change that raises one of these was refused before anything changed (shared/errors.py).
-REFUSALS: tuple[type[Exception], ...] = (Refused,)
 
 
 @dataclass
