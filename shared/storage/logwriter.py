@@ -1,5 +1,6 @@
-"""Writing records with their counts: the counter rows and failure copies ride in the records'
-own transactions (see the layout in shared/storage/messages.py and the counts in logcounts.py).
+"""Writing records with their counts: the counter rows, failure copies and search index rows
+ride in the records' own transactions (see the layout in shared/storage/messages.py, the counts
+in logcounts.py, the index rows packed per transaction in logsearch.py).
 
 A slot's totals advance in memory only when the service said yes. A refused transaction wrote
 nothing. A transaction without an answer may or may not have committed: its slot reads its
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from shared.storage import transactions
+from shared.storage import logsearch, transactions
 from shared.storage.logcounts import (
     FAILURE,
     CounterSlot,
@@ -89,38 +90,49 @@ class CountingWriter:
 
     @staticmethod
     def _groups(items: Sequence[Item]) -> list[list[Item]]:
-        """Items in groups that fit one transaction with their copies and counter rows, no
-        entity twice in one (two attempts of one delivery go in two)."""
+        """Items in groups that fit one transaction with their copies, counter rows and
+        packed index rows (one per value a group holds: its records span at most
+        logsearch.SPAN_MS), no entity twice in one (two attempts of one delivery go in two)."""
         groups: list[list[Item]] = []
         group: list[Item] = []
-        operations, size, hours, keys = 0, 0, set[int](), set[str]()
+        operations, size, hours, keys, values = 0, 0, set[int](), set[str](), set[str]()
+        newest = oldest = 0
         for item in items:
             e, extra = item
-            copies = 2 if e["Status"] == _FAILED else 1
-            n = copies + len(extra)
+            failed = e["Status"] == _FAILED
+            rows = 1 + 2 * failed + len(extra)  # with a failure's copy and `x_f_` row
+            listed = logsearch.entries(e)
+            prefixes = {prefix for prefix, _ in listed}  # a row each, unless the group has it
             touched = {e["RowKey"], *(op[1]["RowKey"] for op in extra)}
-            hour = hour_of(logged_at(e))
-            more = n + len(hours | {hour})  # its rows, and a counter row per hour
-            bytes_ = copies * _size(e) + sum(_size(op[1]) for op in extra)
+            at = logged_at(e)
+            bytes_ = (1 + failed) * _size(e) + sum(_size(op[1]) for op in extra)
+            bytes_ += sum(2 * (len(prefix) + len(entry)) + 400 for prefix, entry in listed)
             if group and (
-                operations + more > transactions.MAX_OPERATIONS
+                operations + rows + len(prefixes - values) + len(hours | {hour_of(at)})
+                > transactions.MAX_OPERATIONS
                 or size + bytes_ > _GROUP_BYTES
                 or touched & keys
+                or max(newest, at) - min(oldest, at) > logsearch.SPAN_MS
             ):
                 groups.append(group)
-                group, operations, size, hours, keys = [], 0, 0, set(), set()
+                group, operations, size, hours, keys, values = [], 0, 0, set(), set(), set()
+            if not group:
+                newest = oldest = at
             group.append(item)
-            operations, size = operations + n, size + bytes_
-            hours.add(hour)
+            operations, size = operations + rows + len(prefixes - values), size + bytes_
+            hours.add(hour_of(at))
             keys |= touched
+            values |= prefixes
+            newest, oldest = max(newest, at), min(oldest, at)
         return [*groups, group] if group else groups
 
     async def _commit(self, partition: str, slot: CounterSlot, items: list[Item]) -> None:
         """One transaction: the records, copies of the failed ones, what goes with each, and
         the slot's new totals for their hours. Totals advance in memory only once the service
         said yes."""
-        group = [e for e, _ in items]
-        extra = [op for _, ops in items for op in ops]
+        index, packed = logsearch.packed(partition, [e for e, _ in items])
+        group = [{**e, logsearch.PACKED: packed[e["RowKey"]]} for e, _ in items]
+        extra = [op for _, ops in items for op in ops] + index
         uncertain = self._uncertain.setdefault(partition, set())
         keys = {e["RowKey"] for e in group}
         retried = bool(keys & uncertain)
