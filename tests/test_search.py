@@ -209,9 +209,10 @@ async def test_records_written_together_share_one_index_row_per_value(
 def test_packed_rows_span_at_most_span_ms_and_list_at_most_max_packed() -> None:
     """`log reindex` packs an hour's records: one value's rows split by time and by count,
     each record listed once, each row's RowKey ending with its newest record's."""
-    made = [
-        {"RowKey": row_key(uuid7(T0 - i * SECOND / 2)), "EventKey": "A.B", "Status": 1}
-        for i in range(300)
+    made: list[dict[str, Any]] = [
+        {"RowKey": row_key(uuid7(T0 - i * step)), "EventKey": key, "Status": 1}
+        for key, step in (("Slow.Key", SECOND), ("Fast.Key", SECOND / 10))
+        for i in range(150)
     ]
     operations, packed = logsearch.packed("p", made)
     lists = [op[1][logsearch.RECORDS].split(" ") for op in operations]
@@ -222,7 +223,8 @@ def test_packed_rows_span_at_most_span_ms_and_list_at_most_max_packed() -> None:
         assert len(entries) <= logsearch.MAX_PACKED and max(times) - min(times) <= 60_000
         assert op[1]["RowKey"].endswith(min(e.split(":")[0] for e in entries))
         assert all(packed[e.split(":")[0]] == op[1]["RowKey"][-46:] for e in entries)
-    assert len(operations) == 3  # 150 s: 100, then past the 60 s of the second row
+    # 150 s of Slow.Key: 61, 61 and 28 records (by time); 15 s of Fast.Key: 100 and 50
+    assert sorted(len(entries) for entries in lists) == [28, 50, 61, 61, 100]
 
 
 async def test_until_finds_records_listed_in_rows_that_begin_after_it(
