@@ -25,7 +25,7 @@ from shared.service import messages
 from shared.service.reindex import index_partition
 from shared.service.retention import log_cutoff
 from shared.services import Services
-from shared.storage import logsearch
+from shared.storage import logsearch, transactions
 from shared.storage.clients import CONNECTIONS_TABLE
 from shared.storage.connections import ConnectionRepository, StoredConnection
 from shared.storage.deliveries import COPIED_BODY_CHARS
@@ -204,6 +204,27 @@ async def test_records_written_together_share_one_index_row_per_value(
     assert rows[0][logsearch.RECORDS].split(" ") == [f"{row_key(r.message.uid)}:1" for r in same]
     oldest = await table.get_entity(partition, row_key(same[-1].message.uid))
     assert oldest[logsearch.PACKED] == f"{newest} {newest}"
+
+
+async def test_records_spread_in_time_still_share_transactions(
+    services: Services, account: str
+) -> None:
+    """A bulk write of records minutes apart (a fill, older records) is not cut into one
+    transaction per record: the writer counts a row per record for a value spread past
+    SPAN_MS, packs what it can, and every transaction holds at most 100 operations."""
+    stored = await a_connection_of(services, account)
+    sizes: list[int] = []
+
+    async def counted(table: Any, operations: Any) -> None:
+        sizes.append(len(operations))
+        await transactions.submit_one(table, operations)
+
+    log = MessageLog(services.messages.table, services.messages.bodies, submit=counted)
+    spread, close = records(stored, 30, gap=5 * MINUTE), records(stored, 40, gap=SECOND)
+    await log.add(stored.log_partition, spread + close)
+    assert len(sizes) <= 4 and max(sizes) <= transactions.MAX_OPERATIONS, sizes
+    for query in ({"subject": "a"}, {"event_key": "Order.*", "until": T0 - 30 * SECOND}):
+        assert await found(services, stored, **query) == truth(spread + close, **query)
 
 
 def test_packed_rows_span_at_most_span_ms_and_list_at_most_max_packed() -> None:

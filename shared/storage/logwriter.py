@@ -48,6 +48,27 @@ def _size(entity: dict[str, Any]) -> int:
     return 400 + sum(2 * len(v.encode()) if isinstance(v, str) else 40 for v in entity.values())
 
 
+def _grown(
+    values: dict[str, tuple[int, int, int]], prefixes: list[str], at: int
+) -> dict[str, tuple[int, int, int]]:
+    """A group's values (index row prefixes: their oldest and newest record's time, and
+    their number of records) with a record of these values logged `at`."""
+    grown = dict(values)
+    for prefix in prefixes:
+        oldest, newest, n = grown.get(prefix, (at, at, 0))
+        grown[prefix] = (min(oldest, at), max(newest, at), n + 1)
+    return grown
+
+
+def _index_rows(values: dict[str, tuple[int, int, int]]) -> int:
+    """At most the packed rows `logsearch.packed` writes for a group: one per value whose
+    records span at most SPAN_MS (the dispatcher's: written within milliseconds), else one
+    per record (a bulk write of older records, spread in time: as many as unpacked)."""
+    return sum(
+        1 if newest - oldest <= logsearch.SPAN_MS else n for oldest, newest, n in values.values()
+    )
+
+
 class CountingWriter:
     def __init__(self, table: TableClient, writer: str | None, submit: Submit) -> None:
         self._table = table
@@ -91,39 +112,36 @@ class CountingWriter:
     @staticmethod
     def _groups(items: Sequence[Item]) -> list[list[Item]]:
         """Items in groups that fit one transaction with their copies, counter rows and
-        packed index rows (one per value a group holds: its records span at most
-        logsearch.SPAN_MS), no entity twice in one (two attempts of one delivery go in two)."""
+        packed index rows (see _index_rows), no entity twice in one (two attempts of one
+        delivery go in two)."""
         groups: list[list[Item]] = []
         group: list[Item] = []
-        operations, size, hours, keys, values = 0, 0, set[int](), set[str](), set[str]()
-        newest = oldest = 0
+        operations, size, hours, keys = 0, 0, set[int](), set[str]()
+        values: dict[str, tuple[int, int, int]] = {}
         for item in items:
             e, extra = item
             failed = e["Status"] == _FAILED
             rows = 1 + 2 * failed + len(extra)  # with a failure's copy and `x_f_` row
             listed = logsearch.entries(e)
-            prefixes = {prefix for prefix, _ in listed}  # a row each, unless the group has it
             touched = {e["RowKey"], *(op[1]["RowKey"] for op in extra)}
             at = logged_at(e)
             bytes_ = (1 + failed) * _size(e) + sum(_size(op[1]) for op in extra)
             bytes_ += sum(2 * (len(prefix) + len(entry)) + 400 for prefix, entry in listed)
+            grown = _grown(values, [prefix for prefix, _ in listed], at)
             if group and (
-                operations + rows + len(prefixes - values) + len(hours | {hour_of(at)})
+                operations + rows + _index_rows(grown) + len(hours | {hour_of(at)})
                 > transactions.MAX_OPERATIONS
                 or size + bytes_ > _GROUP_BYTES
                 or touched & keys
-                or max(newest, at) - min(oldest, at) > logsearch.SPAN_MS
             ):
                 groups.append(group)
-                group, operations, size, hours, keys, values = [], 0, 0, set(), set(), set()
-            if not group:
-                newest = oldest = at
+                group, operations, size, hours, keys = [], 0, 0, set(), set()
+                grown = _grown({}, [prefix for prefix, _ in listed], at)
             group.append(item)
-            operations, size = operations + rows + len(prefixes - values), size + bytes_
+            operations, size = operations + rows, size + bytes_
             hours.add(hour_of(at))
             keys |= touched
-            values |= prefixes
-            newest, oldest = max(newest, at), min(oldest, at)
+            values = grown
         return [*groups, group] if group else groups
 
     async def _commit(self, partition: str, slot: CounterSlot, items: list[Item]) -> None:
