@@ -6,7 +6,8 @@ with and without them, on Azurite.
 Starts its own Azurite (in memory). Each round writes the same records (each with a Subject,
 so each has both index rows: the most a record writes) into fresh log partitions, once with
 the index rows (`MessageLog.write` as it is) and once without (`logsearch.packed` writing no
-row: the log write as it was before search), in two shapes:
+row: the log write as it was before search, except that the writer still leaves room in each
+transaction for the rows), in two shapes:
 - one record a transaction, 16 at once: what the dispatcher does (an attempt is recorded
   when it ends);
 - 100-record `add`s, 4 at once: a bulk write (benchmarks' fill, `log reindex`).

@@ -35,6 +35,7 @@ from shared.storage.messages import MessageLog
 from tests.factories import a_connection, a_record
 from tests.plugins.app import Api
 from tests.test_api_messages import create
+from tests.test_message_log import Failing
 
 MINUTE, SECOND = timedelta(minutes=1), timedelta(seconds=1)
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
@@ -227,6 +228,22 @@ async def test_records_spread_in_time_still_share_transactions(
         assert await found(services, stored, **query) == truth(spread + close, **query)
 
 
+async def test_a_record_listed_by_two_rows_after_a_retry_is_found_once(
+    services: Services, account: str
+) -> None:
+    """A transaction whose answer was lost, retried with its records grouped otherwise, leaves
+    two rows listing them (a row's RowKey is its newest record's): each is found once."""
+    stored = await a_connection_of(services, account)
+    written = records(stored, 20, gap=SECOND)
+    table, bodies = services.messages.table, services.messages.bodies
+    lost = MessageLog(table, bodies, submit=Failing(1, after_sending=True))
+    with pytest.raises(ConnectionError):
+        await lost.add(stored.log_partition, written)
+    await lost.add(stored.log_partition, written[1:])  # the retry, without its newest record
+    for query in ({"subject": "a"}, {"event_key": "Order.*"}, {"status": SUCCEEDED}):
+        assert await found(services, stored, **query) == truth(written, **query), query
+
+
 def test_packed_rows_span_at_most_span_ms_and_list_at_most_max_packed() -> None:
     """`log reindex` packs an hour's records: one value's rows split by time and by count,
     each record listed once, each row's RowKey ending with its newest record's."""
@@ -404,23 +421,28 @@ async def test_event_id_and_message_id_read_the_delivery_with_every_attempt(
     assert await found(services, stored, event_id=others[2].event_id) == [others[2].message.uid.hex]
 
 
+@pytest.mark.parametrize("gap", [2 * MINUTE, timedelta(seconds=7)], ids=["apart", "packed"])
 async def test_reindex_writes_the_rows_of_records_written_without_them(
-    services: Services, account: str
+    services: Services, account: str, gap: timedelta
 ) -> None:
+    """Packed like the writer's, and each record names its rows (the purge's keys)."""
     stored = await a_connection_of(services, account)
     partition, table = stored.log_partition, services.messages.table
-    written = records(stored, 20)
+    written = records(stored, 20, gap=gap)
     await services.messages.add(partition, written)
     # as records written before the log kept an index: no rows, no `Indexed`
     for key in await index_rows(services, partition):
         await table.delete_entity(partition, key)
     for r in written:
         entity = await table.get_entity(partition, row_key(r.message.uid))
-        del entity["Indexed"]
+        del entity["Indexed"], entity[logsearch.PACKED]
         await table.upsert_entity(entity, mode="replace")
     assert await found(services, stored, subject="a") == []
 
     assert await index_partition(table, partition) == len(written)
+    entities = [await table.get_entity(partition, row_key(r.message.uid)) for r in written]
+    named = {k for e in entities for k in logsearch.index_keys(e)}
+    assert named == set(await index_rows(services, partition))
     for query in ({"subject": "a"}, {"event_key": "Order.*", "status": FAILED}):
         assert await found(services, stored, **query) == truth(written, **query)
     assert await index_partition(table, partition) == 0  # once done, nothing more
