@@ -4,15 +4,18 @@ Beside the records (RowKey `<record>`, the layout in shared/storage/messages.py)
 transaction, index rows packed per transaction: one row per value for the records of that
 transaction holding it, and a row per failed record:
 
-    x_k_<EventKey>_<newest record>   lists its records' RowKeys and Statuses (`Records`)
-    x_s_<Subject>_<newest record>    the same, and each record's EventKey
-    x_f_<EventKey>_<record>          a failed record (rare): a failed-only search by EventKey
-                                     reads these, never the successes of its key
+    x_k_<EventKey>_<newest record>_<digest>   lists its records' RowKeys and Statuses
+                                              (`Records`)
+    x_s_<Subject>_<newest record>_<digest>    the same, and each record's EventKey
+    x_f_<EventKey>_<record>                   a failed record (rare): a failed-only search
+                                              by EventKey reads these, never the successes
+                                              of its key
 
-A packed row's RowKey ends with its newest record's, and its records are at most SPAN_MS
-older (the writer's transactions span no more; `packed` splits otherwise), so a value's rows
-sort as their records do within SPAN_MS: a search bounded by `until` reads SPAN_MS further
-and keeps the keys in its window, which stays exact. Each record carries the suffixes of its
+A packed row's RowKey holds its newest record's (then a digest of the keys it lists, so a row
+of other records never replaces it), and its records are at most SPAN_MS older (`packed`
+splits a value's records otherwise), so a value's rows sort as their records do within
+SPAN_MS: a search bounded by `until` reads SPAN_MS further and keeps the keys in its window,
+which stays exact. Each record carries the suffixes of its
 packed rows (`Packed`): the purge deletes a row with the newest record it lists. Rows of the
 first layout (one record each, its key the suffix, Status and EventKey as properties) are
 read the same way; they expire with their records, so they are never rewritten.
@@ -57,7 +60,8 @@ INDEX = "x_"
 EVENT_KEY, SUBJECT, FAILED_KEY = "k", "s", "f"  # the tags of the kinds of index row
 SEARCH_LIMIT = MAX_SEARCHED  # matches a search counts and pages through
 # Characters of an encoded value in a key, the rest a hash: a key holds 1 KiB (512 UTF-16
-# characters, measured on Azurite), less the tag and the record RowKey after the value.
+# characters, measured on Azurite), less the tag and the record RowKey (and a packed row's
+# digest) after the value.
 MAX_ENCODED = 400
 _KEPT = MAX_ENCODED - 34  # an encoded value cut short: this much, "!!", 32 hex digits
 _PLAIN = frozenset(string.ascii_letters + string.digits + ".-")
@@ -65,10 +69,11 @@ _FAILED = MessageStatus.FAILED
 # A packed row: the records it lists (`entries`), at most MAX_PACKED of them (17,800 of the
 # 32,000 characters a string property holds: a 46-character RowKey, its Status and a 128-
 # character EventKey each), at most SPAN_MS older than its newest. `Packed` on a record: the
-# suffixes of its rows, in the order of `entries`.
+# suffixes of its rows (after the value: `_suffix`), in the order of `entries`.
 RECORDS, PACKED = "Records", "Packed"
 MAX_PACKED = 100
 SPAN_MS = 60_000
+DIGEST = 8  # hex digits of the digest ending a packed row's RowKey (see _suffix)
 
 
 def encoded(value: str) -> str:
@@ -118,9 +123,10 @@ def packed(
     newest: dict[tuple[str, str], str] = {}  # (prefix, record) -> its row's suffix
     for prefix, listed in by_value.items():
         for run in _runs(listed):
-            row = {"PartitionKey": partition, "RowKey": prefix + run[0][0]}
+            suffix = _suffix(run)
+            row = {"PartitionKey": partition, "RowKey": prefix + suffix}
             operations.append(("upsert", {**row, RECORDS: " ".join(e for _, e in run)}))
-            newest |= {(prefix, key): run[0][0] for key, _ in run}
+            newest |= {(prefix, key): suffix for key, _ in run}
     operations += [
         ("upsert", {"PartitionKey": partition, "RowKey": _failed_key(r)})
         for r in records
@@ -131,6 +137,14 @@ def packed(
         for r in records
     }
     return operations, suffixes
+
+
+def _suffix(run: list[tuple[str, str]]) -> str:
+    """A packed row's RowKey after its value: its newest record's, and a digest of the keys
+    it lists, so a row of other records (a retry of some of a transaction's records, grouped
+    otherwise) never replaces it and drops the others from the search."""
+    digest = hashlib.sha256(" ".join(key for key, _ in run).encode()).hexdigest()
+    return f"{run[0][0]}_{digest[:DIGEST]}"
 
 
 def _runs(listed: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
@@ -151,14 +165,16 @@ def _at(key: str) -> int:
 def index_keys(record: dict[str, Any], older: str = "") -> list[str]:
     """The RowKeys of a record's index rows that list no record newer than RowKey `older`
     ("": all of them): the purge deletes those with the record, and a packed row with its
-    newest record (the row's own RowKey ends with that record's). A record without `Packed`
-    has rows of the first layout, one per value, each ending with its own RowKey."""
+    newest record (the row's suffix begins with that record's RowKey). A record without
+    `Packed` has rows of the first layout, one per value, each ending with its own RowKey."""
     key = record["RowKey"]
     suffixes = record[PACKED].split(" ") if record.get(PACKED) else [key, key]
-    keys = [prefix + s for (prefix, _), s in zip(entries(record), suffixes, strict=False)]
-    if record["Status"] == _FAILED:
-        keys.append(_failed_key(record))
-    return [k for k in keys if k[-len(key) :] >= older]
+    keys = [
+        prefix + s
+        for (prefix, _), s in zip(entries(record), suffixes, strict=False)
+        if s[: len(key)] >= older
+    ]
+    return [*keys, _failed_key(record)] if record["Status"] == _FAILED else keys
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ mix, so each query reads one range:
     r_reindex, r_index                             progress of `log reindex` (service/reindex.py)
     u_<first attempt millis>_<uid>                 undelivered index: while a delivery is not
       (oldest first)                               delivered, a copy of its latest record
-    x_k_<EventKey>_<newest record RowKey>          search index: per transaction, one row per
-    x_s_<Subject>_<newest record RowKey>           EventKey and per Subject listing its records;
+    x_k_<EventKey>_<newest record RowKey>_<digest> search index: per transaction, one row per
+    x_s_<Subject>_<newest record RowKey>_<digest>  EventKey and per Subject listing its records;
     x_f_<EventKey>_<record RowKey>                 one per failed record (logsearch.py)
 
 A record, its failure copy, its writer's counter row of that hour, its search index rows and its
