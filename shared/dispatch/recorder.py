@@ -130,8 +130,8 @@ def _record(
     write: DeliveryWrite,
 ) -> LoggedMessage:
     """The attempt's record, carrying its delivery's state as this write makes it (built
-    whole, once a write: a copy of the model to change that state cost 4% of a dispatch's
-    CPU, bench_dispatch --profile)."""
+    whole, once a write: a copy of the model to change that state was 3-4% of a profiled
+    dispatch, bench_dispatch --profile)."""
     connection, message = stored.connection, sent.message
     metadata = RequestMetadata(
         queue_name=connection.queue_name,
