@@ -236,8 +236,9 @@ async def _send_batch(sender: Any, batch: Any) -> None:
 def _added(batch: Any, message: Any) -> bool:
     """`batch.add_message(message)`, encoding the message once where the SDK encodes it twice
     (once to measure it, once to add it): 117 µs a message with its `ServiceBusMessage`
-    instead of 182 (docs/BENCHMARKS.md). The same steps on the batch's private parts, so azure-servicebus
-    stays pinned; tests/test_servicebus_batch.py holds the bytes equal to the SDK's own."""
+    instead of 182 (docs/BENCHMARKS.md). The same steps on the batch's private parts, so
+    azure-servicebus stays pinned; tests/test_servicebus_batch.py holds the bytes equal to
+    the SDK's own."""
     from azure.servicebus._common.constants import _BATCH_MESSAGE_OVERHEAD_COST
     from azure.servicebus._common.tracing import trace_message
     from azure.servicebus._pyamqp._encode import encode_payload
