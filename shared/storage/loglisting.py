@@ -2,8 +2,9 @@
 
 The counter rows of the window's hours (one query) give hourly and per-minute counts.
 TotalHits is the sum of the whole hours, plus the minutes of the (at most two) hours the
-window's `since` or `until` cut through, where the minutes they cut are counted exactly by
-reading the RowKeys of their part inside the window. Page N starts in the hour, then the
+window's `since` or `until` cut through, where the minutes they cut are counted exactly from
+the rows' offsets of their records in the minute (or, in a minute busier than the rows keep
+offsets for, by reading the RowKeys of their part inside the window). Page N starts in the hour, then the
 minute, where the running count passes (N-1) * pageSize; its first record is found by reading
 that one minute's RowKeys, and the page is then one range read from there. So a request costs
 the same few reads whatever the log's size.
@@ -24,12 +25,13 @@ from shared.storage.logcounts import (
     MAX_MILLIS,
     MINUTE_MS,
     MINUTES,
+    OFFSETS_OF,
     PURGED,
     HourCounts,
+    Minutes,
     counter_range,
     hour_of,
     hour_of_counter,
-    ints,
     key_range,
     logged_at,
     millis,
@@ -67,25 +69,34 @@ class Window:
 @dataclass(frozen=True)
 class Span:
     """A part (after, upto] of the window, a whole hour or (part of) a minute, and how many
-    rows it holds. A whole hour keeps its counter rows' per-minute counts, to be split when a
-    page starts inside it."""
+    rows it holds. A whole hour keeps its counter rows' minutes, to be split when a page
+    starts inside it or an edge of the window cuts it; a minute, its rows' offsets in it
+    (milliseconds) when the counter rows hold them all."""
 
     after: int
     upto: int
     count: int
-    minute_texts: tuple[str | None, ...] = ()
+    rows: tuple[Minutes, ...] = ()
+    offsets: tuple[int, ...] | None = None
 
     def minutes(self) -> list[Span]:
         """A whole hour's minutes with rows, newest first."""
-        sums = [0] * MINUTES
-        for text in self.minute_texts:
-            sums = [a + b for a, b in zip(sums, ints(text, MINUTES), strict=True)]
         start = self.after + 1
-        return [
-            Span(start + i * MINUTE_MS - 1, start + (i + 1) * MINUTE_MS - 1, n)
-            for i, n in reversed(list(enumerate(sums)))
-            if n
-        ]
+        found = []
+        for i in reversed(range(MINUTES)):
+            n = sum(row.counts[i] for row in self.rows)
+            known = [row.known(i) for row in self.rows]
+            offsets = None if None in known else tuple(o for k in known for o in k or ())
+            at = start + i * MINUTE_MS
+            found += [Span(at - 1, at + MINUTE_MS - 1, n, offsets=offsets)] if n else []
+        return found
+
+    def count_in(self, after: int, upto: int) -> int | None:
+        """How many of a minute's rows are in (after, upto], from its offsets (None: unknown)."""
+        if self.offsets is None:
+            return None
+        start = self.after + 1
+        return sum(after < start + o <= upto for o in self.offsets)
 
 
 def _rows(table: TableClient, w: Window, keys: tuple[str, str], **options: Any) -> Any:
@@ -94,40 +105,23 @@ def _rows(table: TableClient, w: Window, keys: tuple[str, str], **options: Any) 
 
 
 async def spans(table: TableClient, w: Window) -> list[Span]:
-    """The window's rows as spans, newest first: its whole hours as they are counted, the
-    hours its edges cut through by minute, and the minutes they cut through counted exactly
-    (at most two minutes of rows read)."""
+    """The window's rows as spans, newest first: its whole hours as they are counted, and the
+    hours its edges cut through by minute, the (at most two) minutes they cut through counted
+    from the counter rows' offsets, or by reading their keys when those do not hold them all."""
     first = hour_of(w.after + 1) if w.after is not None else 0
     last = hour_of(w.upto) if w.upto is not None else hour_of(MAX_MILLIS)
-    # the cut minutes are known from the window alone: count them while the counters are read
-    counting: dict[tuple[int, int], asyncio.Future[int]] = {
-        part: asyncio.ensure_future(_count(table, w, *part)) for part in _cut_minutes(w)
-    }
-    try:
-        return await _spans(table, w, first, last, counting)
-    finally:
-        for future in counting.values():
-            future.cancel()  # when the counters' read failed; a no-op once done
-
-
-async def _spans(
-    table: TableClient,
-    w: Window,
-    first: int,
-    last: int,
-    counting: dict[tuple[int, int], asyncio.Future[int]],
-) -> list[Span]:
     total, per_minute = ("Failed", "FailedMinutes") if w.prefix == FAILURE else ("Total", "Minutes")
+    cut = w.after is not None or w.upto is not None  # only then are the offsets needed
+    columns = ["RowKey", total, per_minute, *([OFFSETS_OF[per_minute]] if cut else [])]
     totals: dict[int, int] = defaultdict(int)
-    texts: dict[int, list[str | None]] = defaultdict(list)
-    columns = ["RowKey", total, per_minute]
+    rows: dict[int, list[Minutes]] = defaultdict(list)
     async for row in _rows(table, w, counter_range(first, last), select=columns):
         hour = hour_of_counter(row["RowKey"])
         totals[hour] += row.get(total) or 0
-        texts[hour].append(row.get(per_minute))
+        rows[hour].append(Minutes.of(row, per_minute))
     found: list[Span] = []
     for hour in sorted(totals, reverse=True):
-        whole = Span(hour - 1, hour + HOUR_MS - 1, totals[hour], tuple(texts[hour]))
+        whole = Span(hour - 1, hour + HOUR_MS - 1, totals[hour], tuple(rows[hour]))
         inside = (w.after is None or w.after <= whole.after) and (
             w.upto is None or whole.upto <= w.upto
         )
@@ -139,7 +133,8 @@ async def _spans(
                 if part == (minute.after, minute.upto):
                     found.append(minute)
                 elif part is not None:
-                    n = await (counting.get(part) or _count(table, w, *part))
+                    n = minute.count_in(*part)
+                    n = await _count(table, w, *part) if n is None else n
                     found += [Span(*part, n)] if n else []
     return found
 
@@ -149,14 +144,6 @@ def _part(w: Window, minute: Span) -> tuple[int, int] | None:
     after = minute.after if w.after is None else max(minute.after, w.after)
     upto = minute.upto if w.upto is None else min(minute.upto, w.upto)
     return (after, upto) if upto > after else None
-
-
-def _cut_minutes(w: Window) -> set[tuple[int, int]]:
-    """The parts of the (at most two) minutes the window's edges cut through."""
-    edges = (w.after + 1 if w.after is not None else None, w.upto)
-    starts = {e - e % MINUTE_MS for e in edges if e is not None}
-    parts = [_part(w, Span(s - 1, s + MINUTE_MS - 1, 0)) for s in starts]
-    return {p for p in parts if p is not None and p[1] - p[0] < MINUTE_MS}
 
 
 async def _count(table: TableClient, w: Window, after: int, upto: int) -> int:
@@ -300,7 +287,7 @@ def _start(found: list[Span], skip: int) -> tuple[Span, int] | None:
     """The minute where a page starts after `skip` rows, and how many of its rows come first."""
     for span in found:
         if skip < span.count:
-            if not span.minute_texts:
+            if not span.rows:
                 return span, skip
             return _start(span.minutes(), skip)
         skip -= span.count
