@@ -42,6 +42,7 @@ LISTINGS: dict[str, dict[str, Any]] = {
     "page 50": {"page": 50},
     "onlyFailed": {"only_failed": True},
     "since": {"since": NOW - timedelta(hours=1, milliseconds=1234)},  # cuts a minute
+    "onlyFailed, all on page 1": {"only_failed": True, "since": NOW - timedelta(hours=2)},
 }
 
 
@@ -69,10 +70,14 @@ async def test_a_listing_makes_the_same_few_requests_at_any_size(services: Servi
     assert small == large
     # the page and the counter rows; for `since`, the part of the minute it cuts is counted
     # from the offsets its hour's counter row holds (a point read of that row, one writer
-    # here); where the records begin is the retention's cutoff: no read of the purge's mark
+    # here); failures that fit on page 1 are their own count (no counters read); where the
+    # records begin is the retention's cutoff: no read of the purge's mark
     assert large == {
-        name: Counter(query_entities=2, **({"get_entity": 1} if name == "since" else {}))
-        for name in LISTINGS
+        "page 1": Counter(query_entities=2),
+        "page 50": Counter(query_entities=2),
+        "onlyFailed": Counter(query_entities=2),
+        "since": Counter(query_entities=2, get_entity=1),
+        "onlyFailed, all on page 1": Counter(query_entities=1),
     }
 
 
@@ -86,6 +91,7 @@ async def test_records_past_the_retention_cutoff_are_left_out_of_page_and_count(
     listings: list[dict[str, Any]] = [
         {},
         {"only_failed": True},
+        {"only_failed": True, "since": NOW - timedelta(hours=6)},  # all on page 1
         {"page": 2},
         {"since": KEPT_FROM - timedelta(hours=5, milliseconds=17)},
         {"until": KEPT_FROM + timedelta(hours=1, milliseconds=5), "page": 3},
@@ -96,7 +102,9 @@ async def test_records_past_the_retention_cutoff_are_left_out_of_page_and_count(
             for r in made  # newest first
             if r.message.request_timestamp >= KEPT_FROM
             and (not query.get("only_failed") or r.message.status == 2)
-            and r.message.request_timestamp <= query.get("until", NOW)
+            and query.get("since", KEPT_FROM)
+            < r.message.request_timestamp
+            <= query.get("until", NOW)
         ]
         page = await services.messages.page(
             partition, MessageQuery(page_size=25, **query), None, KEPT_FROM

@@ -270,11 +270,19 @@ async def page(
     """TotalHits and the rows of page `number` (from 1) of `size` rows, newest first. What
     a purge under way is deleting is left out, from the counts and from the page alike:
     older than `kept_from` (milliseconds, whole hours) when the caller knows where the
-    retention begins, else than the purge's mark (a point read)."""
+    retention begins, else than the purge's mark (a point read). Page 1 of the failures reads
+    its page first: failures are rare, and when the window holds no more than the page, their
+    number is TotalHits without reading the counters."""
     if kept_from is not None:  # the window starts there: nothing older to leave out
         w = dataclasses.replace(w, after=max(kept_from - 1, -1 if w.after is None else w.after))
     marked = purged_before(table, w.partition) if kept_from is None else _nothing()
-    if number == 1:  # where it starts is known: read it while counting
+    if number == 1 and w.prefix == FAILURE:  # failures are rare: the page may hold them all
+        floor, rows = await asyncio.gather(marked, _read(table, w, w.keys()[0], size + 1))
+        rows = [r for r in rows if floor is None or logged_at(r) >= floor]
+        if len(rows) <= size:  # the window holds no more than these: no counters to read
+            return len(rows), rows
+        found = await spans(table, w)
+    elif number == 1:  # where it starts is known: read it while counting
         floor, found, rows = await asyncio.gather(
             marked, spans(table, w), _read(table, w, w.keys()[0], size)
         )
@@ -283,7 +291,7 @@ async def page(
         start = _start(_kept(found, floor), (number - 1) * size)
         rows = await _read_from(table, w, *start, size) if start else []
     total = sum(m.count for m in _kept(found, floor))
-    return total, [r for r in rows if floor is None or logged_at(r) >= floor]
+    return total, [r for r in rows if floor is None or logged_at(r) >= floor][:size]
 
 
 async def _nothing() -> None:
