@@ -16,13 +16,23 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from azure.data.tables import UpdateMode
 
 from shared.models.records import MessageQuery, MessageStatus, StatsQuery
 from shared.service.reindex import PROGRESS, reindex_partition
 from shared.service.stats import delivery_stats
 from shared.services import Services
 from shared.storage import transactions
-from shared.storage.logcounts import CounterSlots, bucket, logged_at, millis, percentile
+from shared.storage.logcounts import (
+    OFFSETS_KEPT,
+    CounterSlots,
+    HourCounts,
+    bucket,
+    hour_of_counter,
+    logged_at,
+    millis,
+    percentile,
+)
 from shared.storage.logrecords import LoggedMessage
 from shared.storage.messages import MessageLog
 from tests.factories import a_connection, a_record
@@ -154,6 +164,45 @@ async def test_page_n_inside_a_busy_minute(services: Services) -> None:
         page = await services.messages.page(partition, MessageQuery(page=n, page_size=7))
         assert page.total_hits == 400
         assert [m.uid.hex for m in page.messages] == truth[(n - 1) * 7 : n * 7], n
+
+
+async def test_a_cut_minute_without_offsets_in_its_counters_is_counted_from_its_records(
+    services: Services,
+) -> None:
+    # a minute busier than the offsets a counter row keeps, and a minute whose counter row
+    # was written before rows kept offsets: `since` and `until` cutting them stay exact
+    partition, uid = uuid.uuid4().hex, uuid.uuid4()
+    busy = spread(uid, OFFSETS_KEPT + 40, T0, timedelta(seconds=50))
+    quiet = spread(uid, 30, T0 - HOUR, HOUR / 2)
+    await services.messages.add(partition, [*busy, *quiet])
+    table = services.messages.table
+    async for row in table.query_entities(
+        "PartitionKey eq @pk and RowKey ge 'c_' and RowKey lt 'c`'", parameters={"pk": partition}
+    ):
+        if hour_of_counter(row["RowKey"]) < millis(T0):
+            older = {k: v for k, v in row.items() if k not in ("Offsets", "FailedOffsets")}
+            await table.upsert_entity(older, mode=UpdateMode.REPLACE)
+    rows = await records_in(services.messages, partition)
+    for at in [r.message.request_timestamp for r in [busy[50], busy[-1], quiet[7], quiet[8]]]:
+        for edge in (at - MS, at, at + MS):
+            await lists_as_read(services.messages, partition, rows, since=edge)
+            await lists_as_read(services.messages, partition, rows, until=edge, only_failed=True)
+
+
+def test_offsets_are_kept_to_the_millisecond_up_to_a_number_a_minute() -> None:
+    counts = HourCounts()
+    for at in [T0, T0 + MS, T0 + 59_999 * MS, T0 + 61_000 * MS]:
+        counts.count(millis(at), False, 1)
+    back = HourCounts.of(counts.properties()).plus(HourCounts())
+    assert back.minutes.known(0) == [0, 1, 59_999] and back.minutes.known(1) == [1_000]
+    for _ in range(OFFSETS_KEPT):
+        counts.count(millis(T0 + 120_000 * MS), True, 1)
+    back = HourCounts.of(counts.properties())
+    assert back.minutes.counts[2] == OFFSETS_KEPT and back.minutes.known(2) == [0] * OFFSETS_KEPT
+    counts.count(millis(T0 + 120_000 * MS), True, 1)
+    back = HourCounts.of(counts.properties())
+    assert back.minutes.known(2) is None and back.failed_minutes.known(2) is None
+    assert back.minutes.known(0) == [0, 1, 59_999]
 
 
 class Failing:

@@ -100,8 +100,9 @@ async def list_messages(
     retention, now = services.settings.retention_days, services.clock()
     check_times(now, retention, Since=query.since, Until=query.until)
     check_query(query)
-    terms = search_terms(stored, query, log_cutoff(now, retention))
-    return await services.messages.page(stored.log_partition, query, terms)
+    cutoff = log_cutoff(now, retention)  # hides what a purge may be deleting: no read of its mark
+    terms = search_terms(stored, query, cutoff)
+    return await services.messages.page(stored.log_partition, query, terms, cutoff)
 
 
 async def get_message(services: Services, stored: StoredConnection, uid: UUID) -> Message:

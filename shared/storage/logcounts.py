@@ -7,7 +7,10 @@ records they count (an upsert, no etag, no read). Readers sum the rows of every 
 
 A row holds, for its hour (UTC): Total, Failed, per-minute counts of all records and of
 failed ones (for `TotalHits` and for finding where page N starts without reading earlier
-pages), and a latency histogram for the stats (see `bucket`).
+pages), the millisecond offsets of each minute's records and failed ones while the minute
+holds at most OFFSETS_KEPT of them (so that the part of a minute a `since` or `until` cuts is
+counted from the row, not by reading its records), and a latency histogram for the stats (see
+`bucket`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,11 @@ MAX_MILLIS = 10**13 - 1  # year 2286
 HOUR_MS = 3_600_000
 MINUTE_MS = 60_000
 MINUTES = 60
+# Offsets of a minute's records a row keeps (3 characters each: 60 full minutes are 11 KB);
+# past that, the minute keeps none and a reader counts its cut part from its records.
+OFFSETS_KEPT = 64
+OFFSETS_OF = {"Minutes": "Offsets", "FailedMinutes": "FailedOffsets"}  # their columns
+_DIGITS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_"  # 64**3 > MINUTE_MS
 # Latency bucket b holds (2**(b-1), 2**b] ms; the last one everything above 2**26 ms (18.6 h).
 BUCKETS = 28
 
@@ -99,41 +107,101 @@ def _text(values: list[int]) -> str:
     return ",".join(map(str, values))
 
 
+def offsets(text: str | None) -> list[list[int]]:
+    """Each minute's offsets (milliseconds into it) as a row holds them."""
+    minutes = text.split(",") if text else []
+    found = [[_number(m[i : i + 3]) for i in range(0, len(m), 3)] for m in minutes]
+    return found + [[] for _ in range(MINUTES - len(found))]
+
+
+def _number(code: str) -> int:
+    return sum(_DIGITS.index(c) * 64**i for i, c in enumerate(reversed(code)))
+
+
+def _offsets_text(minutes: list[list[int]]) -> str:
+    codes = [
+        "".join(_DIGITS[o // 4096] + _DIGITS[o // 64 % 64] + _DIGITS[o % 64] for o in m)
+        for m in minutes
+    ]
+    while codes and not codes[-1]:
+        codes.pop()
+    return ",".join(codes)
+
+
+def _no_offsets() -> list[list[int]]:
+    return [[] for _ in range(MINUTES)]
+
+
+@dataclass
+class Minutes:
+    """Per-minute counts of an hour's records (all, or failed ones), with their offsets in
+    the minute where a minute holds at most OFFSETS_KEPT (else none: see `known`)."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * MINUTES)
+    offsets: list[list[int]] = field(default_factory=_no_offsets)
+
+    def count(self, at_ms: int) -> None:
+        minute = at_ms % HOUR_MS // MINUTE_MS
+        self.counts[minute] += 1
+        self.offsets[minute] = self._kept(minute, [*self.offsets[minute], at_ms % MINUTE_MS])
+
+    def plus(self, other: Minutes) -> Minutes:
+        counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
+        joined = [a + b for a, b in zip(self.offsets, other.offsets, strict=True)]
+        summed = Minutes(counts)
+        summed.offsets = [summed._kept(m, o) for m, o in enumerate(joined)]
+        return summed
+
+    def known(self, minute: int) -> list[int] | None:
+        """The minute's offsets, when the row holds all of them (written before they were
+        kept, or past OFFSETS_KEPT, it holds none)."""
+        found = self.offsets[minute]
+        return found if len(found) == self.counts[minute] else None
+
+    def _kept(self, minute: int, found: list[int]) -> list[int]:
+        return found if self.counts[minute] <= OFFSETS_KEPT else []
+
+    def properties(self, name: str) -> dict[str, str]:
+        return {name: _text(self.counts), OFFSETS_OF[name]: _offsets_text(self.offsets)}
+
+    @classmethod
+    def of(cls, row: Any, name: str) -> Minutes:
+        """From a counter row's `name` (Minutes, FailedMinutes) and its offsets (a reader
+        that did not select them sees none)."""
+        return cls(ints(row.get(name), MINUTES), offsets(row.get(OFFSETS_OF[name])))
+
+
 @dataclass
 class HourCounts:
     total: int = 0
     failed: int = 0
-    minutes: list[int] = field(default_factory=lambda: [0] * MINUTES)
-    failed_minutes: list[int] = field(default_factory=lambda: [0] * MINUTES)
+    minutes: Minutes = field(default_factory=Minutes)
+    failed_minutes: Minutes = field(default_factory=Minutes)
     latency: list[int] = field(default_factory=lambda: [0] * BUCKETS)
 
     def count(self, at_ms: int, failed: bool, latency_ms: float) -> None:
-        minute = at_ms % HOUR_MS // MINUTE_MS
         self.total += 1
-        self.minutes[minute] += 1
+        self.minutes.count(at_ms)
         if failed:
             self.failed += 1
-            self.failed_minutes[minute] += 1
+            self.failed_minutes.count(at_ms)
         self.latency[bucket(latency_ms)] += 1
 
     def plus(self, other: HourCounts) -> HourCounts:
-        def add(a: list[int], b: list[int]) -> list[int]:
-            return [x + y for x, y in zip(a, b, strict=True)]
-
         return HourCounts(
             self.total + other.total,
             self.failed + other.failed,
-            add(self.minutes, other.minutes),
-            add(self.failed_minutes, other.failed_minutes),
-            add(self.latency, other.latency),
+            self.minutes.plus(other.minutes),
+            self.failed_minutes.plus(other.failed_minutes),
+            [x + y for x, y in zip(self.latency, other.latency, strict=True)],
         )
 
     def properties(self) -> dict[str, Any]:
         return {
             "Total": self.total,
             "Failed": self.failed,
-            "Minutes": _text(self.minutes),
-            "FailedMinutes": _text(self.failed_minutes),
+            **self.minutes.properties("Minutes"),
+            **self.failed_minutes.properties("FailedMinutes"),
             "Latency": _text(self.latency),
         }
 
@@ -143,8 +211,8 @@ class HourCounts:
         return cls(
             row.get("Total") or 0,
             row.get("Failed") or 0,
-            ints(row.get("Minutes"), MINUTES),
-            ints(row.get("FailedMinutes"), MINUTES),
+            Minutes.of(row, "Minutes"),
+            Minutes.of(row, "FailedMinutes"),
             ints(row.get("Latency"), BUCKETS),
         )
 

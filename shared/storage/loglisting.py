@@ -2,16 +2,18 @@
 
 The counter rows of the window's hours (one query) give hourly and per-minute counts.
 TotalHits is the sum of the whole hours, plus the minutes of the (at most two) hours the
-window's `since` or `until` cut through, where the minutes they cut are counted exactly by
-reading the RowKeys of their part inside the window. Page N starts in the hour, then the
-minute, where the running count passes (N-1) * pageSize; its first record is found by reading
-that one minute's RowKeys, and the page is then one range read from there. So a request costs
-the same few reads whatever the log's size.
+window's `since` or `until` cut through, where the minutes they cut are counted exactly from
+the rows' offsets of their records in the minute (or, in a minute busier than the rows keep
+offsets for, by reading the RowKeys of their part inside the window). Page N starts in the
+hour, then the minute, where the running count passes (N-1) * pageSize; its first record is
+found by reading that one minute's RowKeys, and the page is then one range read from there.
+So a request costs the same few reads whatever the log's size.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -24,12 +26,13 @@ from shared.storage.logcounts import (
     MAX_MILLIS,
     MINUTE_MS,
     MINUTES,
+    OFFSETS_OF,
     PURGED,
     HourCounts,
+    Minutes,
     counter_range,
     hour_of,
     hour_of_counter,
-    ints,
     key_range,
     logged_at,
     millis,
@@ -42,6 +45,8 @@ log = logging.getLogger("shared.storage")
 
 # Rows of a minute a page may read and drop to find its first row, rather than reading keys.
 SKIP_BY_READING = 100
+# Counter rows of a cut hour read again for their offsets, at most (one point read each).
+OFFSET_READS = 8
 _WHERE = "PartitionKey eq @pk and RowKey ge @start and RowKey lt @end"
 
 
@@ -67,25 +72,34 @@ class Window:
 @dataclass(frozen=True)
 class Span:
     """A part (after, upto] of the window, a whole hour or (part of) a minute, and how many
-    rows it holds. A whole hour keeps its counter rows' per-minute counts, to be split when a
-    page starts inside it."""
+    rows it holds. A whole hour keeps its counter rows' minutes, to be split when a page
+    starts inside it or an edge of the window cuts it; a minute, its rows' offsets in it
+    (milliseconds) when the counter rows hold them all."""
 
     after: int
     upto: int
     count: int
-    minute_texts: tuple[str | None, ...] = ()
+    rows: tuple[Minutes, ...] = ()
+    offsets: tuple[int, ...] | None = None
 
     def minutes(self) -> list[Span]:
         """A whole hour's minutes with rows, newest first."""
-        sums = [0] * MINUTES
-        for text in self.minute_texts:
-            sums = [a + b for a, b in zip(sums, ints(text, MINUTES), strict=True)]
         start = self.after + 1
-        return [
-            Span(start + i * MINUTE_MS - 1, start + (i + 1) * MINUTE_MS - 1, n)
-            for i, n in reversed(list(enumerate(sums)))
-            if n
-        ]
+        found = []
+        for i in reversed(range(MINUTES)):
+            n = sum(row.counts[i] for row in self.rows)
+            known = [row.known(i) for row in self.rows]
+            offsets = None if None in known else tuple(o for k in known for o in k or ())
+            at = start + i * MINUTE_MS
+            found += [Span(at - 1, at + MINUTE_MS - 1, n, offsets=offsets)] if n else []
+        return found
+
+    def count_in(self, after: int, upto: int) -> int | None:
+        """How many of a minute's rows are in (after, upto], from its offsets (None: unknown)."""
+        if self.offsets is None:
+            return None
+        start = self.after + 1
+        return sum(after < start + o <= upto for o in self.offsets)
 
 
 def _rows(table: TableClient, w: Window, keys: tuple[str, str], **options: Any) -> Any:
@@ -94,54 +108,63 @@ def _rows(table: TableClient, w: Window, keys: tuple[str, str], **options: Any) 
 
 
 async def spans(table: TableClient, w: Window) -> list[Span]:
-    """The window's rows as spans, newest first: its whole hours as they are counted, the
-    hours its edges cut through by minute, and the minutes they cut through counted exactly
-    (at most two minutes of rows read)."""
+    """The window's rows as spans, newest first: its whole hours as they are counted, and the
+    hours its edges cut through by minute, the (at most two) minutes they cut through counted
+    from the offsets their counter rows hold, or by reading their keys when those do not hold
+    them all."""
     first = hour_of(w.after + 1) if w.after is not None else 0
     last = hour_of(w.upto) if w.upto is not None else hour_of(MAX_MILLIS)
-    # the cut minutes are known from the window alone: count them while the counters are read
-    counting: dict[tuple[int, int], asyncio.Future[int]] = {
-        part: asyncio.ensure_future(_count(table, w, *part)) for part in _cut_minutes(w)
-    }
-    try:
-        return await _spans(table, w, first, last, counting)
-    finally:
-        for future in counting.values():
-            future.cancel()  # when the counters' read failed; a no-op once done
-
-
-async def _spans(
-    table: TableClient,
-    w: Window,
-    first: int,
-    last: int,
-    counting: dict[tuple[int, int], asyncio.Future[int]],
-) -> list[Span]:
     total, per_minute = ("Failed", "FailedMinutes") if w.prefix == FAILURE else ("Total", "Minutes")
     totals: dict[int, int] = defaultdict(int)
-    texts: dict[int, list[str | None]] = defaultdict(list)
+    rows: dict[int, list[Any]] = defaultdict(list)
     columns = ["RowKey", total, per_minute]
     async for row in _rows(table, w, counter_range(first, last), select=columns):
-        hour = hour_of_counter(row["RowKey"])
-        totals[hour] += row.get(total) or 0
-        texts[hour].append(row.get(per_minute))
+        at = hour_of_counter(row["RowKey"])
+        totals[at] += row.get(total) or 0
+        rows[at].append(row)
+    spans = [Span(h - 1, h + HOUR_MS - 1, totals[h]) for h in sorted(totals, reverse=True)]
+    cut = [s.after + 1 for s in spans if s.count and _part(w, s) != (s.after, s.upto)]
+    minutes = {h: tuple(Minutes.of(r, per_minute) for r in rows[h]) for h in totals}
+    reread = [h for h in cut if h in _minutes_cut(w)]
+    again = await asyncio.gather(
+        *(_with_offsets(table, w.partition, rows[h], per_minute) for h in reread)
+    )
+    minutes.update(zip(reread, again, strict=True))
     found: list[Span] = []
-    for hour in sorted(totals, reverse=True):
-        whole = Span(hour - 1, hour + HOUR_MS - 1, totals[hour], tuple(texts[hour]))
-        inside = (w.after is None or w.after <= whole.after) and (
-            w.upto is None or whole.upto <= w.upto
-        )
-        if whole.count and inside:
-            found.append(whole)
-        elif whole.count:  # cut by an edge of the window
-            for minute in whole.minutes():
+    for span in spans:
+        hour = dataclasses.replace(span, rows=minutes[span.after + 1])
+        if hour.count and hour.after + 1 not in cut:
+            found.append(hour)
+        elif hour.count:  # cut by an edge of the window
+            for minute in hour.minutes():
                 part = _part(w, minute)
                 if part == (minute.after, minute.upto):
                     found.append(minute)
                 elif part is not None:
-                    n = await (counting.get(part) or _count(table, w, *part))
+                    n = minute.count_in(*part)
+                    n = await _count(table, w, *part) if n is None else n
                     found += [Span(*part, n)] if n else []
     return found
+
+
+async def _with_offsets(
+    table: TableClient, partition: str, rows: list[Any], per_minute: str
+) -> tuple[Minutes, ...]:
+    """The minutes of an hour's counter rows with their offsets: each row read again, those
+    columns alone (up to 11 KB a row, so only for the hours a window cuts). An hour of more
+    rows than OFFSET_READS is left without offsets: reading the cut minute costs less."""
+    columns = [per_minute, OFFSETS_OF[per_minute]]
+    if len(rows) > OFFSET_READS:
+        return tuple(Minutes.of(row, per_minute) for row in rows)
+    again = await asyncio.gather(*(_point(table, partition, r["RowKey"], columns) for r in rows))
+    return tuple(Minutes.of(new or old, per_minute) for old, new in zip(rows, again, strict=True))
+
+
+def _minutes_cut(w: Window) -> set[int]:
+    """The hours in which an edge of the window cuts a minute (not on a minute's start)."""
+    first = w.after + 1 if w.after is not None else None
+    hours = {hour_of(first)} if first is not None and first % MINUTE_MS else set()
+    return hours | ({hour_of(w.upto)} if w.upto is not None and (w.upto + 1) % MINUTE_MS else set())
 
 
 def _part(w: Window, minute: Span) -> tuple[int, int] | None:
@@ -149,14 +172,6 @@ def _part(w: Window, minute: Span) -> tuple[int, int] | None:
     after = minute.after if w.after is None else max(minute.after, w.after)
     upto = minute.upto if w.upto is None else min(minute.upto, w.upto)
     return (after, upto) if upto > after else None
-
-
-def _cut_minutes(w: Window) -> set[tuple[int, int]]:
-    """The parts of the (at most two) minutes the window's edges cut through."""
-    edges = (w.after + 1 if w.after is not None else None, w.upto)
-    starts = {e - e % MINUTE_MS for e in edges if e is not None}
-    parts = [_part(w, Span(s - 1, s + MINUTE_MS - 1, 0)) for s in starts]
-    return {p for p in parts if p is not None and p[1] - p[0] < MINUTE_MS}
 
 
 async def _count(table: TableClient, w: Window, after: int, upto: int) -> int:
@@ -228,11 +243,13 @@ async def tolerant(
     return [row or {"RowKey": key} for key, row in zip(keys, rows, strict=True)]
 
 
-async def _point(table: TableClient, partition: str, key: str) -> Any:
+async def _point(
+    table: TableClient, partition: str, key: str, select: list[str] | None = None
+) -> Any:
     from azure.core.exceptions import ResourceNotFoundError
 
     try:
-        return await table.get_entity(partition, key)
+        return await table.get_entity(partition, key, select=select)
     except (ValueError, ResourceNotFoundError):  # unreadable, or purged meanwhile
         return None
 
@@ -247,19 +264,38 @@ async def purged_before(table: TableClient, partition: str) -> int | None:
         return None
 
 
-async def page(table: TableClient, w: Window, number: int, size: int) -> tuple[int, list[Any]]:
+async def page(
+    table: TableClient, w: Window, number: int, size: int, kept_from: int | None = None
+) -> tuple[int, list[Any]]:
     """TotalHits and the rows of page `number` (from 1) of `size` rows, newest first. What
-    a purge under way is deleting is left out, from the counts and from the page alike."""
-    if number == 1:  # where it starts is known: read it while counting
+    a purge under way is deleting is left out, from the counts and from the page alike:
+    older than `kept_from` (milliseconds, whole hours) when the caller knows where the
+    retention begins, else than the purge's mark (a point read). Page 1 of the failures reads
+    its page first: failures are rare, and when the window holds no more than the page, their
+    number is TotalHits without reading the counters."""
+    if kept_from is not None:  # the window starts there: nothing older to leave out
+        w = dataclasses.replace(w, after=max(kept_from - 1, -1 if w.after is None else w.after))
+    marked = purged_before(table, w.partition) if kept_from is None else _nothing()
+    if number == 1 and w.prefix == FAILURE:  # failures are rare: the page may hold them all
+        floor, rows = await asyncio.gather(marked, _read(table, w, w.keys()[0], size + 1))
+        rows = [r for r in rows if floor is None or logged_at(r) >= floor]
+        if len(rows) <= size:  # the window holds no more than these: no counters to read
+            return len(rows), rows
+        found = await spans(table, w)
+    elif number == 1:  # where it starts is known: read it while counting
         floor, found, rows = await asyncio.gather(
-            purged_before(table, w.partition), spans(table, w), _read(table, w, w.keys()[0], size)
+            marked, spans(table, w), _read(table, w, w.keys()[0], size)
         )
     else:
-        floor, found = await _counted(table, w)
-        start = _start(found, (number - 1) * size)
+        floor, found = await asyncio.gather(marked, spans(table, w))
+        start = _start(_kept(found, floor), (number - 1) * size)
         rows = await _read_from(table, w, *start, size) if start else []
     total = sum(m.count for m in _kept(found, floor))
-    return total, [r for r in rows if floor is None or logged_at(r) >= floor]
+    return total, [r for r in rows if floor is None or logged_at(r) >= floor][:size]
+
+
+async def _nothing() -> None:
+    return None
 
 
 async def _counted(table: TableClient, w: Window) -> tuple[int | None, list[Span]]:
@@ -300,7 +336,7 @@ def _start(found: list[Span], skip: int) -> tuple[Span, int] | None:
     """The minute where a page starts after `skip` rows, and how many of its rows come first."""
     for span in found:
         if skip < span.count:
-            if not span.minute_texts:
+            if not span.rows:
                 return span, skip
             return _start(span.minutes(), skip)
         skip -= span.count

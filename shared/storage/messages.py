@@ -120,12 +120,17 @@ class MessageLog(LogRetention):
         return await self._from_entity(entity)
 
     async def page(
-        self, partition: str, query: MessageQuery, terms: logsearch.Terms | None = None
+        self,
+        partition: str,
+        query: MessageQuery,
+        terms: logsearch.Terms | None = None,
+        kept_from: datetime | None = None,
     ) -> MessagePage:
         """One page, newest first, and the count of all matches, from the counters; or with
         `undelivered`, the latest attempts of deliveries not delivered, oldest first; or of
         a search (`terms`: by EventId or MessageId, its delivery's row and records; else its
-        index ranges)."""
+        index ranges). `kept_from`: the retention's cutoff now; a listing leaves out what is
+        older instead of reading the purge's mark (None: it reads the mark)."""
         if query.undelivered:
             return await self._undelivered_page(partition, query)
         if terms is not None and terms.empty:
@@ -141,7 +146,13 @@ class MessageLog(LogRetention):
             millis(query.since) if query.since else None,
             millis(query.until) if query.until else None,
         )
-        total, entities = await loglisting.page(self._table, window, query.page, query.page_size)
+        total, entities = await loglisting.page(
+            self._table,
+            window,
+            query.page,
+            query.page_size,
+            millis(kept_from) if kept_from is not None else None,
+        )
         records = await self._records(partition, entities, query.include_body)
         return MessagePage(
             messages=[r.message for r in records if r], page=query.page, total_hits=total
