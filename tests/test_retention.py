@@ -26,10 +26,12 @@ from shared.services import Services
 from shared.storage.connections import ConnectionRepository, StoredConnection
 from shared.storage.logdays import LogDays
 from shared.storage.logrecords import MAX_PROPERTY_CHARS, LoggedMessage, row_key
+from shared.storage.logsearch import Terms
 from shared.storage.messages import MessageLog
 from shared.storage.portalsessions import PortalSessionRepository
 from shared.storage.replays import ReplayRepository
 from tests.factories import NOW, a_connection, a_record, a_replay
+from tests.test_search import as_first_layout
 
 DAY = timedelta(days=1)
 BIG = "x" * (MAX_PROPERTY_CHARS + 1)  # stored in the bodies container, not in the table
@@ -367,6 +369,40 @@ async def test_counts_failure_copies_and_deliveries_go_with_their_hours(
     await svc.connections.delete(account, stored.uid, now - 2 * TOMBSTONE_GRACE)
     await purge(svc, now)
     assert await row_count(svc) == 0 and await log_rows(svc) == {}  # every kind of row
+
+
+async def test_a_packed_index_row_goes_with_the_newest_record_it_lists(
+    svc: Services, account: str
+) -> None:
+    """Records written together list in one row per value (shared/storage/logsearch.py): the
+    purge keeps a row while a record it lists is kept (a search still finds exactly the kept
+    ones) and deletes it with its newest record; rows of the first layout, one per record,
+    go with their records."""
+    stored = await svc.connections.add(account, a_connection(), NOW - 30 * DAY)
+    partition, cutoff, second = stored.log_partition, NOW - 14 * DAY, timedelta(seconds=1)
+    first_layout = [
+        replace(a_record(stored.uid, cutoff - h * 3600 * second), subject="o/1") for h in (1, 2)
+    ]
+    await svc.messages.add(partition, first_layout)
+    await as_first_layout(svc, partition, first_layout)
+    # 25 s after the cutoff to 85 s before, 10 s apart: two writes' worth of rows (a row
+    # spans at most 60 s), the newer one across the cutoff
+    packed = [
+        replace(a_record(stored.uid, cutoff + (25 - 10 * i) * second), subject="o/1")
+        for i in range(12)
+    ]
+    await svc.messages.add(partition, packed)
+    assert (await log_rows(svc))["x_"] == 2 * len(first_layout) + 4
+
+    await purge(svc, NOW)
+    kept = packed[:3]
+    assert (await log_rows(svc))["x_"] == 2  # the row (by EventKey, by Subject) of the 3 kept
+    for terms in (Terms(subject="o/1"), Terms(event_keys=("Order.Shipped",))):
+        page = await svc.messages.page(partition, MessageQuery(page_size=500), terms)
+        assert [m.uid for m in page.messages] == uids(kept) and page.total_hits == len(kept)
+
+    await purge(svc, NOW + DAY)
+    assert await row_count(svc) == 0 and "x_" not in await log_rows(svc)
 
 
 async def test_replays_asked_for_before_the_retention_go(svc: Services) -> None:

@@ -7,6 +7,7 @@ answer 400 naming the parameter. (The purge of index rows: tests/test_retention.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -25,18 +26,19 @@ from shared.service import messages
 from shared.service.reindex import index_partition
 from shared.service.retention import log_cutoff
 from shared.services import Services
-from shared.storage import logsearch
+from shared.storage import logsearch, transactions
 from shared.storage.clients import CONNECTIONS_TABLE
 from shared.storage.connections import ConnectionRepository, StoredConnection
 from shared.storage.deliveries import COPIED_BODY_CHARS
-from shared.storage.logcounts import PURGED
+from shared.storage.logcounts import PURGED, logged_at
 from shared.storage.logrecords import LoggedMessage, row_key
 from shared.storage.messages import MessageLog
 from tests.factories import a_connection, a_record
 from tests.plugins.app import Api
 from tests.test_api_messages import create
+from tests.test_message_log import Failing
 
-MINUTE = timedelta(minutes=1)
+MINUTE, SECOND = timedelta(minutes=1), timedelta(seconds=1)
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
 FAILED, SUCCEEDED = MessageStatus.FAILED, MessageStatus.SUCCEEDED
 # Subjects a tenant may send: characters keys forbid, non-ASCII, one past the key's length.
@@ -45,13 +47,16 @@ CONNECTION_STRING = "Endpoint=sb://localhost/;SharedAccessKeyName=a;SharedAccess
 KEYS = ["Order.Shipped", "Order.Created", "Employee.Created", "System.Test"]
 
 
-def records(stored: StoredConnection, n: int = 60) -> list[LoggedMessage]:
-    """Records over two hours, each its own delivery, with shared subjects and keys."""
+def records(
+    stored: StoredConnection, n: int = 60, gap: timedelta = 2 * MINUTE
+) -> list[LoggedMessage]:
+    """Records `gap` apart (over two hours by default: each its own index rows; 7 s: about
+    nine to a packed row), each its own delivery, with shared subjects and keys."""
     made = []
     for i in range(n):
         r = a_record(
             stored.uid,
-            T0 - timedelta(minutes=2 * i),
+            T0 - i * gap,
             FAILED if i % 5 == 0 else SUCCEEDED,
             event_key=KEYS[i % len(KEYS)],
             account=stored.account,
@@ -93,11 +98,14 @@ async def a_connection_of(services: Services, account: str) -> StoredConnection:
     return await services.connections.add(account, a_connection(), services.clock())
 
 
+@pytest.mark.parametrize("gap", [2 * MINUTE, timedelta(seconds=7)], ids=["apart", "packed"])
 async def test_subject_event_key_and_status_find_what_the_records_say(
-    services: Services, account: str
+    services: Services, account: str, gap: timedelta
 ) -> None:
+    """Also with records packed several to an index row: `since`/`until` cut inside rows."""
     stored = await a_connection_of(services, account)
-    written = records(stored)
+    written = records(stored, gap=gap)
+    step = gap / 2  # a minute for records two minutes apart
     await services.messages.add(stored.log_partition, written)
     queries: list[dict[str, Any]] = [
         *({"subject": s} for s in ODD_SUBJECTS),
@@ -110,10 +118,10 @@ async def test_subject_event_key_and_status_find_what_the_records_say(
         {"event_key": "Order.*", "status": SUCCEEDED},
         {"status": SUCCEEDED},
         {"status": FAILED},
-        {"status": SUCCEEDED, "since": T0 - 31 * MINUTE, "until": T0 - 4 * MINUTE},
+        {"status": SUCCEEDED, "since": T0 - 31 * step, "until": T0 - 4 * step},
         {"subject": "a", "event_key": "Employee.Created"},
         {"subject": "orders/7", "event_key": "Order.*", "status": SUCCEEDED},
-        {"event_key": "Order.*", "since": T0 - 60 * MINUTE, "until": T0 - 10 * MINUTE},
+        {"event_key": "Order.*", "since": T0 - 60 * step, "until": T0 - 10 * step},
         {"event_key": "Nothing.Here"},  # a key outside the catalog: searched as given
         {"event_key": "*"},
     ]
@@ -174,6 +182,199 @@ async def test_a_record_and_its_two_index_rows_are_one_transaction(
     keys = {op[1]["RowKey"] for op in seen}
     assert sorted(k[:4] for k in keys if k.startswith("x_")) == ["x_f_", "x_k_", "x_s_"]
     assert await index_rows(services, stored.log_partition) == []
+
+
+async def test_records_written_together_share_one_index_row_per_value(
+    services: Services, account: str
+) -> None:
+    """A delivery costs two entities, not four: a transaction's records of one EventKey (and
+    of one Subject) are listed in one row, whose RowKey ends with its newest record's; each
+    record names its rows' suffixes (`Packed`) for the purge."""
+    stored = await a_connection_of(services, account)
+    partition, table = stored.log_partition, services.messages.table
+    same = [
+        dataclasses.replace(a_record(stored.uid, T0 - i * SECOND, account=account), subject="o/1")
+        for i in range(20)
+    ]
+    await services.messages.add(partition, same)
+    keys = [row_key(r.message.uid) for r in same]
+    suffix = f"{keys[0]}_{hashlib.sha256(' '.join(keys).encode()).hexdigest()[:8]}"
+    rows = [await table.get_entity(partition, k) for k in await index_rows(services, partition)]
+    assert [r["RowKey"] for r in rows] == [
+        logsearch.value_prefix(logsearch.EVENT_KEY, "Order.Shipped") + suffix,
+        logsearch.value_prefix(logsearch.SUBJECT, "o/1") + suffix,
+    ]
+    assert rows[0][logsearch.RECORDS].split(" ") == [f"{k}:1" for k in keys]
+    assert rows[1][logsearch.RECORDS].split(" ") == [f"{k}:1:Order.Shipped" for k in keys]
+    oldest = await table.get_entity(partition, keys[-1])
+    assert oldest[logsearch.PACKED] == f"{suffix} {suffix}"
+
+
+async def test_records_spread_in_time_still_share_transactions(
+    services: Services, account: str
+) -> None:
+    """A bulk write of records minutes apart (a fill, older records) is not cut into one
+    transaction per record: the writer counts a row per record for a value spread past
+    SPAN_MS, packs what it can, and every transaction holds at most 100 operations."""
+    stored = await a_connection_of(services, account)
+    sizes: list[int] = []
+
+    async def counted(table: Any, operations: Any) -> None:
+        sizes.append(len(operations))
+        await transactions.submit_one(table, operations)
+
+    log = MessageLog(services.messages.table, services.messages.bodies, submit=counted)
+    spread, close = records(stored, 30, gap=5 * MINUTE), records(stored, 40, gap=SECOND)
+    await log.add(stored.log_partition, spread + close)
+    assert len(sizes) <= 4 and max(sizes) <= transactions.MAX_OPERATIONS, sizes
+    for query in ({"subject": "a"}, {"event_key": "Order.*", "until": T0 - 30 * SECOND}):
+        assert await found(services, stored, **query) == truth(spread + close, **query)
+
+
+async def test_a_retry_of_some_of_a_transactions_records_loses_none_of_the_others(
+    services: Services, account: str
+) -> None:
+    """Its newest record retried with fewer of the others makes a row of its own (the digest
+    of the keys listed): the first row, still listing the records not retried, stays."""
+    stored = await a_connection_of(services, account)
+    written = records(stored, 20, gap=SECOND)
+    table, bodies = services.messages.table, services.messages.bodies
+    lost = MessageLog(table, bodies, submit=Failing(1, after_sending=True))
+    with pytest.raises(ConnectionError):
+        await lost.add(stored.log_partition, written)
+    await lost.add(stored.log_partition, written[:10])
+    for query in ({"subject": "a"}, {"event_key": "Order.*"}, {"status": SUCCEEDED}):
+        assert await found(services, stored, **query) == truth(written, **query), query
+
+
+async def test_a_record_listed_by_two_rows_after_a_retry_is_found_once(
+    services: Services, account: str
+) -> None:
+    """A transaction whose answer was lost, retried with its records grouped otherwise, leaves
+    two rows listing them (a row's RowKey is its newest record's): each is found once."""
+    stored = await a_connection_of(services, account)
+    written = records(stored, 20, gap=SECOND)
+    table, bodies = services.messages.table, services.messages.bodies
+    lost = MessageLog(table, bodies, submit=Failing(1, after_sending=True))
+    with pytest.raises(ConnectionError):
+        await lost.add(stored.log_partition, written)
+    await lost.add(stored.log_partition, written[1:])  # the retry, without its newest record
+    for query in ({"subject": "a"}, {"event_key": "Order.*"}, {"status": SUCCEEDED}):
+        assert await found(services, stored, **query) == truth(written, **query), query
+
+
+def test_packed_rows_span_at_most_span_ms_and_list_at_most_max_packed() -> None:
+    """`log reindex` packs an hour's records: one value's rows split by time and by count,
+    each record listed once, each row's RowKey ending with its newest record's."""
+    made: list[dict[str, Any]] = [
+        {"RowKey": row_key(uuid7(T0 - i * step)), "EventKey": key, "Status": 1}
+        for key, step in (("Slow.Key", SECOND), ("Fast.Key", SECOND / 10))
+        for i in range(150)
+    ]
+    operations, packed = logsearch.packed("p", made)
+    lists = [op[1][logsearch.RECORDS].split(" ") for op in operations]
+    keys = [entry.split(":")[0] for entries in lists for entry in entries]
+    assert sorted(keys) == sorted(r["RowKey"] for r in made)
+    for op, entries in zip(operations, lists, strict=True):
+        times = [logged_at({"RowKey": e.split(":")[0]}) for e in entries]
+        assert len(entries) <= logsearch.MAX_PACKED and max(times) - min(times) <= 60_000
+        suffix = op[1]["RowKey"].split("_", 3)[3]  # after x_k_<key>_
+        assert suffix.startswith(min(e.split(":")[0] for e in entries))
+        assert all(packed[e.split(":")[0]] == suffix for e in entries)
+    # 150 s of Slow.Key: 61, 61 and 28 records (by time); 15 s of Fast.Key: 100 and 50
+    assert sorted(len(entries) for entries in lists) == [28, 50, 61, 61, 100]
+
+
+async def test_until_finds_records_listed_in_rows_that_begin_after_it(
+    services: Services, account: str
+) -> None:
+    """A packed row's RowKey is its newest record's: `until` reads SPAN_MS further, `since`
+    and `until` keep exactly the records in the window, and an `until` anywhere is exact."""
+    stored = await a_connection_of(services, account)
+    written = records(stored, 40, gap=5 * SECOND)
+    await services.messages.add(stored.log_partition, written)
+    first_layout = len(written) + len([r for r in written if r.subject]) + len(written) // 5
+    assert len(await index_rows(services, stored.log_partition)) < first_layout / 1.5
+    for r in written[::3]:
+        at = r.message.request_timestamp
+        for query in (
+            {"event_key": "Order.*", "until": at},
+            {"subject": "a", "since": at - 50 * SECOND, "until": at},
+            {"event_key": "System.Test", "status": SUCCEEDED, "since": at},
+        ):
+            assert await found(services, stored, **query) == truth(written, **query), query
+
+
+async def test_total_hits_stop_at_the_limit_across_packed_rows(
+    services: Services, account: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading stops once no row can list a key among the first SEARCH_LIMIT + 1 (a row lists
+    records up to SPAN_MS older than its RowKey): the count and pages stay exact."""
+    monkeypatch.setattr(logsearch, "SEARCH_LIMIT", 10)
+    stored = await a_connection_of(services, account)
+    written = [
+        dataclasses.replace(
+            a_record(stored.uid, T0 - i * SECOND, FAILED if i % 5 else SUCCEEDED, account=account),
+            subject="o/1",
+        )
+        for i in range(60)
+    ]
+    for half in (written[::2], written[1::2]):  # two writers: their rows' times overlap
+        await services.messages.add(stored.log_partition, half)
+    for query in (
+        {"event_key": "Order.Shipped"},
+        {"subject": "o/1", "status": FAILED},
+        {"event_key": "Order.*", "status": SUCCEEDED},
+    ):
+        want = truth(written, **query)
+        page = await messages.list_messages(
+            services, stored, MessageQuery(page=2, page_size=4, **query)
+        )
+        assert page.total_hits == min(len(want), 10), query
+        assert [m.uid.hex for m in page.messages] == want[4:8], query
+
+
+async def as_first_layout(services: Services, partition: str, written: list[LoggedMessage]) -> None:
+    """Index rows as the first layout wrote them: one per record and value, holding Status
+    (and EventKey, by Subject), the record without `Packed`."""
+    table = services.messages.table
+    for key in await index_rows(services, partition):
+        if not key.startswith("x_f_"):
+            await table.delete_entity(partition, key)
+    for r in written:
+        entity = await table.get_entity(partition, row_key(r.message.uid))
+        del entity[logsearch.PACKED]
+        await table.upsert_entity(entity, mode="replace")
+        key, status, event_key = entity["RowKey"], entity["Status"], entity["EventKey"]
+        rows = [(logsearch.EVENT_KEY, event_key, {"Status": status})]
+        if r.subject is not None:
+            rows.append((logsearch.SUBJECT, r.subject, {"Status": status, "EventKey": event_key}))
+        for tag, value, properties in rows:
+            row_key_ = logsearch.value_prefix(tag, value) + key
+            await table.upsert_entity({"PartitionKey": partition, "RowKey": row_key_, **properties})
+
+
+async def test_rows_of_the_first_layout_are_read_beside_packed_ones(
+    services: Services, account: str
+) -> None:
+    """Rows written before packing (one record each, its key the suffix) are read as they
+    are: no migration, they expire with their records."""
+    stored = await a_connection_of(services, account)
+    partition = stored.log_partition
+    older = records(stored, 30, gap=7 * SECOND)
+    await services.messages.add(partition, older)
+    await as_first_layout(services, partition, older)
+    newer = records(stored, 30, gap=7 * SECOND)  # the same times, a µs apart: interleaved
+    await services.messages.add(partition, newer)
+    written = older + newer
+    for query in (
+        {"subject": "a"},
+        {"event_key": "Order.*", "status": SUCCEEDED},
+        {"subject": "orders/7", "event_key": "Order.Shipped"},
+        {"event_key": "Employee.Created", "only_failed": True},
+        {"event_key": "Order.*", "since": T0 - 90 * SECOND, "until": T0 - 20 * SECOND},
+    ):
+        assert await found(services, stored, **query) == truth(written, **query), query
 
 
 async def index_rows(services: Services, partition: str) -> list[str]:
@@ -240,23 +441,28 @@ async def test_event_id_and_message_id_read_the_delivery_with_every_attempt(
     assert await found(services, stored, event_id=others[2].event_id) == [others[2].message.uid.hex]
 
 
+@pytest.mark.parametrize("gap", [2 * MINUTE, timedelta(seconds=7)], ids=["apart", "packed"])
 async def test_reindex_writes_the_rows_of_records_written_without_them(
-    services: Services, account: str
+    services: Services, account: str, gap: timedelta
 ) -> None:
+    """Packed like the writer's, and each record names its rows (the purge's keys)."""
     stored = await a_connection_of(services, account)
     partition, table = stored.log_partition, services.messages.table
-    written = records(stored, 20)
+    written = records(stored, 20, gap=gap)
     await services.messages.add(partition, written)
     # as records written before the log kept an index: no rows, no `Indexed`
     for key in await index_rows(services, partition):
         await table.delete_entity(partition, key)
     for r in written:
         entity = await table.get_entity(partition, row_key(r.message.uid))
-        del entity["Indexed"]
+        del entity["Indexed"], entity[logsearch.PACKED]
         await table.upsert_entity(entity, mode="replace")
     assert await found(services, stored, subject="a") == []
 
     assert await index_partition(table, partition) == len(written)
+    entities = [await table.get_entity(partition, row_key(r.message.uid)) for r in written]
+    named = {k for e in entities for k in logsearch.index_keys(e)}
+    assert named == set(await index_rows(services, partition))
     for query in ({"subject": "a"}, {"event_key": "Order.*", "status": FAILED}):
         assert await found(services, stored, **query) == truth(written, **query)
     assert await index_partition(table, partition) == 0  # once done, nothing more

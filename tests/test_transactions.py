@@ -1,7 +1,7 @@
 """Hand-built table transactions against Azurite, checked through the Tables SDK's own calls."""
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -132,6 +132,8 @@ def test_properties_are_typed_as_the_sdk_types_them() -> None:
         Tagged=("5", "Edm.Int64"),
         Named=Kind.A,
         Empty="",
+        When=datetime(2026, 12, 4, 10, 11, 12, 345678, tzinfo=UTC),
+        Elsewhere=datetime(2026, 12, 4, 10, 11, tzinfo=timezone(timedelta(hours=2))),
     )
     expected = _add_entity_properties(e)
     got = transactions._properties({**e, transactions.ETAG: 'W/"x"'})  # the ETag is no property
@@ -144,3 +146,4 @@ def test_keys_are_encoded_only_when_they_need_it() -> None:
         == "x_k_Order.Created_0123456789_a-b~c"
     )
     assert transactions._key("it's a/b") == "it%27%27s%20a%2Fb"
+    assert transactions._key("x_k_Order!5FCreated_01") == "x_k_Order%215FCreated_01"

@@ -128,7 +128,7 @@ class Bulkhead(Generic[K]):
 
     def try_enter(self, key: K) -> Slot | None:
         """A slot now, or None when the key is at its limit or others wait for it."""
-        lane = self._lanes.setdefault(key, _Lane())
+        lane = self._lane(key)
         if len(lane.holders) >= self.limit or lane.waiters:
             self._forget_if_idle(key, lane)
             return None
@@ -152,7 +152,7 @@ class Bulkhead(Generic[K]):
     async def _enter(
         self, key: K, progress: Progress | None, patience: Patience | None
     ) -> Slot | None:
-        lane = self._lanes.setdefault(key, _Lane())
+        lane = self._lane(key)
         if len(lane.holders) < self.limit and not lane.waiters:
             return self._take(key, lane, progress)
         if patience is not None:
@@ -175,6 +175,12 @@ class Bulkhead(Generic[K]):
                 _count(lane.sources, progress, -1)
                 self._settle(key, lane)
             raise
+
+    def _lane(self, key: K) -> _Lane:
+        lane = self._lanes.get(key)
+        if lane is None:  # not setdefault: it would build a lane (three containers) every call
+            lane = self._lanes[key] = _Lane()
+        return lane
 
     def _take(self, key: K, lane: _Lane, progress: Progress | None) -> Slot:
         number = next(self._numbers)

@@ -223,6 +223,7 @@ class Isolation:
         self.breakers = Breakers(
             settings.breaker_failures, settings.breaker_cool_down_seconds, clock
         )
+        self._patience = Patience(settings.bulkhead_wait_seconds, settings.bulkhead_slow_seconds)
 
     def deadline(self) -> Deadline:
         return Deadline(self.settings.attempt_timeout_seconds)
@@ -235,7 +236,7 @@ class Isolation:
         The account's limit counts only what may turn out stuck: attempts to a destination
         that has not answered on its current link. One that answers sends whole batches,
         whatever the account's other connections do."""
-        wait = Patience(self.settings.bulkhead_wait_seconds, self.settings.bulkhead_slow_seconds)
+        wait = self._patience
         if destination.ready:
             return await self.connections.enter_unless_stuck(connection, wait, destination)
         in_account = await self.accounts.enter_unless_stuck(account, wait, destination)

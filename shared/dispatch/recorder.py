@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
@@ -84,14 +84,14 @@ class Recorder:
     ) -> LoggedMessage:
         """Write the attempt's record with its delivery's new state; `before` is the delivery
         as read (None: not read, for a first attempt). The record, as written."""
-        record = _record(stored, sent, origin, attempt)
-        key, message_id = row_key(record.message.uid), sent.message.message_id
+        uid = uuid7(sent.started)
+        key, message_id = row_key(uid), sent.message.message_id
         automatic = attempt.number if attempt.origin.automatic else None
         failed, earlier = sent.error is not None, True
         for tries_left in reversed(range(_WRITE_TRIES)):
             base = before or Delivery(message_id)
             write = DeliveryWrite(base.after(key, failed, automatic, retry_at), before, earlier)
-            record = _with(record, write)
+            record = _record(stored, sent, origin, attempt, uid, write)
             try:
                 await self._writer(stored.log_partition).submit(record)
                 break
@@ -121,18 +121,17 @@ class Recorder:
             await self.health.close()
 
 
-def _with(record: LoggedMessage, write: DeliveryWrite) -> LoggedMessage:
-    """The record carrying its delivery's state as this write makes it."""
-    message = record.message.model_copy(update={"delivery": write.after.status()})
-    return replace(record, message=message, delivery=write)
-
-
 def _record(
     stored: StoredConnection,
     sent: Sent,
     origin: SystemEvent | LoggedMessage,
     attempt: Attempt,
+    uid: UUID,
+    write: DeliveryWrite,
 ) -> LoggedMessage:
+    """The attempt's record, carrying its delivery's state as this write makes it (built
+    whole, once a write: a copy of the model to change that state was 3-4% of a profiled
+    dispatch, bench_dispatch --profile)."""
     connection, message = stored.connection, sent.message
     metadata = RequestMetadata(
         queue_name=connection.queue_name,
@@ -151,7 +150,7 @@ def _record(
     )
     return LoggedMessage(
         Message(
-            uid=uuid7(sent.started),
+            uid=uid,
             connection_uid=connection.uid,
             event_key=message.event_key,
             event_timestamp=event_timestamp,
@@ -162,10 +161,12 @@ def _record(
             status=MessageStatus.FAILED if sent.error else MessageStatus.SUCCEEDED,
             parent_service_bus_message_uid=attempt.parent,
             is_retry=attempt.number > 1 or attempt.parent is not None,
+            delivery=write.after.status(),
         ),
         account=message.account,
         event_id=message.event_id,
         subject=origin.subject,
+        delivery=write,
     )
 
 

@@ -9,9 +9,11 @@ hour's counter row and the progress row (`r_reindex`: where the next hour starts
 in one transaction, so a run cut off continues at the first hour it did not finish.
 
 Search index rows (shared/storage/logsearch.py) the same way: records written since carry
-`Indexed`; for the others a second pass writes their index rows, then marks them `Indexed`
-(so the purge deletes their rows with them), an hour at a time, with its own progress row
-(`r_index`): a log counted by an earlier run is still indexed.
+`Indexed`; for the others a second pass writes their index rows, packed as the writer packs a
+transaction's (an hour's records of one value in rows of at most 100 spanning at most a
+minute), then marks them `Indexed` with the suffixes of their rows (so the purge deletes
+their rows with them), an hour at a time, with its own progress row (`r_index`): a log
+counted by an earlier run is still indexed.
 """
 
 from __future__ import annotations
@@ -94,13 +96,17 @@ async def index_partition(table: TableClient, partition: str) -> int:
     start = await _resume_from(table, partition, INDEX_PROGRESS)
     indexed = 0
     async for rows in _hours(table, partition, start):
-        operations: list[transactions.Operation] = []
-        for row in (dict(r) for r in rows if not r.get("Indexed")):
-            operations += logsearch.operations(partition, row)
-            keys = {"PartitionKey": partition, "RowKey": row["RowKey"]}
-            # after its rows (a transaction commits in order): `Indexed` means they exist
-            operations.append(("merge", {**keys, "Indexed": True}))
-            indexed += 1
+        old = [dict(r) for r in rows if not r.get("Indexed")]
+        operations, packed = logsearch.packed(partition, old)
+        # after the rows (transactions commit in order): `Indexed` means they exist
+        operations += [
+            (
+                "merge",
+                {"PartitionKey": partition, "RowKey": key, "Indexed": True, logsearch.PACKED: p},
+            )
+            for key, p in packed.items()
+        ]
+        indexed += len(old)
         hour = hour_of(logged_at(rows[0]))
         progress = {"PartitionKey": partition, "RowKey": INDEX_PROGRESS, "Next": inverted(hour - 1)}
         await transactions.submit(table, [*operations, ("upsert", progress)])

@@ -256,8 +256,9 @@ class _Run:
                 if self.out_of_time():
                     return False
                 # search index rows before their records: a run cut off between finds the
-                # records again, and from them their rows' keys
-                for index in chunks([k for r in chunk for k in r["Index"]]):
+                # records again, and from them their rows' keys (a packed row's records
+                # all name it: once)
+                for index in chunks(list(dict.fromkeys(k for r in chunk for k in r["Index"]))):
                     await self.messages.delete_records(partition, index)  # missing ones skipped
                 keys = [r["RowKey"] for r in chunk]
                 removed = await self.messages.delete_records(partition, keys)

@@ -27,12 +27,14 @@ class LogRetention(LogRows):
     ) -> list[dict[str, Any]]:
         """The first `limit` records older than `before` (all records when None): their RowKey,
         BodyBlob, and `Delivery`: the RowKey of the delivery row the record made, if it made
-        one (it goes with the record: every attempt it had is at least as old, or gone soon).
+        one (it goes with the record: every attempt it had is at least as old, or gone soon);
+        and `Index`: its search index rows that list no record newer than `before` (a packed
+        row goes with the newest record it lists: shared/storage/logsearch.py).
         Old records are at the end of the records' range, so this is one RowKey range; the
         purge deletes what it gets and asks again, so it never holds a continuation."""
         bound = row_key_bound(before) if before is not None else ""
         select = ["RowKey", "BodyBlob", "OpensDelivery", "Delivery", "RequestMetadata", "Status"]
-        select += ["Indexed", "EventKey", "Subject"]
+        select += ["Indexed", logsearch.PACKED, "EventKey", "Subject"]
         rows = await self._first_rows(partition, bound, RECORDS_END, select, limit)
         return [
             {
@@ -41,7 +43,7 @@ class LogRetention(LogRows):
                 "Delivery": deliveries.delivery_key(deliveries.status_of(e).message_id)
                 if e.get("OpensDelivery")
                 else None,
-                "Index": logsearch.index_keys(e) if e.get("Indexed") else [],
+                "Index": logsearch.index_keys(e, bound) if e.get("Indexed") else [],
             }
             for e in rows
         ]

@@ -1,5 +1,6 @@
-"""Writing records with their counts: the counter rows and failure copies ride in the records'
-own transactions (see the layout in shared/storage/messages.py and the counts in logcounts.py).
+"""Writing records with their counts: the counter rows, failure copies and search index rows
+ride in the records' own transactions (see the layout in shared/storage/messages.py, the counts
+in logcounts.py, the index rows packed per transaction in logsearch.py).
 
 A slot's totals advance in memory only when the service said yes. A refused transaction wrote
 nothing. A transaction without an answer may or may not have committed: its slot reads its
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from shared.storage import transactions
+from shared.storage import logsearch, transactions
 from shared.storage.logcounts import (
     FAILURE,
     CounterSlot,
@@ -45,6 +46,27 @@ Item = tuple[dict[str, Any], Sequence[transactions.Operation]]
 def _size(entity: dict[str, Any]) -> int:
     """More than the entity's bytes in a transaction body (JSON escapes at most double text)."""
     return 400 + sum(2 * len(v.encode()) if isinstance(v, str) else 40 for v in entity.values())
+
+
+def _grown(
+    values: dict[str, tuple[int, int, int]], prefixes: list[str], at: int
+) -> dict[str, tuple[int, int, int]]:
+    """A group's values (index row prefixes: their oldest and newest record's time, and
+    their number of records) with a record of these values logged `at`."""
+    grown = dict(values)
+    for prefix in prefixes:
+        oldest, newest, n = grown.get(prefix, (at, at, 0))
+        grown[prefix] = (min(oldest, at), max(newest, at), n + 1)
+    return grown
+
+
+def _index_rows(values: dict[str, tuple[int, int, int]]) -> int:
+    """At most the packed rows `logsearch.packed` writes for a group: one per value whose
+    records span at most SPAN_MS (the dispatcher's: written within milliseconds), else one
+    per record (a bulk write of older records, spread in time: as many as unpacked)."""
+    return sum(
+        1 if newest - oldest <= logsearch.SPAN_MS else n for oldest, newest, n in values.values()
+    )
 
 
 class CountingWriter:
@@ -89,38 +111,46 @@ class CountingWriter:
 
     @staticmethod
     def _groups(items: Sequence[Item]) -> list[list[Item]]:
-        """Items in groups that fit one transaction with their copies and counter rows, no
-        entity twice in one (two attempts of one delivery go in two)."""
+        """Items in groups that fit one transaction with their copies, counter rows and
+        packed index rows (see _index_rows), no entity twice in one (two attempts of one
+        delivery go in two)."""
         groups: list[list[Item]] = []
         group: list[Item] = []
         operations, size, hours, keys = 0, 0, set[int](), set[str]()
+        values: dict[str, tuple[int, int, int]] = {}
         for item in items:
             e, extra = item
-            copies = 2 if e["Status"] == _FAILED else 1
-            n = copies + len(extra)
+            failed = e["Status"] == _FAILED
+            rows = 1 + 2 * failed + len(extra)  # with a failure's copy and `x_f_` row
+            listed = logsearch.entries(e)
             touched = {e["RowKey"], *(op[1]["RowKey"] for op in extra)}
-            hour = hour_of(logged_at(e))
-            more = n + len(hours | {hour})  # its rows, and a counter row per hour
-            bytes_ = copies * _size(e) + sum(_size(op[1]) for op in extra)
+            at = logged_at(e)
+            bytes_ = (1 + failed) * _size(e) + sum(_size(op[1]) for op in extra)
+            bytes_ += sum(2 * (len(prefix) + len(entry)) + 400 for prefix, entry in listed)
+            grown = _grown(values, [prefix for prefix, _ in listed], at)
             if group and (
-                operations + more > transactions.MAX_OPERATIONS
+                operations + rows + _index_rows(grown) + len(hours | {hour_of(at)})
+                > transactions.MAX_OPERATIONS
                 or size + bytes_ > _GROUP_BYTES
                 or touched & keys
             ):
                 groups.append(group)
                 group, operations, size, hours, keys = [], 0, 0, set(), set()
+                grown = _grown({}, [prefix for prefix, _ in listed], at)
             group.append(item)
-            operations, size = operations + n, size + bytes_
-            hours.add(hour)
+            operations, size = operations + rows, size + bytes_
+            hours.add(hour_of(at))
             keys |= touched
+            values = grown
         return [*groups, group] if group else groups
 
     async def _commit(self, partition: str, slot: CounterSlot, items: list[Item]) -> None:
         """One transaction: the records, copies of the failed ones, what goes with each, and
         the slot's new totals for their hours. Totals advance in memory only once the service
         said yes."""
-        group = [e for e, _ in items]
-        extra = [op for _, ops in items for op in ops]
+        index, packed = logsearch.packed(partition, [e for e, _ in items])
+        group = [{**e, logsearch.PACKED: packed[e["RowKey"]]} for e, _ in items]
+        extra = [op for _, ops in items for op in ops] + index
         uncertain = self._uncertain.setdefault(partition, set())
         keys = {e["RowKey"] for e in group}
         retried = bool(keys & uncertain)

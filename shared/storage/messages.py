@@ -19,9 +19,9 @@ mix, so each query reads one range:
     r_reindex, r_index                             progress of `log reindex` (service/reindex.py)
     u_<first attempt millis>_<uid>                 undelivered index: while a delivery is not
       (oldest first)                               delivered, a copy of its latest record
-    x_k_<EventKey>_<record RowKey>                 search index: one row per record, one per
-    x_s_<Subject>_<record RowKey>                  record with a Subject, one per failed
-    x_f_<EventKey>_<record RowKey>                 record (logsearch.py)
+    x_k_<EventKey>_<newest record RowKey>_<digest> search index: per transaction, one row per
+    x_s_<Subject>_<newest record RowKey>_<digest>  EventKey and per Subject listing its records;
+    x_f_<EventKey>_<record RowKey>                 one per failed record (logsearch.py)
 
 A record, its failure copy, its writer's counter row of that hour, its search index rows and its
 delivery's rows (the `d_` row, the `u_` row, the new state in the delivery's earlier records:
@@ -87,7 +87,7 @@ class MessageLog(LogRetention):
         for r in records:
             entity = await self.entity(partition, r)
             rows = deliveries.operations(partition, entity, r.delivery_write())
-            items.append((entity, [*rows, *logsearch.operations(partition, entity)]))
+            items.append((entity, rows))  # the writer adds the search index rows per transaction
         await self.days.note(partition, [e for e, _ in items])  # before: never a record without
         return await self._writer.write(partition, items)
 
