@@ -130,7 +130,10 @@ async def _sent_directly(
 def _direct_parts(table: TableClient) -> tuple[Any, Any]:
     """The client's aiohttp session and credential policy; Nones where not found, or when
     the client was given hooks or its network trace (`logging_enable`), which only its
-    pipeline calls."""
+    pipeline calls, or a transport other than azure-core's aiohttp one (a subclass that
+    counts or changes requests, as bench/bench_scale.py's)."""
+    from azure.core.pipeline.transport._aiohttp import AioHttpTransport
+
     policies = table._policies
     if any(
         getattr(p, "_request_callback", None)
@@ -140,6 +143,8 @@ def _direct_parts(table: TableClient) -> tuple[Any, Any]:
     ):
         return None, None
     transport = getattr(table._client._client._pipeline._transport, "_transport", None)
+    if type(transport) is not AioHttpTransport:
+        return None, None
     signer = next((p for p in policies if "Credential" in type(p).__name__), None)
     return getattr(transport, "session", None), signer
 
