@@ -10,8 +10,9 @@ ours. As in shared/storage/transactions.py, the pipeline is reached through priv
 attributes (`TableClient._client._client`, the generated client's `AsyncPipelineClient`; the
 Tables SDK is pinned in requirements.txt). Where the pipeline would only send, a page
 skips it (`_sent_directly`: signed by the client's own credential policy, sent on its own
-aiohttp session). Each entity is made by the SDK's own converter, so what callers get is what `query_entities` gives: a
-`TableEntity` with its Edm types and its `metadata` (etag, timestamp).
+aiohttp session). Each entity is made by the SDK's own converter, so what callers get is
+what `query_entities` gives: a `TableEntity` with its Edm types and its `metadata` (etag,
+timestamp).
 """
 
 from __future__ import annotations
