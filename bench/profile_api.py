@@ -3,10 +3,15 @@
     python -m bench.profile_api [--requests N] [--clients N] [--profile]
 
 Starts Azurite and `python -m local.host --no-triggers` (own process), one account with one
-connection, then N requests (default 3,000) from 16 aiohttp clients with keep-alive. Prints
-requests/s and the CPU milliseconds a request of the host and of Azurite. `--profile` runs
-the host under pyinstrument (on-CPU frames, a dev dependency) and prints its call tree: the
-Tables SDK, aiohttp and our own code (local/host/, shared/api/http.py, the service) apart.
+connection, then N requests (default 3,000) from 16 aiohttp clients with keep-alive, and as
+many raw point reads of the connection's entity with the async Tables SDK from this process
+(bench/bench_api.py's raw baseline), in four alternating rounds. Prints requests/s and the
+CPU milliseconds a request of each process: ours is this process's HTTP client, the host and
+Azurite; raw is this process's SDK and Azurite. With every core busy a p99 follows this
+total, and unlike a p99 of a hundred requests it holds still under other sessions' load.
+`--profile` runs the host under pyinstrument (on-CPU frames, a dev dependency) and prints
+its call tree: the Tables SDK, aiohttp and our own code (local/host/, shared/api/http.py,
+the service) apart.
 """
 
 from __future__ import annotations
@@ -17,16 +22,29 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
 
-from bench.common import CpuMeter, app_environment, app_settings, arguments, azurite, new_keys
+from bench.common import (
+    CpuMeter,
+    app_environment,
+    app_settings,
+    arguments,
+    azurite,
+    azurite_transport,
+    new_keys,
+)
 from local.azurite import free_port
 from shared.services import Services
+from shared.storage import clients as clients_
 from tests.factories import a_connection
+
+ACCOUNT = "profile"
+ROUNDS = 4  # alternating ours and raw, so another process's burst falls on both
 
 
 def serve_profiled(report: str, host_args: list[str]) -> None:
@@ -44,11 +62,34 @@ def serve_profiled(report: str, host_args: list[str]) -> None:
         Path(report).write_text(profiler.output_text())
 
 
-async def drive(url: str, key: str, path: str, requests: int, clients: int, cpu: CpuMeter) -> float:
-    """`requests` GETs from `clients` clients after a warm-up; seconds taken, `cpu` meters
-    them."""
+async def spread(call: Callable[[], Awaitable[None]], requests: int, clients: int) -> None:
+    """`requests` calls from `clients` concurrent clients."""
+    left = requests
+
+    async def client() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            await call()
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+
+
+async def drive(
+    url: str, key: str, storage: str, path: str, requests: int, clients: int, pids: dict[str, int]
+) -> dict[str, Rounds]:
+    """Ours and raw, `requests` each round after a warm-up, in alternating rounds."""
+    from azure.data.tables.aio import TableClient
+
+    account, uid = ACCOUNT, path.rpartition("/")[2]
     connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(url, connector=connector, headers={"Authorization": key}) as s:
+    raw_table = TableClient.from_connection_string(
+        storage, clients_.CONNECTIONS_TABLE, transport=azurite_transport()
+    )
+    async with (
+        aiohttp.ClientSession(url, connector=connector, headers={"Authorization": key}) as s,
+        raw_table,
+    ):
         for _ in range(300):  # until the host answers
             try:
                 async with s.get("/v1/health") as answer:
@@ -56,30 +97,53 @@ async def drive(url: str, key: str, path: str, requests: int, clients: int, cpu:
                     break
             except aiohttp.ClientError:
                 await asyncio.sleep(0.1)
-        left = requests + clients * 10
 
-        async def client() -> None:
-            nonlocal left
-            while left > 0:
-                left -= 1
-                async with s.get(path) as answer:
-                    assert answer.status == 200, await answer.text()
-                    await answer.read()
+        async def ours() -> None:
+            async with s.get(path) as answer:
+                assert answer.status == 200, await answer.text()
+                await answer.read()
 
-        await asyncio.gather(*(client() for _ in range(clients)))  # warm-up: 10 a client
-        left = requests
-        started = time.perf_counter()
-        with cpu:
-            await asyncio.gather(*(client() for _ in range(clients)))
-        return time.perf_counter() - started
+        async def raw() -> None:
+            await raw_table.get_entity(account, uid)
+
+        sides = {"ours": ours, "raw": raw}
+        rounds = {side: Rounds() for side in sides}
+        for call in sides.values():  # warm-up: 10 a client
+            await spread(call, clients * 10, clients)
+        for turn in range(ROUNDS):
+            for side in sorted(sides, reverse=turn % 2 == 1):
+                with CpuMeter(pids) as cpu:
+                    await spread(sides[side], requests, clients)
+                rounds[side].add(cpu, requests)
+        return rounds
+
+
+@dataclass
+class Rounds:
+    """A side's rounds: requests, wall seconds and CPU seconds by process, summed."""
+
+    requests: int = 0
+    wall: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    def add(self, meter: CpuMeter, requests: int) -> None:
+        self.requests += requests
+        self.wall += meter.wall
+        for name, used in meter.used.items():
+            self.cpu[name] = self.cpu.get(name, 0.0) + used
+
+    def per_request(self, names: list[str]) -> dict[str, float]:
+        """CPU milliseconds a request of each of `names`, and their `total`."""
+        per = {name: self.cpu[name] / self.requests * 1000 for name in names}
+        return {**per, "total": sum(per.values())}
 
 
 async def prepare(storage: str, keys: str) -> tuple[str, str]:
     """An API key and the path of a connection of one account."""
     services = await Services.open(app_settings(storage, keys))
     now = datetime.now(UTC)
-    key, _ = await services.api_keys.create("profile", now)
-    stored = await services.connections.add("profile", a_connection(), now)
+    key, _ = await services.api_keys.create(ACCOUNT, now)
+    stored = await services.connections.add(ACCOUNT, a_connection(), now)
     await services.close()
     return key, f"/v1/azureservicebusconnections/{stored.uid}"
 
@@ -95,17 +159,23 @@ def measure(requests: int, clients: int, profile: bool) -> None:
         env = {**os.environ, **app_environment(storage.connection_string, keys)}
         host = subprocess.Popen(command, env=env)
         try:
-            cpu = CpuMeter({"host": host.pid, "azurite": storage.process.pid})
+            pids = {"client": os.getpid(), "host": host.pid, "azurite": storage.process.pid}
             url = f"http://127.0.0.1:{port}"
-            seconds = asyncio.run(drive(url, key, path, requests, clients, cpu))
-            per = {name: used / requests * 1000 for name, used in cpu.used.items()}
-            print(
-                f"GET connection, {clients} clients: {requests / seconds:,.0f} requests/s; "
-                f"CPU a request: host {per['host']:.2f} ms, azurite {per['azurite']:.2f} ms"
-            )
+            cs = storage.connection_string
+            rounds = asyncio.run(drive(url, key, cs, path, requests, clients, pids))
         finally:
             host.send_signal(signal.SIGINT)
             host.wait(60)
+        ours = rounds["ours"].per_request(["client", "host", "azurite"])
+        raw = rounds["raw"].per_request(["client", "azurite"])
+        for side, per in (("ours", ours), ("raw", raw)):
+            done = rounds[side]
+            print(
+                f"GET connection, {side}, {clients} clients: "
+                f"{done.requests / done.wall:,.0f} requests/s; CPU ms a request: "
+                + ", ".join(f"{name} {ms:.2f}" for name, ms in per.items())
+            )
+        print(f"CPU a request, ours / raw: {ours['total'] / raw['total']:.2f}x")
         if profile:
             print(report.read_text())
 
@@ -116,7 +186,7 @@ def main() -> None:
         return
     args = arguments(
         __doc__,
-        requests=(int, "GET requests timed (default 3,000)"),
+        requests=(int, "GET requests timed a round, each side (default 3,000)"),
         clients=(int, "concurrent clients (default 16)"),
         profile=(bool, "run the host under pyinstrument and print its call tree"),
     )

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import UTC, datetime
 
@@ -57,3 +58,37 @@ async def test_a_query_of_a_missing_table_is_not_found(services: Services) -> No
     missing = services.storage.tables.get_table_client(f"missing{uuid.uuid4().hex[:8]}")
     with pytest.raises(ResourceNotFoundError):
         [e async for e in tablequery.query(missing, "PartitionKey eq @p", {"p": "a"})]
+
+
+async def test_a_plain_client_reads_directly_and_alike(services: Services) -> None:
+    """Without hooks, tracing or the SDK's request log, a page is signed by the client's own
+    credential policy and sent on its session (no pipeline), and reads what the SDK reads."""
+    table = await services.storage.table("tablequerytest")
+    partition = f"direct {uuid.uuid4().hex[:8]}"
+    for n in range(3):
+        await table.create_entity({"PartitionKey": partition, "RowKey": f"r{n}", "N": n})
+    flt, parameters = "PartitionKey eq @p", {"p": partition}
+    url = f"{table.scheme}://{table._primary_hostname}/{table.table_name}()"
+    assert await tablequery._sent_directly(table, url, {"Accept": "application/json"})
+    ours = [e async for e in tablequery.query(table, flt, parameters, top=2)]  # two pages
+    sdk = [e async for e in table.query_entities(flt, parameters=parameters)]
+    assert ours == sdk and [e["N"] for e in ours] == [0, 1, 2]
+    assert [e.metadata["etag"] for e in ours] == [e.metadata["etag"] for e in sdk]
+
+
+async def test_what_the_pipeline_observes_goes_through_the_pipeline(
+    services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The SDK's request log on, a hook or a network trace on the client: the direct send
+    declines, so each still sees every request."""
+    table = await services.storage.table("tablequerytest")
+    url = f"{table.scheme}://{table._primary_hostname}/{table.table_name}()"
+    caplog.set_level(logging.INFO, logger=tablequery.HTTP_LOG)
+    assert await tablequery._sent_directly(table, url, {}) is None
+    [e async for e in tablequery.query(table, "PartitionKey eq @p", {"p": "none"})]
+    assert any("Request URL" in r.getMessage() for r in caplog.records)
+    caplog.set_level(logging.WARNING, logger=tablequery.HTTP_LOG)
+    hooked = services.storage.tables.get_table_client("tablequerytest", raw_response_hook=print)
+    traced = services.storage.tables.get_table_client("tablequerytest", logging_enable=True)
+    for client in (hooked, traced):
+        assert await tablequery._sent_directly(client, url, {}) is None
