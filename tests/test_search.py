@@ -231,34 +231,26 @@ async def test_records_spread_in_time_still_share_transactions(
         assert await found(services, stored, **query) == truth(spread + close, **query)
 
 
-async def test_a_retry_of_some_of_a_transactions_records_loses_none_of_the_others(
-    services: Services, account: str
+@pytest.mark.parametrize(
+    "retried",
+    [slice(0, 10), slice(1, None)],
+    ids=["newest with fewer of the others", "all but the newest"],
+)
+async def test_a_retry_of_part_of_a_transaction_finds_each_record_once(
+    services: Services, account: str, retried: slice
 ) -> None:
-    """Its newest record retried with fewer of the others makes a row of its own (the digest
-    of the keys listed): the first row, still listing the records not retried, stays."""
+    """A transaction whose answer was lost, retried with its records grouped otherwise: its
+    newest record with fewer of the others makes a row of its own (the digest of the keys
+    listed), so the first row, still listing the records not retried, stays; without its
+    newest, two rows list the same records (a row's RowKey is its newest record's). Either
+    way each record is found, and once."""
     stored = await a_connection_of(services, account)
     written = records(stored, 20, gap=SECOND)
     table, bodies = services.messages.table, services.messages.bodies
     lost = MessageLog(table, bodies, submit=Failing(1, after_sending=True))
     with pytest.raises(ConnectionError):
         await lost.add(stored.log_partition, written)
-    await lost.add(stored.log_partition, written[:10])
-    for query in ({"subject": "a"}, {"event_key": "Order.*"}, {"status": SUCCEEDED}):
-        assert await found(services, stored, **query) == truth(written, **query), query
-
-
-async def test_a_record_listed_by_two_rows_after_a_retry_is_found_once(
-    services: Services, account: str
-) -> None:
-    """A transaction whose answer was lost, retried with its records grouped otherwise, leaves
-    two rows listing them (a row's RowKey is its newest record's): each is found once."""
-    stored = await a_connection_of(services, account)
-    written = records(stored, 20, gap=SECOND)
-    table, bodies = services.messages.table, services.messages.bodies
-    lost = MessageLog(table, bodies, submit=Failing(1, after_sending=True))
-    with pytest.raises(ConnectionError):
-        await lost.add(stored.log_partition, written)
-    await lost.add(stored.log_partition, written[1:])  # the retry, without its newest record
+    await lost.add(stored.log_partition, written[retried])
     for query in ({"subject": "a"}, {"event_key": "Order.*"}, {"status": SUCCEEDED}):
         assert await found(services, stored, **query) == truth(written, **query), query
 
