@@ -265,7 +265,7 @@ def test_the_get_profile_runs_and_names_our_code() -> None:
         [*command, "--profile"], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "requests/s; CPU a request: host" in done.stdout
+    assert "requests/s; CPU ms a request: client" in done.stdout
     assert "LocalHost._handle" in done.stdout
 
 

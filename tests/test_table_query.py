@@ -76,6 +76,9 @@ async def test_a_plain_client_reads_directly_and_alike(services: Services) -> No
     assert [e.metadata["etag"] for e in ours] == [e.metadata["etag"] for e in sdk]
 
 
+HTTP_LOG = "azure.core.pipeline.policies.http_logging_policy"  # the SDK's request log
+
+
 async def test_what_the_pipeline_observes_goes_through_the_pipeline(
     services: Services, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -83,11 +86,11 @@ async def test_what_the_pipeline_observes_goes_through_the_pipeline(
     declines, so each still sees every request."""
     table = await services.storage.table("tablequerytest")
     url = f"{table.scheme}://{table._primary_hostname}/{table.table_name}()"
-    caplog.set_level(logging.INFO, logger=tablequery.HTTP_LOG)
+    caplog.set_level(logging.INFO, logger=HTTP_LOG)
     assert await tablequery._sent_directly(table, url, {}) is None
     [e async for e in tablequery.query(table, "PartitionKey eq @p", {"p": "none"})]
     assert any("Request URL" in r.getMessage() for r in caplog.records)
-    caplog.set_level(logging.WARNING, logger=tablequery.HTTP_LOG)
+    caplog.set_level(logging.WARNING, logger=HTTP_LOG)
     hooked = services.storage.tables.get_table_client("tablequerytest", raw_response_hook=print)
     traced = services.storage.tables.get_table_client("tablequerytest", logging_enable=True)
     for client in (hooked, traced):

@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 NEXT_KEYS = ("NextPartitionKey", "NextRowKey")  # continuation, as headers and query options
 REQUEST_ID = "x-ms-client-request-id"  # as the pipeline's RequestIdPolicy sends it
-HTTP_LOG = "azure.core.pipeline.policies.http_logging_policy"  # the pipeline's request log
 
 
 async def query(
@@ -101,8 +100,8 @@ async def _sent_directly(
     and sent on the client's own aiohttp session, without the rest of azure-core's pipeline
     and transport wrappers (0.8-1.1 ms of CPU a read through them, 0.3-0.5 without, on
     Azurite, 2026-12-04). None, for the caller to send it through the pipeline, when that
-    would do more: when Azure SDK tracing or its request log is on (`_pipeline_observed`),
-    the client has hooks or another transport (`_direct_parts`), the answer is not a 200
+    would do more: when Azure SDK tracing is on (`_traced`), or the client's request log is
+    on, or it has hooks or another transport (`_direct_parts`), the answer is not a 200
     (the pipeline's errors), or signing or sending failed (the pipeline's retries)."""
     import inspect
     import uuid
@@ -114,7 +113,7 @@ async def _sent_directly(
     from azure.core.rest import HttpRequest
 
     session, signer = _direct_parts(table)
-    if session is None or signer is None or _pipeline_observed():
+    if session is None or signer is None or _traced():
         return None
     now = format_date_time(time.time())
     request = HttpRequest("GET", url, headers=dict(headers))
@@ -133,9 +132,9 @@ async def _sent_directly(
 
 def _direct_parts(table: TableClient) -> tuple[Any, Any]:
     """The client's aiohttp session and credential policy; Nones where not found, or when
-    the client was given hooks or its network trace (`logging_enable`), which only its
-    pipeline calls, or a transport other than azure-core's aiohttp one (a subclass that
-    counts or changes requests, as bench/bench_scale.py's)."""
+    the client was given hooks or its network trace (`logging_enable`), or its request log
+    would log, which only its pipeline does, or a transport other than azure-core's aiohttp
+    one (a subclass that counts or changes requests, as bench/bench_scale.py's)."""
     from azure.core.pipeline.transport._aiohttp import AioHttpTransport
 
     policies = table._policies
@@ -143,6 +142,7 @@ def _direct_parts(table: TableClient) -> tuple[Any, Any]:
         getattr(p, "_request_callback", None)
         or getattr(p, "_response_callback", None)
         or getattr(p, "enable_http_logger", False)
+        or _logs_requests(p)
         for p in policies
     ):
         return None, None
@@ -153,14 +153,15 @@ def _direct_parts(table: TableClient) -> tuple[Any, Any]:
     return getattr(transport, "session", None), signer
 
 
-def _pipeline_observed() -> bool:
-    """Whether the pipeline's tracing or request log would record a request."""
-    import logging
+def _logs_requests(policy: Any) -> bool:
+    """Whether the policy is the client's request log (azure-core's HttpLoggingPolicy: its own
+    logger, by default azure.core.pipeline.policies.http_logging_policy) and would log."""
+    logger, level = getattr(policy, "logger", None), getattr(policy, "http_logging_level", None)
+    return logger is not None and level is not None and logger.isEnabledFor(level)
 
+
+def _traced() -> bool:
+    """Whether the pipeline's tracing would record a request."""
     from azure.core.settings import settings
 
-    return (
-        settings.tracing_enabled()
-        or settings.tracing_implementation() is not None
-        or logging.getLogger(HTTP_LOG).isEnabledFor(logging.INFO)
-    )
+    return settings.tracing_enabled() or settings.tracing_implementation() is not None
