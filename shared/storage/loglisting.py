@@ -287,8 +287,8 @@ async def page(
             marked, spans(table, w), _read(table, w, w.keys()[0], size)
         )
     else:
-        floor, found = await asyncio.gather(marked, spans(table, w))
-        start = _start(_kept(found, floor), (number - 1) * size)
+        floor, found = await _counted(table, w, marked)
+        start = _start(found, (number - 1) * size)
         rows = await _read_from(table, w, *start, size) if start else []
     total = sum(m.count for m in _kept(found, floor))
     return total, [r for r in rows if floor is None or logged_at(r) >= floor][:size]
@@ -298,9 +298,14 @@ async def _nothing() -> None:
     return None
 
 
-async def _counted(table: TableClient, w: Window) -> tuple[int | None, list[Span]]:
-    """The purge's cutoff and the window's spans that it leaves."""
-    floor, found = await asyncio.gather(purged_before(table, w.partition), spans(table, w))
+async def _counted(
+    table: TableClient, w: Window, marked: Awaitable[int | None] | None = None
+) -> tuple[int | None, list[Span]]:
+    """The purge's cutoff (`marked`, else its mark read) and the window's spans that it
+    leaves."""
+    floor, found = await asyncio.gather(
+        marked or purged_before(table, w.partition), spans(table, w)
+    )
     return floor, _kept(found, floor)
 
 
