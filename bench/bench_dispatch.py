@@ -276,24 +276,20 @@ async def measure(
     ours_rates: list[float] = []
     raw_rates: list[float] = []
     pids = {"azurite": storage.process.pid, "emulator": emulator.process.pid, "bench": os.getpid()}
-    cpu: dict[str, str] = {}
-    spent: dict[str, dict[str, float]] = {"ours": {}, "raw": {}}  # CPU s over all rounds
+    meters = {"ours": CpuMeter(pids), "raw": CpuMeter(pids)}  # each sums its side's rounds
     try:
         await raw.open()
         warm_up = await open_links(dispatcher, fanout)
         for r in range(rounds):
             order = ("raw", "ours") if r % 2 == 0 else ("ours", "raw")
             for which in order:
-                with CpuMeter(pids) as meter:
+                with meters[which]:
                     if which == "raw":
                         raw_rates.append(deliveries / await raw.run(events_for("raw", n_events)))
                     else:
                         events = events_for(fanout.account, n_events)
                         seconds = await dispatch_all(dispatcher, events, n_connections)
                         ours_rates.append(deliveries / seconds)
-                cpu[which] = meter.summary()
-                for name, seconds in meter.used.items():
-                    spent[which][name] = spent[which].get(name, 0.0) + seconds
         if profile:
             await profiled(dispatcher, events_for(fanout.account, n_events), n_connections)
     finally:
@@ -314,7 +310,8 @@ async def measure(
         raw=baseline,
         target=target,
         note="\n      ".join(
-            f"{which}: {cpu[which]}\n{' ' * 12}{per_delivery(spent[which], deliveries * rounds)}"
+            f"{which}: {meters[which].summary()}\n"
+            f"{' ' * 12}{per_delivery(meters[which].total, deliveries * rounds)}"
             for which in ("ours", "raw")
         ),
         extra={"ours_rounds": ours_rates, "raw_rounds": raw_rates},

@@ -177,6 +177,9 @@ class CpuMeter:
         self.pids = dict(pids)
         self.used: dict[str, float] = {}
         self.wall = 0.0
+        # The same over every stretch measured: a meter entered once a round sums its rounds.
+        self.total: dict[str, float] = {}
+        self.total_wall = 0.0
 
     @staticmethod
     def process_seconds(pid: int) -> float:
@@ -209,6 +212,9 @@ class CpuMeter:
         self.wall = time.perf_counter() - self._started
         end = self._sample()
         self.used = {name: end[name] - self._start[name] for name in end}
+        self.total_wall += self.wall
+        for name, seconds in self.used.items():
+            self.total[name] = self.total.get(name, 0.0) + seconds
 
     def summary(self) -> str:
         machine_busy = self.used.get("~machine", 0.0)

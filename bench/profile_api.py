@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -107,34 +107,27 @@ async def drive(
             await raw_table.get_entity(account, uid)
 
         sides = {"ours": ours, "raw": raw}
-        rounds = {side: Rounds() for side in sides}
+        rounds = {side: Rounds(CpuMeter(pids)) for side in sides}
         for call in sides.values():  # warm-up: 10 a client
             await spread(call, clients * 10, clients)
         for turn in range(ROUNDS):
             for side in sorted(sides, reverse=turn % 2 == 1):
-                with CpuMeter(pids) as cpu:
+                with rounds[side].cpu:
                     await spread(sides[side], requests, clients)
-                rounds[side].add(cpu, requests)
+                rounds[side].requests += requests
         return rounds
 
 
 @dataclass
 class Rounds:
-    """A side's rounds: requests, wall seconds and CPU seconds by process, summed."""
+    """A side's rounds: requests, and a meter that sums their wall and CPU seconds."""
 
+    cpu: CpuMeter
     requests: int = 0
-    wall: float = 0.0
-    cpu: dict[str, float] = field(default_factory=dict)
-
-    def add(self, meter: CpuMeter, requests: int) -> None:
-        self.requests += requests
-        self.wall += meter.wall
-        for name, used in meter.used.items():
-            self.cpu[name] = self.cpu.get(name, 0.0) + used
 
     def per_request(self, names: list[str]) -> dict[str, float]:
         """CPU milliseconds a request of each of `names`, and their `total`."""
-        per = {name: self.cpu[name] / self.requests * 1000 for name in names}
+        per = {name: self.cpu.total[name] / self.requests * 1000 for name in names}
         return {**per, "total": sum(per.values())}
 
 
@@ -172,7 +165,7 @@ def measure(requests: int, clients: int, profile: bool) -> None:
             done = rounds[side]
             print(
                 f"GET connection, {side}, {clients} clients: "
-                f"{done.requests / done.wall:,.0f} requests/s; CPU ms a request: "
+                f"{done.requests / done.cpu.total_wall:,.0f} requests/s; CPU ms a request: "
                 + ", ".join(f"{name} {ms:.2f}" for name, ms in per.items())
             )
         print(f"CPU a request, ours / raw: {ours['total'] / raw['total']:.2f}x")
