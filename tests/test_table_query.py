@@ -83,9 +83,12 @@ async def test_what_the_pipeline_observes_goes_through_the_pipeline(
     services: Services, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The SDK's request log on, a hook or a network trace on the client: the direct send
-    declines, so each still sees every request."""
+    declines, so each still sees every request; the log turned on for a client that has
+    sent directly already (its parts are kept per client, its log level is not)."""
     table = await services.storage.table("tablequerytest")
     url = f"{table.scheme}://{table._primary_hostname}/{table.table_name}()"
+    caplog.set_level(logging.WARNING, logger=HTTP_LOG)
+    assert await tablequery._sent_directly(table, url, {"Accept": "application/json"})
     caplog.set_level(logging.INFO, logger=HTTP_LOG)
     assert await tablequery._sent_directly(table, url, {}) is None
     [e async for e in tablequery.query(table, "PartitionKey eq @p", {"p": "none"})]
