@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -11,6 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 AZURITE_BIN = ROOT / "node_modules" / ".bin" / "azurite"
@@ -27,13 +29,21 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for_port(host: str, port: int, timeout: float = 30.0) -> None:
+def wait_for_port(
+    host: str, port: int, timeout: float = 30.0, process: subprocess.Popen[Any] | None = None
+) -> None:
+    """Until something listens on the port; ChildProcessError as soon as `process`, the one
+    meant to listen there, has ended (e.g. its port was taken meanwhile)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return
         except OSError:
+            if process is not None and process.poll() is not None:
+                raise ChildProcessError(
+                    f"the process for {host}:{port} exited with {process.returncode}"
+                ) from None
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s") from None
             time.sleep(0.05)
@@ -89,6 +99,22 @@ def start_azurite(
     e.g. `--oauth basic --cert ... --key ...` (HTTPS and bearer tokens)."""
     if not AZURITE_BIN.exists():
         raise FileNotFoundError(f"{AZURITE_BIN} is missing: run `npm ci` first")
+    # A free port can be taken before Azurite binds it (any outgoing connection may get it as
+    # its local port): when the ports were ours to pick, pick again.
+    for _ in range(2 if ports is None else 0):
+        with contextlib.suppress(ChildProcessError):
+            return _started(host, ports, in_memory, location, quiet, extra_args)
+    return _started(host, ports, in_memory, location, quiet, extra_args)
+
+
+def _started(
+    host: str,
+    ports: tuple[int, int, int] | None,
+    in_memory: bool,
+    location: Path | None,
+    quiet: bool,
+    extra_args: Sequence[str],
+) -> Azurite:
     blob_port, queue_port, table_port = ports or (free_port(host), free_port(host), free_port(host))
     owns = location is None
     workdir = location or Path(tempfile.mkdtemp(prefix="azurite-"))
@@ -127,7 +153,7 @@ def start_azurite(
     try:
         for port in (blob_port, queue_port, table_port):
             # Loading saved state on a loaded 2-core machine took over 30 s once (CI).
-            wait_for_port(host, port, timeout=90.0)
+            wait_for_port(host, port, timeout=90.0, process=process)
     except BaseException:
         azurite.stop()
         raise

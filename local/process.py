@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from local.azurite import ROOT, free_port
+from local.azurite import ROOT, free_port, wait_for_port
 from local.servicebus.emulator import DEFAULT_KEY, KEY_NAME
 
 
@@ -41,19 +39,6 @@ class HostProcess:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
-
-
-def _wait_until_listening(process: subprocess.Popen[bytes], port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the host process exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"the host process did not listen on {port} within {timeout}s")
 
 
 def start_host_process(
@@ -82,7 +67,7 @@ def start_host_process(
         )
     started = HostProcess(process, f"http://127.0.0.1:{port}", Path(log.name))
     try:
-        _wait_until_listening(process, port, timeout)
+        wait_for_port("127.0.0.1", port, timeout, process)
     except BaseException as error:
         started.kill()
         raise RuntimeError(f"{error}\n--- host output ---\n{started.output()}") from error
