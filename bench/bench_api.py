@@ -74,10 +74,10 @@ PAGE_SIZE = 100  # the API's default
 FEWEST_RECORDS = 50 * PAGE_SIZE  # page 50 is one of the figures
 WRITERS = 8  # concurrent transaction chains while filling the log
 CONCURRENCY = (1, 16)
-# The log's records span the retention, as a busy connection's do, less a day: a listing
+# The log's records span the app's retention, as a busy connection's do, less this: a listing
 # leaves out what is past the retention by the clock, and a million records take more than an
 # hour to load here (a run that spanned the whole 14 days counted 997,623 of 1,000,000).
-LOG_SPAN = timedelta(days=14) - timedelta(days=1)
+LOAD_MARGIN = timedelta(days=1)
 FAILED_EVERY = 1000  # 0.1% failed
 
 
@@ -296,7 +296,8 @@ async def measure(
         key, _ = await services.api_keys.create(account, now)
         stored = await services.connections.add(account, a_connection(), now)
         # each its own Subject, so that a search by it finds one
-        shape = LogShape(n_records, now, LOG_SPAN, EVENT_BODY, EVENT_KEY, FAILED_EVERY, account)
+        span = timedelta(days=services.settings.retention_days) - LOAD_MARGIN
+        shape = LogShape(n_records, now, span, EVENT_BODY, EVENT_KEY, FAILED_EVERY, account)
         pid = started.process.pid
         with CpuMeter({"azurite": pid, "bench": os.getpid()}) as meter:  # which one bounds it
             log = await load_log(services, stored, shape, progress=max(n_records // 10, 10_000),
