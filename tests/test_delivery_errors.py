@@ -156,7 +156,7 @@ async def test_a_bug_in_our_send_path_is_internal_and_retried_not_the_customers(
     def broken(self: Outgoing) -> Any:
         raise bug("a bug of ours while building the message")
 
-    monkeypatch.setattr(Outgoing, "to_servicebus", broken)
+    monkeypatch.setattr(Outgoing, "application_properties", broken)
     connection = a_connection(ServiceBusConnectionString=servicebus_emulator.connection_string)
     dispatcher, _ = dispatcher_of(MemoryConnections(stored(connection)), retries)
     before = errors.internal_errors.count

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from shared import connstrings
+from shared.dispatch import amqpbytes
 from shared.dispatch.cachecounts import CacheCounts
 from shared.dispatch.coalesce import Coalescer
 from shared.dispatch.entra import CredentialFactory, EntraTarget, TenantCredentials
@@ -23,6 +24,7 @@ from shared.dispatch.errors import TooLarge
 from shared.dispatch.isolation import Deadline, close_in_background
 from shared.dispatch.outgoing import Outgoing
 from shared.endpoints import DEFAULT_GUARD, ConnectGuard
+from shared.sdktracing import traced
 
 log = logging.getLogger("shared.dispatch")
 
@@ -185,17 +187,17 @@ class QueueSender:
                 batch = await _new_batch(sender)
                 members: list[int] = []
                 for index, message in enumerate(messages):
-                    sb_message = message.to_servicebus()
-                    added = _added(batch, sb_message)
+                    encoded = _encoded(batch, message)
+                    added = _added(batch, message, encoded)
                     if not added and members:  # the batch is full: send it, start another
                         await _send_batch(sender, batch)
                         done.update(members)
                         batch, members = await _new_batch(sender), []
-                        added = _added(batch, sb_message)
+                        added = _added(batch, message, encoded)
                     if added:
                         members.append(index)
                     else:  # larger than a batch may be: only the link's own limit decides
-                        outcomes[index] = await self._send_alone(sender, sb_message)
+                        outcomes[index] = await self._send_alone(sender, message.to_servicebus())
                         done.add(index)
                 if members:
                     await _send_batch(sender, batch)
@@ -233,29 +235,37 @@ async def _send_batch(sender: Any, batch: Any) -> None:
         raise RuntimeError(f"a batch of {len(batch)} messages was refused: {e}") from None
 
 
-def _added(batch: Any, message: Any) -> bool:
-    """`batch.add_message(message)`, encoding the message once where the SDK encodes it twice
-    (once to measure it, once to add it): 117 µs a message with its `ServiceBusMessage`
-    instead of 182 (docs/BENCHMARKS.md). The same steps on the batch's private parts, so
-    azure-servicebus stays pinned; tests/test_servicebus_batch.py holds the bytes equal to
-    the SDK's own."""
-    from azure.servicebus._common.constants import _BATCH_MESSAGE_OVERHEAD_COST
+def _encoded(batch: Any, message: Outgoing) -> bytes:
+    """The message's AMQP encoding: written directly (shared/dispatch/amqpbytes.py) unless
+    Azure SDK tracing is on (it adds properties) or the message has a shape only the SDK
+    writes; else the SDK's conversion and encoder, encoding once where its `add_message`
+    encodes twice (once to measure, once to add)."""
     from azure.servicebus._common.tracing import trace_message
     from azure.servicebus._pyamqp._encode import encode_payload
 
+    direct = None if traced() else amqpbytes.encoded(message)
+    if direct is not None:
+        return direct
     transport = batch._amqp_transport
-    amqp = transport.to_outgoing_amqp_message(message.raw_amqp_message)
-    message._message = amqp = trace_message(amqp, transport, batch._tracing_attributes)
-    encoded = encode_payload(bytearray(), amqp)
+    amqp = transport.to_outgoing_amqp_message(message.to_servicebus().raw_amqp_message)
+    amqp = trace_message(amqp, transport, batch._tracing_attributes)
+    return bytes(encode_payload(bytearray(), amqp))
+
+
+def _added(batch: Any, message: Outgoing, encoded: bytes) -> bool:
+    """`batch.add_message` of the message `encoded`, on the batch's private parts: the same
+    size, refusal and envelope as the SDK's (azure-servicebus stays pinned;
+    tests/test_servicebus_batch.py holds the batch equal to one the SDK fills)."""
+    from azure.servicebus._common.constants import _BATCH_MESSAGE_OVERHEAD_COST
+
     size = batch._size + len(encoded) + _BATCH_MESSAGE_OVERHEAD_COST[len(encoded) >= 256]
     if size > batch.max_size_in_bytes:
         return False
     batch._message[5].append(encoded)  # the batch's data sections, as the SDK's add_batch
     batch._size, batch._count = size, batch._count + 1
-    batch._messages.append(message)
     if batch._count == 1:  # the envelope takes the first message's ids
-        transport.set_batch_envelope_properties(
-            batch._message, message.message_id, message.session_id, message.partition_key
+        batch._amqp_transport.set_batch_envelope_properties(
+            batch._message, message.message_id, message.session_id, None
         )
     return True
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from shared.sdktracing import traced
+
 if TYPE_CHECKING:
     from azure.data.tables import TableEntity
     from azure.data.tables.aio import TableClient
@@ -102,9 +104,10 @@ async def _sent_directly(
     and sent on the client's own aiohttp session, without the rest of azure-core's pipeline
     and transport wrappers (0.8-1.1 ms of CPU a read through them, 0.3-0.5 without, on
     Azurite, 2026-12-04). None, for the caller to send it through the pipeline, when that
-    would do more: when Azure SDK tracing is on (`_traced`), or the client's request log is
-    on, or it has hooks or another transport (`_direct_parts`), the answer is not a 200
-    (the pipeline's errors), or signing or sending failed (the pipeline's retries)."""
+    would do more: when Azure SDK tracing is on (shared/sdktracing.py), or the client's
+    request log is on, or it has hooks or another transport (`_direct_parts`), the answer is
+    not a 200 (the pipeline's errors), or signing or sending failed (the pipeline's
+    retries)."""
     import inspect
     import uuid
     from wsgiref.handlers import format_date_time
@@ -115,7 +118,7 @@ async def _sent_directly(
     from azure.core.rest import HttpRequest
 
     session, signer = _direct_parts(table)
-    if session is None or signer is None or _traced():
+    if session is None or signer is None or traced():
         return None
     now = format_date_time(time.time())
     request = HttpRequest("GET", url, headers=dict(headers))
@@ -187,10 +190,3 @@ def _logs_requests(policy: Any) -> bool:
     logger, by default azure.core.pipeline.policies.http_logging_policy) and would log."""
     logger, level = getattr(policy, "logger", None), getattr(policy, "http_logging_level", None)
     return logger is not None and level is not None and logger.isEnabledFor(level)
-
-
-def _traced() -> bool:
-    """Whether the pipeline's tracing would record a request."""
-    from azure.core.settings import settings
-
-    return settings.tracing_enabled() or settings.tracing_implementation() is not None
