@@ -43,6 +43,8 @@ class ApiModel(BaseModel):
     def _names_ignore_case(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
+        if cls.model_fields.keys() >= data.keys():  # Python names (our own code): nothing to do
+            return data
         by_lower = _NAMES_BY_LOWER.get(cls)
         if by_lower is None:  # once per model: every record the dispatcher writes builds three
             by_lower = {(f.alias or n).lower(): f.alias or n for n, f in cls.model_fields.items()}

@@ -41,6 +41,7 @@ reach no further: a search narrows by its filters or by `since`/`until`, never b
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import heapq
 import string
@@ -88,6 +89,7 @@ def encoded(value: str) -> str:
     return text[:_KEPT] + "!!" + hashlib.sha256(raw).hexdigest()[:32]  # "!!" is never encoded
 
 
+@functools.lru_cache(maxsize=4096)  # each record's values are asked for three times a write
 def value_prefix(tag: str, value: str) -> str:
     """The RowKey prefix of one index's rows of one value."""
     return f"{INDEX}{tag}_{encoded(value)}_"
