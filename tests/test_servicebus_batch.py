@@ -50,7 +50,8 @@ def filled(
 
 
 def ours(batch: ServiceBusMessageBatch, message: Outgoing) -> bool:
-    return servicebus._added(batch, message, servicebus._encoded(batch, message))
+    encoded = servicebus._encoded(batch, message, direct=not servicebus.traced())
+    return servicebus._added(batch, message, encoded)
 
 
 def sdk_add(batch: ServiceBusMessageBatch, message: Outgoing) -> bool:

@@ -186,8 +186,9 @@ class QueueSender:
                 sender = await self._open()
                 batch = await _new_batch(sender)
                 members: list[int] = []
+                direct = not traced()  # asked once a flush: azure-core's settings cost
                 for index, message in enumerate(messages):
-                    encoded = _encoded(batch, message)
+                    encoded = _encoded(batch, message, direct)
                     added = _added(batch, message, encoded)
                     if not added and members:  # the batch is full: send it, start another
                         await _send_batch(sender, batch)
@@ -235,17 +236,17 @@ async def _send_batch(sender: Any, batch: Any) -> None:
         raise RuntimeError(f"a batch of {len(batch)} messages was refused: {e}") from None
 
 
-def _encoded(batch: Any, message: Outgoing) -> bytes:
-    """The message's AMQP encoding: written directly (shared/dispatch/amqpbytes.py) unless
-    Azure SDK tracing is on (it adds properties) or the message has a shape only the SDK
-    writes; else the SDK's conversion and encoder, encoding once where its `add_message`
+def _encoded(batch: Any, message: Outgoing, direct: bool) -> bytes:
+    """The message's AMQP encoding: written directly (shared/dispatch/amqpbytes.py) when
+    `direct` (False: Azure SDK tracing is on, and adds properties) and the message has a
+    shape it writes; else the SDK's conversion and encoder, encoding once where its `add_message`
     encodes twice (once to measure, once to add)."""
     from azure.servicebus._common.tracing import trace_message
     from azure.servicebus._pyamqp._encode import encode_payload
 
-    direct = None if traced() else amqpbytes.encoded(message)
-    if direct is not None:
-        return direct
+    written = amqpbytes.encoded(message) if direct else None
+    if written is not None:
+        return written
     transport = batch._amqp_transport
     amqp = transport.to_outgoing_amqp_message(message.to_servicebus().raw_amqp_message)
     amqp = trace_message(amqp, transport, batch._tracing_attributes)
