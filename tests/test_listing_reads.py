@@ -12,6 +12,7 @@ from typing import Any
 
 from shared.models.records import MessageQuery
 from shared.services import Services
+from shared.storage.logrecords import row_key
 from shared.storage.messages import MessageLog
 from tests.factories import log_records
 
@@ -112,3 +113,46 @@ async def test_records_past_the_retention_cutoff_are_left_out_of_page_and_count(
         first = (query.get("page", 1) - 1) * 25
         assert page.total_hits == len(kept), query
         assert [m.uid for m in page.messages] == [m.uid for m in kept[first : first + 25]], query
+
+
+class RangeRecordingTable(CountingTable):
+    """Also keeps each range query's [start, end) (its RowKey parameters)."""
+
+    def __init__(self, table: Any) -> None:
+        super().__init__(table)
+        self.ranges: list[tuple[str, str]] = []
+
+    def query_entities(self, *args: Any, **kwargs: Any) -> Any:
+        parameters = kwargs.get("parameters") or {}
+        if "start" in parameters:
+            self.ranges.append((parameters["start"], parameters["end"]))
+        return super().query_entities(*args, **kwargs)
+
+
+async def test_page_n_reads_no_further_than_the_counts_say_it_reaches(
+    services: Services,
+) -> None:
+    """Azurite sorts every row in a query's range before it answers: page N's read ends
+    where its last row lies by the counts, not at the window's end (a million rows). Rows
+    the counts promise but the range lacks (here deleted behind the counters' back) are read
+    on from there: the page stays whole."""
+    partition = uuid.uuid4().hex
+    made = log_records(uuid.uuid4(), 400, NOW, timedelta(days=2), failed_every=10)
+    await services.messages.add(partition, made)
+    table = RangeRecordingTable(services.messages.table)
+    log = MessageLog(table, services.messages.bodies)  # type: ignore[arg-type]
+    query = MessageQuery(page=3, page_size=20)
+    page = await log.page(partition, query, None, NOW - timedelta(days=3))
+    assert [m.uid for m in page.messages] == [r.message.uid for r in made[40:60]]
+    start, end = table.ranges[-1]  # the page's read (the counters' is first)
+    in_range = [r for r in made if start <= row_key(r.message.uid) < end]
+    # its own rows, and at most the rest of the minutes it begins and ends in (a record
+    # every 7 minutes here), not the 360 rows from its start to the window's end
+    assert 20 <= len(in_range) <= 22
+
+    for gone in made[40:45]:  # deleted without their counts: the counts now promise more
+        await services.messages.table.delete_entity(partition, row_key(gone.message.uid))
+    table.ranges.clear()
+    page = await log.page(partition, query, None, NOW - timedelta(days=3))
+    assert [m.uid for m in page.messages] == [r.message.uid for r in made[45:65]]
+    assert len(table.ranges) == 3  # the counters, the bounded read, and the read on from it

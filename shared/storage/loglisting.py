@@ -191,12 +191,16 @@ async def _nth_key(table: TableClient, w: Window, minute: Span, n: int) -> str:
     return keys[1]  # fewer rows than counted (a purge is under way): an empty page
 
 
-async def _read(table: TableClient, w: Window, start: str, size: int) -> list[Any]:
-    """Up to `size` rows from RowKey `start` to the window's end (see `tolerant`)."""
+async def _read(
+    table: TableClient, w: Window, start: str, size: int, end: str | None = None
+) -> list[Any]:
+    """Up to `size` rows from RowKey `start` to `end` (None: the window's end; see
+    `tolerant`)."""
 
     async def read(select: list[str] | None) -> list[Any]:
         got: list[Any] = []
-        rows = _rows(table, w, (start, w.keys()[1]), results_per_page=size, select=select)
+        keys = (start, end or w.keys()[1])
+        rows = _rows(table, w, keys, results_per_page=size, select=select)
         async for page in rows.by_page():
             got += [e async for e in page]
             if len(got) >= size:
@@ -289,7 +293,7 @@ async def page(
     else:
         floor, found = await _counted(table, w, marked)
         start = _start(found, (number - 1) * size)
-        rows = await _read_from(table, w, *start, size) if start else []
+        rows = await _read_from(table, w, *start, size, _end(found, number * size)) if start else []
     total = sum(m.count for m in _kept(found, floor))
     return total, [r for r in rows if floor is None or logged_at(r) >= floor][:size]
 
@@ -329,12 +333,22 @@ async def oldest(table: TableClient, w: Window, size: int) -> list[Any]:
     return [r for r in reversed(rows) if floor is None or logged_at(r) >= floor]
 
 
-async def _read_from(table: TableClient, w: Window, minute: Span, skip: int, size: int) -> Any:
+async def _read_from(
+    table: TableClient, w: Window, minute: Span, skip: int, size: int, after: int | None = None
+) -> Any:
     """A page starting after `skip` rows of a minute. A few rows to skip are read and
-    dropped (one round trip); many (a busy minute) are skipped by reading their keys first."""
+    dropped (one round trip); many (a busy minute) are skipped by reading their keys first.
+    `after`: the time past which the counts say the page does not reach (`_end`): the read
+    stops there, and reads on to the window's end only if the rows fell short of the counts."""
+    end = w.keys(after=after)[1] if after is not None else None
     if skip <= SKIP_BY_READING:
-        return (await _read(table, w, w.keys(minute.after, minute.upto)[0], skip + size))[skip:]
-    return await _read(table, w, await _nth_key(table, w, minute, skip), size)
+        start, wanted = w.keys(minute.after, minute.upto)[0], skip + size
+    else:
+        start, wanted = await _nth_key(table, w, minute, skip), size
+    rows = await _read(table, w, start, wanted, end)
+    if end is not None and len(rows) < wanted:  # fewer rows than counted in the bound
+        rows += await _read(table, w, end, wanted - len(rows))
+    return rows[skip:] if skip <= SKIP_BY_READING else rows
 
 
 def _start(found: list[Span], skip: int) -> tuple[Span, int] | None:
@@ -345,6 +359,19 @@ def _start(found: list[Span], skip: int) -> tuple[Span, int] | None:
                 return span, skip
             return _start(span.minutes(), skip)
         skip -= span.count
+    return None
+
+
+def _end(found: list[Span], through: int) -> int | None:
+    """The time (ms) after which the newest `through` rows all lie, from the counts: the
+    start of the minute (or of the hour, where it is not split) holding the last of them;
+    None when the window holds no more. A page read ends there: Azurite sorts every row a
+    query's range holds before it returns the first page of them, a range to the window's end
+    (a million rows for page 50 of a full log) cost it more than its scan of the table."""
+    for span in found:
+        if through <= span.count:
+            return _end(span.minutes(), through) if span.rows else span.after
+        through -= span.count
     return None
 
 
