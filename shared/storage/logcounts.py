@@ -224,9 +224,10 @@ def count_records(entities: Iterable[dict[str, Any]], at_ms: Any) -> dict[int, H
         at = at_ms(e)
         done = e["RequestTimestamp"].timestamp() * 1000 + e["ElapsedMilliseconds"]
         latency = done - e["EventTimestamp"].timestamp() * 1000
-        hour = counts.get(hour_of(at))
+        start = hour_of(at)
+        hour = counts.get(start)
         if hour is None:  # not setdefault: an HourCounts is 120 lists, built for each record
-            hour = counts[hour_of(at)] = HourCounts()
+            hour = counts[start] = HourCounts()
         hour.count(at, e["Status"] == 2, latency)
     return counts
 

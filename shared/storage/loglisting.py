@@ -293,7 +293,9 @@ async def page(
     else:
         floor, found = await _counted(table, w, marked)
         start = _start(found, (number - 1) * size)
-        rows = await _read_from(table, w, *start, size, _end(found, number * size)) if start else []
+        last = _start(found, number * size - 1)  # the minute of the page's last row, if any
+        bound = last[0].after if last else None
+        rows = await _read_from(table, w, *start, size, bound) if start else []
     total = sum(m.count for m in _kept(found, floor))
     return total, [r for r in rows if floor is None or logged_at(r) >= floor][:size]
 
@@ -338,8 +340,11 @@ async def _read_from(
 ) -> Any:
     """A page starting after `skip` rows of a minute. A few rows to skip are read and
     dropped (one round trip); many (a busy minute) are skipped by reading their keys first.
-    `after`: the time past which the counts say the page does not reach (`_end`): the read
-    stops there, and reads on to the window's end only if the rows fell short of the counts."""
+    `after`: the time past which the counts say the page does not reach (the start of the
+    minute, or unsplit hour, holding its last row): the read stops there, and reads on to the
+    window's end only if the rows fell short of the counts. Azurite sorts every row a query's
+    range holds before it returns the first page of them: a range to the window's end (a
+    million rows for page 50 of a full log) cost it more than its scan of the table."""
     end = w.keys(after=after)[1] if after is not None else None
     if skip <= SKIP_BY_READING:
         start, wanted = w.keys(minute.after, minute.upto)[0], skip + size
@@ -359,19 +364,6 @@ def _start(found: list[Span], skip: int) -> tuple[Span, int] | None:
                 return span, skip
             return _start(span.minutes(), skip)
         skip -= span.count
-    return None
-
-
-def _end(found: list[Span], through: int) -> int | None:
-    """The time (ms) after which the newest `through` rows all lie, from the counts: the
-    start of the minute (or of the hour, where it is not split) holding the last of them;
-    None when the window holds no more. A page read ends there: Azurite sorts every row a
-    query's range holds before it returns the first page of them, a range to the window's end
-    (a million rows for page 50 of a full log) cost it more than its scan of the table."""
-    for span in found:
-        if through <= span.count:
-            return _end(span.minutes(), through) if span.rows else span.after
-        through -= span.count
     return None
 
 
