@@ -246,6 +246,22 @@ async def test_a_crash_between_transactions_and_a_restart(
 
 
 @pytest.mark.parametrize("after_sending", [False, True])
+async def test_a_retry_after_a_later_transaction_without_an_answer_counts_once(
+    services: Services, after_sending: bool
+) -> None:
+    """The first transaction of a write commits, the second gets no answer: the caller hears
+    only of the failure, and writes the same records again."""
+    partition, uid = uuid.uuid4().hex, uuid.uuid4()
+    records = spread(uid, 120, T0, HOUR / 4)  # more than one transaction
+    log = new_log(services, submit=Failing(2, after_sending))
+    with pytest.raises(ConnectionError):
+        await log.add(partition, records)
+    await log.add(partition, records)  # the retry
+    await check_counts(log, partition)
+    assert len(await records_in(log, partition)) == 120
+
+
+@pytest.mark.parametrize("after_sending", [False, True])
 async def test_retries_and_writes_after_an_unknown_outcome_count_once(
     services: Services, after_sending: bool
 ) -> None:

@@ -4,8 +4,9 @@ in logcounts.py, the index rows packed per transaction in logsearch.py).
 
 A slot's totals advance in memory only when the service said yes. A refused transaction wrote
 nothing. A transaction without an answer may or may not have committed: its slot reads its
-counter rows back before its next write (they are the truth for that slot), and its records
-are remembered as uncertain, so when they are written again (the caller's retry) the ones
+counter rows back before its next write (they are the truth for that slot), and the write's
+records are remembered as uncertain (those of its transactions that committed too: the caller
+hears only of the failure), so when they are written again (the caller's retry) the ones
 already in the table are not counted a second time.
 """
 
@@ -86,12 +87,17 @@ class CountingWriter:
 
     async def write(self, partition: str, items: Sequence[Item]) -> list[BaseException | None]:
         """Commit the items, as many to a transaction as fit; one outcome per item: None, or
-        the TransactionError that refused it. Any other failure (no answer) raises."""
+        the TransactionError that refused it. Any other failure (no answer) raises, and the
+        caller hears nothing of the transactions that committed before it: every item is then
+        uncertain, so that a retry counts none of them twice."""
         slot = self._slots.take(partition)
         outcomes: list[BaseException | None] = []
         try:
             for group in self._groups(items):
                 outcomes += await self._commit_or_split(partition, slot, group)
+        except BaseException:
+            self._may_be_written(partition, {e["RowKey"] for e, _ in items})
+            raise
         finally:
             self._slots.give_back(partition, slot)
         return outcomes
@@ -187,13 +193,16 @@ class CountingWriter:
             raise  # refused: nothing was written
         except BaseException:  # no answer (timeout, cancelled, connection lost)
             slot.dirty = True
-            if len(uncertain) < _MAX_UNCERTAIN:
-                uncertain.update(keys)
             raise
         slot.totals.update(totals)
         slot.forget_old_hours()
         if retried:
             uncertain.difference_update(keys)
+
+    def _may_be_written(self, partition: str, keys: set[str]) -> None:
+        uncertain = self._uncertain.setdefault(partition, set())
+        if len(uncertain) < _MAX_UNCERTAIN:
+            uncertain.update(keys)
 
     async def _not_written(self, partition: str, group: list[dict[str, Any]]) -> list[Any]:
         keys = sorted(e["RowKey"] for e in group)
