@@ -9,11 +9,12 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 AZURITE_BIN = ROOT / "node_modules" / ".bin" / "azurite"
 # Azurite's well-known development account (public, documented by Microsoft).
@@ -99,12 +100,19 @@ def start_azurite(
     e.g. `--oauth basic --cert ... --key ...` (HTTPS and bearer tokens)."""
     if not AZURITE_BIN.exists():
         raise FileNotFoundError(f"{AZURITE_BIN} is missing: run `npm ci` first")
-    # A free port can be taken before Azurite binds it (any outgoing connection may get it as
-    # its local port): when the ports were ours to pick, pick again.
-    for _ in range(2 if ports is None else 0):
+    return picked_again(
+        lambda: _started(host, ports, in_memory, location, quiet, extra_args), ports is None
+    )
+
+
+def picked_again(start: Callable[[], T], picked: bool) -> T:
+    """`start()`; when it picks its free ports itself (`picked`), again, twice at most, if the
+    process meant to listen there ended first (ChildProcessError): a free port can be taken
+    before the process binds it (any outgoing connection may get it as its local port)."""
+    for _ in range(2 if picked else 0):
         with contextlib.suppress(ChildProcessError):
-            return _started(host, ports, in_memory, location, quiet, extra_args)
-    return _started(host, ports, in_memory, location, quiet, extra_args)
+            return start()
+    return start()
 
 
 def _started(

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from local.azurite import ROOT, free_port, wait_for_port
+from local.azurite import ROOT, free_port, picked_again, wait_for_port
 from local.servicebus.emulator import DEFAULT_KEY, KEY_NAME
 
 
@@ -50,28 +50,36 @@ def start_host_process(
     cwd: Path = ROOT,
     timeout: float = 30.0,
 ) -> HostProcess:
-    """Run `python -m local.host --app <app_reference>` and wait until its HTTP port answers.
+    """Run `python -m local.host --app <app_reference>` on `port` (a free one if None) and
+    wait until its HTTP port answers.
 
     The host starts its triggers before HTTP, so a listening port means they run too. `env`
     adds to (and overrides) this process's environment.
     """
-    port = port or free_port()
-    command = [sys.executable, "-m", "local.host", "--app", app_reference, "--port", str(port)]
-    with tempfile.NamedTemporaryFile(prefix="local-host-", suffix=".log", delete=False) as log:
-        process = subprocess.Popen(
-            [*command, *args],
-            cwd=cwd,
-            env={**os.environ, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    started = HostProcess(process, f"http://127.0.0.1:{port}", Path(log.name))
-    try:
-        wait_for_port("127.0.0.1", port, timeout, process)
-    except BaseException as error:
-        started.kill()
-        raise RuntimeError(f"{error}\n--- host output ---\n{started.output()}") from error
-    return started
+
+    def start() -> HostProcess:
+        on = port or free_port()
+        command = [sys.executable, "-m", "local.host", "--app", app_reference, "--port", str(on)]
+        with tempfile.NamedTemporaryFile(prefix="local-host-", suffix=".log", delete=False) as log:
+            process = subprocess.Popen(
+                [*command, *args],
+                cwd=cwd,
+                env={**os.environ, **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        started = HostProcess(process, f"http://127.0.0.1:{on}", Path(log.name))
+        try:
+            wait_for_port("127.0.0.1", on, timeout, process)
+        except BaseException as error:
+            started.kill()
+            output = started.output()
+            started.log_path.unlink(missing_ok=True)  # said in the error
+            kind = ChildProcessError if isinstance(error, ChildProcessError) else RuntimeError
+            raise kind(f"{error}\n--- host output ---\n{output}") from error
+        return started
+
+    return picked_again(start, port is None)
 
 
 @dataclass
@@ -120,17 +128,21 @@ def start_emulator_process(
 ) -> EmulatorProcess:
     """Run the emulator on `port` (a free one if None), its queues journalled in `data_dir`
     when given, and wait until it listens."""
-    port = port or free_port()
-    command = [sys.executable, "-m", "local.servicebus", "--port", str(port), *args]
-    if data_dir is not None:
-        command += ["--data-dir", str(data_dir)]
-    process = subprocess.Popen(
-        command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    started = EmulatorProcess(process, port, data_dir)
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line.startswith("listening on"):
-        started.kill()
-        raise RuntimeError(f"the Service Bus emulator did not start: {line!r}")
-    return started
+
+    def start() -> EmulatorProcess:
+        on = port or free_port()
+        command = [sys.executable, "-m", "local.servicebus", "--port", str(on), *args]
+        if data_dir is not None:
+            command += ["--data-dir", str(data_dir)]
+        process = subprocess.Popen(
+            command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        started = EmulatorProcess(process, on, data_dir)
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line.startswith("listening on"):  # it ended (e.g. its port was taken)
+            started.kill()
+            raise ChildProcessError(f"the Service Bus emulator did not start: {line!r}")
+        return started
+
+    return picked_again(start, port is None)

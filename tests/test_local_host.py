@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import logging
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -594,3 +595,32 @@ async def test_a_late_timer_run_is_past_due() -> None:
         await trigger.stop(grace=1)
     assert calls[0].past_due
     assert calls[0].schedule_status["Next"] == (start + timedelta(seconds=6)).isoformat()
+
+
+def test_a_port_taken_before_the_host_or_the_emulator_binds_it_is_picked_again(
+    monkeypatch: pytest.MonkeyPatch, storage_connection_string: str
+) -> None:
+    """As for Azurite (tests/test_azurite_smoke.py): the process exits at once on a taken port,
+    and is started again on another one, unless the port was given."""
+    from local import process
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))  # bound, not listening: what an outgoing connection holds
+    with taken:
+        port = taken.getsockname()[1]
+        picks = iter([port, port])  # the first pick of each start below
+        picked = process.free_port
+        monkeypatch.setattr(process, "free_port", lambda: next(picks, None) or picked())
+        emulator = process.start_emulator_process()
+        emulator.stop()
+        env = {"AzureWebJobsStorage": storage_connection_string, "SAMPLE_QUEUE": queue_name()}
+        host = process.start_host_process(
+            "tests.apps.sample_app:app", env=env, args=["--no-triggers"]
+        )
+        host.stop()
+        host.log_path.unlink(missing_ok=True)
+        assert port not in (emulator.port, int(host.url.rsplit(":", 1)[1]))
+        with pytest.raises(ChildProcessError):  # a port given: no other to pick
+            process.start_emulator_process(port)
+        with pytest.raises(ChildProcessError, match="host output"):
+            process.start_host_process("tests.apps.sample_app:app", env=env, port=port)
