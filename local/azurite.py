@@ -100,9 +100,54 @@ def start_azurite(
     e.g. `--oauth basic --cert ... --key ...` (HTTPS and bearer tokens)."""
     if not AZURITE_BIN.exists():
         raise FileNotFoundError(f"{AZURITE_BIN} is missing: run `npm ci` first")
-    return picked_again(
-        lambda: _started(host, ports, in_memory, location, quiet, extra_args), ports is None
-    )
+
+    def start() -> Azurite:
+        chosen = ports or (free_port(host), free_port(host), free_port(host))
+        blob_port, queue_port, table_port = chosen
+        owns = location is None
+        workdir = location or Path(tempfile.mkdtemp(prefix="azurite-"))
+        workdir.mkdir(parents=True, exist_ok=True)  # also holds the debug log when not in memory
+        args = [
+            str(AZURITE_BIN),
+            "--blobHost",
+            host,
+            "--blobPort",
+            str(blob_port),
+            "--queueHost",
+            host,
+            "--queuePort",
+            str(queue_port),
+            "--tableHost",
+            host,
+            "--tablePort",
+            str(table_port),
+            "--skipApiVersionCheck",
+            "--loose",
+            "--disableTelemetry",
+        ]
+        # Azurite refuses --location together with --inMemoryPersistence.
+        args += ["--inMemoryPersistence"] if in_memory else ["--location", str(workdir)]
+        if quiet:
+            args.append("--silent")
+        args += extra_args
+        process = subprocess.Popen(
+            args,
+            stdout=subprocess.DEVNULL if quiet else None,
+            stderr=subprocess.DEVNULL if quiet else None,
+            env={**os.environ, "NODE_NO_WARNINGS": "1"},
+            cwd=workdir,
+        )
+        azurite = Azurite(process, host, blob_port, queue_port, table_port, workdir, owns)
+        try:
+            for port in (blob_port, queue_port, table_port):
+                # Loading saved state on a loaded 2-core machine took over 30 s once (CI).
+                wait_for_port(host, port, timeout=90.0, process=process)
+        except BaseException:
+            azurite.stop()
+            raise
+        return azurite
+
+    return picked_again(start, ports is None)
 
 
 def picked_again(start: Callable[[], T], picked: bool) -> T:
@@ -113,56 +158,3 @@ def picked_again(start: Callable[[], T], picked: bool) -> T:
         with contextlib.suppress(ChildProcessError):
             return start()
     return start()
-
-
-def _started(
-    host: str,
-    ports: tuple[int, int, int] | None,
-    in_memory: bool,
-    location: Path | None,
-    quiet: bool,
-    extra_args: Sequence[str],
-) -> Azurite:
-    blob_port, queue_port, table_port = ports or (free_port(host), free_port(host), free_port(host))
-    owns = location is None
-    workdir = location or Path(tempfile.mkdtemp(prefix="azurite-"))
-    workdir.mkdir(parents=True, exist_ok=True)  # also holds the debug log when not in memory
-    args = [
-        str(AZURITE_BIN),
-        "--blobHost",
-        host,
-        "--blobPort",
-        str(blob_port),
-        "--queueHost",
-        host,
-        "--queuePort",
-        str(queue_port),
-        "--tableHost",
-        host,
-        "--tablePort",
-        str(table_port),
-        "--skipApiVersionCheck",
-        "--loose",
-        "--disableTelemetry",
-    ]
-    # Azurite refuses --location together with --inMemoryPersistence.
-    args += ["--inMemoryPersistence"] if in_memory else ["--location", str(workdir)]
-    if quiet:
-        args.append("--silent")
-    args += extra_args
-    process = subprocess.Popen(
-        args,
-        stdout=subprocess.DEVNULL if quiet else None,
-        stderr=subprocess.DEVNULL if quiet else None,
-        env={**os.environ, "NODE_NO_WARNINGS": "1"},
-        cwd=workdir,
-    )
-    azurite = Azurite(process, host, blob_port, queue_port, table_port, workdir, owns)
-    try:
-        for port in (blob_port, queue_port, table_port):
-            # Loading saved state on a loaded 2-core machine took over 30 s once (CI).
-            wait_for_port(host, port, timeout=90.0, process=process)
-    except BaseException:
-        azurite.stop()
-        raise
-    return azurite
