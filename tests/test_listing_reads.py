@@ -43,6 +43,7 @@ LISTINGS: dict[str, dict[str, Any]] = {
     "page 50": {"page": 50},
     "onlyFailed": {"only_failed": True},
     "since": {"since": NOW - timedelta(hours=1, milliseconds=1234)},  # cuts a minute
+    "since 5 h": {"since": NOW - timedelta(hours=5, milliseconds=1234)},
     "onlyFailed, all on page 1": {"only_failed": True, "since": NOW - timedelta(hours=2)},
 }
 
@@ -60,7 +61,9 @@ async def requests_of(services: Services, records: int) -> dict[str, Counter[str
     found = {}
     for name, query in LISTINGS.items():
         table.calls.clear()
-        page = await log.page(partition, MessageQuery(page_size=10, **query), None, before_all)
+        page = await log.page(
+            partition, MessageQuery(page_size=10, **query), None, before_all, now=NOW
+        )
         assert page.messages and page.total_hits > 0, name
         found[name] = Counter(table.calls)
     return found
@@ -70,14 +73,16 @@ async def test_a_listing_makes_the_same_few_requests_at_any_size(services: Servi
     small, large = await requests_of(services, 500), await requests_of(services, 1500)
     assert small == large
     # the page and the counter rows; for `since`, the part of the minute it cuts is counted
-    # from the offsets its hour's counter row holds (a point read of that row, one writer
-    # here); failures that fit on page 1 are their own count (no counters read); where the
-    # records begin is the retention's cutoff: no read of the purge's mark
+    # from the offsets its hour's counter row holds: read with the counter rows when the
+    # window reaches back three hours at most, else a point read of that row afterwards (one
+    # writer here); failures that fit on page 1 are their own count (no counters read);
+    # where the records begin is the retention's cutoff: no read of the purge's mark
     assert large == {
         "page 1": Counter(query_entities=2),
         "page 50": Counter(query_entities=2),
         "onlyFailed": Counter(query_entities=2),
-        "since": Counter(query_entities=2, get_entity=1),
+        "since": Counter(query_entities=2),
+        "since 5 h": Counter(query_entities=2, get_entity=1),
         "onlyFailed, all on page 1": Counter(query_entities=1),
     }
 

@@ -102,7 +102,7 @@ async def list_messages(
     check_query(query)
     cutoff = log_cutoff(now, retention)  # hides what a purge may be deleting: no read of its mark
     terms = search_terms(stored, query, cutoff)
-    return await services.messages.page(stored.log_partition, query, terms, cutoff)
+    return await services.messages.page(stored.log_partition, query, terms, cutoff, now)
 
 
 async def get_message(services: Services, stored: StoredConnection, uid: UUID) -> Message:

@@ -47,6 +47,9 @@ log = logging.getLogger("shared.storage")
 SKIP_BY_READING = 100
 # Counter rows of a cut hour read again for their offsets, at most (one point read each).
 OFFSET_READS = 8
+# A window of at most this many hours reads its counter rows' offsets with them (up to 11 KB
+# a row), so that the minutes its edges cut are counted without a second round trip.
+OFFSETS_AT_ONCE_HOURS = 3
 _WHERE = "PartitionKey eq @pk and RowKey ge @start and RowKey lt @end"
 
 
@@ -107,17 +110,20 @@ def _rows(table: TableClient, w: Window, keys: tuple[str, str], **options: Any) 
     return table.query_entities(_WHERE, parameters=params, **options)
 
 
-async def spans(table: TableClient, w: Window) -> list[Span]:
+async def spans(table: TableClient, w: Window, now: int | None = None) -> list[Span]:
     """The window's rows as spans, newest first: its whole hours as they are counted, and the
     hours its edges cut through by minute, the (at most two) minutes they cut through counted
     from the offsets their counter rows hold, or by reading their keys when those do not hold
-    them all."""
+    them all. `now` (milliseconds): where a window without an end reaches, to tell whether it
+    is short enough to read its offsets in the same query (OFFSETS_AT_ONCE_HOURS)."""
     first = hour_of(w.after + 1) if w.after is not None else 0
     last = hour_of(w.upto) if w.upto is not None else hour_of(MAX_MILLIS)
     total, per_minute = ("Failed", "FailedMinutes") if w.prefix == FAILURE else ("Total", "Minutes")
     totals: dict[int, int] = defaultdict(int)
     rows: dict[int, list[Any]] = defaultdict(list)
-    columns = ["RowKey", total, per_minute]
+    reaches = w.upto if w.upto is not None else now
+    at_once = reaches is not None and hour_of(reaches) - first < OFFSETS_AT_ONCE_HOURS * HOUR_MS
+    columns = ["RowKey", total, per_minute, *([OFFSETS_OF[per_minute]] if at_once else [])]
     async for row in _rows(table, w, counter_range(first, last), select=columns):
         at = hour_of_counter(row["RowKey"])
         totals[at] += row.get(total) or 0
@@ -125,7 +131,7 @@ async def spans(table: TableClient, w: Window) -> list[Span]:
     spans = [Span(h - 1, h + HOUR_MS - 1, totals[h]) for h in sorted(totals, reverse=True)]
     cut = [s.after + 1 for s in spans if s.count and _part(w, s) != (s.after, s.upto)]
     minutes = {h: tuple(Minutes.of(r, per_minute) for r in rows[h]) for h in totals}
-    reread = [h for h in cut if h in _minutes_cut(w)]
+    reread = [] if at_once else [h for h in cut if h in _minutes_cut(w)]
     again = await asyncio.gather(
         *(_with_offsets(table, w.partition, rows[h], per_minute) for h in reread)
     )
@@ -269,14 +275,19 @@ async def purged_before(table: TableClient, partition: str) -> int | None:
 
 
 async def page(
-    table: TableClient, w: Window, number: int, size: int, kept_from: int | None = None
+    table: TableClient,
+    w: Window,
+    number: int,
+    size: int,
+    kept_from: int | None = None,
+    now: int | None = None,
 ) -> tuple[int, list[Any]]:
     """TotalHits and the rows of page `number` (from 1) of `size` rows, newest first. What
     a purge under way is deleting is left out, from the counts and from the page alike:
     older than `kept_from` (milliseconds, whole hours) when the caller knows where the
     retention begins, else than the purge's mark (a point read). Page 1 of the failures reads
     its page first: failures are rare, and when the window holds no more than the page, their
-    number is TotalHits without reading the counters."""
+    number is TotalHits without reading the counters. `now`: see `spans`."""
     if kept_from is not None:  # the window starts there: nothing older to leave out
         w = dataclasses.replace(w, after=max(kept_from - 1, -1 if w.after is None else w.after))
     marked = purged_before(table, w.partition) if kept_from is None else _nothing()
@@ -285,13 +296,13 @@ async def page(
         rows = [r for r in rows if floor is None or logged_at(r) >= floor]
         if len(rows) <= size:  # the window holds no more than these: no counters to read
             return len(rows), rows
-        found = await spans(table, w)
+        found = await spans(table, w, now)
     elif number == 1:  # where it starts is known: read it while counting
         floor, found, rows = await asyncio.gather(
-            marked, spans(table, w), _read(table, w, w.keys()[0], size)
+            marked, spans(table, w, now), _read(table, w, w.keys()[0], size)
         )
     else:
-        floor, found = await _counted(table, w, marked)
+        floor, found = await _counted(table, w, marked, now)
         start = _start(found, (number - 1) * size)
         last = _start(found, number * size - 1)  # the minute of the page's last row, if any
         bound = last[0].after if last else None
@@ -305,12 +316,15 @@ async def _nothing() -> None:
 
 
 async def _counted(
-    table: TableClient, w: Window, marked: Awaitable[int | None] | None = None
+    table: TableClient,
+    w: Window,
+    marked: Awaitable[int | None] | None = None,
+    now: int | None = None,
 ) -> tuple[int | None, list[Span]]:
     """The purge's cutoff (`marked`, else its mark read) and the window's spans that it
     leaves."""
     floor, found = await asyncio.gather(
-        marked or purged_before(table, w.partition), spans(table, w)
+        marked or purged_before(table, w.partition), spans(table, w, now)
     )
     return floor, _kept(found, floor)
 

@@ -125,12 +125,14 @@ class MessageLog(LogRetention):
         query: MessageQuery,
         terms: logsearch.Terms | None = None,
         kept_from: datetime | None = None,
+        now: datetime | None = None,
     ) -> MessagePage:
         """One page, newest first, and the count of all matches, from the counters; or with
         `undelivered`, the latest attempts of deliveries not delivered, oldest first; or of
         a search (`terms`: by EventId or MessageId, its delivery's row and records; else its
         index ranges). `kept_from`: the retention's cutoff now; a listing leaves out what is
-        older instead of reading the purge's mark (None: it reads the mark)."""
+        older instead of reading the purge's mark (None: it reads the mark). `now`: where a
+        listing without `until` ends, for reading a short window's counts in one query."""
         if query.undelivered:
             return await self._undelivered_page(partition, query)
         if terms is not None and terms.empty:
@@ -152,6 +154,7 @@ class MessageLog(LogRetention):
             query.page,
             query.page_size,
             millis(kept_from) if kept_from is not None else None,
+            millis(now) if now is not None else None,
         )
         records = await self._records(partition, entities, query.include_body)
         return MessagePage(
