@@ -361,13 +361,14 @@ async def _read_from(
     million rows for page 50 of a full log) cost it more than its scan of the table."""
     end = w.keys(after=after)[1] if after is not None else None
     if skip <= SKIP_BY_READING:
-        start, wanted = w.keys(minute.after, minute.upto)[0], skip + size
+        start, dropped = w.keys(minute.after, minute.upto)[0], skip
     else:
-        start, wanted = await _nth_key(table, w, minute, skip), size
+        start, dropped = await _nth_key(table, w, minute, skip), 0
+    wanted = dropped + size
     rows = await _read(table, w, start, wanted, end)
     if end is not None and len(rows) < wanted:  # fewer rows than counted in the bound
         rows += await _read(table, w, end, wanted - len(rows))
-    return rows[skip:] if skip <= SKIP_BY_READING else rows
+    return rows[dropped:]
 
 
 def _start(found: list[Span], skip: int) -> tuple[Span, int] | None:
